@@ -1,0 +1,100 @@
+"""Configuration: one frozen dataclass per ``params.yaml`` section, validated when built.
+
+Notebooks receive each section as a plain dict (papermill parameters) and build the dataclass in the
+cell after ``parameters``, so a key that ``params.yaml`` and the notebook disagree on fails at once.
+Every number from the paper is a named field with the paper's (official code's) value as default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], values: Mapping[str, Any], section: str) -> T:
+    """Build dataclass ``cls`` from ``values``; unknown or missing keys raise a ValueError naming them."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"params section {section!r} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    missing = sorted(n for n, f in fields.items() if n not in values
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if unknown or missing:
+        raise ValueError(f"params section {section!r}: unknown keys {unknown}, missing keys {missing}; "
+                         f"expected keys {sorted(fields)} (keep params.yaml and the notebook in agreement)")
+    return cls(**values)
+
+
+def _positive(section: str, **values: float | int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise ValueError(f"{section}.{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion_mnist"
+    train_size: int | None = None      # cap on training images (None: all that remain after score/calib)
+    score_size: int = 2000             # held-out *training* images that score search moves
+    calib_size: int = 1000             # held-out training images for BN recalibration
+    test_size: int | None = None       # cap on test images (None: the whole test set)
+    batch_size: int = 128
+    pad: int = 2                       # random-crop padding (pixels)
+    flip: bool = True                  # random horizontal flip (off for digits)
+
+    def __post_init__(self) -> None:
+        _positive("data", train_size=self.train_size, score_size=self.score_size, calib_size=self.calib_size,
+                  test_size=self.test_size, batch_size=self.batch_size)
+        if self.pad < 0:
+            raise ValueError(f"data.pad must be >= 0, got {self.pad}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    width_mult: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("models", width_mult=self.width_mult)
+
+
+def model_specs(models: Mapping[str, Mapping[str, Any]]) -> list[ModelSpec]:
+    """``models:`` section, ``name -> {width_mult: ...}``, as a list of specs (registry names checked)."""
+    from .models import list_models
+
+    specs = []
+    for name, values in models.items():
+        if name not in list_models():
+            raise ValueError(f"models: unknown model {name!r}; registered: {', '.join(list_models())}")
+        specs.append(from_dict(ModelSpec, {"name": name, **values}, f"models.{name}"))
+    if not specs:
+        raise ValueError("models: the section lists no model")
+    return specs
+
+
+@dataclass(frozen=True)
+class FPConfig:
+    """Full-precision training (the starting point of every quantized model)."""
+
+    epochs: int = 5
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("fp", epochs=self.epochs, lr=self.lr)
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    with open(path) as fh:
+        params = yaml.safe_load(fh)
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must hold a mapping of sections")
+    return params
