@@ -98,3 +98,27 @@ def load_params(path: str | Path) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a mapping of sections")
     return params
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How trained models are evaluated: uniform levels, and BN recalibration on the calibration subset."""
+
+    levels: tuple[int, ...] = (2, 3, 4, 5, 6)
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        _positive("evaluation", batch_size=self.batch_size)
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Uniform fixed-precision LSQ baselines (WkAk), trained with the one-shot recipe and epoch budget."""
+
+    levels: tuple[int, ...] = (2, 3, 4)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        if not self.levels or min(self.levels) < 2:
+            raise ValueError(f"baselines.levels must be bit-widths >= 2, got {self.levels}")

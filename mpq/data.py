@@ -224,14 +224,30 @@ def load_dataset(name: str, root: Path | None = None) -> tuple[ImageSet, ImageSe
 
 # --- splits ---------------------------------------------------------------------------------------------
 
+def split_indices(n: int, gen: torch.Generator, score_size: int, calib_size: int,
+                  train_size: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Disjoint random ``(train, score, calib)`` index sets over ``n`` training images.
+
+    The first ``score_size`` of a random permutation score search moves, the next ``calib_size``
+    recalibrate BN, the rest (optionally capped at ``train_size``) train.
+    """
+    if score_size + calib_size >= n:
+        raise ValueError(f"score_size + calib_size = {score_size + calib_size} leaves no training images "
+                         f"out of {n}; lower them")
+    order = torch.randperm(n, generator=gen)
+    score, calib = order[:score_size], order[score_size:score_size + calib_size]
+    train = order[score_size + calib_size:]
+    return (train if train_size is None else train[:train_size]), score, calib
+
+
 def make_splits(name: str, *, seed: int, train_size: int | None, score_size: int, calib_size: int,
                 test_size: int | None = None, test_fraction: float = 0.2, root: Path | None = None) -> Splits:
-    """Deterministic, seeded, disjoint splits.
+    """Deterministic, seeded, disjoint splits of a named data set (see ``split_indices``).
 
-    The training images are shuffled with ``seed``; the first ``score_size`` become the search's scoring
-    subset, the next ``calib_size`` the BN-calibration subset, the rest (optionally capped at
-    ``train_size``) the training set. Sets without an official test split first lose ``test_fraction`` of
-    their (shuffled) images to the test set. ``test_size`` caps the test set (a seeded subset).
+    The search's scoring subset and the BN-calibration subset come from the *training* images, never
+    the test set. Sets without an official test split (Animal-MNIST, whose labels arrive sorted, and
+    MNIST-5k) first lose a shuffled ``test_fraction`` to the test set. ``test_size`` caps the test set
+    (a seeded subset).
     """
     train, test = load_dataset(name, root)
     gen = torch.Generator().manual_seed(seed)
@@ -239,18 +255,11 @@ def make_splits(name: str, *, seed: int, train_size: int | None, score_size: int
         order = torch.randperm(len(train), generator=gen)
         n_test = int(round(test_fraction * len(train)))
         test, train = train.subset(order[:n_test]), train.subset(order[n_test:])
-    order = torch.randperm(len(train), generator=gen)
-    if score_size + calib_size >= len(train):
-        raise ValueError(f"score_size + calib_size = {score_size + calib_size} leaves no training images "
-                         f"out of {len(train)}; lower them")
-    score = train.subset(order[:score_size])
-    calib = train.subset(order[score_size:score_size + calib_size])
-    rest = order[score_size + calib_size:]
-    if train_size is not None:
-        rest = rest[:train_size]
+    train_idx, score_idx, calib_idx = split_indices(len(train), gen, score_size, calib_size, train_size)
     if test_size is not None and test_size < len(test):
         test = test.subset(torch.randperm(len(test), generator=gen)[:test_size])
-    return Splits(train=train.subset(rest), score=score, calib=calib, test=test)
+    return Splits(train=train.subset(train_idx), score=train.subset(score_idx), calib=train.subset(calib_idx),
+                  test=test)
 
 
 # --- batches and augmentation ---------------------------------------------------------------------------

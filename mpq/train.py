@@ -116,7 +116,7 @@ def train_fp(model: nn.Module, train: ImageSet, test: ImageSet, *, epochs: int, 
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss) * len(y)
+            total_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         seconds = time.perf_counter() - start
@@ -126,3 +126,19 @@ def train_fp(model: nn.Module, train: ImageSet, test: ImageSet, *, epochs: int, 
         log.info("epoch %d: loss %.4f train %.4f test %.4f (%.1fs)", epoch + 1, total_loss / seen,
                  correct / seen, test_acc, seconds)
     return history
+
+
+def load_fp_model(path: str, expect_model: str | None = None, expect_width: float | None = None) -> nn.Module:
+    """Rebuild a float model from a checkpoint written by the FP stage, checking it is the one expected."""
+    from .checkpoint import load_checkpoint
+    from .models import create_model
+
+    state = load_checkpoint(path)
+    if expect_model is not None and state["model"] != expect_model:
+        raise ValueError(f"{path} holds {state['model']}, expected {expect_model}")
+    if expect_width is not None and abs(state["width_mult"] - expect_width) > 1e-9:
+        raise ValueError(f"{path} has width_mult {state['width_mult']} but params.yaml says {expect_width}; "
+                         "re-run the FP stage (`dvc repro fp_train`)")
+    model = create_model(state["model"], num_classes=state["num_classes"], width_mult=state["width_mult"])
+    model.load_state_dict(state["state_dict"])
+    return model

@@ -1,0 +1,105 @@
+"""Throughput of fake-quantized vs full-precision training and inference, measured in one run.
+
+    python benchmarks/bench_throughput.py --model resnet20 --width-mult 0.5 --out reports/metrics/throughput.json
+
+Reports images/s of (a) one full-precision training step, (b) one fake-quantized training path at a
+random mixed configuration (the unit of one-shot training), (c) a whole one-shot step (max path +
+random paths, distillation), and of inference FP vs fake-quantized; plus the ratios. Runs interleave
+(FP, FQ, FP, FQ, ...) so background load hits both alike; medians are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from mpq.checkpoint import write_json
+from mpq.models import create_model
+from mpq.oneshot import OneShotConfig, train_step
+from mpq.supernet import Supernet
+
+
+def _time(fn, reps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--width-mult", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    float_model = create_model(args.model, width_mult=args.width_mult).to(memory_format=torch.channels_last)
+    supernet = Supernet(float_model, (1, 28, 28)).to(memory_format=torch.channels_last)
+    x = torch.randn(args.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (args.batch_size,))
+    supernet.calibrate(x)
+    gen = torch.Generator().manual_seed(0)
+    cfg = OneShotConfig()
+    fp_opt = torch.optim.SGD(float_model.parameters(), lr=1e-3, momentum=0.9)
+    sn_opt = torch.optim.SGD(supernet.parameters(), lr=1e-3, momentum=0.9)
+
+    def fp_step():
+        fp_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(float_model(x), y).backward()
+        fp_opt.step()
+
+    def fq_path():
+        supernet.set_config(supernet.sample_config(gen))
+        sn_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(supernet(x), y).backward()
+        sn_opt.step()
+
+    def oneshot_step():
+        sn_opt.zero_grad(set_to_none=True)
+        train_step(supernet, x, y, cfg, gen, qe_weight=0.0)
+        sn_opt.step()
+
+    @torch.no_grad()
+    def fp_infer():
+        float_model(x)
+
+    @torch.no_grad()
+    def fq_infer():
+        supernet(x)
+
+    float_model.train(), supernet.train()
+    for fn in (fp_step, fq_path, oneshot_step):
+        fn()  # warm-up
+    times = {k: [] for k in ("fp_train", "fq_train_path", "oneshot_step", "fp_infer", "fq_infer")}
+    for _ in range(args.rounds):
+        float_model.train(), supernet.train()
+        times["fp_train"].append(_time(fp_step, args.reps))
+        times["fq_train_path"].append(_time(fq_path, args.reps))
+        times["oneshot_step"].append(_time(oneshot_step, max(1, args.reps // 4)))
+        float_model.eval(), supernet.eval()
+        supernet.set_config(supernet.sample_config(gen))
+        times["fp_infer"].append(_time(fp_infer, args.reps))
+        times["fq_infer"].append(_time(fq_infer, args.reps))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {
+        "model": args.model, "width_mult": args.width_mult, "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "img_per_s": {k: round(args.batch_size / v, 1) for k, v in med.items()},
+        "ratio_fq_vs_fp_train": round(med["fq_train_path"] / med["fp_train"], 3),
+        "ratio_oneshot_step_vs_fp_train": round(med["oneshot_step"] / med["fp_train"], 3),
+        "ratio_fq_vs_fp_infer": round(med["fq_infer"] / med["fp_infer"], 3),
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        write_json(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

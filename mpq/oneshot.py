@@ -1,0 +1,297 @@
+"""One-shot weight-coupled training of the bit-width supernet (claim C1; DESIGN.md section 2).
+
+Each step: (1) the max path (every searchable layer at its highest candidate) with cross-entropy; its
+detached logits are the teacher. (2) ``num_random_paths`` random paths, each layer drawing w_bits and
+a_bits uniformly from its current candidates, with ``(1-kd)*CE + kd*KL(teacher || student)``. Gradients
+of all paths accumulate, then one optimiser step: SGD (Nesterov, warm-up + cosine) for weights, BN and
+biases, Adam for the LSQ step sizes. An EMA copy of the supernet is what gets evaluated and searched.
+
+Two terms from the official code, each behind a flag: a quantization-error penalty ramped in late in
+training, and no weight decay on layers sampled at 2-bit weights in the step.
+
+The same function trains a uniform fixed-precision LSQ baseline: a supernet whose only candidate is
+(k, k) and ``num_random_paths=0`` is plain LSQ at WkAk (``baseline_spec``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.std import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import ImageSet, augment, batches
+from .layers import quant_layers
+from .supernet import BitCfg, Supernet, SupernetSpec, recalibrate_bn
+from .train import History, evaluate, to_device, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OneShotConfig:
+    """The ``oneshot`` section of params.yaml; the paper's (official code's) values where it gives them."""
+
+    epochs: int = 2
+    train_size: int | None = None      # training images used (None: all of the training split)
+    lr: float = 0.01                   # SGD learning rate for weights, BN and biases
+    momentum: float = 0.9
+    weight_decay: float = 5e-4         # conv/linear weights only
+    warmup_epochs: float = 0.1
+    step_lr: float = 1e-4              # Adam learning rate for LSQ step sizes ("a small learning rate")
+    num_random_paths: int = 3
+    kd_weight: float = 0.5             # random paths: (1 - kd_weight) * CE + kd_weight * KL(teacher || student)
+    kd_temperature: float = 1.0
+    ema_decay: float = 0.99            # per step; our runs have a few hundred steps, so a short horizon
+    quant_error_penalty: bool = True   # official code, not in the paper's text
+    qe_weight: float = 0.1
+    qe_start: float = 0.75             # fraction of training after which the penalty ramps linearly to qe_weight
+    cancel_2bit_decay: bool = True     # official code: no weight decay on layers sampled at 2-bit weights
+    w_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
+    a_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
+    depthwise_min_bits: int = 3
+    grad_scaling: bool = False         # LSQ gradient scaling, off in the official configs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "w_bit_choices", tuple(self.w_bit_choices))
+        object.__setattr__(self, "a_bit_choices", tuple(self.a_bit_choices))
+        if self.epochs <= 0 or self.lr <= 0 or self.step_lr <= 0:
+            raise ValueError("oneshot: epochs, lr and step_lr must be positive")
+        if self.num_random_paths < 0:
+            raise ValueError(f"oneshot.num_random_paths must be >= 0, got {self.num_random_paths}")
+        if not 0.0 <= self.kd_weight <= 1.0 or not 0.0 <= self.qe_start <= 1.0 or not 0.0 < self.ema_decay < 1.0:
+            raise ValueError("oneshot: kd_weight and qe_start must lie in [0, 1], ema_decay in (0, 1)")
+
+    def supernet_spec(self) -> SupernetSpec:
+        return SupernetSpec(self.w_bit_choices, self.a_bit_choices, self.depthwise_min_bits,
+                            grad_scaling=self.grad_scaling)
+
+    def baseline(self, bits: int) -> "OneShotConfig":
+        """The same recipe as a uniform WkAk LSQ baseline: one candidate, the max path only."""
+        return OneShotConfig(**{**asdict(self), "num_random_paths": 0, "w_bit_choices": (bits,),
+                                "a_bit_choices": (bits,), "depthwise_min_bits": min(bits, self.depthwise_min_bits),
+                                "cancel_2bit_decay": False})
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) on softened distributions, times T^2 (Hinton et al.); logits ``(B, classes)``."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                    reduction="batchmean") * t * t
+
+
+def quantization_error(supernet: Supernet) -> Tensor:
+    """Sum over searchable layers of mean(((w - q(w)) / s)^2): latent weights pulled towards their grid.
+
+    Normalised by the step size so layers and bit-widths weigh alike; the quantized value is a constant.
+    """
+    total = torch.zeros((), device=next(supernet.parameters()).device)
+    layers = quant_layers(supernet.model)
+    for name in supernet.searchable:
+        layer = layers[name]
+        wq = layer.weight_quantizer
+        step = wq.step_size[str(wq.bits)].detach()
+        total = total + ((layer.weight - layer.quantized_weight().detach()) / step).pow(2).mean()
+    return total
+
+
+def qe_ramp(step: int, total_steps: int, start: float, weight: float) -> float:
+    """0 before ``start * total_steps``, then linear up to ``weight`` at the last step."""
+    begin = start * total_steps
+    if step < begin or total_steps <= begin:
+        return 0.0
+    return weight * (step - begin) / max(1.0, total_steps - begin)
+
+
+def optimizers(supernet: Supernet, cfg: OneShotConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """SGD for weights/BN/biases (decay applied by hand, see ``_apply_weight_decay``), Adam for step sizes."""
+    steps = [p for n, p in supernet.named_parameters() if "step_size" in n]
+    rest = [p for n, p in supernet.named_parameters() if "step_size" not in n]
+    sgd = torch.optim.SGD(rest, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=0.0)
+    adam = torch.optim.Adam(steps, lr=cfg.step_lr)
+    return sgd, adam
+
+
+@torch.no_grad()
+def _apply_weight_decay(supernet: Supernet, weight_decay: float, skip: set[str]) -> None:
+    """Add ``weight_decay * w`` to the gradient of every conv/linear weight except the layers in ``skip``."""
+    for name, layer in quant_layers(supernet.model).items():
+        if name in skip or layer.weight.grad is None:
+            continue
+        layer.weight.grad.add_(layer.weight, alpha=weight_decay)
+
+
+class GradSync(Protocol):
+    """Averages gradients (after every step) and buffers (after every epoch) across processes."""
+
+    def __call__(self, params: Iterable[nn.Parameter]) -> None: ...
+
+    def sync_buffers(self, module: nn.Module) -> None: ...
+
+
+def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen: torch.Generator,
+               qe_weight: float, grad_sync: GradSync | None = None) -> dict[str, float]:
+    """Max path + random paths on one batch; gradients accumulated (and synced across processes)."""
+    max_cfg = supernet.max_config()
+    supernet.set_config(max_cfg)
+    logits = supernet(x)
+    loss = F.cross_entropy(logits, y)
+    if qe_weight > 0:
+        loss = loss + qe_weight * quantization_error(supernet)
+    loss.backward()
+    teacher = logits.detach()
+    stats = {"loss_max": loss.item()}
+    two_bit: set[str] = set()
+    rand_losses = []
+    for _ in range(cfg.num_random_paths):
+        bit_cfg = supernet.sample_config(gen)
+        two_bit.update(n for n, (w, _) in bit_cfg.items() if w == 2)
+        supernet.set_config(bit_cfg)
+        out = supernet(x)
+        loss = (1 - cfg.kd_weight) * F.cross_entropy(out, y) + cfg.kd_weight * distillation_loss(out, teacher, cfg.kd_temperature)
+        if qe_weight > 0:
+            loss = loss + qe_weight * quantization_error(supernet)
+        loss.backward()
+        rand_losses.append(loss.item())
+    if grad_sync is not None:
+        grad_sync(supernet.parameters())
+    _apply_weight_decay(supernet, cfg.weight_decay, two_bit if cfg.cancel_2bit_decay else set())
+    stats["loss_rand"] = sum(rand_losses) / len(rand_losses) if rand_losses else float("nan")
+    return stats
+
+
+@dataclass
+class OneShotRun:
+    """What training returns: the EMA supernet (evaluate and search this one), the raw one, the record."""
+
+    ema: Supernet
+    supernet: Supernet
+    history: History
+    seconds: float
+
+
+def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, batch_size: int, pad: int, flip: bool,
+                  seed: int, device: torch.device, checkpoint: str | Path | None = None, meta: dict | None = None,
+                  progress: bool = True, shard: tuple[int, int] | None = None, grad_sync: GradSync | None = None,
+                  stop_after_epoch: int | None = None) -> OneShotRun:
+    """Train ``supernet`` (already calibrated) one-shot; resumable from ``checkpoint``.
+
+    A checkpoint is written atomically after every epoch with all state (weights, EMA, optimisers,
+    schedules, random generator), so a resumed run equals an uninterrupted one. ``stop_after_epoch``
+    stops early (as an interruption would); ``meta`` is stored alongside (model name, width, ...).
+
+    Data parallel (``mpq.distributed``): every process draws the same global batch, augmentation and
+    random paths from the same seeded generator and keeps the slice ``shard = (rank, world_size)`` of the
+    batch; ``grad_sync`` averages the accumulated gradients once per step, and only rank 0 writes.
+    """
+    rank, world_size = shard or (0, 1)
+    supernet.to(device).to(memory_format=torch.channels_last).train()
+    gen = torch.Generator().manual_seed(seed)
+    sgd, adam = optimizers(supernet, cfg)
+    steps_per_epoch = len(train) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train)} training images give no full batch of {batch_size}")
+    total_steps = cfg.epochs * steps_per_epoch
+    sched = warmup_cosine(sgd, int(cfg.warmup_epochs * steps_per_epoch), total_steps)
+    sched_steps = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=total_steps)
+    ema = AveragedModel(supernet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    history, start_epoch, seconds = History(), 0, 0.0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint)
+        if state["config"] != asdict(cfg):
+            raise ValueError(f"checkpoint {checkpoint} was trained with another oneshot config; "
+                             "delete it to start afresh (or restore that config to resume)")
+        supernet.load_state_dict(state["supernet"])
+        ema.load_state_dict(state["ema"])
+        sgd.load_state_dict(state["sgd"])
+        adam.load_state_dict(state["adam"])
+        sched.load_state_dict(state["sched"])
+        sched_steps.load_state_dict(state["sched_steps"])
+        gen.set_state(state["generator"])
+        history = History(**state["history"])
+        start_epoch, seconds = state["epoch"], state["seconds"]
+        log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+        start, sums, n = time.perf_counter(), {"loss_max": 0.0, "loss_rand": 0.0}, 0
+        bar = tqdm(batches(train, batch_size, shuffle=True, gen=gen, drop_last=True), total=steps_per_epoch,
+                   desc=f"one-shot epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        for i, (images, labels) in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            x, y = to_device(augment(images, gen, pad, flip), labels, device)
+            if world_size > 1:
+                x, y = x[rank::world_size], y[rank::world_size]            # this process's slice of the batch
+            sgd.zero_grad(set_to_none=True)
+            adam.zero_grad(set_to_none=True)
+            stats = train_step(supernet, x, y, cfg, gen, qe_ramp(step, total_steps, cfg.qe_start, cfg.qe_weight)
+                               if cfg.quant_error_penalty else 0.0, grad_sync)
+            sgd.step()
+            adam.step()
+            sched.step(); sched_steps.step()
+            ema.update_parameters(supernet)
+            for k in sums:
+                sums[k] += stats[k]
+            n += 1
+        epoch_seconds = time.perf_counter() - start
+        seconds += epoch_seconds
+        history.append(epoch=epoch + 1, loss=sums["loss_max"] / n, train_acc=float("nan"), test_acc=float("nan"),
+                       lr=sgd.param_groups[0]["lr"], seconds=epoch_seconds)
+        log.info("one-shot epoch %d: max-path loss %.4f, random-path loss %.4f (%.1fs)", epoch + 1,
+                 sums["loss_max"] / n, sums["loss_rand"] / n, epoch_seconds)
+        if grad_sync is not None:
+            grad_sync.sync_buffers(supernet)       # BN statistics: average the per-process estimates
+            grad_sync.sync_buffers(ema.module)
+        if checkpoint is not None and rank == 0:
+            save_checkpoint({"supernet": supernet.state_dict(), "ema": ema.state_dict(), "sgd": sgd.state_dict(),
+                             "adam": adam.state_dict(), "sched": sched.state_dict(),
+                             "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
+                             "history": history.as_dict(), "epoch": epoch + 1, "seconds": seconds,
+                             "config": asdict(cfg), "meta": meta or {}}, checkpoint)
+    supernet.set_float()
+    ema.module.set_float()
+    return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds)
+
+
+def evaluate_config(supernet: Supernet, bit_cfg: BitCfg, calib: ImageSet, test: ImageSet, *,
+                    batch_size: int = 256) -> float:
+    """Top-1 accuracy at ``bit_cfg`` after recalibrating that configuration's BN statistics on ``calib``."""
+    device = next(supernet.parameters()).device
+    supernet.set_config(bit_cfg)
+    recalibrate_bn(supernet, (to_device(x, y, device)[0] for x, y in batches(calib, batch_size, shuffle=False)))
+    return evaluate(supernet, test, device=device)
+
+
+def build_supernet(float_model: nn.Module, spec: SupernetSpec, calib: ImageSet, input_size: Sequence[int],
+                   calib_images: int = 256) -> Supernet:
+    """Convert a float model and initialise its step sizes on the first calibration batch."""
+    supernet = Supernet(float_model, input_size, spec)
+    x, y = next(batches(calib, calib_images, shuffle=False))
+    supernet.calibrate(to_device(x, y, torch.device("cpu"))[0])
+    return supernet
+
+
+def load_supernet(path: str | Path, which: str = "ema") -> Supernet:
+    """Rebuild a trained supernet from a one-shot checkpoint (``which``: "ema", the default, or "supernet")."""
+    from .models import create_model, model_entry
+
+    state = load_checkpoint(path)
+    meta = state.get("meta", {})
+    missing = [k for k in ("model", "width_mult", "num_classes") if k not in meta]
+    if missing:
+        raise ValueError(f"{path} lacks {missing} in its metadata: it was not written by train_oneshot via the notebooks")
+    cfg = OneShotConfig(**state["config"])
+    model = create_model(meta["model"], num_classes=meta["num_classes"], width_mult=meta["width_mult"])
+    supernet = Supernet(model, model_entry(meta["model"]).input_size, cfg.supernet_spec())
+    weights = state[which]
+    if which == "ema":   # AveragedModel's state: the module's entries under "module.", plus a step counter
+        weights = {k[len("module."):]: v for k, v in weights.items() if k.startswith("module.")}
+    supernet.load_state_dict(weights)
+    return supernet.eval()

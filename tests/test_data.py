@@ -1,0 +1,123 @@
+"""Data loaders: shapes, classes, checksums, split disjointness and determinism, clear errors."""
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mpq import data
+from mpq.data import DataError, augment, batches, load_fashion_mnist, make_splits, split_indices
+
+
+def test_fashion_mnist_shapes_and_classes():
+    train, test = load_fashion_mnist()
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert train.images.dtype == torch.uint8
+    assert torch.bincount(train.labels).tolist() == [6000] * 10   # balanced, 10 classes
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    assert len(train.classes) == 10
+
+
+def test_split_indices_disjoint_and_deterministic():
+    a = split_indices(1000, torch.Generator().manual_seed(3), 100, 50, train_size=600)
+    b = split_indices(1000, torch.Generator().manual_seed(3), 100, 50, train_size=600)
+    c = split_indices(1000, torch.Generator().manual_seed(4), 100, 50, train_size=600)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    train, score, calib = (set(x.tolist()) for x in a)
+    assert (len(train), len(score), len(calib)) == (600, 100, 50)
+    assert not (train & score) and not (train & calib) and not (score & calib)
+
+
+def test_split_sizes_rejected_when_nothing_left():
+    with pytest.raises(ValueError, match="leaves no training images"):
+        split_indices(100, torch.Generator().manual_seed(0), 60, 40)
+
+
+def test_make_splits_deterministic(tiny_splits):
+    again = make_splits("fashion_mnist", seed=0, train_size=256, score_size=128, calib_size=128, test_size=256)
+    assert torch.equal(tiny_splits.train.images, again.train.images)
+    assert torch.equal(tiny_splits.score.labels, again.score.labels)
+    assert len(tiny_splits.test) == 256
+
+
+def _copy_fmnist(tmp_path):
+    folder = tmp_path / "fmnist"
+    shutil.copytree(data.find_fashion_mnist(), folder)
+    return folder
+
+
+def test_missing_file_gives_clear_error(tmp_path):
+    folder = _copy_fmnist(tmp_path)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="not found.*bootstrap"):
+        load_fashion_mnist(folder)
+    with pytest.raises(DataError, match="Fashion-MNIST not found.*dataset-fashion-mnist"):
+        data.find_fashion_mnist((tmp_path / "nowhere",))
+
+
+def test_corrupt_file_gives_clear_error(tmp_path):
+    folder = _copy_fmnist(tmp_path)
+    path = folder / "train-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-10]))
+    with pytest.raises(DataError, match="corrupt"):
+        load_fashion_mnist(folder)
+    with pytest.raises(DataError, match="truncated"):        # without checksums the IDX reader still notices
+        load_fashion_mnist(folder, verify=False)
+
+
+def test_animal_mnist_shuffled_before_split():
+    full = data.load_animal_mnist()
+    assert full.images.shape == (10000, 1, 28, 28)
+    assert full.labels[:1000].unique().tolist() == [0]       # labels arrive sorted ...
+    splits = make_splits("animal_mnist", seed=0, train_size=None, score_size=500, calib_size=500)
+    assert len(splits.test) == 2000
+    assert splits.test.labels.unique().numel() == 10         # ... and every split still sees every class
+    assert splits.score.labels.unique().numel() == 10
+
+
+def test_mnist5k():
+    ds = data.load_mnist5k()
+    assert ds.images.shape == (5000, 1, 28, 28) and ds.images.dtype == torch.uint8
+    assert torch.bincount(ds.labels).tolist() == [500] * 10
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    for name, value in (("cats", 10), ("dogs", 200)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((40, 30, 3), value, np.uint8)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "dogs" / "notes.txt").write_text("ignored")
+    ds = data.load_image_folder(tmp_path)
+    assert ds.images.shape == (6, 1, 28, 28) and ds.classes == ("cats", "dogs")
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_image_folder(tmp_path / "missing")
+
+
+def test_augment_is_a_shifted_window():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (16, 1, 28, 28), dtype=torch.uint8)
+    out = augment(images, gen, pad=2, flip=False)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for i in range(16):   # every output is some 28x28 window of the padded image
+        windows = [padded[i, :, dy:dy + 28, dx:dx + 28] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert torch.equal(augment(images, gen, pad=0, flip=False), images)
+    a = augment(images, torch.Generator().manual_seed(5), pad=2, flip=True)
+    b = augment(images, torch.Generator().manual_seed(5), pad=2, flip=True)
+    assert torch.equal(a, b)
+
+
+def test_batches_cover_data_once(tiny_splits):
+    seen = torch.cat([y for _, y in batches(tiny_splits.train, 100, shuffle=True, gen=torch.Generator())])
+    assert sorted(seen.tolist()) == sorted(tiny_splits.train.labels.tolist())
+    with pytest.raises(ValueError, match="explicit torch.Generator"):
+        next(batches(tiny_splits.train, 10, shuffle=True))

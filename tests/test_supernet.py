@@ -1,0 +1,142 @@
+"""Weight-coupled layers, switchable BN, the supernet's configuration API, export and BN recalibration."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mpq.cost import layer_macs
+from mpq.layers import QConv2d, QLinear, SwitchableBatchNorm2d
+from mpq.models import create_model
+from mpq.supernet import Supernet, config_from_json, config_to_json, recalibrate_bn
+
+
+def _supernet(name="resnet20", width=0.25):
+    model = create_model(name, width_mult=width).eval()
+    sn = Supernet(model, (1, 28, 28))
+    sn.calibrate(torch.randn(32, 1, 28, 28))
+    return model, sn
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2, padding=1), dict(groups=4, padding=2, dilation=2),
+                                    dict(bias=True, padding=0), dict(stride=1, padding=1, groups=8)])
+def test_qconv_at_no_quantization_is_the_float_conv(kwargs):
+    conv = nn.Conv2d(8, 16, 3, **{"bias": False, **kwargs})
+    q = QConv2d.from_float(conv, (2, 4), (2, 4))
+    x = torch.randn(2, 8, 11, 11)
+    assert torch.equal(q(x), conv(x))
+    assert q.is_depthwise is (kwargs.get("groups") == 8)
+
+
+def test_qlinear_at_no_quantization_is_the_float_linear():
+    lin = nn.Linear(12, 5)
+    q = QLinear.from_float(lin, (8,), (8,))
+    x = torch.randn(3, 12)
+    assert torch.equal(q(x), lin(x))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_28", "efficientnet_lite_28"])
+def test_supernet_in_float_mode_is_the_float_model(name):
+    model, sn = _supernet(name)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(sn.eval()(x), model(x))
+
+
+def test_first_and_last_layers_fixed_and_depthwise_floor():
+    _, sn = _supernet("mobilenetv2_28")
+    assert sn.fixed_names == ("features.0.0", "classifier")
+    assert sn.cost_table.fixed_bits == {"features.0.0": (8, 8), "classifier": (8, 8)}
+    depthwise = [n for n, m in sn.model.named_modules() if isinstance(m, QConv2d) and m.is_depthwise]
+    assert depthwise and all(sn.choices[n][0] == (3, 4, 5, 6) for n in depthwise)
+    assert all(sn.choices[n][0] == (2, 3, 4, 5, 6) for n in sn.searchable if n not in depthwise)
+    # the first conv sees the raw image: its input is never quantized
+    assert sn.model.get_submodule("features.0.0").quantize_input is False
+
+
+def test_activation_sign_from_calibration():
+    _, sn = _supernet("mobilenetv2_28")
+    signed = {n for n, m in sn.model.named_modules() if isinstance(m, (QConv2d, QLinear))
+              and m.quantize_input and m.input_quantizer.signed}
+    # expansion convs that follow a linear bottleneck see negative inputs; depthwise convs follow ReLU6
+    assert "features.2.block.0.0" in signed
+    assert not any(n.endswith("block.1.0") for n in signed)
+
+
+def test_switchable_bn_keeps_separate_statistics():
+    bn = nn.BatchNorm2d(4)
+    sbn = SwitchableBatchNorm2d(bn, [(2, 2), (4, 4)])
+    sbn.train()
+    sbn.set_bits(2, 2)
+    sbn(torch.randn(8, 4, 5, 5) + 3.0)
+    assert sbn.bns["w2a2"].running_mean.mean() > 0.2
+    assert torch.equal(sbn.bns["w4a4"].running_mean, torch.zeros(4))
+    assert torch.equal(sbn.bns["fp"].running_mean, torch.zeros(4))
+    with pytest.raises(ValueError, match="no BN for the pair w3a3"):
+        sbn.set_bits(3, 3)
+
+
+def test_config_set_sample_and_json_roundtrip():
+    _, sn = _supernet()
+    cfg = sn.sample_config(torch.Generator().manual_seed(1))
+    assert cfg == sn.sample_config(torch.Generator().manual_seed(1))
+    back = config_from_json(config_to_json(cfg, bitops=sn.bitops(cfg)))
+    assert back == cfg
+    sn.set_config(back)
+    assert sn.config == cfg
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"nope": (4, 4)}, "unknown layers \\['nope'\\]"),
+    ("partial", "missing layers"),
+    ("bits", "outside its candidates"),
+    ("shape", "two ints"),
+])
+def test_bad_configs_rejected(bad, message):
+    _, sn = _supernet()
+    cfg = sn.uniform_config(4)
+    if bad == "partial":
+        cfg.pop(next(iter(cfg)))
+    elif bad == "bits":
+        cfg[next(iter(cfg))] = (7, 4)
+    elif bad == "shape":
+        cfg[next(iter(cfg))] = (4,)
+    else:
+        cfg.update(bad)
+    with pytest.raises(ValueError, match=message):
+        sn.set_config(cfg)
+
+
+def test_export_matches_supernet():
+    _, sn = _supernet("mobilenetv2_28")
+    cfg = sn.sample_config(torch.Generator().manual_seed(2))
+    sn.set_config(cfg)
+    x = torch.randn(4, 1, 28, 28)
+    fixed = sn.export(cfg).eval()
+    assert not any(isinstance(m, SwitchableBatchNorm2d) for m in fixed.modules())
+    with torch.no_grad():
+        assert torch.equal(fixed(x), sn.eval()(x))
+    assert sn.config == cfg        # exporting leaves the supernet as it was
+
+
+def test_cost_table_from_resnet18_shapes():
+    sn = Supernet(create_model("resnet18", num_classes=1000).eval(), (3, 224, 224))
+    # total MACs of ResNet-18 at 224x224 (convs + fc), the hand-written figure in test_cost.py
+    assert sum(layer_macs(s) for s in sn.cost_table.layers) == 1_814_073_344
+    assert sn.fixed_names == ("stem.0", "fc")
+    assert len(sn.searchable) == 19        # 16 3x3 convs + 3 downsample convs
+
+
+def test_recalibration_changes_bn_statistics_and_only_them():
+    _, sn = _supernet()
+    cfg = sn.uniform_config(3)
+    sn.set_config(cfg)
+    before = {k: v.clone() for k, v in sn.state_dict().items() if torch.is_tensor(v)}
+    recalibrate_bn(sn, [torch.randn(16, 1, 28, 28) * 2 for _ in range(2)])
+    after = sn.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "recalibration changed nothing"
+    assert all(k.split(".")[-1] in {"running_mean", "running_var", "num_batches_tracked"} for k in changed)
+    # only the BNs of the active pair (w3a3) and plain BNs (the fixed first conv's) move
+    assert all(".bns.w3a3." in k or ".bns." not in k for k in changed)
+    assert all(bn.momentum == 0.1 for bn in sn.modules() if isinstance(bn, nn.BatchNorm2d))
