@@ -1,6 +1,7 @@
 """Throughput of fake-quantized vs full-precision training and inference, measured in one run.
 
-    python benchmarks/bench_throughput.py --model resnet20 --width-mult 0.5 --out reports/metrics/throughput.json
+    python benchmarks/bench_throughput.py --out reports/metrics/throughput.json   # settings: params.yaml `benchmark`
+    python benchmarks/bench_throughput.py --model mobilenetv2_28 --reps 20        # flags override params.yaml
 
 Reports images/s of (a) one full-precision training step, (b) one fake-quantized training path at a
 random mixed configuration (the unit of one-shot training), (c) a whole one-shot step (max path +
@@ -13,11 +14,13 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 from mpq.checkpoint import write_json
+from mpq.config import load_params
 from mpq.models import create_model
 from mpq.oneshot import OneShotConfig, train_step
 from mpq.supernet import Supernet
@@ -32,13 +35,18 @@ def _time(fn, reps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--width-mult", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--params", default="params.yaml", help="defaults from this file's `benchmark` section")
+    parser.add_argument("--model")
+    parser.add_argument("--width-mult", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--reps", type=int)
+    parser.add_argument("--rounds", type=int)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    settings = load_params(args.params).get("benchmark", {}) if Path(args.params).is_file() else {}
+    for key, default in (("model", "resnet20"), ("width_mult", 0.5), ("batch_size", 128), ("reps", 10), ("rounds", 3)):
+        if getattr(args, key) is None:
+            setattr(args, key, settings.get(key, default))
     torch.manual_seed(0)
     float_model = create_model(args.model, width_mult=args.width_mult).to(memory_format=torch.channels_last)
     supernet = Supernet(float_model, (1, 28, 28)).to(memory_format=torch.channels_last)

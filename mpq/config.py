@@ -122,3 +122,28 @@ class BaselineConfig:
         object.__setattr__(self, "levels", tuple(self.levels))
         if not self.levels or min(self.levels) < 2:
             raise ValueError(f"baselines.levels must be bit-widths >= 2, got {self.levels}")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Inference-only search (DESIGN.md section 2, "Greedy search") and its baselines."""
+
+    levels: tuple[float, ...] = (4, 3, 2.5)   # targets, as BitOPs levels (uniform k-bit equivalents)
+    score_size: int = 256                      # scoring images used (a prefix of the held-out scoring subset)
+    metric: str = "loss"                       # "loss" (cross-entropy) or "error" (top-1 error)
+    alpha: float = 1.5                         # weight of the normalised score against BitOPs saved
+    start_bits: int = 5                        # the walk starts from uniform W5A5
+    random_samples: int = 40                   # random search: configurations evaluated per target
+    evo_population: int = 12
+    evo_generations: int = 3
+    evo_mutation_prob: float = 0.1
+    retrain: bool = True                       # retrain the greedy configurations (the two-stage comparison)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        _positive("search", score_size=self.score_size, alpha=self.alpha, random_samples=self.random_samples,
+                  evo_population=self.evo_population, evo_generations=self.evo_generations)
+        if self.metric not in ("loss", "error"):
+            raise ValueError(f"search.metric must be 'loss' or 'error', got {self.metric!r}")
+        if not self.levels or min(self.levels) < 1:
+            raise ValueError(f"search.levels must be BitOPs levels >= 1, got {self.levels}")

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True, help="checkpoint path (resumed from when it exists)")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--fp-checkpoint", default=None, help="start from these FP weights (default: checkpoints/fp/MODEL.pt)")
+    parser.add_argument("--fp-checkpoint", default=None, help="FP weights to start from (default: checkpoints/fp/MODEL.pt; 'none': random init)")
     parser.add_argument("--width-mult", type=float, default=None, help="override models.MODEL.width_mult")
     parser.add_argument("--train-images", type=int, default=None, help="override data.train_size")
     parser.add_argument("--epochs", type=int, default=None, help="override oneshot.epochs")
@@ -108,18 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     width = args.width_mult or params["models"][args.model]["width_mult"]
     torch.manual_seed(seed)
     model = create_model(args.model, num_classes=len(splits.train.classes), width_mult=width)
-    fp_path = Path(args.fp_checkpoint or f"checkpoints/fp/{args.model}.pt")
-    if fp_path.is_file():
-        model.load_state_dict(load_checkpoint(fp_path)["state_dict"])
-    elif args.fp_checkpoint:
-        raise FileNotFoundError(f"FP checkpoint {fp_path} not found")
+    if args.fp_checkpoint == "none":
+        log.warning("--fp-checkpoint none: starting from random weights")
     else:
-        log.warning("no FP checkpoint at %s: starting from random weights", fp_path)
+        fp_path = Path(args.fp_checkpoint or f"checkpoints/fp/{args.model}.pt")
+        model.load_state_dict(load_checkpoint(fp_path)["state_dict"])
     supernet = build_supernet(model, cfg.supernet_spec(), splits.calib, (1, 28, 28))
     sync = GradientAverager(world_size) if world_size > 1 else None
     run = train_oneshot(supernet, splits.train, cfg, batch_size=data_cfg.batch_size, pad=data_cfg.pad,
                         flip=data_cfg.flip, seed=seed, device=device, checkpoint=args.out,
-                        meta={"model": args.model, "width_mult": width, "world_size": world_size},
+                        meta={"model": args.model, "width_mult": width, "num_classes": len(splits.train.classes),
+                              "world_size": world_size},
                         progress=rank == 0, shard=(rank, world_size), grad_sync=sync)
     if args.dump_state:
         save_checkpoint({"supernet": run.supernet.state_dict(), "history": run.history.as_dict()},

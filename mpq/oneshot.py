@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -41,11 +41,11 @@ class OneShotConfig:
 
     epochs: int = 2
     train_size: int | None = None      # training images used (None: all of the training split)
-    lr: float = 0.01                   # SGD learning rate for weights, BN and biases
+    lr: float = 0.04                   # SGD learning rate for weights, BN and biases (tuned here for short runs)
     momentum: float = 0.9
     weight_decay: float = 5e-4         # conv/linear weights only
     warmup_epochs: float = 0.1
-    step_lr: float = 1e-4              # Adam learning rate for LSQ step sizes ("a small learning rate")
+    step_lr: float = 3e-3              # Adam learning rate for LSQ step sizes (tuned here for short runs)
     num_random_paths: int = 3
     kd_weight: float = 0.5             # random paths: (1 - kd_weight) * CE + kd_weight * KL(teacher || student)
     kd_temperature: float = 1.0
@@ -75,9 +75,15 @@ class OneShotConfig:
 
     def baseline(self, bits: int) -> "OneShotConfig":
         """The same recipe as a uniform WkAk LSQ baseline: one candidate, the max path only."""
-        return OneShotConfig(**{**asdict(self), "num_random_paths": 0, "w_bit_choices": (bits,),
-                                "a_bit_choices": (bits,), "depthwise_min_bits": min(bits, self.depthwise_min_bits),
-                                "cancel_2bit_decay": False})
+        return OneShotConfig(**{**asdict(self.fixed_config()), "w_bit_choices": (bits,), "a_bit_choices": (bits,),
+                                "depthwise_min_bits": min(bits, self.depthwise_min_bits)})
+
+    def fixed_config(self) -> "OneShotConfig":
+        """The same recipe for one fixed configuration (plain LSQ training): the max path only.
+
+        Pair it with a supernet whose layers have one candidate each (``Supernet(layer_choices=...)``).
+        """
+        return OneShotConfig(**{**asdict(self), "num_random_paths": 0, "cancel_2bit_decay": False})
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
@@ -270,9 +276,10 @@ def evaluate_config(supernet: Supernet, bit_cfg: BitCfg, calib: ImageSet, test: 
 
 
 def build_supernet(float_model: nn.Module, spec: SupernetSpec, calib: ImageSet, input_size: Sequence[int],
-                   calib_images: int = 256) -> Supernet:
+                   calib_images: int = 256, layer_choices: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None
+                   ) -> Supernet:
     """Convert a float model and initialise its step sizes on the first calibration batch."""
-    supernet = Supernet(float_model, input_size, spec)
+    supernet = Supernet(float_model, input_size, spec, layer_choices=layer_choices)
     x, y = next(batches(calib, calib_images, shuffle=False))
     supernet.calibrate(to_device(x, y, torch.device("cpu"))[0])
     return supernet

@@ -60,3 +60,50 @@ def uniform_accuracy(results: Mapping[str, Mapping], title: str, baselines: Mapp
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def search_front(results: Mapping, supernet: Mapping, baselines: Mapping, fp: Mapping, title: str):
+    """Accuracy vs G-BitOPs per model: greedy / random / evolutionary (no retraining), retrained greedy,
+    the supernet at uniform WkAk, uniform LSQ models trained alone, and full precision."""
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 3.9), squeeze=False)
+    for ax, (name, r) in zip(axes[0], results.items()):
+        levels = list(r["levels"].values())
+        for method, style in (("greedy", "o-"), ("random", "x"), ("evolutionary", "^")):
+            pts = sorted((e[method]["gbitops"], 100 * e[method]["test_acc"]) for e in levels)
+            ax.plot(*zip(*pts), style, ms=7, label=f"{method} search, no retraining")
+        re = sorted((e["greedy"]["gbitops"], 100 * e["retrained"]["test_acc"]) for e in levels if "retrained" in e)
+        if re:
+            ax.plot(*zip(*re), "D", mfc="none", ms=7, label="greedy config, retrained")
+        uni = sorted((u["gbitops"], 100 * u["test_acc"]) for u in supernet[name]["uniform"].values())
+        ax.plot(*zip(*uni), "s--", color="gray", ms=5, label="supernet, uniform WkAk")
+        lsq = sorted((b["gbitops"], 100 * b["test_acc"]) for b in baselines.get(name, {}).values())
+        if lsq:
+            ax.plot(*zip(*lsq), "P", color="black", ms=8, label="uniform LSQ, trained alone")
+        ax.axhline(100 * fp[name]["test_acc"], ls=":", color="gray", label="full precision")
+        ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=name)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def bit_allocation(results: Mapping, title: str):
+    """Per-layer weight and activation bits of the greedy configuration at each level (rows: models)."""
+    models = list(results)
+    levels = list(next(iter(results.values()))["levels"])
+    fig, axes = plt.subplots(len(models), len(levels), figsize=(4.2 * len(levels), 2.6 * len(models)), squeeze=False)
+    for i, name in enumerate(models):
+        for j, level in enumerate(levels):
+            ax = axes[i][j]
+            cfg = results[name]["levels"][level]["greedy"]["bit_cfg"]
+            idx = range(len(cfg))
+            ax.bar([k - 0.2 for k in idx], [v[0] for v in cfg.values()], width=0.4, label="weights")
+            ax.bar([k + 0.2 for k in idx], [v[1] for v in cfg.values()], width=0.4, label="activations")
+            ax.set(ylim=(0, 6.5), yticks=range(0, 7), title=f"{name}, level {level}",
+                   xlabel="searchable layer (model order)", ylabel="bits")
+            ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

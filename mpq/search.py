@@ -504,16 +504,47 @@ def greedy_search(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, tar
 # baselines: random, evolutionary, exhaustive
 
 
+def _repair_into_window(space: SearchSpace, key: Key, rng: random.Random, cost: Callable[[Key], float],
+                        lo: float, hi: float, max_moves: int) -> Key | None:
+    """Random single-step moves (one layer, w or a, one choice down while too costly, up while too
+    cheap) until the cost lies in [lo, hi]; None when ``max_moves`` moves do not get there."""
+    names = space.names
+    pairs = list(key)
+    for _ in range(max_moves):
+        c = cost(tuple(pairs))
+        if lo <= c <= hi:
+            return tuple(pairs)
+        down = c > hi
+        moves = []
+        for i, n in enumerate(names):
+            for dim, choices in ((0, space.w_choices[n]), (1, space.a_choices[n])):
+                j = choices.index(pairs[i][dim]) + (-1 if down else 1)
+                if 0 <= j < len(choices):
+                    moves.append((i, dim, choices[j]))
+        if not moves:
+            return None
+        i, dim, bits = rng.choice(moves)
+        pairs[i] = (bits, pairs[i][1]) if dim == 0 else (pairs[i][0], bits)
+    return None
+
+
 def _sample_in_window(memo: _Memo, rng: random.Random, lo: float, hi: float, count: int, max_draws: int,
                       seen: set[Key]) -> list[Key]:
-    """Up to ``count`` new distinct uniform configurations with cost in [lo, hi] (rejection sampling)."""
+    """Up to ``count`` new distinct random configurations with cost in [lo, hi].
+
+    Each draw is uniform (every layer's w and a bits independently), then repaired into the window by
+    random single-step moves: rejection sampling alone almost never lands in a window far from the
+    cost of the average configuration (e.g. a 2.5-bit level when the uniform draw averages 4 bits).
+    """
     found: list[Key] = []
+    max_moves = 4 * memo.space.num_steps + 1
     for _ in range(max_draws):
         if len(found) >= count:
             break
-        key = memo.space.sample_key(rng)
-        # Costs of rejected draws are not cached: there can be very many of them.
-        if key not in seen and lo <= memo.cost(key, cache=False) <= hi:
+        # Costs of intermediate configurations are not cached: there can be very many of them.
+        key = _repair_into_window(memo.space, memo.space.sample_key(rng), rng,
+                                  lambda k: memo.cost(k, cache=False), lo, hi, max_moves)
+        if key is not None and key not in seen:
             seen.add(key)
             found.append(key)
     return found
@@ -534,7 +565,8 @@ def random_search(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, tar
                   max_draws: int = 100_000) -> SearchResult:
     """Random-search baseline (paper's F5): best of ``num_samples`` configurations in a BitOPs window.
 
-    Configurations are drawn uniformly (each layer's w and a bits independently) and kept when their
+    Configurations are drawn uniformly (each layer's w and a bits independently), repaired into the window
+    by random single-step moves (`_sample_in_window`), and kept when their
     cost lies in [window[0]*target, window[1]*target] and they are new; evaluation stops after
     ``num_samples`` of them (fewer, with a warning, if ``max_draws`` draws run out).
     """

@@ -99,7 +99,8 @@ class Supernet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, input_size: Sequence[int], spec: SupernetSpec = SupernetSpec(),
-                 layer_filter: LayerFilter | None = None) -> None:
+                 layer_filter: LayerFilter | None = None,
+                 layer_choices: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None) -> None:
         super().__init__()
         model = copy.deepcopy(model)
         self.spec = spec
@@ -125,6 +126,10 @@ class Supernet(nn.Module):
                 floor = spec.depthwise_min_bits if depthwise else 0
                 w_choices = tuple(b for b in spec.w_bit_choices if b >= floor)
                 a_choices = spec.a_bit_choices
+                if layer_choices is not None:      # e.g. one searched configuration, to retrain it alone
+                    if name not in layer_choices:
+                        raise ValueError(f"layer_choices lacks searchable layer {name!r}")
+                    w_choices, a_choices = (tuple(sorted(c)) for c in layer_choices[name])
                 self.choices[name] = (w_choices, a_choices)
             qcls = QConv2d if isinstance(module, nn.Conv2d) else QLinear
             _set_submodule(model, name, qcls.from_float(module, w_choices, a_choices, spec.grad_scaling))
@@ -132,7 +137,12 @@ class Supernet(nn.Module):
                 pairs = [(w, a) for w in w_choices for a in a_choices]
                 _set_submodule(model, bn_of[name], SwitchableBatchNorm2d(modules[bn_of[name]], pairs))
                 self.bn_of[name] = bn_of[name]
+        if layer_choices is not None and set(layer_choices) - set(self.choices):
+            raise ValueError(f"layer_choices names layers outside the search: {sorted(set(layer_choices) - set(self.choices))}")
         self.model = model
+        # plain dicts (not submodules): looked up on every set_config, which the search calls thousands of times
+        self._qlayers = quant_layers(model)
+        self._switch_bns = {conv: model.get_submodule(bn) for conv, bn in self.bn_of.items()}
         self.fixed_names = tuple(fixed)
         self.cost_table = CostTable(tuple(shapes), fixed)
         self._config: BitCfg | None = None
@@ -174,11 +184,11 @@ class Supernet(nn.Module):
     def set_config(self, bit_cfg: Mapping[str, Sequence[int]]) -> None:
         """Quantize every searchable layer at its pair in ``bit_cfg``; fixed layers at their fixed bits."""
         cfg = self.validate(bit_cfg)
-        layers = quant_layers(self.model)
+        layers = self._qlayers
         for name, (w_bits, a_bits) in cfg.items():
             layers[name].set_bits(w_bits, a_bits)
-            if name in self.bn_of:
-                self.model.get_submodule(self.bn_of[name]).set_bits(w_bits, a_bits)
+            if name in self._switch_bns:
+                self._switch_bns[name].set_bits(w_bits, a_bits)
         for name in self.fixed_names:
             layer = layers[name]
             layer.set_bits(self.spec.fixed_bits, self.spec.fixed_bits if layer.quantize_input else None)
@@ -186,10 +196,10 @@ class Supernet(nn.Module):
 
     def set_float(self) -> None:
         """Run the float model: no quantization anywhere, the float BNs."""
-        for name, layer in quant_layers(self.model).items():
+        for name, layer in self._qlayers.items():
             layer.set_bits(None, None)
-            if name in self.bn_of:
-                self.model.get_submodule(self.bn_of[name]).set_bits(None, None)
+            if name in self._switch_bns:
+                self._switch_bns[name].set_bits(None, None)
         self._config = None
 
     def uniform_config(self, w_bits: int, a_bits: int | None = None) -> BitCfg:
@@ -268,7 +278,7 @@ class Supernet(nn.Module):
 
     def bn_layers(self) -> dict[str, SwitchableBatchNorm2d]:
         """Switchable BN of each searchable conv, keyed by the conv's name."""
-        return {conv: self.model.get_submodule(bn) for conv, bn in self.bn_of.items()}
+        return dict(self._switch_bns)
 
     def export(self, bit_cfg: Mapping[str, Sequence[int]]) -> nn.Module:
         """A standalone model fixed at ``bit_cfg``: each switchable BN replaced by the pair's own BN."""

@@ -38,7 +38,7 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
     (work / "dvc.lock").unlink(missing_ok=True)
     _run(["git", "init", "-q"], work)
     _run(["dvc", "repro"], work)
-    for name in ("01_fp_train", "02_supernet", "03_baselines"):
+    for name in ("01_fp_train", "02_supernet", "03_baselines", "04_search"):
         assert (work / "reports" / f"{name}.html").stat().st_size > 10_000
     fp = json.loads((work / "reports/metrics/fp.json").read_text())
     assert fp["profile"] == "tiny" and set(fp["models"]) == {"resnet20", "mobilenetv2_28", "efficientnet_lite_28"}
@@ -48,6 +48,16 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
         assert 0.0 <= result["uniform"]["6"]["test_acc"] <= 1.0
     assert (work / "checkpoints/supernet/resnet20.pt").is_file()
     assert (work / "reports/figures/baselines_vs_supernet.png").is_file()
+    search = json.loads((work / "reports/metrics/search.json").read_text())
+    for name, result in search["models"].items():
+        config = json.loads((work / f"reports/configs/{name}_level2.9.json").read_text())
+        assert config["level"] <= 2.9 + 1e-9
+        for level in ("2.9",):
+            methods = result["levels"][level]
+            assert {"greedy", "random", "evolutionary"} <= set(methods)
+            assert "no_retrain_minus_retrained" in methods["retrained"]
+    assert (work / "reports/tables/main_results.csv").is_file()
+    assert json.loads((work / "reports/metrics/throughput.json").read_text())["ratio_fq_vs_fp_train"] > 0
     # nothing changed: a second repro runs no stage
     again = _run(["dvc", "repro"], work)
     assert "Running stage" not in again, again

@@ -326,3 +326,16 @@ def test_json_round_trip():
     result = greedy_search(space, general_error, cost, target, phase1_budget(table, target))
     text = json.dumps(result_to_json(result))
     assert result_from_json(json.loads(text)) == result
+
+
+def test_random_search_reaches_a_window_far_below_the_average_configuration():
+    # 12 equal layers with w, a in 2..6: a uniform draw averages 4 bits (16 BitOPs per MAC); a window at
+    # level 2.3 (5.3 per MAC) is essentially never hit by rejection sampling alone.
+    names = [f"l{i}" for i in range(12)]
+    space = SearchSpace.uniform(names)
+    cost = lambda cfg: float(sum(w * a for w, a in cfg.values()))
+    target = 12 * 2.3 ** 2
+    result = random_search(space, lambda cfg: cost(cfg), cost, target, num_samples=5, rng=random.Random(0),
+                           max_draws=50)
+    assert 0.95 * target <= result.cost <= target
+    assert result.evaluations == 5
