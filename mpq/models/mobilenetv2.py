@@ -43,13 +43,19 @@ class InvertedResidual(nn.Module):
         return x + out if self.residual else out
 
 
-class MobileNetV2(nn.Module):
-    def __init__(self, settings: list[tuple[int, int, int, int]], stem_channels: int, head_channels: int,
-                 stem_stride: int, num_classes: int, width_mult: float, in_channels: int, kernel: int = 3) -> None:
+class MBConvNet(nn.Module):
+    """Stem conv, inverted-residual (MBConv) blocks, 1x1 head conv, pooling, classifier.
+
+    ``settings`` rows are ``(t, k, c, n, s)``: expansion, depthwise kernel, output channels, repeats,
+    stride of the first repeat (MobileNetV2's table plus EfficientNet's kernel column).
+    """
+
+    def __init__(self, settings: list[tuple[int, int, int, int, int]], stem_channels: int, head_channels: int,
+                 stem_stride: int, num_classes: int, width_mult: float, in_channels: int) -> None:
         super().__init__()
         c_in = make_divisible(stem_channels * width_mult)
         features: list[nn.Module] = [conv_bn_act(in_channels, c_in, 3, stem_stride)]
-        for expand, channels, repeats, stride in settings:            # (t, c, n, s) as in the paper's table
+        for expand, kernel, channels, repeats, stride in settings:
             c_out = make_divisible(channels * width_mult)
             for i in range(repeats):
                 features.append(InvertedResidual(c_in, c_out, stride if i == 0 else 1, expand, kernel))
@@ -67,15 +73,19 @@ class MobileNetV2(nn.Module):
         return self.classifier(self.pool(self.features(x)).flatten(1))   # (B, head) -> (B, classes)
 
 
+def _with_kernel(settings: list[tuple[int, int, int, int]], kernel: int = 3) -> list[tuple[int, int, int, int, int]]:
+    return [(t, kernel, c, n, s) for t, c, n, s in settings]
+
+
 @register_model("mobilenetv2_28", input_size=(1, 28, 28), role="MobileNetV2 analogue for 28x28 inputs")
-def mobilenetv2_28(num_classes: int = 10, width_mult: float = 1.0, in_channels: int = 1) -> MobileNetV2:
+def mobilenetv2_28(num_classes: int = 10, width_mult: float = 1.0, in_channels: int = 1) -> MBConvNet:
     # Same block types as MobileNetV2, fewer stages: 28 -> 14 -> 7 spatially.
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)]
-    return MobileNetV2(settings, 32, 256, 1, num_classes, width_mult, in_channels)
+    return MBConvNet(_with_kernel(settings), 32, 256, 1, num_classes, width_mult, in_channels)
 
 
 @register_model("mobilenetv2", input_size=(3, 224, 224), role="full-size MobileNetV2 (cost accounting, GPUs)")
-def mobilenetv2(num_classes: int = 1000, width_mult: float = 1.0, in_channels: int = 3) -> MobileNetV2:
+def mobilenetv2(num_classes: int = 1000, width_mult: float = 1.0, in_channels: int = 3) -> MBConvNet:
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                 (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-    return MobileNetV2(settings, 32, 1280, 2, num_classes, width_mult, in_channels)
+    return MBConvNet(_with_kernel(settings), 32, 1280, 2, num_classes, width_mult, in_channels)
