@@ -35,6 +35,12 @@ def select_parameters(notebook: str | Path, params: dict) -> dict:
     return {n: params[n] for n in names}
 
 
+def relative_paths(nb, notebook: Path, output: Path) -> None:
+    """Record repository-relative paths in papermill's metadata: committed reports name no machine paths."""
+    meta = nb.metadata.get("papermill", {})
+    meta["input_path"], meta["output_path"] = str(notebook), str(output)
+
+
 def run_notebook(notebook: str | Path, params_file: str | Path = "params.yaml", reports: str | Path = "reports",
                  root: str | Path = ".") -> Path:
     """Execute ``notebook`` with parameters from ``params_file``; return the executed notebook's path."""
@@ -51,7 +57,10 @@ def run_notebook(notebook: str | Path, params_file: str | Path = "params.yaml", 
     with atomic_path(out_nb) as tmp_nb:
         papermill.execute_notebook(str(notebook), str(tmp_nb), parameters=params, cwd=str(root),
                                    kernel_name="python3", progress_bar=False, log_output=False)
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(tmp_nb, as_version=4))
+        executed = nbformat.read(tmp_nb, as_version=4)
+        relative_paths(executed, notebook.relative_to(root), out_nb.relative_to(root))
+        nbformat.write(executed, tmp_nb)
+        body, _ = HTMLExporter().from_notebook_node(executed)
         with atomic_path(out_html) as tmp_html:
             tmp_html.write_text(body)
     log.info("wrote %s and %s", out_nb, out_html)
