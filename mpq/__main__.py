@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default=None, help="write the configuration JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.manual_seed(args.seed if hasattr(args, "seed") else 0)
+    torch.manual_seed(args.seed)
     return _search(args)
 
 

@@ -12,7 +12,7 @@ evaluator and cost function it takes (DESIGN.md section 2, "Greedy search"):
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -70,7 +70,7 @@ def make_scorer(supernet: Supernet, data: ImageSet, *, metric: str = "loss", bat
         supernet.set_config(bit_cfg)
         supernet.eval()
         total = 0.0
-        with batch_statistics(supernet) if bn_mode == "batch" else _nothing():
+        with batch_statistics(supernet) if bn_mode == "batch" else nullcontext():
             for x, y in cached:
                 logits = supernet(x)
                 if metric == "loss":
@@ -82,11 +82,6 @@ def make_scorer(supernet: Supernet, data: ImageSet, *, metric: str = "loss", bat
     return score
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
 def search_space(supernet: Supernet, candidates: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None) -> SearchSpace:
     """The supernet's searchable layers and their candidates, optionally narrowed to ``candidates``."""
     cands = candidates or supernet.choices
@@ -95,13 +90,19 @@ def search_space(supernet: Supernet, candidates: Mapping[str, tuple[Sequence[int
     return SearchSpace(w, a)
 
 
-def recalibrated_accuracy(supernet: Supernet, bit_cfg: Mapping[str, Sequence[int]], calib: ImageSet,
-                          test: ImageSet, *, batch_size: int = 256) -> float:
-    """Top-1 on ``test`` at ``bit_cfg`` after recalibrating its BN statistics on ``calib``."""
+def recalibrate(supernet: Supernet, bit_cfg: Mapping[str, Sequence[int]], calib: ImageSet, *,
+                batch_size: int = 256) -> None:
+    """Set ``bit_cfg`` and re-estimate its BN statistics on ``calib``."""
     device = next(supernet.parameters()).device
     supernet.set_config(bit_cfg)
     recalibrate_bn(supernet, (to_device(x, y, device)[0] for x, y in batches(calib, batch_size, shuffle=False)))
-    return evaluate(supernet, test, device=device)
+
+
+def recalibrated_accuracy(supernet: Supernet, bit_cfg: Mapping[str, Sequence[int]], calib: ImageSet,
+                          test: ImageSet, *, batch_size: int = 256) -> float:
+    """Top-1 on ``test`` at ``bit_cfg`` after recalibrating its BN statistics on ``calib``."""
+    recalibrate(supernet, bit_cfg, calib, batch_size=batch_size)
+    return evaluate(supernet, test, device=next(supernet.parameters()).device)
 
 
 def paired_difference(pred_a: Tensor, pred_b: Tensor, labels: Tensor) -> tuple[float, float]:
@@ -120,7 +121,5 @@ def test_predictions(supernet: Supernet, bit_cfg: Mapping[str, Sequence[int]], c
     """Predicted class per test image at ``bit_cfg``, after BN recalibration on ``calib``."""
     from .train import predictions
 
-    device = next(supernet.parameters()).device
-    supernet.set_config(bit_cfg)
-    recalibrate_bn(supernet, (to_device(x, y, device)[0] for x, y in batches(calib, batch_size, shuffle=False)))
+    recalibrate(supernet, bit_cfg, calib, batch_size=batch_size)
     return predictions(supernet, test)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -134,8 +133,3 @@ class SwitchableBatchNorm2d(nn.Module):
 def quant_layers(model: nn.Module) -> dict[str, QConv2d | QLinear]:
     """Every weight-coupled layer of ``model`` by qualified name, in module order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, (QConv2d, QLinear))}
-
-
-@torch.no_grad()
-def reset_bn_statistics(bn: nn.BatchNorm2d) -> None:
-    bn.reset_running_stats()

@@ -29,8 +29,9 @@ from tqdm.std import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageSet, augment, batches
 from .layers import quant_layers
-from .supernet import BitCfg, Supernet, SupernetSpec, recalibrate_bn
-from .train import History, evaluate, to_device, warmup_cosine
+from .supernet import Supernet, SupernetSpec
+from .evaluation import recalibrated_accuracy as evaluate_config  # noqa: F401  (notebooks' name for it)
+from .train import History, to_device, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -264,15 +265,6 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     supernet.set_float()
     ema.module.set_float()
     return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds)
-
-
-def evaluate_config(supernet: Supernet, bit_cfg: BitCfg, calib: ImageSet, test: ImageSet, *,
-                    batch_size: int = 256) -> float:
-    """Top-1 accuracy at ``bit_cfg`` after recalibrating that configuration's BN statistics on ``calib``."""
-    device = next(supernet.parameters()).device
-    supernet.set_config(bit_cfg)
-    recalibrate_bn(supernet, (to_device(x, y, device)[0] for x, y in batches(calib, batch_size, shuffle=False)))
-    return evaluate(supernet, test, device=device)
 
 
 def build_supernet(float_model: nn.Module, spec: SupernetSpec, calib: ImageSet, input_size: Sequence[int],
