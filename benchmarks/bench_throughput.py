@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from mpq.checkpoint import write_json
 from mpq.config import load_params
+from mpq.hardware import onednn_runs_avx2, place
 from mpq.models import create_model
 from mpq.oneshot import OneShotConfig, train_step
 from mpq.supernet import Supernet
@@ -48,8 +49,9 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, settings.get(key, default))
     torch.manual_seed(0)
-    float_model = create_model(args.model, width_mult=args.width_mult).to(memory_format=torch.channels_last)
-    supernet = Supernet(float_model, (1, 28, 28)).to(memory_format=torch.channels_last)
+    float_model = create_model(args.model, width_mult=args.width_mult)
+    supernet = Supernet(float_model, (1, 28, 28))
+    rerouted = place(float_model, "cpu") + place(supernet, "cpu")   # as training places them (the AVX2 guard)
     x = torch.randn(args.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch_size,))
     supernet.calibrate(x)
@@ -98,7 +100,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "model": args.model, "width_mult": args.width_mult, "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_avx2_kernels": onednn_runs_avx2(), "rerouted_convs": rerouted,
         "img_per_s": {k: round(args.batch_size / v, 1) for k, v in med.items()},
         "ratio_fq_vs_fp_train": round(med["fq_train_path"] / med["fp_train"], 3),
         "ratio_oneshot_step_vs_fp_train": round(med["oneshot_step"] / med["fp_train"], 3),

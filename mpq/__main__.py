@@ -20,34 +20,61 @@ import torch
 log = logging.getLogger("mpq")
 
 
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2, no traceback."""
+
+
+def _subset_size(given: int | None, stored: int, flag: str, what: str) -> int:
+    """The checkpoint's subset size, or a smaller prefix of it; a larger one would reach training images."""
+    if given is None:
+        return stored
+    if not 0 < given <= stored:
+        raise UsageError(f"{flag} {given}: the checkpoint's {what} subset has {stored} held-out images; "
+                         f"use at most {stored} (a larger subset would include images the supernet trained on)")
+    return given
+
+
 def _search(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_path
     from .cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
-    from .data import make_splits
+    from .data import splits_from_identity
     from .evaluation import make_scorer, recalibrated_accuracy, search_space
-    from .oneshot import load_supernet
+    from .oneshot import checkpoint_meta, load_supernet
     from .search import cfg_to_json, greedy_search
 
+    meta = checkpoint_meta(args.checkpoint)
+    identity = meta.get("data")
+    if not identity:
+        raise UsageError(f"checkpoint {args.checkpoint} records no data identity (an older format); "
+                         "re-train it (`dvc repro supernet`)")
+    for flag, given, stored in (("--dataset", args.dataset, identity["name"]), ("--seed", args.seed, identity["seed"])):
+        if given is not None and given != stored:
+            raise UsageError(f"{flag} {given} conflicts with the checkpoint, trained on {identity['name']!r} split "
+                             f"with seed {identity['seed']}; drop {flag} (it is read from the checkpoint)")
+    score_size = _subset_size(args.score_size, identity["score_size"], "--score-size", "scoring")
+    calib_size = _subset_size(args.calib_size, identity["calib_size"], "--calib-size", "calibration")
     supernet = load_supernet(args.checkpoint)
     table = supernet.cost_table
     lo, hi = bitops(table, supernet.min_config()), bitops(table, supernet.max_config())
     target = args.gbitops * 1e9 if args.gbitops is not None else level_bitops(table, args.level)
     if not lo <= target <= hi:
-        raise SystemExit(f"error: target {target / 1e9:.4f} G-BitOPs is outside this supernet's reachable range "
+        raise UsageError(f"target {target / 1e9:.4f} G-BitOPs is outside this supernet's reachable range "
                          f"[{lo / 1e9:.4f}, {hi / 1e9:.4f}] G-BitOPs (levels {bitops_level(table, lo):.2f} to "
                          f"{bitops_level(table, hi):.2f}); pick a budget inside it")
-    splits = make_splits(args.dataset, seed=args.seed, train_size=1, score_size=args.score_size,
-                         calib_size=args.calib_size, test_size=args.test_size)
-    scorer = make_scorer(supernet, splits.score, metric=args.metric)
+    splits = splits_from_identity(identity, test_size=args.test_size)
+    score = splits.score.subset(torch.arange(score_size))
+    calib = splits.calib.subset(torch.arange(calib_size))
+    scorer = make_scorer(supernet, score, metric=args.metric)
     start = time.perf_counter()
     result = greedy_search(search_space(supernet), scorer, lambda c: bitops(table, c), target,
                            phase1_budget(table, target), alpha=args.alpha)
     out = {"checkpoint": args.checkpoint, "target_gbitops": target / 1e9, "gbitops": result.cost / 1e9,
            "level": bitops_level(table, result.cost), "size_mib": model_size_mib(table, result.bit_cfg),
-           "score": result.error, "score_metric": args.metric, "evaluations": result.evaluations,
-           "search_seconds": round(time.perf_counter() - start, 1), "bit_cfg": cfg_to_json(result.bit_cfg)}
+           "score": result.error, "score_metric": args.metric, "scoring_images": len(score),
+           "evaluations": result.evaluations, "search_seconds": round(time.perf_counter() - start, 1),
+           "data": {k: identity[k] for k in ("name", "seed")}, "bit_cfg": cfg_to_json(result.bit_cfg)}
     if args.evaluate:
-        out["test_acc"] = recalibrated_accuracy(supernet, result.bit_cfg, splits.calib, splits.test)
+        out["test_acc"] = recalibrated_accuracy(supernet, result.bit_cfg, calib, splits.test)
     text = json.dumps(out, indent=2)
     if args.out:
         with atomic_path(args.out) as tmp:
@@ -64,19 +91,28 @@ def main(argv: list[str] | None = None) -> int:
     budget = s.add_mutually_exclusive_group(required=True)
     budget.add_argument("--level", type=float, help="budget as the BitOPs of uniform k-bit (e.g. 3 or 2.5)")
     budget.add_argument("--gbitops", type=float, help="budget in G-BitOPs")
-    s.add_argument("--dataset", default="fashion_mnist")
-    s.add_argument("--seed", type=int, default=0, help="split seed (use the training seed: the scoring subset must be held out)")
-    s.add_argument("--score-size", type=int, default=2000)
-    s.add_argument("--calib-size", type=int, default=1000)
-    s.add_argument("--test-size", type=int, default=None)
+    s.add_argument("--dataset", default=None, help="read from the checkpoint; given, it must agree")
+    s.add_argument("--seed", type=int, default=None, help="split seed; read from the checkpoint; given, it must agree")
+    s.add_argument("--score-size", type=int, default=None,
+                   help="scoring images: the checkpoint's held-out scoring subset, or a prefix of it")
+    s.add_argument("--calib-size", type=int, default=None,
+                   help="BN calibration images: the checkpoint's calibration subset, or a prefix of it")
+    s.add_argument("--test-size", type=int, default=None, help="cap on test images (default: the whole test set)")
     s.add_argument("--metric", choices=["loss", "error"], default="loss")
     s.add_argument("--alpha", type=float, default=1.5)
     s.add_argument("--evaluate", action="store_true", help="recalibrate BN and report test accuracy")
     s.add_argument("--out", default=None, help="write the configuration JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.manual_seed(args.seed)
-    return _search(args)
+    torch.manual_seed(0)
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    try:
+        return _search(args)
+    except (UsageError, CheckpointError, DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ Every number from the paper is a named field with the paper's (official code's) 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -16,8 +18,41 @@ import yaml
 T = TypeVar("T")
 
 
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field's annotation (int, float, bool, str, ``X | None``, ``tuple[X, ...]``).
+
+    Strict where YAML is loose: ``"3"`` is not an int, ``true`` is not an int, ``3`` is a float.
+    """
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, h) for h in typing.get_args(hint))
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        return isinstance(value, (list, tuple)) and all(matches_type(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True   # other annotations are checked by the dataclass itself
+
+
 def from_dict(cls: type[T], values: Mapping[str, Any], section: str) -> T:
-    """Build dataclass ``cls`` from ``values``; unknown or missing keys raise a ValueError naming them."""
+    """Build dataclass ``cls`` from ``values``; unknown or missing keys, or values of the wrong type,
+    raise a ValueError naming the key and what it accepts."""
     if not isinstance(values, Mapping):
         raise ValueError(f"params section {section!r} must be a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -27,6 +62,11 @@ def from_dict(cls: type[T], values: Mapping[str, Any], section: str) -> T:
     if unknown or missing:
         raise ValueError(f"params section {section!r}: unknown keys {unknown}, missing keys {missing}; "
                          f"expected keys {sorted(fields)} (keep params.yaml and the notebook in agreement)")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if not matches_type(value, hints[key]):
+            raise ValueError(f"params {section}.{key}: expected {_type_name(hints[key])}, got "
+                             f"{type(value).__name__} {value!r}")
     return cls(**values)
 
 
@@ -52,6 +92,10 @@ class DataConfig:
                   test_size=self.test_size, batch_size=self.batch_size)
         if self.pad < 0:
             raise ValueError(f"data.pad must be >= 0, got {self.pad}")
+        from .data import NAMED_DATASETS
+
+        if self.dataset not in NAMED_DATASETS:
+            raise ValueError(f"data.dataset: unknown data set {self.dataset!r}; choose one of {list(NAMED_DATASETS)}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +155,14 @@ class EvalConfig:
         object.__setattr__(self, "levels", tuple(self.levels))
         _positive("evaluation", batch_size=self.batch_size)
 
+    def check_candidates(self, w_bit_choices: tuple[int, ...], a_bit_choices: tuple[int, ...]) -> None:
+        """Refuse uniform levels that are not candidates of the supernet (call beside ``from_dict``)."""
+        common = sorted(set(w_bit_choices) & set(a_bit_choices))
+        outside = [level for level in self.levels if level not in common]
+        if outside:
+            raise ValueError(f"evaluation.levels {outside} are not candidates of the supernet; choose from {common} "
+                             "(oneshot.w_bit_choices and a_bit_choices)")
+
 
 @dataclass(frozen=True)
 class BaselineConfig:
@@ -147,3 +199,17 @@ class SearchConfig:
             raise ValueError(f"search.metric must be 'loss' or 'error', got {self.metric!r}")
         if not self.levels or min(self.levels) < 1:
             raise ValueError(f"search.levels must be BitOPs levels >= 1, got {self.levels}")
+
+    def check_candidates(self, w_bit_choices: tuple[int, ...], a_bit_choices: tuple[int, ...]) -> None:
+        """Refuse levels and a start the supernet's candidates cannot reach (call beside ``from_dict``)."""
+        lo, hi = max(min(w_bit_choices), min(a_bit_choices)), min(max(w_bit_choices), max(a_bit_choices))
+        outside = [level for level in self.levels if not lo <= level <= hi]
+        if outside:
+            raise ValueError(f"search.levels {outside} lie outside the candidates' range [{lo}, {hi}] "
+                             f"(oneshot.w_bit_choices {list(w_bit_choices)}, a_bit_choices {list(a_bit_choices)})")
+        if self.start_bits not in w_bit_choices or self.start_bits not in a_bit_choices:
+            raise ValueError(f"search.start_bits {self.start_bits} is not a candidate; choose one of "
+                             f"{sorted(set(w_bit_choices) & set(a_bit_choices))}")
+        if self.start_bits < max(self.levels):
+            raise ValueError(f"search.start_bits {self.start_bits} is below the highest search.levels "
+                             f"{max(self.levels)}; the walk starts there and goes down")

@@ -16,7 +16,7 @@ import importlib.resources
 import logging
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ ANIMAL_MNIST_FILES = {
 ANIMAL_MNIST_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 
+NAMED_DATASETS = ("fashion_mnist", "animal_mnist", "mnist5k")   # loadable by name alone; "folder" needs a root
 FIX_HINT = "run `bash scripts/bootstrap.sh` from the repository root"
 
 
@@ -77,6 +78,7 @@ class Splits:
     score: ImageSet
     calib: ImageSet
     test: ImageSet
+    identity: dict = field(default_factory=dict)   # how to make them again (``make_splits(**identity)``)
 
 
 # --- files ----------------------------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def load_dataset(name: str, root: Path | None = None) -> tuple[ImageSet, ImageSe
         if root is None:
             raise ValueError("data set 'folder' needs a root folder")
         return load_image_folder(root), None
-    raise ValueError(f"unknown data set {name!r}; choose one of fashion_mnist, animal_mnist, mnist5k, folder")
+    raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMED_DATASETS)}, folder")
 
 
 # --- splits ---------------------------------------------------------------------------------------------
@@ -258,8 +260,25 @@ def make_splits(name: str, *, seed: int, train_size: int | None, score_size: int
     train_idx, score_idx, calib_idx = split_indices(len(train), gen, score_size, calib_size, train_size)
     if test_size is not None and test_size < len(test):
         test = test.subset(torch.randperm(len(test), generator=gen)[:test_size])
+    identity = {"name": name, "seed": seed, "train_size": train_size, "score_size": score_size,
+                "calib_size": calib_size, "test_size": test_size, "test_fraction": test_fraction,
+                "classes": list(train.classes)}
     return Splits(train=train.subset(train_idx), score=train.subset(score_idx), calib=train.subset(calib_idx),
-                  test=test)
+                  test=test, identity=identity)
+
+
+def splits_from_identity(identity: dict, *, test_size: int | None = None, root: Path | None = None) -> Splits:
+    """The splits a checkpoint was trained with, from its stored ``identity`` (``Splits.identity``).
+
+    ``test_size`` may differ (the test set plays no part in training); everything else is taken as
+    stored, so the scoring and calibration subsets are the held-out ones. The class names must match.
+    """
+    keys = ("name", "seed", "train_size", "score_size", "calib_size", "test_fraction")
+    splits = make_splits(**{k: identity[k] for k in keys}, test_size=test_size, root=root)
+    if list(splits.train.classes) != list(identity["classes"]):
+        raise DataError(f"data set {identity['name']!r} now has classes {list(splits.train.classes)}, but the "
+                        f"checkpoint was trained on {identity['classes']}")
+    return splits
 
 
 # --- batches and augmentation ---------------------------------------------------------------------------

@@ -77,11 +77,12 @@ def setup() -> tuple[int, int, torch.device]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import save_checkpoint
     from .config import DataConfig, from_dict, load_params
     from .data import make_splits
-    from .models import create_model
-    from .oneshot import OneShotConfig, build_supernet, train_oneshot
+    from .models import create_model, model_entry
+    from .oneshot import OneShotConfig, build_supernet, run_meta, train_oneshot, training_subset
+    from .train import load_fp_model
 
     parser = argparse.ArgumentParser(description="data-parallel one-shot supernet training (run under torchrun)")
     parser.add_argument("--model", required=True)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--fp-checkpoint", default=None, help="FP weights to start from (default: checkpoints/fp/MODEL.pt; 'none': random init)")
     parser.add_argument("--width-mult", type=float, default=None, help="override models.MODEL.width_mult")
-    parser.add_argument("--train-images", type=int, default=None, help="override data.train_size")
+    parser.add_argument("--train-images", type=int, default=None, help="override oneshot.train_size (images per epoch)")
     parser.add_argument("--epochs", type=int, default=None, help="override oneshot.epochs")
     parser.add_argument("--dump-state", default=None, help="write this process's final state to DUMP.rankR.pt (tests)")
     args = parser.parse_args(argv)
@@ -98,27 +99,32 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     data_cfg = from_dict(DataConfig, params["data"], "data")
     oneshot = dict(params["oneshot"])
-    if args.epochs is not None:
-        oneshot["epochs"] = args.epochs
+    for key, value in (("epochs", args.epochs), ("train_size", args.train_images)):
+        if value is not None:
+            oneshot[key] = value
     cfg = from_dict(OneShotConfig, oneshot, "oneshot")
     rank, world_size, device = setup()
     seed = int(params["seed"])
+    # the same splits and the same one-shot training prefix as notebooks/02_supernet.ipynb
     splits = make_splits(data_cfg.dataset, seed=seed, score_size=data_cfg.score_size, calib_size=data_cfg.calib_size,
-                         train_size=args.train_images or data_cfg.train_size, test_size=data_cfg.test_size)
+                         train_size=data_cfg.train_size, test_size=data_cfg.test_size)
+    train = training_subset(splits.train, cfg.train_size)
+    if data_cfg.batch_size % world_size:
+        raise SystemExit(f"error: data.batch_size {data_cfg.batch_size} does not split evenly over {world_size} "
+                         "processes; pick a process count that divides it")
     width = args.width_mult or params["models"][args.model]["width_mult"]
     torch.manual_seed(seed)
-    model = create_model(args.model, num_classes=len(splits.train.classes), width_mult=width)
     if args.fp_checkpoint == "none":
         log.warning("--fp-checkpoint none: starting from random weights")
+        model = create_model(args.model, num_classes=len(splits.train.classes), width_mult=width)
     else:
-        fp_path = Path(args.fp_checkpoint or f"checkpoints/fp/{args.model}.pt")
-        model.load_state_dict(load_checkpoint(fp_path)["state_dict"])
-    supernet = build_supernet(model, cfg.supernet_spec(), splits.calib, (1, 28, 28))
+        model = load_fp_model(args.fp_checkpoint or f"checkpoints/fp/{args.model}.pt", args.model, width,
+                              len(splits.train.classes))
+    supernet = build_supernet(model, cfg.supernet_spec(), splits.calib, model_entry(args.model).input_size)
     sync = GradientAverager(world_size) if world_size > 1 else None
-    run = train_oneshot(supernet, splits.train, cfg, batch_size=data_cfg.batch_size, pad=data_cfg.pad,
+    run = train_oneshot(supernet, train, cfg, batch_size=data_cfg.batch_size, pad=data_cfg.pad,
                         flip=data_cfg.flip, seed=seed, device=device, checkpoint=args.out,
-                        meta={"model": args.model, "width_mult": width, "num_classes": len(splits.train.classes),
-                              "world_size": world_size},
+                        meta=run_meta(args.model, width, splits, train),
                         progress=rank == 0, shard=(rank, world_size), grad_sync=sync)
     if args.dump_state:
         save_checkpoint({"supernet": run.supernet.state_dict(), "history": run.history.as_dict()},

@@ -26,14 +26,18 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.std import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import ImageSet, augment, batches
+from .checkpoint import check_matches, load_checkpoint, require_keys, save_checkpoint
+from .data import ImageSet, Splits, augment, batches
+from .hardware import place
 from .layers import quant_layers
 from .supernet import Supernet, SupernetSpec
 from .evaluation import recalibrated_accuracy as evaluate_config  # noqa: F401  (notebooks' name for it)
 from .train import History, to_device, warmup_cosine
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_KEYS = ("supernet", "ema", "sgd", "adam", "sched", "sched_steps", "generator", "history", "epoch",
+                   "seconds", "config", "meta")
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,8 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     batch; ``grad_sync`` averages the accumulated gradients once per step, and only rank 0 writes.
     """
     rank, world_size = shard or (0, 1)
-    supernet.to(device).to(memory_format=torch.channels_last).train()
+    place(supernet, device)                       # channels_last, and the AVX2 guard (mpq.hardware)
+    supernet.train()
     gen = torch.Generator().manual_seed(seed)
     sgd, adam = optimizers(supernet, cfg)
     steps_per_epoch = len(train) // batch_size
@@ -211,10 +216,13 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     ema = AveragedModel(supernet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     history, start_epoch, seconds = History(), 0, 0.0
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint)
-        if state["config"] != asdict(cfg):
-            raise ValueError(f"checkpoint {checkpoint} was trained with another oneshot config; "
-                             "delete it to start afresh (or restore that config to resume)")
+        fix = "delete it to start afresh (or restore what it was trained with to resume)"
+        state = load_checkpoint(checkpoint, fix=fix)
+        require_keys(state, CHECKPOINT_KEYS, checkpoint, fix)
+        if state["config"] != _plain(asdict(cfg)):
+            raise ValueError(f"checkpoint {checkpoint} was trained with another oneshot config; {fix}")
+        for key, value in (meta or {}).items():
+            check_matches(checkpoint, f"meta {key}", state["meta"].get(key), _plain(value), fix)
         supernet.load_state_dict(state["supernet"])
         ema.load_state_dict(state["ema"])
         sgd.load_state_dict(state["sgd"])
@@ -261,7 +269,7 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                              "adam": adam.state_dict(), "sched": sched.state_dict(),
                              "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
                              "history": history.as_dict(), "epoch": epoch + 1, "seconds": seconds,
-                             "config": asdict(cfg), "meta": meta or {}}, checkpoint)
+                             "config": _plain(asdict(cfg)), "meta": _plain(meta or {})}, checkpoint)
     supernet.set_float()
     ema.module.set_float()
     return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds)
@@ -277,20 +285,76 @@ def build_supernet(float_model: nn.Module, spec: SupernetSpec, calib: ImageSet, 
     return supernet
 
 
-def load_supernet(path: str | Path, which: str = "ema") -> Supernet:
-    """Rebuild a trained supernet from a one-shot checkpoint (``which``: "ema", the default, or "supernet")."""
+def _plain(value):
+    """Tuples as lists, recursively: a checkpoint's metadata compares equal to what it was written from."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def training_subset(train: ImageSet, train_size: int | None) -> ImageSet:
+    """The images one-shot training (and every baseline and retraining) sees: a prefix of the split.
+
+    One function for the notebooks and ``mpq.distributed``, so both train on the same images.
+    """
+    return train.subset(torch.arange(min(train_size or len(train), len(train))))
+
+
+def run_meta(model: str, width_mult: float, splits: Splits, train: ImageSet, **extra) -> dict:
+    """What a training checkpoint records about its run: model, width, classes, and the data identity.
+
+    The data identity (data set, split seed, subset sizes, class names, training images) lets
+    ``load_supernet`` and ``python -m mpq search`` rebuild exactly the held-out scoring subset.
+    """
+    return {"model": model, "width_mult": width_mult, "num_classes": len(splits.train.classes),
+            "data": {**splits.identity, "train_images": len(train)}, **extra}
+
+
+SUPERNET_FIX = "re-run the stage that trains it (`dvc repro supernet`)"
+
+
+def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = None, width_mult: float | None = None,
+                  spec: SupernetSpec | None = None, num_classes: int | None = None,
+                  data: Mapping | None = None) -> Supernet:
+    """Rebuild a trained supernet from a one-shot checkpoint (``which``: "ema", the default, or "supernet").
+
+    Each given expectation (model name, width, candidates as a ``SupernetSpec``, number of classes, the
+    data identity of ``Splits.identity``) must match the checkpoint, or it is refused naming both sides.
+    """
     from .models import create_model, model_entry
 
-    state = load_checkpoint(path)
-    meta = state.get("meta", {})
-    missing = [k for k in ("model", "width_mult", "num_classes") if k not in meta]
-    if missing:
-        raise ValueError(f"{path} lacks {missing} in its metadata: it was not written by train_oneshot via the notebooks")
+    state = load_checkpoint(path, fix=SUPERNET_FIX)
+    require_keys(state, CHECKPOINT_KEYS, path, SUPERNET_FIX)
+    meta = state["meta"]
+    require_keys(meta, ("model", "width_mult", "num_classes", "data"), path, SUPERNET_FIX)
     cfg = OneShotConfig(**state["config"])
-    model = create_model(meta["model"], num_classes=meta["num_classes"], width_mult=meta["width_mult"])
-    supernet = Supernet(model, model_entry(meta["model"]).input_size, cfg.supernet_spec())
+    fix = "pass the checkpoint of the model you mean, or re-train it with these params (`dvc repro`)"
+    for what, stored, expected in (("model", meta["model"], model), ("width_mult", meta["width_mult"], width_mult),
+                                   ("num_classes", meta["num_classes"], num_classes),
+                                   ("candidates", _plain(asdict(cfg.supernet_spec())), spec and _plain(asdict(spec)))):
+        if expected is not None:
+            check_matches(path, what, stored, expected, fix)
+    if data is not None:
+        for key, value in data.items():
+            if key in meta["data"] and key != "test_size":       # the test set plays no part in training
+                check_matches(path, f"data {key}", meta["data"][key], _plain(value), fix)
+    net = create_model(meta["model"], num_classes=meta["num_classes"], width_mult=meta["width_mult"])
+    supernet = Supernet(net, model_entry(meta["model"]).input_size, cfg.supernet_spec())
     weights = state[which]
     if which == "ema":   # AveragedModel's state: the module's entries under "module.", plus a step counter
         weights = {k[len("module."):]: v for k, v in weights.items() if k.startswith("module.")}
-    supernet.load_state_dict(weights)
+    try:
+        supernet.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {path}: its weights do not fit {meta['model']} at width "
+                         f"{meta['width_mult']} ({str(exc).splitlines()[0]}); {SUPERNET_FIX}") from None
     return supernet.eval()
+
+
+def checkpoint_meta(path: str | Path) -> dict:
+    """The ``meta`` of a one-shot checkpoint (model, width, classes, data identity)."""
+    state = load_checkpoint(path, fix=SUPERNET_FIX)
+    require_keys(state, ("meta",), path, SUPERNET_FIX)
+    return state["meta"]

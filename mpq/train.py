@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from tqdm.std import tqdm  # plain text bars: they render in JupyterLab, papermill output and HTML alike
 
 from .data import ImageSet, augment, batches, normalize
+from .hardware import place
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def train_fp(model: nn.Module, train: ImageSet, test: ImageSet, *, epochs: int, 
              flip: bool, seed: int, device: torch.device, progress: bool = True) -> History:
     """Train a float model with SGD (Nesterov) + warm-up/cosine; evaluate on ``test`` after each epoch."""
     gen = torch.Generator().manual_seed(seed)
-    model.to(device).to(memory_format=torch.channels_last).train()
+    place(model, device)             # channels_last, and the AVX2 guard (mpq.hardware)
+    model.train()
     optimizer = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=True)
     steps_per_epoch = len(train) // batch_size
     scheduler = warmup_cosine(optimizer, int(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
@@ -128,17 +130,24 @@ def train_fp(model: nn.Module, train: ImageSet, test: ImageSet, *, epochs: int, 
     return history
 
 
-def load_fp_model(path: str, expect_model: str | None = None, expect_width: float | None = None) -> nn.Module:
+FP_FIX = "re-run the FP stage (`dvc repro fp_train`)"
+
+
+def load_fp_model(path: str, expect_model: str | None = None, expect_width: float | None = None,
+                  expect_classes: int | None = None) -> nn.Module:
     """Rebuild a float model from a checkpoint written by the FP stage, checking it is the one expected."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_matches, load_checkpoint, require_keys
     from .models import create_model
 
-    state = load_checkpoint(path)
-    if expect_model is not None and state["model"] != expect_model:
-        raise ValueError(f"{path} holds {state['model']}, expected {expect_model}")
-    if expect_width is not None and abs(state["width_mult"] - expect_width) > 1e-9:
-        raise ValueError(f"{path} has width_mult {state['width_mult']} but params.yaml says {expect_width}; "
-                         "re-run the FP stage (`dvc repro fp_train`)")
+    state = load_checkpoint(path, fix=FP_FIX)
+    require_keys(state, ("model", "width_mult", "num_classes", "state_dict"), path, FP_FIX)
+    for what, expected in (("model", expect_model), ("width_mult", expect_width), ("num_classes", expect_classes)):
+        if expected is not None:
+            check_matches(path, what, state[what], expected, f"params.yaml asks for another; {FP_FIX}")
     model = create_model(state["model"], num_classes=state["num_classes"], width_mult=state["width_mult"])
-    model.load_state_dict(state["state_dict"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {path}: its weights do not fit {state['model']} at width "
+                         f"{state['width_mult']} ({str(exc).splitlines()[0]}); {FP_FIX}") from None
     return model

@@ -8,7 +8,9 @@ import sys
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+from mpq.checkpoint import load_checkpoint
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 ARGS = ["--model", "resnet20", "--width-mult", "0.25", "--params", "profiles/tiny.yaml", "--train-images", "128",
         "--epochs", "1", "--fp-checkpoint", "none"]
@@ -22,7 +24,7 @@ def _launch(root, tmp_path, nproc: int) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return [torch.load(out / f"state.rank{r}.pt", weights_only=False) for r in range(nproc)]
+    return [load_checkpoint(out / f"state.rank{r}.pt") for r in range(nproc)]
 
 
 def test_two_processes_match_one(root, tmp_path):

@@ -9,7 +9,7 @@ import torch
 from mpq.__main__ import main
 from mpq.evaluation import make_scorer, paired_difference, search_space
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, build_supernet, train_oneshot
+from mpq.oneshot import OneShotConfig, build_supernet, run_meta, train_oneshot
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,9 @@ def trained(tiny_splits, tmp_path_factory):
     cfg = OneShotConfig(epochs=1, num_random_paths=1)
     sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
     path = tmp_path_factory.mktemp("ckpt") / "resnet20.pt"
-    run = train_oneshot(sn, tiny_splits.train.subset(torch.arange(64)), cfg, batch_size=32, pad=2, flip=True, seed=0,
-                        device=torch.device("cpu"), checkpoint=path, progress=False,
-                        meta={"model": "resnet20", "width_mult": 0.25, "num_classes": 10})
+    train = tiny_splits.train.subset(torch.arange(64))
+    run = train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                        checkpoint=path, progress=False, meta=run_meta("resnet20", 0.25, tiny_splits, train))
     return run.ema, path
 
 
@@ -66,5 +66,27 @@ def test_command_line_search(trained, tmp_path, capsys):
     assert result["gbitops"] <= result["target_gbitops"] + 1e-12
     assert 0.0 <= result["test_acc"] <= 1.0
     assert set(result["bit_cfg"]) == set(trained[0].searchable)
-    with pytest.raises(SystemExit, match="outside this supernet's reachable range"):
-        main(["search", str(path), "--level", "1.5", "--score-size", "64", "--calib-size", "64"])
+    assert result["scoring_images"] == 64 and result["data"] == {"name": "fashion_mnist", "seed": 0}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--level", "1.5"], "outside this supernet's reachable range"),
+    (["--level", "3", "--seed", "1"], "--seed 1 conflicts with the checkpoint"),
+    (["--level", "3", "--dataset", "mnist5k"], "--dataset mnist5k conflicts with the checkpoint"),
+    (["--level", "3", "--score-size", "4000"], "use at most 128"),     # tiny_splits hold 128 scoring images
+    (["--level", "3", "--calib-size", "0"], "use at most 128"),
+])
+def test_command_line_mistakes_are_one_line_errors(trained, capsys, args, message):
+    _, path = trained
+    assert main(["search", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_command_line_bad_checkpoints(tmp_path, capsys):
+    missing, corrupt = tmp_path / "missing.pt", tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"this is not a checkpoint")
+    for path, message in ((missing, "not found"), (corrupt, "truncated, corrupt or not an mpq checkpoint")):
+        assert main(["search", str(path), "--level", "3"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(path) in err and "Traceback" not in err, err

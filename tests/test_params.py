@@ -79,3 +79,37 @@ def test_environment_yml_delegates_to_requirements(root):
     assert "python=3.11" in env and "-r requirements.txt" in env
     reqs = (root / "requirements.txt").read_text()
     assert "torch==2.13.0" in reqs and "torchvision" not in reqs.replace("No torchvision", "")
+
+
+@pytest.mark.parametrize("cls, section, values, message", [
+    (OneShotConfig, "oneshot", {"epochs": "3"}, "oneshot.epochs: expected int, got str '3'"),
+    (OneShotConfig, "oneshot", {"lr": "0.04"}, "oneshot.lr: expected float, got str"),
+    (OneShotConfig, "oneshot", {"w_bit_choices": [2, "3"]}, "oneshot.w_bit_choices: expected a list of int"),
+    (FPConfig, "fp", {"epochs": True}, "fp.epochs: expected int, got bool"),
+    (DataConfig, "data", {"train_size": 1.5}, "data.train_size: expected int or null"),
+    (DataConfig, "data", {"dataset": "cifar10"}, "unknown data set 'cifar10'; choose one of"),
+    (SearchConfig, "search", {"retrain": "yes"}, "search.retrain: expected bool"),
+])
+def test_wrong_types_and_names_fail_where_read(cls, section, values, message):
+    with pytest.raises(ValueError, match=message):
+        from_dict(cls, values, section)
+
+
+def test_levels_outside_the_candidates_fail_in_the_config_cell():
+    bits = (2, 3, 4, 5, 6)
+    SearchConfig(levels=(4, 3, 2.5), start_bits=4).check_candidates(bits, bits)
+    with pytest.raises(ValueError, match=r"search.levels \[7\] lie outside the candidates' range \[2, 6\]"):
+        SearchConfig(levels=(7, 3), start_bits=6).check_candidates(bits, bits)
+    with pytest.raises(ValueError, match="search.start_bits 8 is not a candidate"):
+        SearchConfig(levels=(3,), start_bits=8).check_candidates(bits, bits)
+    with pytest.raises(ValueError, match="evaluation.levels \\[8\\] are not candidates"):
+        EvalConfig(levels=(2, 8)).check_candidates(bits, bits)
+
+
+def test_every_profile_passes_the_candidate_checks(root):
+    for path in ["params.yaml", *sorted(str(p.relative_to(root)) for p in (root / "profiles").glob("*.yaml"))]:
+        params = load_params(root / path)
+        oneshot = from_dict(OneShotConfig, params["oneshot"], "oneshot")
+        from_dict(SearchConfig, params["search"], "search").check_candidates(oneshot.w_bit_choices, oneshot.a_bit_choices)
+        from_dict(EvalConfig, params["evaluation"], "evaluation").check_candidates(oneshot.w_bit_choices,
+                                                                                   oneshot.a_bit_choices)

@@ -1,0 +1,132 @@
+"""Checkpoints are data, not code: safe loading, clear refusals, and a process-level resume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mpq.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpq.models import create_model
+from mpq.oneshot import OneShotConfig, build_supernet, load_supernet, run_meta, train_oneshot
+from mpq.train import load_fp_model
+
+
+class _Payload:
+    """Unpickling this would run code (it would create a file); weights_only refuses it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_code_in_a_checkpoint_is_refused_and_not_run(tmp_path):
+    path, marker = tmp_path / "evil.pt", tmp_path / "ran"
+    torch.save({"state_dict": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="truncated, corrupt or not an mpq checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_truncated_foreign_and_missing_files(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"w": torch.arange(10000.0)}, good)
+    assert torch.equal(load_checkpoint(good)["w"], torch.arange(10000.0))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    foreign = tmp_path / "list.pt"
+    torch.save([1, 2, 3], foreign)
+    for path, message in ((truncated, "truncated, corrupt"), (foreign, "holds a list"),
+                          (tmp_path / "missing.pt", "not found")):
+        with pytest.raises(CheckpointError, match=message) as err:
+            load_checkpoint(path, fix="re-run stage X")
+        assert str(path) in str(err.value) and "re-run stage X" in str(err.value)
+
+
+def test_fp_checkpoint_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "fp.pt"
+    model = create_model("resnet20", width_mult=0.25)
+    save_checkpoint({"model": "resnet20", "width_mult": 0.25, "num_classes": 10, "state_dict": model.state_dict()}, path)
+    assert isinstance(load_fp_model(str(path), "resnet20", 0.25, 10), torch.nn.Module)
+    for kwargs, message in (({"expect_model": "mobilenetv2_28"}, "model 'resnet20', but 'mobilenetv2_28'"),
+                            ({"expect_width": 0.5}, "width_mult 0.25, but 0.5"),
+                            ({"expect_classes": 5}, "num_classes 10, but 5")):
+        with pytest.raises(CheckpointError, match=message):
+            load_fp_model(str(path), **kwargs)
+    save_checkpoint({"model": "resnet20"}, path)
+    with pytest.raises(CheckpointError, match="lacks"):
+        load_fp_model(str(path))
+
+
+def test_supernet_checkpoint_refuses_mismatches(tiny_splits, tmp_path):
+    cfg = OneShotConfig(epochs=1, num_random_paths=1)
+    sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
+    train = tiny_splits.train.subset(torch.arange(32))
+    path = tmp_path / "sn.pt"
+    meta = run_meta("resnet20", 0.25, tiny_splits, train)
+    train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                  checkpoint=path, progress=False, meta=meta)
+    ok = load_supernet(path, model="resnet20", width_mult=0.25, spec=cfg.supernet_spec(), num_classes=10,
+                       data=tiny_splits.identity)
+    assert ok.searchable
+    other_bits = OneShotConfig(w_bit_choices=(2, 4), a_bit_choices=(2, 4)).supernet_spec()
+    for kwargs, message in (({"model": "mobilenetv2_28"}, "has model 'resnet20'"),
+                            ({"width_mult": 0.5}, "has width_mult 0.25"),
+                            ({"num_classes": 3}, "has num_classes 10"),
+                            ({"spec": other_bits}, "has candidates"),
+                            ({"data": {**tiny_splits.identity, "seed": 1}}, "has data seed 0, but 1")):
+        with pytest.raises(CheckpointError, match=message):
+            load_supernet(path, **kwargs)
+    # resuming with another model's metadata is refused too, not silently mixed
+    with pytest.raises(CheckpointError, match="meta width_mult"):
+        train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                      checkpoint=path, progress=False, meta={**meta, "width_mult": 0.5})
+
+
+# --- process-level resume: SIGKILL after the first epoch's checkpoint, resume, compare ------------------
+
+ARGS = ["-m", "mpq.distributed", "--model", "resnet20", "--width-mult", "0.25", "--params", "profiles/tiny.yaml",
+        "--epochs", "3", "--fp-checkpoint", "none"]
+
+
+def _train(root, out, **popen):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, *ARGS, "--out", str(out)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_killed_run_resumes_to_the_uninterrupted_result(root, tmp_path):
+    full, part = tmp_path / "full.pt", tmp_path / "part.pt"
+    proc = _train(root, full)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+
+    proc = _train(root, part)
+    deadline = time.monotonic() + 120
+    while not part.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = load_checkpoint(part)["epoch"]
+    assert proc.returncode == -signal.SIGKILL and killed_at < 3, (proc.returncode, killed_at)
+
+    proc = _train(root, part)                       # the same command resumes from the checkpoint
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+    a, b = load_checkpoint(full), load_checkpoint(part)
+    assert a["epoch"] == b["epoch"] == 3
+    for key in ("supernet", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            same = a[key][name] == b[key][name] if name.endswith("_extra_state") else torch.equal(a[key][name], b[key][name])
+            assert same, f"{key}: {name}"
+    assert a["history"]["loss"] == b["history"]["loss"]
+    assert torch.equal(a["generator"], b["generator"])
+    # data-parallel training trains on the one-shot subset, like the notebooks (tiny: oneshot.train_size 256)
+    assert a["meta"]["data"]["train_images"] == 256
