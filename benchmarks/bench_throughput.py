@@ -5,7 +5,7 @@
 
 Reports images/s of (a) one full-precision training step, (b) one fake-quantized training path at a
 random mixed configuration (the unit of one-shot training), (c) a whole one-shot step (max path +
-random paths, distillation), and of inference FP vs fake-quantized; plus the ratios. Runs interleave
+random paths, distillation; plain, and with IDM), and of inference FP vs fake-quantized; plus the ratios. Runs interleave
 (FP, FQ, FP, FQ, ...) so background load hits both alike; medians are reported.
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch_size,))
     supernet.calibrate(x)
     gen = torch.Generator().manual_seed(0)
-    cfg = OneShotConfig()
+    cfg = OneShotConfig(scheduler=False, idm=False)     # the plain one-shot step
+    cfg_idm = OneShotConfig(scheduler=False, idm=True)   # the same with information distortion mitigation
     fp_opt = torch.optim.SGD(float_model.parameters(), lr=1e-3, momentum=0.9)
     sn_opt = torch.optim.SGD(supernet.parameters(), lr=1e-3, momentum=0.9)
 
@@ -69,6 +70,11 @@ def main() -> None:
         supernet.set_config(supernet.sample_config(gen))
         sn_opt.zero_grad(set_to_none=True)
         F.cross_entropy(supernet(x), y).backward()
+        sn_opt.step()
+
+    def oneshot_idm_step():
+        sn_opt.zero_grad(set_to_none=True)
+        train_step(supernet, x, y, cfg_idm, gen, qe_weight=0.0)
         sn_opt.step()
 
     def oneshot_step():
@@ -85,14 +91,15 @@ def main() -> None:
         supernet(x)
 
     float_model.train(), supernet.train()
-    for fn in (fp_step, fq_path, oneshot_step):
+    for fn in (fp_step, fq_path, oneshot_step, oneshot_idm_step):
         fn()  # warm-up
-    times = {k: [] for k in ("fp_train", "fq_train_path", "oneshot_step", "fp_infer", "fq_infer")}
+    times = {k: [] for k in ("fp_train", "fq_train_path", "oneshot_step", "oneshot_idm_step", "fp_infer", "fq_infer")}
     for _ in range(args.rounds):
         float_model.train(), supernet.train()
         times["fp_train"].append(_time(fp_step, args.reps))
         times["fq_train_path"].append(_time(fq_path, args.reps))
         times["oneshot_step"].append(_time(oneshot_step, max(1, args.reps // 4)))
+        times["oneshot_idm_step"].append(_time(oneshot_idm_step, max(1, args.reps // 4)))
         float_model.eval(), supernet.eval()
         supernet.set_config(supernet.sample_config(gen))
         times["fp_infer"].append(_time(fp_infer, args.reps))
@@ -105,6 +112,7 @@ def main() -> None:
         "img_per_s": {k: round(args.batch_size / v, 1) for k, v in med.items()},
         "ratio_fq_vs_fp_train": round(med["fq_train_path"] / med["fp_train"], 3),
         "ratio_oneshot_step_vs_fp_train": round(med["oneshot_step"] / med["fp_train"], 3),
+        "ratio_idm_vs_plain_oneshot_step": round(med["oneshot_idm_step"] / med["oneshot_step"], 3),
         "ratio_fq_vs_fp_infer": round(med["fq_infer"] / med["fp_infer"], 3),
     }
     print(json.dumps(result, indent=2))

@@ -39,7 +39,7 @@ def _search(args: argparse.Namespace) -> int:
     from .cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
     from .data import splits_from_identity
     from .evaluation import make_scorer, recalibrated_accuracy, search_space
-    from .oneshot import checkpoint_meta, load_supernet
+    from .oneshot import checkpoint_candidates, checkpoint_meta, load_supernet
     from .search import cfg_to_json, greedy_search
 
     meta = checkpoint_meta(args.checkpoint)
@@ -66,7 +66,8 @@ def _search(args: argparse.Namespace) -> int:
     calib = splits.calib.subset(torch.arange(calib_size))
     scorer = make_scorer(supernet, score, metric=args.metric)
     start = time.perf_counter()
-    result = greedy_search(search_space(supernet), scorer, lambda c: bitops(table, c), target,
+    space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
+    result = greedy_search(space, scorer, lambda c: bitops(table, c), target,
                            phase1_budget(table, target), alpha=args.alpha)
     out = {"checkpoint": args.checkpoint, "target_gbitops": target / 1e9, "gbitops": result.cost / 1e9,
            "level": bitops_level(table, result.cost), "size_mib": model_size_mib(table, result.bit_cfg),

@@ -30,6 +30,9 @@ from .checkpoint import check_matches, load_checkpoint, require_keys, save_check
 from .data import ImageSet, Splits, augment, batches
 from .hardware import place
 from .layers import quant_layers
+from .losses import capture_bn_outputs, idm_loss, lowest_bit_layers
+from .scheduler import (Choices, SchedulerConfig, apply_decision, call_steps, decide_frozen, freeze_ratio,
+                        layer_scores)
 from .supernet import Supernet, SupernetSpec
 from .evaluation import recalibrated_accuracy as evaluate_config  # noqa: F401  (notebooks' name for it)
 from .train import History, to_device, warmup_cosine
@@ -37,7 +40,7 @@ from .train import History, to_device, warmup_cosine
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KEYS = ("supernet", "ema", "sgd", "adam", "sched", "sched_steps", "generator", "history", "epoch",
-                   "seconds", "config", "meta")
+                   "seconds", "config", "meta", "frozen")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,18 @@ class OneShotConfig:
     a_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
     depthwise_min_bits: int = 3
     grad_scaling: bool = False         # LSQ gradient scaling, off in the official configs
+    # bit-width scheduler (C3, mpq.scheduler); times are fractions of the whole run (SchedulerConfig says why)
+    scheduler: bool = True
+    sched_warmup: float = 0.1
+    sched_every: float = 0.02
+    sched_late_from: float = 0.5
+    sched_every_late: float = 0.05
+    sched_ratio_start: float = 0.5
+    sched_ratio_end: float = 0.2
+    sched_band: float = 0.125
+    # information distortion mitigation (C4, mpq.losses): MSE of lowest-bit BN outputs to the max path's
+    idm: bool = True
+    idm_weight: float = 0.01
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "w_bit_choices", tuple(self.w_bit_choices))
@@ -73,6 +88,14 @@ class OneShotConfig:
             raise ValueError(f"oneshot.num_random_paths must be >= 0, got {self.num_random_paths}")
         if not 0.0 <= self.kd_weight <= 1.0 or not 0.0 <= self.qe_start <= 1.0 or not 0.0 < self.ema_decay < 1.0:
             raise ValueError("oneshot: kd_weight and qe_start must lie in [0, 1], ema_decay in (0, 1)")
+        if self.idm_weight < 0:
+            raise ValueError(f"oneshot.idm_weight must be >= 0, got {self.idm_weight}")
+        self.scheduler_config()           # validates the sched_* fields
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(warmup=self.sched_warmup, every=self.sched_every, late_from=self.sched_late_from,
+                               every_late=self.sched_every_late, ratio_start=self.sched_ratio_start,
+                               ratio_end=self.sched_ratio_end, band=self.sched_band)
 
     def supernet_spec(self) -> SupernetSpec:
         return SupernetSpec(self.w_bit_choices, self.a_bit_choices, self.depthwise_min_bits,
@@ -88,7 +111,8 @@ class OneShotConfig:
 
         Pair it with a supernet whose layers have one candidate each (``Supernet(layer_choices=...)``).
         """
-        return OneShotConfig(**{**asdict(self), "num_random_paths": 0, "cancel_2bit_decay": False})
+        return OneShotConfig(**{**asdict(self), "num_random_paths": 0, "cancel_2bit_decay": False,
+                                "scheduler": False, "idm": False})
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
@@ -148,11 +172,22 @@ class GradSync(Protocol):
 
 
 def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen: torch.Generator,
-               qe_weight: float, grad_sync: GradSync | None = None) -> dict[str, float]:
-    """Max path + random paths on one batch; gradients accumulated (and synced across processes)."""
+               qe_weight: float, grad_sync: GradSync | None = None,
+               candidates: Mapping[str, Choices] | None = None) -> dict[str, float]:
+    """Max path + random paths on one batch; gradients accumulated (and synced across processes).
+
+    ``candidates``: each searchable layer's current (weight, activation) candidates, as the scheduler
+    left them (None: the supernet's full lists); random paths draw from them, and IDM aligns the layers
+    at their lowest current weight candidate.
+    """
+    cands = candidates or supernet.choices
+    use_idm = cfg.idm and cfg.idm_weight > 0 and cfg.num_random_paths > 0
+    bns = {name: supernet.model.get_submodule(bn) for name, bn in supernet.bn_of.items()} if use_idm else {}
     max_cfg = supernet.max_config()
     supernet.set_config(max_cfg)
-    logits = supernet(x)
+    with capture_bn_outputs(bns) as teacher_features:
+        logits = supernet(x)
+    teacher_features = {n: f.detach() for n, f in teacher_features.items()}
     loss = F.cross_entropy(logits, y)
     if qe_weight > 0:
         loss = loss + qe_weight * quantization_error(supernet)
@@ -160,22 +195,34 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
     teacher = logits.detach()
     stats = {"loss_max": loss.item()}
     two_bit: set[str] = set()
-    rand_losses = []
+    rand_losses, idm_terms = [], []
     for _ in range(cfg.num_random_paths):
-        bit_cfg = supernet.sample_config(gen)
+        bit_cfg = supernet.sample_config(gen, candidates)
         two_bit.update(n for n, (w, _) in bit_cfg.items() if w == 2)
         supernet.set_config(bit_cfg)
-        out = supernet(x)
+        with capture_bn_outputs(bns) as features:
+            out = supernet(x)
         loss = (1 - cfg.kd_weight) * F.cross_entropy(out, y) + cfg.kd_weight * distillation_loss(out, teacher, cfg.kd_temperature)
         if qe_weight > 0:
             loss = loss + qe_weight * quantization_error(supernet)
+        if use_idm:
+            idm = idm_loss(features, teacher_features, [n for n in lowest_bit_layers(bit_cfg, cands) if n in bns])
+            loss = loss + cfg.idm_weight * idm
+            idm_terms.append(float(idm.detach()))
         loss.backward()
         rand_losses.append(loss.item())
     if grad_sync is not None:
         grad_sync(supernet.parameters())
     _apply_weight_decay(supernet, cfg.weight_decay, two_bit if cfg.cancel_2bit_decay else set())
     stats["loss_rand"] = sum(rand_losses) / len(rand_losses) if rand_losses else float("nan")
+    stats["idm"] = sum(idm_terms) / len(idm_terms) if idm_terms else 0.0
     return stats
+
+
+def schedule(supernet: Supernet, candidates: Mapping[str, Choices], progress: float, cfg: SchedulerConfig) -> list[str]:
+    """One scheduler call: measure turbulence over the current candidates, decide which layers to freeze."""
+    return decide_frozen(layer_scores(supernet, candidates, cfg.band),
+                         freeze_ratio(progress, cfg.ratio_start, cfg.ratio_end))
 
 
 @dataclass
@@ -186,6 +233,11 @@ class OneShotRun:
     supernet: Supernet
     history: History
     seconds: float
+    frozen: list[str]            # the scheduler's last decision: layers without their lowest weight candidate
+
+    def candidates(self) -> dict[str, Choices]:
+        """The search space the scheduler leaves: each layer's candidates after its last decision."""
+        return apply_decision(self.ema.choices, self.frozen)
 
 
 def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, batch_size: int, pad: int, flip: bool,
@@ -215,6 +267,9 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     sched_steps = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=total_steps)
     ema = AveragedModel(supernet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     history, start_epoch, seconds = History(), 0, 0.0
+    sched_cfg = cfg.scheduler_config()
+    sched_calls = set(call_steps(total_steps, sched_cfg)) if cfg.scheduler and cfg.num_random_paths > 0 else set()
+    frozen: list[str] = []
     if checkpoint is not None and Path(checkpoint).is_file():
         fix = "delete it to start afresh (or restore what it was trained with to resume)"
         state = load_checkpoint(checkpoint, fix=fix)
@@ -231,12 +286,12 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         sched_steps.load_state_dict(state["sched_steps"])
         gen.set_state(state["generator"])
         history = History(**state["history"])
-        start_epoch, seconds = state["epoch"], state["seconds"]
+        start_epoch, seconds, frozen = state["epoch"], state["seconds"], list(state["frozen"])
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
-        start, sums, n = time.perf_counter(), {"loss_max": 0.0, "loss_rand": 0.0}, 0
+        start, sums, n = time.perf_counter(), {"loss_max": 0.0, "loss_rand": 0.0, "idm": 0.0}, 0
         bar = tqdm(batches(train, batch_size, shuffle=True, gen=gen, drop_last=True), total=steps_per_epoch,
                    desc=f"one-shot epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for i, (images, labels) in enumerate(bar):
@@ -244,10 +299,13 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
             x, y = to_device(augment(images, gen, pad, flip), labels, device)
             if world_size > 1:
                 x, y = x[rank::world_size], y[rank::world_size]            # this process's slice of the batch
+            if step in sched_calls:
+                frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg)
             sgd.zero_grad(set_to_none=True)
             adam.zero_grad(set_to_none=True)
             stats = train_step(supernet, x, y, cfg, gen, qe_ramp(step, total_steps, cfg.qe_start, cfg.qe_weight)
-                               if cfg.quant_error_penalty else 0.0, grad_sync)
+                               if cfg.quant_error_penalty else 0.0, grad_sync,
+                               apply_decision(supernet.choices, frozen) if frozen else None)
             sgd.step()
             adam.step()
             sched.step(); sched_steps.step()
@@ -259,8 +317,9 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         seconds += epoch_seconds
         history.append(epoch=epoch + 1, loss=sums["loss_max"] / n, train_acc=float("nan"), test_acc=float("nan"),
                        lr=sgd.param_groups[0]["lr"], seconds=epoch_seconds)
-        log.info("one-shot epoch %d: max-path loss %.4f, random-path loss %.4f (%.1fs)", epoch + 1,
-                 sums["loss_max"] / n, sums["loss_rand"] / n, epoch_seconds)
+        log.info("one-shot epoch %d: max-path loss %.4f, random-path loss %.4f, IDM %.4f, %d layers frozen "
+                 "(%.1fs)", epoch + 1, sums["loss_max"] / n, sums["loss_rand"] / n, sums["idm"] / n, len(frozen),
+                 epoch_seconds)
         if grad_sync is not None:
             grad_sync.sync_buffers(supernet)       # BN statistics: average the per-process estimates
             grad_sync.sync_buffers(ema.module)
@@ -269,10 +328,11 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                              "adam": adam.state_dict(), "sched": sched.state_dict(),
                              "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
                              "history": history.as_dict(), "epoch": epoch + 1, "seconds": seconds,
-                             "config": _plain(asdict(cfg)), "meta": _plain(meta or {})}, checkpoint)
+                             "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen)},
+                            checkpoint)
     supernet.set_float()
     ema.module.set_float()
-    return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds)
+    return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds, frozen=list(frozen))
 
 
 def build_supernet(float_model: nn.Module, spec: SupernetSpec, calib: ImageSet, input_size: Sequence[int],
@@ -351,6 +411,13 @@ def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = N
         raise ValueError(f"checkpoint {path}: its weights do not fit {meta['model']} at width "
                          f"{meta['width_mult']} ({str(exc).splitlines()[0]}); {SUPERNET_FIX}") from None
     return supernet.eval()
+
+
+def checkpoint_candidates(path: str | Path, supernet: Supernet) -> dict[str, Choices]:
+    """The search space a one-shot checkpoint leaves: its scheduler's last decision applied to ``supernet``."""
+    state = load_checkpoint(path, fix=SUPERNET_FIX)
+    require_keys(state, ("frozen",), path, SUPERNET_FIX)
+    return apply_decision(supernet.choices, state["frozen"])
 
 
 def checkpoint_meta(path: str | Path) -> dict:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, build_supernet, distillation_loss, qe_ramp, train_oneshot
+from mpq.oneshot import OneShotConfig, build_supernet, distillation_loss, qe_ramp, run_meta, train_oneshot
 
 TINY = dict(epochs=2, num_random_paths=2, warmup_epochs=0.5, qe_start=0.5)
 
@@ -57,3 +57,45 @@ def test_training_moves_weights_and_resume_equals_uninterrupted(tiny_splits, tmp
                           tiny_splits.calib, (1, 28, 28))
     name = "model.stages.1.0.conv1.weight"
     assert not torch.equal(init.state_dict()[name], full.supernet.state_dict()[name])
+
+
+def _short(tiny_splits, tmp_path, name, **overrides):
+    torch.manual_seed(0)
+    cfg = OneShotConfig(**{**TINY, "epochs": 1, **overrides})
+    sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
+    train = tiny_splits.train.subset(torch.arange(128))
+    return train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                         checkpoint=tmp_path / f"{name}.pt", progress=False,
+                         meta=run_meta("resnet20", 0.25, tiny_splits, train))
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.supernet.state_dict(), b.supernet.state_dict()
+    return all((sa[k] == sb[k]) if k.endswith("_extra_state") else torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_scheduler_and_idm_switch_off_exactly(tiny_splits, tmp_path):
+    """A scheduler never called and an IDM of weight 0 are the plain method, bit for bit."""
+    plain = _short(tiny_splits, tmp_path, "plain", scheduler=False, idm=False)
+    assert plain.frozen == []
+    assert _same_weights(plain, _short(tiny_splits, tmp_path, "never", scheduler=True, sched_warmup=1.0, idm=False))
+    assert _same_weights(plain, _short(tiny_splits, tmp_path, "zero", scheduler=False, idm=True, idm_weight=0.0))
+    assert not _same_weights(plain, _short(tiny_splits, tmp_path, "idm", scheduler=False, idm=True, idm_weight=1.0))
+
+
+def test_scheduler_decision_is_saved_and_bounds_the_search(tiny_splits, tmp_path):
+    from mpq.evaluation import search_space
+    from mpq.oneshot import checkpoint_candidates, load_supernet
+    from mpq.scheduler import freeze_ratio
+
+    run = _short(tiny_splits, tmp_path, "sched", scheduler=True, sched_warmup=0.0, sched_every=0.5,
+                 sched_late_from=1.0, idm=True)
+    n = len(run.ema.searchable)
+    # 4 steps, calls at steps 0 and 2: the last decision froze round(ratio(0.5) * n) layers
+    assert len(run.frozen) == round(freeze_ratio(0.5) * n) and set(run.frozen) <= set(run.ema.searchable)
+    loaded = load_supernet(tmp_path / "sched.pt")
+    cands = checkpoint_candidates(tmp_path / "sched.pt", loaded)
+    assert cands == run.candidates()
+    space = search_space(loaded, cands)
+    for name in loaded.searchable:
+        assert (min(space.w_choices[name]) > 2) == (name in run.frozen)

@@ -1,0 +1,130 @@
+"""Bit-width scheduler and oscillation measures (mpq.scheduler) and the IDM term (mpq.losses)."""
+from __future__ import annotations
+
+import doctest
+
+import pytest
+import torch
+
+import mpq.losses
+import mpq.scheduler
+from mpq.evaluation import search_space
+from mpq.losses import capture_bn_outputs, idm_loss, lowest_bit_layers
+from mpq.models import create_model
+from mpq.scheduler import (SchedulerConfig, apply_decision, call_steps, decide_frozen, flip_rate, freeze_ratio,
+                           integer_levels, layer_scores, quantization_distance, turbulence)
+from mpq.supernet import Supernet
+
+
+def test_doctests():
+    for module in (mpq.scheduler, mpq.losses):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_turbulence_on_constructed_weights():
+    # step 1, 2 bits: levels -2..1, thresholds at -1.5, -0.5, 0.5; band 0.125
+    w = torch.tensor([0.45, 0.55, 0.3, -0.5, -1.4, -1.6, 1.45, 1.6, -2.6])
+    # near a threshold: 0.45, 0.55, -0.5, -1.4, -1.6 (5 of 9); 1.45 and 1.6 are beyond the top threshold 0.5's
+    # band and on the outer side of the top level 1 (which has no threshold above it); -2.6 is clipped
+    assert turbulence(w, 1.0, 2) == pytest.approx(5 / 9)
+    # the same weights at 3 bits (levels -4..3) also have thresholds at 1.5 and -2.5: all but 0.3 count
+    assert turbulence(w, 1.0, 3) == pytest.approx(8 / 9)
+    # scale invariance: weights and step scaled together
+    assert turbulence(w * 0.01, 0.01, 2) == pytest.approx(5 / 9)
+
+
+def test_decision_on_hand_made_scores():
+    scores = {"l1": 0.10, "l2": 0.40, "l3": 0.40, "l4": 0.05, "l5": 0.30}
+    assert decide_frozen(scores, 0.4) == ["l2", "l3"]
+    assert decide_frozen(scores, 0.2) == ["l2"]                  # tie: the earlier layer
+    assert decide_frozen(scores, 0.0) == []
+    assert decide_frozen(scores, 1.0) == list(scores)
+    with pytest.raises(ValueError):
+        decide_frozen(scores, 1.5)
+
+
+def test_schedule_endpoints():
+    assert freeze_ratio(0.0) == pytest.approx(0.5) and freeze_ratio(1.0) == pytest.approx(0.2)
+    assert freeze_ratio(0.5) == pytest.approx(0.35)
+    assert all(freeze_ratio(a) >= freeze_ratio(b) for a, b in zip([0.1 * i for i in range(10)], [0.1 * i for i in range(1, 11)]))
+    steps = call_steps(470, SchedulerConfig())
+    assert steps[0] == 47 and steps == sorted(set(steps)) and steps[-1] < 470
+    early = [b - a for a, b in zip(steps, steps[1:]) if b <= 235]
+    late = [b - a for a, b in zip(steps, steps[1:]) if a >= 235]
+    assert max(early) < min(late)                                # calls thin out late, as in the paper
+    with pytest.raises(ValueError, match="band"):
+        SchedulerConfig(band=0.6)
+
+
+def test_freeze_and_unfreeze_bound_sampling_and_search():
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    names = list(sn.searchable)
+    frozen = names[:3]
+    cands = apply_decision(sn.choices, frozen)
+    for name in names:
+        full_w, full_a = sn.choices[name]
+        assert cands[name][1] == full_a
+        assert cands[name][0] == (full_w[1:] if name in frozen else full_w)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        cfg = sn.sample_config(gen, cands)
+        assert all(cfg[n][0] != 2 for n in frozen)
+    space = search_space(sn, cands)
+    assert all(2 not in space.w_choices[n] for n in frozen) and 2 in space.w_choices[names[-1]]
+    # the next decision unfreezes: a layer frozen before gets its full list back
+    again = apply_decision(sn.choices, names[3:4])
+    assert again[names[0]] == sn.choices[names[0]] and 2 not in again[names[3]][0]
+    with pytest.raises(ValueError, match="not searchable"):
+        apply_decision(sn.choices, ["nope"])
+
+
+def test_layer_scores_cover_searchable_layers():
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    sn.calibrate(torch.randn(8, 1, 28, 28))
+    scores = layer_scores(sn)
+    assert list(scores) == list(sn.searchable) and all(0.0 <= s <= 0.5 for s in scores.values())
+
+
+def test_flip_rate_and_distance():
+    w = torch.tensor([0.2, 0.8, -0.6, 1.4])
+    before = integer_levels(w, 1.0, 4)
+    assert before.tolist() == [0, 1, -1, 1]
+    after = integer_levels(w + torch.tensor([0.0, -0.4, 0.0, 0.2]), 1.0, 4)
+    assert flip_rate(before, after) == pytest.approx(2 / 4)
+    assert quantization_distance(w, 1.0, 4) == pytest.approx((0.2 + 0.2 + 0.4 + 0.4) / 4)
+
+
+def test_idm_loss_properties():
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    x = torch.randn(4, 1, 28, 28)
+    sn.calibrate(x)
+    bns = {n: sn.model.get_submodule(b) for n, b in sn.bn_of.items()}
+    sn.set_config(sn.max_config())
+    with capture_bn_outputs(bns) as teacher:
+        sn(x)
+    # zero when features match
+    assert float(idm_loss(teacher, teacher, list(teacher)).detach()) == 0.0
+    low = sn.sample_config(torch.Generator().manual_seed(1))
+    layers = lowest_bit_layers(low, sn.choices)
+    assert layers and all(low[n][0] == 2 for n in layers)
+    sn.set_config(low)
+    with capture_bn_outputs(bns) as student:
+        sn(x)
+    assert all(not h for bn in bns.values() for h in (bn._forward_hooks,))     # hooks removed
+    sn.zero_grad()
+    loss = idm_loss(student, teacher, layers)
+    assert loss > 0
+    loss.backward()
+    # gradients reach the student path only: the max path's own BN (w6a6) gets none
+    name = layers[0]
+    switch = bns[name]
+    w, a = low[name]
+    assert switch.bns[f"w{w}a{a}"].weight.grad is not None
+    assert switch.bns["w6a6"].weight.grad is None or (w, a) == (6, 6)
+    # only the given layers contribute
+    other = [n for n in student if n not in layers][:1]
+    by_hand = sum(torch.nn.functional.mse_loss(student[n], teacher[n]) for n in layers)
+    assert float(loss.detach()) == pytest.approx(float(by_hand.detach()), rel=1e-6)
+    assert float(idm_loss(student, teacher, [])) == 0.0
+    if other:
+        assert float(idm_loss(student, teacher, layers + other)) > float(loss)
