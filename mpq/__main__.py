@@ -35,13 +35,19 @@ def _subset_size(given: int | None, stored: int, flag: str, what: str) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .checkpoint import atomic_path
+    from .checkpoint import atomic_path, load_checkpoint
     from .cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
     from .data import splits_from_identity
     from .evaluation import make_scorer, recalibrated_accuracy, search_space
     from .oneshot import checkpoint_candidates, checkpoint_meta, load_supernet
     from .search import cfg_to_json, greedy_search
 
+    state = load_checkpoint(args.checkpoint, fix="pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt)")
+    if "ema" not in state or "meta" not in state:
+        kind = "a full-precision checkpoint (FP stage)" if "state_dict" in state else "not a one-shot checkpoint"
+        raise UsageError(f"{args.checkpoint} is {kind}; pass a one-shot supernet checkpoint "
+                         "(checkpoints/supernet/MODEL.pt, written by `dvc repro supernet`)")
+    del state
     meta = checkpoint_meta(args.checkpoint)
     identity = meta.get("data")
     if not identity:

@@ -84,9 +84,11 @@ def test_command_line_mistakes_are_one_line_errors(trained, capsys, args, messag
 
 
 def test_command_line_bad_checkpoints(tmp_path, capsys):
-    missing, corrupt = tmp_path / "missing.pt", tmp_path / "corrupt.pt"
+    missing, corrupt, fp = tmp_path / "missing.pt", tmp_path / "corrupt.pt", tmp_path / "fp.pt"
     corrupt.write_bytes(b"this is not a checkpoint")
-    for path, message in ((missing, "not found"), (corrupt, "truncated, corrupt or not an mpq checkpoint")):
+    torch.save({"model": "resnet20", "width_mult": 0.25, "num_classes": 10, "state_dict": {}}, fp)
+    for path, message in ((missing, "not found"), (corrupt, "truncated, corrupt or not an mpq checkpoint"),
+                          (fp, "is a full-precision checkpoint (FP stage); pass a one-shot supernet checkpoint")):
         assert main(["search", str(path), "--level", "3"]) == 2
         err = capsys.readouterr().err
         assert message in err and str(path) in err and "Traceback" not in err, err
