@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,10 +52,16 @@ def load_checkpoint(path: str | Path, *, fix: str = "re-run the stage that write
         raise CheckpointError(f"checkpoint {path} not found; {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...: all mean "not ours"
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated, corrupt or not an mpq checkpoint ({reason}); "
-                              f"delete it and {fix}") from None
+    except pickle.UnpicklingError as exc:
+        # torch's own message suggests weights_only=False: exactly what must not be done with such a file
+        if "GLOBAL" in str(exc) or "global" in str(exc):
+            raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain values, so it "
+                                  f"was not loaded (loading it could run code): not an mpq checkpoint; delete it "
+                                  f"and {fix}") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file; delete it and {fix}") from None
+    except Exception as exc:  # RuntimeError (bad zip), EOFError, ...: truncated or not a torch file at all
+        raise CheckpointError(f"checkpoint {path} is truncated, corrupt or not a torch file "
+                              f"({type(exc).__name__}); delete it and {fix}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not an mpq checkpoint; "
                               f"delete it and {fix}")

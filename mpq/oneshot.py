@@ -317,9 +317,12 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         seconds += epoch_seconds
         history.append(epoch=epoch + 1, loss=sums["loss_max"] / n, train_acc=float("nan"), test_acc=float("nan"),
                        lr=sgd.param_groups[0]["lr"], seconds=epoch_seconds)
-        log.info("one-shot epoch %d: max-path loss %.4f, random-path loss %.4f, IDM %.4f, %d layers frozen "
-                 "(%.1fs)", epoch + 1, sums["loss_max"] / n, sums["loss_rand"] / n, sums["idm"] / n, len(frozen),
-                 epoch_seconds)
+        if cfg.num_random_paths:
+            log.info("one-shot epoch %d: max-path loss %.4f, random-path loss %.4f, IDM %.4f, %d layers frozen "
+                     "(%.1fs)", epoch + 1, sums["loss_max"] / n, sums["loss_rand"] / n, sums["idm"] / n,
+                     len(frozen), epoch_seconds)
+        else:   # a fixed configuration (baselines, retraining): the max path is the only path
+            log.info("epoch %d: loss %.4f (%.1fs)", epoch + 1, sums["loss_max"] / n, epoch_seconds)
         if grad_sync is not None:
             grad_sync.sync_buffers(supernet)       # BN statistics: average the per-process estimates
             grad_sync.sync_buffers(ema.module)

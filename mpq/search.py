@@ -392,8 +392,8 @@ def _greedy_move(memo: _Memo, key: Key, visited: set[Key], dim: int, alpha: floa
     scores = move_scores(errors, saved, alpha, cost_norm, cost_before=here)
     # Ties go to the first move in layer order (down before up): deterministic.
     best = min(range(len(moves)), key=lambda i: (scores[i], i))
-    logger.debug("move %s: error %.5g, saved %.4g, score %.4f (of %d moves)", moves[best][1], errors[best],
-                 saved[best], scores[best], len(moves))
+    logger.debug("move %s: evaluator score %.5g, saved %.4g, move score %.4f (of %d moves)", moves[best][1],
+                 errors[best], saved[best], scores[best], len(moves))
     return moves[best]
 
 
@@ -483,7 +483,7 @@ def _activation_branch(memo: _Memo, key: Key, visited: set[Key], iterations: int
         visited.add(key)
         trajectory.append(memo.step(key, phase=2, move=found[1]))
     result = memo.result(target, key, trajectory, "greedy")
-    logger.info("greedy target %.6g: cost %.6g, error %.5g, %d evaluations so far", target, result.cost,
+    logger.info("greedy target %.6g: cost %.6g, score %.5g, %d evaluations so far", target, result.cost,
                 result.error, result.evaluations)
     return result
 
@@ -644,7 +644,7 @@ def evolutionary_search(space: SearchSpace, evaluator: Evaluator, cost_fn: CostF
                 logger.debug("generation %d: no new child in the window after %d tries", generation, max_retries)
         trajectory.extend(memo.step(k, phase=generation) for k in children)
         members = rank(members + children)[:population]
-        logger.info("evolution generation %d: best error %.5g, %d new children, %d evaluations", generation,
+        logger.info("evolution generation %d: best score %.5g, %d new children, %d evaluations", generation,
                     memo.error(members[0]), len(children), memo.calls)
     return memo.result(target, members[0], trajectory, "evolutionary")
 

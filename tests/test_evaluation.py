@@ -87,7 +87,7 @@ def test_command_line_bad_checkpoints(tmp_path, capsys):
     missing, corrupt, fp = tmp_path / "missing.pt", tmp_path / "corrupt.pt", tmp_path / "fp.pt"
     corrupt.write_bytes(b"this is not a checkpoint")
     torch.save({"model": "resnet20", "width_mult": 0.25, "num_classes": 10, "state_dict": {}}, fp)
-    for path, message in ((missing, "not found"), (corrupt, "truncated, corrupt or not an mpq checkpoint"),
+    for path, message in ((missing, "not found"), (corrupt, "corrupt or not a torch file"),
                           (fp, "is a full-precision checkpoint (FP stage); pass a one-shot supernet checkpoint")):
         assert main(["search", str(path), "--level", "3"]) == 2
         err = capsys.readouterr().err
