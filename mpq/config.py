@@ -213,3 +213,21 @@ class SearchConfig:
         if self.start_bits < max(self.levels):
             raise ValueError(f"search.start_bits {self.start_bits} is below the highest search.levels "
                              f"{max(self.levels)}; the walk starts there and goes down")
+
+
+@dataclass(frozen=True)
+class InterferenceConfig:
+    """The bit-width interference study (notebook 05): the toy of Figure 1 (``mpq.interference``)."""
+
+    toy_steps: int = 3000              # SGD steps per toy run
+    toy_lrs: tuple[float, ...] = (0.05, 0.01)   # learning rates; the first is the figure's
+    toy_seeds: int = 3                 # seeds per candidate set and learning rate
+    toy_window: int = 100              # steps per gradient-variance window
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "toy_lrs", tuple(self.toy_lrs))
+        _positive("interference", toy_steps=self.toy_steps, toy_seeds=self.toy_seeds)
+        if not self.toy_lrs or min(self.toy_lrs) <= 0:
+            raise ValueError(f"interference.toy_lrs must be positive learning rates, got {self.toy_lrs}")
+        if not 1 < self.toy_window <= self.toy_steps // 2:
+            raise ValueError(f"interference.toy_window must lie in (1, toy_steps / 2], got {self.toy_window}")

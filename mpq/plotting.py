@@ -107,3 +107,35 @@ def bit_allocation(results: Mapping, title: str):
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def interference_toy(traces: Mapping[str, object], window: int, title: str):
+    """Figure 1's analogue: two shared weights under two candidate sets (``traces``: label -> ToyTrace).
+
+    Left: the weights' path over the 4-bit rounding thresholds (dotted); middle: cumulative threshold
+    crossings of the 4- and 6-bit quantized weights; right: rolling variance of the shared gradient.
+    """
+    from .interference import rolling_variance, toy_step_size
+
+    fig, (ax_path, ax_cross, ax_var) = plt.subplots(1, 3, figsize=(13, 3.8))
+    s4 = toy_step_size(4)
+    for k in range(-8, 8):
+        ax_path.axvline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
+        ax_path.axhline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
+    for (label, trace), color in zip(traces.items(), ("tab:blue", "tab:red")):
+        w = trace.weights.numpy()
+        ax_path.plot(w[:, 0], w[:, 1], color=color, lw=0.6, alpha=0.8, label=label)
+        for bits, ls in zip(sorted(trace.crossings), ("-", "--")):
+            ax_cross.plot(trace.crossings[bits].numpy(), color=color, ls=ls, label=f"{label}: {bits}-bit")
+        var = rolling_variance(trace.grads, window).numpy()
+        ax_var.plot(range(window - 1, window - 1 + len(var)), var, color=color, lw=0.8, label=label)
+    ax_path.set(xlabel="w1", ylabel="w2", title="shared weights (4-bit thresholds dotted)", xlim=(0.1, 0.6),
+                ylim=(-0.85, -0.35))
+    ax_cross.set(xlabel="step", ylabel="cumulative crossings", title="rounding-threshold crossings")
+    ax_var.set(xlabel="step", ylabel="variance", yscale="log", title=f"gradient variance ({window}-step window)")
+    for ax in (ax_path, ax_cross, ax_var):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

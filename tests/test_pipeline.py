@@ -38,7 +38,7 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
     (work / "dvc.lock").unlink(missing_ok=True)
     _run(["git", "init", "-q"], work)
     _run(["dvc", "repro"], work)
-    for name in ("01_fp_train", "02_supernet", "03_baselines", "04_search"):
+    for name in ("01_fp_train", "02_supernet", "03_baselines", "04_search", "05_bit_interference"):
         assert (work / "reports" / f"{name}.html").stat().st_size > 10_000
     fp = json.loads((work / "reports/metrics/fp.json").read_text())
     assert fp["profile"] == "tiny" and set(fp["models"]) == {"resnet20", "mobilenetv2_28", "efficientnet_lite_28"}
@@ -57,6 +57,9 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
             assert {"greedy", "random", "evolutionary"} <= set(methods)
             assert "no_retrain_minus_retrained" in methods["retrained"]
     assert (work / "reports/tables/main_results.csv").is_file()
+    toy = json.loads((work / "reports/metrics/interference.json").read_text())
+    assert {r["candidates"] for r in toy["runs"]} == {"{4,6}", "{2,4,6}"}
+    assert (work / "reports/figures/interference_toy.png").is_file()
     assert json.loads((work / "reports/metrics/throughput.json").read_text())["ratio_fq_vs_fp_train"] > 0
     # nothing changed: a second repro runs no stage
     again = _run(["dvc", "repro"], work)
