@@ -7,6 +7,12 @@ Reports images/s of (a) one full-precision training step, (b) one fake-quantized
 random mixed configuration (the unit of one-shot training), (c) a whole one-shot step (max path +
 random paths, distillation; plain, and with IDM), and of inference FP vs fake-quantized; plus the ratios. Runs interleave
 (FP, FQ, FP, FQ, ...) so background load hits both alike; medians are reported.
+
+Then a profile (torch.profiler, CPU) of the three things the study spends its time on: a one-shot step
+(scheduler's candidates and IDM as in the default recipe), one greedy-search evaluation (a configuration
+scored on the scoring images) and one BN recalibration: per piece, the operators with the most self
+time and the share of wall time spent outside operators (Python, dispatch), which no kernel speed-up
+can remove.
 """
 from __future__ import annotations
 
@@ -19,10 +25,14 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from torch.profiler import ProfilerActivity, profile
+
 from mpq.checkpoint import write_json
 from mpq.config import load_params
 from mpq.hardware import onednn_runs_avx2, place
 from mpq.models import create_model
+from mpq.data import ImageSet
+from mpq.evaluation import make_scorer, recalibrate
 from mpq.oneshot import OneShotConfig, train_step
 from mpq.supernet import Supernet
 
@@ -32,6 +42,23 @@ def _time(fn, reps: int) -> float:
     for _ in range(reps):
         fn()
     return (time.perf_counter() - start) / reps
+
+
+def profile_ops(fn, reps: int, top: int = 8) -> dict:
+    """Wall time per call of ``fn`` and its ``top`` operators by self CPU time (share of wall time)."""
+    fn()                                                   # warm-up outside the profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        wall = (time.perf_counter() - start) / reps
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    in_ops = sum(e.self_cpu_time_total for e in events) / 1e6 / reps
+    return {"ms_per_call": round(1e3 * wall, 2),
+            "share_outside_operators": round(max(0.0, 1.0 - in_ops / wall), 3),
+            "top_operators": [{"op": e.key, "calls_per_call": round(e.count / reps, 1),
+                               "share": round(e.self_cpu_time_total / 1e6 / reps / wall, 3)} for e in events[:top]]}
 
 
 def main() -> None:
@@ -115,6 +142,26 @@ def main() -> None:
         "ratio_idm_vs_plain_oneshot_step": round(med["oneshot_idm_step"] / med["oneshot_step"], 3),
         "ratio_fq_vs_fp_infer": round(med["fq_infer"] / med["fp_infer"], 3),
     }
+    # where the time goes: a one-shot step of the default recipe, a search evaluation, a BN recalibration
+    full = OneShotConfig()                                # scheduler candidates and IDM on, as in params.yaml
+    frozen = list(supernet.searchable)[: len(supernet.searchable) // 3]
+    from mpq.scheduler import apply_decision
+    candidates = apply_decision(supernet.choices, frozen)
+
+    def full_step():
+        sn_opt.zero_grad(set_to_none=True)
+        train_step(supernet, x, y, full, gen, qe_weight=0.05, candidates=candidates)
+        sn_opt.step()
+
+    images = (torch.rand(1000, 1, 28, 28) * 255).to(torch.uint8)
+    data = ImageSet(images, torch.randint(0, 10, (1000,)), tuple(str(i) for i in range(10)))
+    supernet.train()
+    scorer = make_scorer(supernet, data.subset(torch.arange(128)))
+    config = supernet.sample_config(gen)
+    reps = max(1, args.reps // 4)
+    result["profile"] = {"oneshot_step": profile_ops(full_step, reps),
+                         "search_evaluation_128_images": profile_ops(lambda: scorer(config), args.reps),
+                         "bn_recalibration_1000_images": profile_ops(lambda: recalibrate(supernet, config, data), reps)}
     print(json.dumps(result, indent=2))
     if args.out:
         write_json(result, args.out)

@@ -231,3 +231,39 @@ class InterferenceConfig:
             raise ValueError(f"interference.toy_lrs must be positive learning rates, got {self.toy_lrs}")
         if not 1 < self.toy_window <= self.toy_steps // 2:
             raise ValueError(f"interference.toy_window must lie in (1, toy_steps / 2], got {self.toy_window}")
+
+
+ABLATION_CELLS = ("plain", "sched", "idm", "both", "no2bit")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """The interference experiments on a real model (``mpq.ablation``, notebook 05: F2-F4, T1, T6).
+
+    One run per (cell, seed): cells "plain", "sched", "idm", "both" are the 2x2 of T6 (scheduler off/on
+    x IDM off/on); "no2bit" trains without the 2-bit weight candidate for F2/T1. Every other setting
+    comes from the ``oneshot`` section; ``train_size`` overrides its images per epoch (the budget).
+    """
+
+    model: str = "resnet20"            # registry name; its width comes from the ``models`` section
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (sampling, augmentation, order); data split: ``seed``
+    cells: tuple[str, ...] = ABLATION_CELLS
+    train_size: int = 10000            # images per one-shot epoch in these runs
+    levels: tuple[float, ...] = (3, 2.5)   # greedy no-retraining targets (BitOPs levels) per run
+    monitor_every: float = 0.05        # oscillation measurements, as a fraction of training
+    monitor_bits: tuple[int, ...] = (4, 5, 6)
+    feature_images: int = 256          # calibration images whose BN outputs measure distortion (F3/F4)
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "cells", "levels", "monitor_bits"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        _positive("ablation", train_size=self.train_size, feature_images=self.feature_images)
+        unknown = sorted(set(self.cells) - set(ABLATION_CELLS))
+        if unknown or not self.cells:
+            raise ValueError(f"ablation.cells: unknown cells {unknown}; choose from {list(ABLATION_CELLS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"ablation.seeds must be distinct seeds, got {list(self.seeds)}")
+        if not 0.0 < self.monitor_every <= 1.0:
+            raise ValueError(f"ablation.monitor_every must lie in (0, 1], got {self.monitor_every}")
+        if not self.levels or min(self.levels) < 1:
+            raise ValueError(f"ablation.levels must be BitOPs levels >= 1, got {list(self.levels)}")

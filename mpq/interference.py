@@ -9,12 +9,19 @@ shared gradient varies from step to step.
 
 ``coupled_toy`` runs one such training; ``rolling_variance`` smooths the gradient record. Both are
 pure functions of their arguments and a seed.
+
+The second half of the module reads the runs of ``mpq.ablation`` on ResNet-20 (F2-F4, T1, T6) and turns
+them into tables with seed spreads, paired differences, verdicts and figures.
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -122,3 +129,163 @@ def toy_study(candidate_sets: Sequence[Sequence[int]], lrs: Sequence[float], see
                 rows.append({"candidates": "{" + ",".join(map(str, trace.candidates)) + "}", "lr": lr, "seed": seed,
                              **summarize(trace, window)})
     return rows
+
+
+# --- the runs on a real model (mpq.ablation): loading, tables, verdicts, figures -------------------------
+
+def load_runs(folder: str | Path, cells: Sequence[str], seeds: Sequence[int]) -> dict[tuple[str, int], dict]:
+    """Every ``folder/<cell>-<seed>`` run: its result (JSON), test predictions and feature sample (arrays).
+
+    Files are read as data: JSON, and NumPy archives without pickles.
+    """
+    runs, missing = {}, []
+    for cell in cells:
+        for seed in seeds:
+            path = Path(folder) / f"{cell}-{seed}"
+            if not (path / "result.json").is_file():
+                missing.append(path.name)
+                continue
+            with np.load(path / "predictions.npz", allow_pickle=False) as preds, \
+                    np.load(path / "features.npz", allow_pickle=False) as feats:
+                runs[(cell, seed)] = {"result": json.loads((path / "result.json").read_text()),
+                                      "preds": {k: preds[k] for k in preds.files},
+                                      "features": {k: feats[k] for k in feats.files}}
+    if missing:
+        raise FileNotFoundError(f"ablation runs missing under {folder}: {missing}; run `dvc repro ablation`")
+    return runs
+
+
+def t_critical(n: int, confidence: float = 0.95) -> float:
+    """Two-sided critical value of Student's t with ``n - 1`` degrees of freedom (inf for n < 2)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + confidence / 2, n - 1)) if n > 1 else math.inf
+
+
+def seed_verdict(diffs: Sequence[float]) -> str:
+    """A plain sentence on per-seed paired differences (cell minus reference, same seed, in points).
+
+    "higher"/"lower" only when the mean lies outside its 95% t interval over seeds (the seed spread);
+    otherwise "within the seed spread".
+    """
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return "one seed: no verdict"
+    half = t_critical(len(d)) * d.std(ddof=1) / math.sqrt(len(d))
+    if d.mean() - half > 0:
+        return "higher, beyond the seed spread"
+    if d.mean() + half < 0:
+        return "lower, beyond the seed spread"
+    return "within the seed spread"
+
+
+def ablation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int],
+                  metrics: Sequence[str], reference: str = "plain") -> list[dict]:
+    """T6: per cell and metric, top-1 mean and SD over seeds, and the paired difference to ``reference``.
+
+    Per seed the difference is taken on the same test images (both runs share the seed and the data),
+    with its paired standard error over images; across seeds, the mean difference, its SD, and the verdict.
+    """
+    rows = []
+    for cell in cells:
+        for metric in metrics:
+            accs, diffs, ses = [], [], []
+            for seed in seeds:
+                run, ref = runs[(cell, seed)], runs[(reference, seed)]
+                labels = run["preds"]["labels"]
+                correct = (run["preds"][metric] == labels).astype(float)
+                accs.append(100 * correct.mean())
+                if cell != reference:
+                    d = correct - (ref["preds"][metric] == labels).astype(float)
+                    diffs.append(100 * d.mean())
+                    ses.append(100 * d.std(ddof=1) / math.sqrt(len(d)))
+            row = {"cell": cell, "metric": metric, "seeds": len(accs), "top-1 mean": float(np.mean(accs)),
+                   "top-1 SD": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
+                   "per seed": " / ".join(f"{a:.2f}" for a in accs)}
+            if diffs:
+                row.update({f"minus {reference}": float(np.mean(diffs)),
+                            "diff SD over seeds": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan"),
+                            "paired SE per seed": " / ".join(f"{s:.2f}" for s in ses),
+                            "verdict": seed_verdict(diffs)})
+            rows.append(row)
+    return rows
+
+
+def oscillation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int],
+                     after: float = 0.5) -> list[dict]:
+    """T1: per cell and weight bit-width, the flip rate between measurements (mean over those after
+    ``after`` of training, and over all) and the final float-to-quantized distance; mean and SD over seeds."""
+    rows = []
+    for cell in cells:
+        record = [runs[(cell, s)]["result"]["oscillation"] for s in seeds]
+        for bits in record[0]["flip_rate"]:
+            late, whole, dist = [], [], []
+            for rec in record:
+                flips = [(p, f) for p, f in zip(rec["progress"], rec["flip_rate"][bits]) if f is not None]
+                late.append(100 * np.mean([f for p, f in flips if p > after]))
+                whole.append(100 * np.mean([f for _, f in flips]))
+                dist.append(rec["distance"][bits][-1])
+            rows.append({"cell": cell, "w bits": int(bits), "seeds": len(seeds),
+                         "flip % (2nd half)": float(np.mean(late)),
+                         "SD": float(np.std(late, ddof=1)) if len(late) > 1 else float("nan"),
+                         "flip % (whole run)": float(np.mean(whole)),
+                         "distance at end (steps)": float(np.mean(dist))})
+    return rows
+
+
+def distortion_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+    """F4 in numbers: BN-output distortion of the lowest configuration against the max path, mean over
+    layers, per cell (mean and SD over seeds, and the per-seed values)."""
+    rows = []
+    for cell in cells:
+        vals = [float(np.mean(list(runs[(cell, s)]["result"]["bn_distortion"].values()))) for s in seeds]
+        rows.append({"cell": cell, "seeds": len(vals), "distortion mean": float(np.mean(vals)),
+                     "SD": float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan"),
+                     "per seed": " / ".join(f"{v:.3f}" for v in vals)})
+    return rows
+
+
+def oscillation_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int], title: str):
+    """F2's analogue: flip rate of the integer weight levels over training, one panel per weight bit-width,
+    one line per cell (mean over seeds, band: min to max)."""
+    import matplotlib.pyplot as plt
+
+    first = runs[(cells[0], seeds[0])]["result"]["oscillation"]
+    bit_list = list(first["flip_rate"])
+    fig, axes = plt.subplots(1, len(bit_list), figsize=(4.2 * len(bit_list), 3.6), sharey=True, squeeze=False)
+    for ax, bits in zip(axes[0], bit_list):
+        for cell in cells:
+            recs = [runs[(cell, s)]["result"]["oscillation"] for s in seeds]
+            progress = [p for p, f in zip(recs[0]["progress"], recs[0]["flip_rate"][bits]) if f is not None]
+            values = np.array([[100 * f for f in r["flip_rate"][bits] if f is not None] for r in recs])
+            ax.plot(progress, values.mean(0), marker=".", label=cell)
+            if len(recs) > 1:
+                ax.fill_between(progress, values.min(0), values.max(0), alpha=0.2)
+        ax.set(xlabel="fraction of training", title=f"{bits}-bit weights", yscale="log")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("flip rate between measurements (%)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def density_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seed: int, title: str):
+    """F3/F4's analogue: density of one layer's BN outputs at the lowest configuration and at the max
+    path (W6A6), one panel per cell (e.g. without and with IDM)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.6 * len(cells), 3.6), sharex=True, sharey=True, squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        run = runs[(cell, seed)]
+        layer = run["result"]["distortion_sample_layer"]
+        sns.kdeplot(x=run["features"]["high"], ax=ax, label="max path (W6A6)", fill=True, alpha=0.3)
+        sns.kdeplot(x=run["features"]["low"], ax=ax, label="lowest (W2A2)", fill=True, alpha=0.3)
+        distortion = run["result"]["bn_distortion"][layer]
+        ax.set(xlabel=f"BN output of {layer}", title=f"{cell}: relative MSE {distortion:.3f}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,21 +1,25 @@
-"""Information distortion mitigation, IDM (claim C4; DESIGN.md section 2).
+"""The loss terms of one-shot training (DESIGN.md section 2), one function each.
 
-On a random path, the layers running at their lowest available weight bit-width produce features that
-drift from the ones the same layers produce on the max path (every layer at its highest candidate). IDM
-adds, for those layers, the mean squared error between their BN outputs (pre-activation) and the max
-path's BN outputs on the same batch, the max path's detached: the low-bit path learns to produce the
-high-bit features, and no gradient reaches the teacher. Weight 0.01 in the paper's code.
+- ``distillation_loss``: each random path learns from the max path's detached logits (in-place
+  distillation), KL(teacher || student) on softened distributions.
+- ``idm_loss``, information distortion mitigation (claim C4): on a random path, the layers running at
+  their lowest available weight bit-width produce features that drift from the ones the same layers
+  produce on the max path (every layer at its highest candidate). IDM adds, for those layers, the mean
+  squared error between their BN outputs (pre-activation) and the max path's BN outputs on the same
+  batch, the max path's detached: the low-bit path learns to produce the high-bit features, and no
+  gradient reaches the teacher. Weight 0.01 in the paper's code. ``capture_bn_outputs`` records the BN
+  outputs during a forward pass; ``lowest_bit_layers`` picks the layers at their lowest candidate.
+- ``quantization_error``: a term of the official code, not of the paper's text, that pulls latent
+  weights towards their quantization grid late in training; ``qe_weight_at`` is its ramp.
 
-``capture_bn_outputs`` records the BN outputs of named layers during one forward pass (hooks removed on
-exit); ``lowest_bit_layers`` picks the layers at their lowest candidate; ``idm_loss`` is the term.
-
-Not wired into one-shot training yet (see the issue "Bit-width interference"); the distillation and
-quantization-error terms still live in ``mpq.oneshot``.
+``mpq.oneshot.train_step`` combines them; which terms apply on which path is its business.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping, Sequence
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -59,3 +63,48 @@ def idm_loss(student: Mapping[str, Tensor], teacher: Mapping[str, Tensor], layer
     if missing:
         raise KeyError(f"no captured BN output for layers {missing}")
     return sum(F.mse_loss(student[n], teacher[n].detach()) for n in layers)
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) on softened distributions, times T^2 (Hinton et al.); logits ``(B, classes)``."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher.detach() / t, 1), log_target=True,
+                    reduction="batchmean") * t * t
+
+
+def quantization_error(supernet) -> Tensor:
+    """Sum over searchable layers of mean(((w - q(w)) / s)^2) at each layer's current weight bit-width.
+
+    Normalised by the step size so layers and bit-widths weigh alike; the quantized value is a constant,
+    so the gradient pulls the latent weights towards their grid points.
+    """
+    from .layers import quant_layers
+
+    total = torch.zeros((), device=next(supernet.parameters()).device)
+    layers = quant_layers(supernet.model)
+    for name in supernet.searchable:
+        layer = layers[name]
+        wq = layer.weight_quantizer
+        step = wq.step_size[str(wq.bits)].detach()
+        total = total + ((layer.weight - layer.quantized_weight().detach()) / step).pow(2).mean()
+    return total
+
+
+def qe_weight_at(step: int, total_steps: int, start: float, weight: float, ramp: str = "cosine") -> float:
+    """The quantization-error weight at ``step`` (0-based) of ``total_steps``.
+
+    0 before ``start * total_steps``; from there it rises to ``weight`` at the last step, along half a
+    cosine (``ramp="cosine"``, the official code's shape) or a straight line (``"linear"``).
+
+    >>> [round(qe_weight_at(s, 5, 0.2, 1.0), 3) for s in range(5)]
+    [0.0, 0.0, 0.25, 0.75, 1.0]
+    >>> [round(qe_weight_at(s, 5, 0.2, 1.0, "linear"), 3) for s in range(5)]
+    [0.0, 0.0, 0.333, 0.667, 1.0]
+    """
+    if ramp not in ("cosine", "linear"):
+        raise ValueError(f"ramp must be 'cosine' or 'linear', got {ramp!r}")
+    begin, last = start * total_steps, total_steps - 1
+    if step < begin or last <= begin:          # not yet, or no step left to ramp over
+        return 0.0
+    frac = (step - begin) / (last - begin)
+    return weight * (0.5 * (1.0 - math.cos(math.pi * frac)) if ramp == "cosine" else frac)

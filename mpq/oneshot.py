@@ -6,8 +6,13 @@ a_bits uniformly from its current candidates, with ``(1-kd)*CE + kd*KL(teacher |
 of all paths accumulate, then one optimiser step: SGD (Nesterov, warm-up + cosine) for weights, BN and
 biases, Adam for the LSQ step sizes. An EMA copy of the supernet is what gets evaluated and searched.
 
-Two terms from the official code, each behind a flag: a quantization-error penalty ramped in late in
-training, and no weight decay on layers sampled at 2-bit weights in the step.
+The loss terms live in ``mpq.losses``; the bit-width scheduler (C3) in ``mpq.scheduler``, called here
+every few steps to take the lowest weight candidate away from the most turbulent layers; information
+distortion mitigation (C4) is added on every random path. Three details follow the official code, each a
+named parameter: the quantization-error penalty on the random paths only, ramped in along a cosine from
+27% of training (``qe_*``); weight decay on conv weights only (``decay_linear``); and no weight decay in a
+step on layers sampled at 2-bit weights on some random path (``cancel_2bit_decay``; the official code
+subtracts the decay once per 2-bit path on convs, we skip it once per step, see the README).
 
 The same function trains a uniform fixed-precision LSQ baseline: a supernet whose only candidate is
 (k, k) and ``num_random_paths=0`` is plain LSQ at WkAk (``baseline_spec``).
@@ -18,7 +23,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +35,7 @@ from .checkpoint import check_matches, load_checkpoint, require_keys, save_check
 from .data import ImageSet, Splits, augment, batches
 from .hardware import place
 from .layers import quant_layers
-from .losses import capture_bn_outputs, idm_loss, lowest_bit_layers
+from .losses import capture_bn_outputs, distillation_loss, idm_loss, lowest_bit_layers, qe_weight_at, quantization_error
 from .scheduler import (Choices, SchedulerConfig, apply_decision, call_steps, decide_frozen, freeze_ratio,
                         layer_scores)
 from .supernet import Supernet, SupernetSpec
@@ -51,7 +56,8 @@ class OneShotConfig:
     train_size: int | None = None      # training images used (None: all of the training split)
     lr: float = 0.04                   # SGD learning rate for weights, BN and biases (tuned here for short runs)
     momentum: float = 0.9
-    weight_decay: float = 5e-4         # conv/linear weights only
+    weight_decay: float = 5e-4         # conv weights (and the final linear layer's with decay_linear)
+    decay_linear: bool = False         # official code: decay 4-D (conv) weights only
     warmup_epochs: float = 0.1
     step_lr: float = 3e-3              # Adam learning rate for LSQ step sizes (tuned here for short runs)
     num_random_paths: int = 3
@@ -60,7 +66,9 @@ class OneShotConfig:
     ema_decay: float = 0.99            # per step; our runs have a few hundred steps, so a short horizon
     quant_error_penalty: bool = True   # official code, not in the paper's text
     qe_weight: float = 0.1
-    qe_start: float = 0.75             # fraction of training after which the penalty ramps linearly to qe_weight
+    qe_start: float = 0.27             # fraction of training after which the penalty ramps up to qe_weight
+    qe_ramp: str = "cosine"            # "cosine" (official code) or "linear"
+    qe_max_path: bool = False          # official code: random paths only; True adds it on the max path too
     cancel_2bit_decay: bool = True     # official code: no weight decay on layers sampled at 2-bit weights
     w_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
     a_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
@@ -88,6 +96,8 @@ class OneShotConfig:
             raise ValueError(f"oneshot.num_random_paths must be >= 0, got {self.num_random_paths}")
         if not 0.0 <= self.kd_weight <= 1.0 or not 0.0 <= self.qe_start <= 1.0 or not 0.0 < self.ema_decay < 1.0:
             raise ValueError("oneshot: kd_weight and qe_start must lie in [0, 1], ema_decay in (0, 1)")
+        if self.qe_ramp not in ("cosine", "linear"):
+            raise ValueError(f"oneshot.qe_ramp must be 'cosine' or 'linear', got {self.qe_ramp!r}")
         if self.idm_weight < 0:
             raise ValueError(f"oneshot.idm_weight must be >= 0, got {self.idm_weight}")
         self.scheduler_config()           # validates the sched_* fields
@@ -115,36 +125,6 @@ class OneShotConfig:
                                 "scheduler": False, "idm": False})
 
 
-def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
-    """KL(teacher || student) on softened distributions, times T^2 (Hinton et al.); logits ``(B, classes)``."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
-                    reduction="batchmean") * t * t
-
-
-def quantization_error(supernet: Supernet) -> Tensor:
-    """Sum over searchable layers of mean(((w - q(w)) / s)^2): latent weights pulled towards their grid.
-
-    Normalised by the step size so layers and bit-widths weigh alike; the quantized value is a constant.
-    """
-    total = torch.zeros((), device=next(supernet.parameters()).device)
-    layers = quant_layers(supernet.model)
-    for name in supernet.searchable:
-        layer = layers[name]
-        wq = layer.weight_quantizer
-        step = wq.step_size[str(wq.bits)].detach()
-        total = total + ((layer.weight - layer.quantized_weight().detach()) / step).pow(2).mean()
-    return total
-
-
-def qe_ramp(step: int, total_steps: int, start: float, weight: float) -> float:
-    """0 before ``start * total_steps``, then linear up to ``weight`` at the last step."""
-    begin = start * total_steps
-    if step < begin or total_steps <= begin:
-        return 0.0
-    return weight * (step - begin) / max(1.0, total_steps - begin)
-
-
 def optimizers(supernet: Supernet, cfg: OneShotConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """SGD for weights/BN/biases (decay applied by hand, see ``_apply_weight_decay``), Adam for step sizes."""
     steps = [p for n, p in supernet.named_parameters() if "step_size" in n]
@@ -155,10 +135,11 @@ def optimizers(supernet: Supernet, cfg: OneShotConfig) -> tuple[torch.optim.Opti
 
 
 @torch.no_grad()
-def _apply_weight_decay(supernet: Supernet, weight_decay: float, skip: set[str]) -> None:
-    """Add ``weight_decay * w`` to the gradient of every conv/linear weight except the layers in ``skip``."""
+def _apply_weight_decay(supernet: Supernet, weight_decay: float, skip: set[str], linear: bool = False) -> None:
+    """Add ``weight_decay * w`` to the gradient of every conv weight (and linear weight with ``linear``)
+    except the layers in ``skip``."""
     for name, layer in quant_layers(supernet.model).items():
-        if name in skip or layer.weight.grad is None:
+        if name in skip or layer.weight.grad is None or (layer.weight.dim() != 4 and not linear):
             continue
         layer.weight.grad.add_(layer.weight, alpha=weight_decay)
 
@@ -178,7 +159,8 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
 
     ``candidates``: each searchable layer's current (weight, activation) candidates, as the scheduler
     left them (None: the supernet's full lists); random paths draw from them, and IDM aligns the layers
-    at their lowest current weight candidate.
+    at their lowest current weight candidate. ``qe_weight``: the quantization-error term's weight at this
+    step (``losses.qe_weight_at``), added on the random paths (and the max path with ``cfg.qe_max_path``).
     """
     cands = candidates or supernet.choices
     use_idm = cfg.idm and cfg.idm_weight > 0 and cfg.num_random_paths > 0
@@ -189,7 +171,7 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
         logits = supernet(x)
     teacher_features = {n: f.detach() for n, f in teacher_features.items()}
     loss = F.cross_entropy(logits, y)
-    if qe_weight > 0:
+    if qe_weight > 0 and cfg.qe_max_path:
         loss = loss + qe_weight * quantization_error(supernet)
     loss.backward()
     teacher = logits.detach()
@@ -213,7 +195,7 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
         rand_losses.append(loss.item())
     if grad_sync is not None:
         grad_sync(supernet.parameters())
-    _apply_weight_decay(supernet, cfg.weight_decay, two_bit if cfg.cancel_2bit_decay else set())
+    _apply_weight_decay(supernet, cfg.weight_decay, two_bit if cfg.cancel_2bit_decay else set(), cfg.decay_linear)
     stats["loss_rand"] = sum(rand_losses) / len(rand_losses) if rand_losses else float("nan")
     stats["idm"] = sum(idm_terms) / len(idm_terms) if idm_terms else 0.0
     return stats
@@ -243,7 +225,8 @@ class OneShotRun:
 def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, batch_size: int, pad: int, flip: bool,
                   seed: int, device: torch.device, checkpoint: str | Path | None = None, meta: dict | None = None,
                   progress: bool = True, shard: tuple[int, int] | None = None, grad_sync: GradSync | None = None,
-                  stop_after_epoch: int | None = None) -> OneShotRun:
+                  stop_after_epoch: int | None = None,
+                  on_step: Callable[[int, int, Supernet], None] | None = None) -> OneShotRun:
     """Train ``supernet`` (already calibrated) one-shot; resumable from ``checkpoint``.
 
     A checkpoint is written atomically after every epoch with all state (weights, EMA, optimisers,
@@ -253,6 +236,9 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     Data parallel (``mpq.distributed``): every process draws the same global batch, augmentation and
     random paths from the same seeded generator and keeps the slice ``shard = (rank, world_size)`` of the
     batch; ``grad_sync`` averages the accumulated gradients once per step, and only rank 0 writes.
+
+    ``on_step(step, total_steps, supernet)`` is called after every optimiser step (0-based step), e.g.
+    with a ``scheduler.OscillationMonitor``; it must not change the supernet.
     """
     rank, world_size = shard or (0, 1)
     place(supernet, device)                       # channels_last, and the AVX2 guard (mpq.hardware)
@@ -303,13 +289,15 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                 frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg)
             sgd.zero_grad(set_to_none=True)
             adam.zero_grad(set_to_none=True)
-            stats = train_step(supernet, x, y, cfg, gen, qe_ramp(step, total_steps, cfg.qe_start, cfg.qe_weight)
+            stats = train_step(supernet, x, y, cfg, gen, qe_weight_at(step, total_steps, cfg.qe_start, cfg.qe_weight, cfg.qe_ramp)
                                if cfg.quant_error_penalty else 0.0, grad_sync,
                                apply_decision(supernet.choices, frozen) if frozen else None)
             sgd.step()
             adam.step()
             sched.step(); sched_steps.step()
             ema.update_parameters(supernet)
+            if on_step is not None:
+                on_step(step, total_steps, supernet)
             for k in sums:
                 sums[k] += stats[k]
             n += 1

@@ -13,9 +13,10 @@ turbulent layers until its next call, so the rest can settle. Three steps, three
   (``Supernet.sample_config(gen, candidates)``) and the search (``evaluation.search_space``) take.
 
 Oscillation instrumentation for the interference study: ``integer_levels`` of a weight at a bit-width,
-``flip_rate`` between two measurements, and ``quantization_distance``.
+``flip_rate`` between two measurements, ``quantization_distance``, and ``OscillationMonitor``, which
+records both over a training run (``train_oneshot(..., on_step=monitor)``).
 
-Not wired into one-shot training yet (see the issue "Bit-width interference").
+``mpq.oneshot.train_oneshot`` calls the scheduler (``oneshot.scheduler``) at ``call_steps``.
 """
 from __future__ import annotations
 
@@ -159,3 +160,61 @@ def quantization_distance(weight: Tensor, step_size: float, bits: int) -> float:
     """Mean |w - q(w)| / s: how far the float weights sit from their quantized values, in steps."""
     levels = integer_levels(weight, step_size, bits).float()
     return float((weight.detach().float() / float(step_size) - levels).abs().mean())
+
+
+class OscillationMonitor:
+    """Records, every ``every`` fraction of training, how the integer weight levels move (claim C2).
+
+    At each measurement and for each bit-width in ``bits``, every searchable layer's latent weights are
+    rounded to integer levels with the layer's current step size for that bit-width. Pooled over the
+    weights of all those layers: the flip rate (fraction of weights whose level changed since the previous
+    measurement; none at the first) and the distance ``mean |w / s - level|``. Cheap: a few elementwise
+    passes over the weights. Pass it to ``train_oneshot(..., on_step=monitor)``; it reads, never writes.
+    """
+
+    def __init__(self, bits: Sequence[int] = (4, 5, 6), every: float = 0.05) -> None:
+        if not 0.0 < every <= 1.0:
+            raise ValueError(f"every must lie in (0, 1], got {every}")
+        self.bits, self.every = tuple(bits), every
+        self.steps: list[int] = []
+        self.progress: list[float] = []
+        self.flip_rate: dict[int, list[float | None]] = {b: [] for b in self.bits}
+        self.distance: dict[int, list[float]] = {b: [] for b in self.bits}
+        self._last: dict[int, Tensor] = {}
+
+    def __call__(self, step: int, total_steps: int, supernet) -> None:
+        interval = max(1, int(round(self.every * total_steps)))
+        if (step + 1) % interval and step != total_steps - 1:
+            return
+        self.measure(supernet)
+        self.steps.append(step + 1)
+        self.progress.append((step + 1) / total_steps)
+
+    @torch.no_grad()
+    def measure(self, supernet) -> None:
+        from .layers import quant_layers
+
+        layers = quant_layers(supernet.model)
+        for b in self.bits:
+            levels, dists = [], []
+            for name in supernet.searchable:
+                layer = layers[name]
+                steps = layer.weight_quantizer.step_size
+                if str(b) not in steps:
+                    continue
+                s_b = float(steps[str(b)])
+                level = integer_levels(layer.weight, s_b, b)
+                levels.append(level.flatten())
+                dists.append((layer.weight.detach().float().flatten() / s_b - level.flatten().float()).abs())
+            if not levels:
+                raise ValueError(f"no searchable layer has a {b}-bit weight candidate")
+            now = torch.cat(levels)
+            self.flip_rate[b].append(flip_rate(self._last[b], now) if b in self._last else None)
+            self.distance[b].append(float(torch.cat(dists).mean()))
+            self._last[b] = now
+
+    def as_dict(self) -> dict:
+        """The record as plain lists (JSON): steps, progress, and per bit-width flip rate and distance."""
+        return {"steps": list(self.steps), "progress": list(self.progress),
+                "flip_rate": {str(b): list(v) for b, v in self.flip_rate.items()},
+                "distance": {str(b): list(v) for b, v in self.distance.items()}}

@@ -49,3 +49,54 @@ def test_two_bit_candidate_makes_four_bit_weights_oscillate():
     assert coupled["grad_var_second_half"] > 10 * plain["grad_var_second_half"]
     rows = toy_study([(4, 6), (2, 4, 6)], [0.05], 2, steps=200, window=20)
     assert [(r["candidates"], r["seed"]) for r in rows] == [("{4,6}", 0), ("{2,4,6}", 0), ("{4,6}", 1), ("{2,4,6}", 1)]
+
+
+# --- reading the ablation runs ---------------------------------------------------------------------------
+
+import json
+
+import numpy as np
+
+from mpq.interference import ablation_rows, distortion_rows, load_runs, oscillation_rows, seed_verdict
+
+
+def test_seed_verdict_needs_a_consistent_difference():
+    assert seed_verdict([0.5, 0.6, 0.55]) == "higher, beyond the seed spread"
+    assert seed_verdict([-0.5, -0.6, -0.55]) == "lower, beyond the seed spread"
+    assert seed_verdict([0.5, -0.4, 0.2]) == "within the seed spread"
+    assert seed_verdict([0.9]) == "one seed: no verdict"
+
+
+def _write_run(folder, cell, seed, correct, flips):
+    path = folder / f"{cell}-{seed}"
+    path.mkdir(parents=True)
+    labels = np.zeros(len(correct), dtype=np.int16)
+    np.savez(path / "predictions.npz", labels=labels, **{"W2A2": np.where(correct, 0, 1).astype(np.int16)})
+    np.savez(path / "features.npz", low=np.zeros(3), high=np.ones(3))
+    (path / "result.json").write_text(json.dumps({
+        "oscillation": {"progress": [0.25, 0.5, 0.75, 1.0], "flip_rate": {"4": [None, *flips]},
+                        "distance": {"4": [0.2, 0.2, 0.2, 0.1]}},
+        "bn_distortion": {"a": 0.2 if cell == "idm" else 0.4, "b": 0.4}}))
+
+
+def test_ablation_tables_on_constructed_runs(tmp_path):
+    n = 100
+    for seed in (0, 1, 2):
+        # plain gets images 0..79 right; idm the same plus 2 + seed more: +2, +3, +4 points, paired
+        _write_run(tmp_path, "plain", seed, np.arange(n) < 80, [0.1, 0.1, 0.1])
+        _write_run(tmp_path, "idm", seed, np.arange(n) < 82 + seed, [0.1, 0.05, 0.05])
+    runs = load_runs(tmp_path, ["plain", "idm"], [0, 1, 2])
+    rows = {r["cell"]: r for r in ablation_rows(runs, ["plain", "idm"], [0, 1, 2], ["W2A2"])}
+    assert rows["plain"]["top-1 mean"] == pytest.approx(80.0) and "minus plain" not in rows["plain"]
+    assert rows["idm"]["minus plain"] == pytest.approx(3.0)
+    assert rows["idm"]["diff SD over seeds"] == pytest.approx(1.0)
+    assert rows["idm"]["verdict"] == "higher, beyond the seed spread"
+    t1 = {r["cell"]: r for r in oscillation_rows(runs, ["plain", "idm"], [0, 1, 2])}
+    assert t1["plain"]["flip % (2nd half)"] == pytest.approx(10.0)       # measurements at 0.75 and 1.0
+    assert t1["idm"]["flip % (2nd half)"] == pytest.approx(5.0)
+    assert t1["idm"]["flip % (whole run)"] == pytest.approx(100 * 0.2 / 3)
+    assert t1["idm"]["distance at end (steps)"] == pytest.approx(0.1)
+    dist = {r["cell"]: r for r in distortion_rows(runs, ["plain", "idm"], [0, 1, 2])}
+    assert dist["plain"]["distortion mean"] == pytest.approx(0.4) and dist["idm"]["distortion mean"] == pytest.approx(0.3)
+    with pytest.raises(FileNotFoundError, match=r"\['both-0'\].*dvc repro ablation"):
+        load_runs(tmp_path, ["both"], [0])

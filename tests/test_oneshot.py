@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, build_supernet, distillation_loss, qe_ramp, run_meta, train_oneshot
+from mpq.losses import distillation_loss, qe_weight_at
+from mpq.oneshot import OneShotConfig, _apply_weight_decay, build_supernet, run_meta, train_oneshot, train_step
+from mpq.supernet import Supernet
 
 TINY = dict(epochs=2, num_random_paths=2, warmup_epochs=0.5, qe_start=0.5)
 
@@ -16,10 +18,57 @@ def test_distillation_loss_zero_for_equal_logits_and_positive_otherwise():
     assert distillation_loss(a, torch.randn(5, 10)) > 0
 
 
-def test_qe_ramp():
-    assert qe_ramp(10, 100, 0.75, 2.0) == 0.0
-    assert qe_ramp(75, 100, 0.75, 2.0) == 0.0
-    assert qe_ramp(100, 100, 0.75, 2.0) == pytest.approx(2.0)
+def test_qe_weight_ramps_from_start_to_its_weight_at_the_last_step():
+    for ramp in ("cosine", "linear"):
+        assert qe_weight_at(26, 100, 0.27, 0.1, ramp) == 0.0
+        assert qe_weight_at(27, 100, 0.27, 0.1, ramp) == 0.0
+        assert qe_weight_at(99, 100, 0.27, 0.1, ramp) == pytest.approx(0.1)      # the weight is reached
+        values = [qe_weight_at(s, 100, 0.27, 0.1, ramp) for s in range(100)]
+        assert values == sorted(values)
+    mid = (27 + 99) / 2
+    assert qe_weight_at(int(mid), 100, 0.27, 0.1, "cosine") == pytest.approx(0.05, abs=0.003)
+    assert qe_weight_at(40, 100, 0.27, 0.1, "cosine") < qe_weight_at(40, 100, 0.27, 0.1, "linear")
+    with pytest.raises(ValueError, match="ramp"):
+        qe_weight_at(5, 10, 0.2, 1.0, "step")
+    with pytest.raises(ValueError, match="qe_ramp"):
+        OneShotConfig(qe_ramp="step")
+
+
+def _grads(sn):
+    return {n: p.grad.clone() for n, p in sn.named_parameters() if p.grad is not None and "step_size" not in n}
+
+
+def test_quantization_error_is_on_random_paths_only_unless_asked():
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    sn.calibrate(x)
+    grads = {}
+    for name, qe_max_path, weight in (("off", False, 0.0), ("max-only config", False, 5.0), ("max too", True, 5.0)):
+        cfg = OneShotConfig(num_random_paths=0, scheduler=False, idm=False, qe_max_path=qe_max_path)
+        sn.zero_grad(set_to_none=True)
+        train_step(sn, x, y, cfg, torch.Generator().manual_seed(0), weight)
+        grads[name] = _grads(sn)
+    # with no random path and the penalty on random paths only, the weight changes nothing
+    assert all(torch.equal(grads["off"][n], grads["max-only config"][n]) for n in grads["off"])
+    assert any(not torch.allclose(grads["off"][n], grads["max too"][n]) for n in grads["off"])
+
+
+def test_weight_decay_on_conv_weights_only_unless_asked():
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    for p in sn.parameters():
+        p.grad = torch.zeros_like(p)
+    _apply_weight_decay(sn, 0.5, skip=set())
+    from mpq.layers import quant_layers
+    layers = quant_layers(sn.model)
+    convs = [l for l in layers.values() if l.weight.dim() == 4]
+    linears = [l for l in layers.values() if l.weight.dim() == 2]
+    assert convs and linears
+    assert all(torch.allclose(l.weight.grad, 0.5 * l.weight) for l in convs)
+    assert all(torch.count_nonzero(l.weight.grad) == 0 for l in linears)
+    _apply_weight_decay(sn, 0.5, skip={next(iter(layers))}, linear=True)
+    assert all(torch.allclose(l.weight.grad, 0.5 * l.weight) for l in linears)
+    first = layers[next(iter(layers))]
+    assert torch.allclose(first.weight.grad, 0.5 * first.weight)    # skipped: not decayed a second time
 
 
 def test_baseline_is_a_single_candidate_max_path_only():

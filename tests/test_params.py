@@ -7,7 +7,7 @@ import nbformat
 import pytest
 import yaml
 
-from mpq.config import (BaselineConfig, DataConfig, EvalConfig, FPConfig, InterferenceConfig, SearchConfig, from_dict,
+from mpq.config import (AblationConfig, BaselineConfig, DataConfig, EvalConfig, FPConfig, InterferenceConfig, SearchConfig, from_dict,
                         load_params, model_specs)
 from mpq.oneshot import OneShotConfig
 from mpq.pipeline import select_parameters
@@ -49,6 +49,7 @@ def test_every_section_validates(root, profile):
     from_dict(BaselineConfig, p["baselines"], "baselines")
     from_dict(SearchConfig, p["search"], "search")
     from_dict(InterferenceConfig, p["interference"], "interference")
+    from_dict(AblationConfig, p["ablation"], "ablation")
     assert set(p["benchmark"]) == {"model", "width_mult", "batch_size", "reps", "rounds"}
     model_specs(p["models"])
 

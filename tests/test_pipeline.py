@@ -60,6 +60,14 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
     toy = json.loads((work / "reports/metrics/interference.json").read_text())
     assert {r["candidates"] for r in toy["runs"]} == {"{4,6}", "{2,4,6}"}
     assert (work / "reports/figures/interference_toy.png").is_file()
+    ablation = json.loads((work / "reports/metrics/ablation.json").read_text())
+    assert set(ablation["runs"]) == {f"{c}-{s}" for c in ("plain", "sched", "idm", "both", "no2bit") for s in (0, 1)}
+    assert {(r["cell"], r["metric"]) for r in ablation["t6"]} == {
+        (c, m) for c in ("plain", "sched", "idm", "both") for m in ("W2A2", "W3A3", "greedy 2.9")}
+    assert {r["w bits"] for r in ablation["t1"]} == {4, 5, 6}
+    for name in ("oscillation.png", "bn_density.png"):
+        assert (work / "reports/figures" / name).is_file()
+    assert not list((work / "checkpoints/ablation").glob(".*partial"))     # every run completed and renamed
     assert json.loads((work / "reports/metrics/throughput.json").read_text())["ratio_fq_vs_fp_train"] > 0
     # nothing changed: a second repro runs no stage
     again = _run(["dvc", "repro"], work)

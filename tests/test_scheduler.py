@@ -11,7 +11,7 @@ import mpq.scheduler
 from mpq.evaluation import search_space
 from mpq.losses import capture_bn_outputs, idm_loss, lowest_bit_layers
 from mpq.models import create_model
-from mpq.scheduler import (SchedulerConfig, apply_decision, call_steps, decide_frozen, flip_rate, freeze_ratio,
+from mpq.scheduler import (OscillationMonitor, SchedulerConfig, apply_decision, call_steps, decide_frozen, flip_rate, freeze_ratio,
                            integer_levels, layer_scores, quantization_distance, turbulence)
 from mpq.supernet import Supernet
 
@@ -92,6 +92,33 @@ def test_flip_rate_and_distance():
     after = integer_levels(w + torch.tensor([0.0, -0.4, 0.0, 0.2]), 1.0, 4)
     assert flip_rate(before, after) == pytest.approx(2 / 4)
     assert quantization_distance(w, 1.0, 4) == pytest.approx((0.2 + 0.2 + 0.4 + 0.4) / 4)
+
+
+def test_oscillation_monitor_counts_moved_levels():
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    sn.calibrate(torch.randn(8, 1, 28, 28))
+    monitor = OscillationMonitor(bits=(4, 6), every=0.5)
+    monitor(0, 4, sn)                        # not a measurement step (every 2 steps)
+    monitor(1, 4, sn)
+    from mpq.layers import quant_layers
+    layers = quant_layers(sn.model)
+    name = sn.searchable[0]
+    layer = layers[name]
+    s4 = float(layer.weight_quantizer.step_size["4"].detach())
+    with torch.no_grad():                   # move a quarter of one layer's weights by one whole 4-bit step
+        flat = layer.weight.view(-1)
+        idx = torch.arange(0, flat.numel(), 4)
+        levels = integer_levels(flat[idx], s4, 4)
+        flat[idx] += torch.where(levels < 7, s4, -s4)
+    monitor(3, 4, sn)
+    total = sum(layers[n].weight.numel() for n in sn.searchable)
+    record = monitor.as_dict()
+    assert record["steps"] == [2, 4] and record["progress"] == [0.5, 1.0]
+    assert record["flip_rate"]["4"][0] is None
+    assert record["flip_rate"]["4"][1] == pytest.approx(len(idx) / total)
+    assert 0.0 < record["flip_rate"]["6"][1] and all(0.0 <= d <= 0.5 for d in record["distance"]["6"])
+    with pytest.raises(ValueError, match="no searchable layer"):
+        OscillationMonitor(bits=(8,)).measure(sn)
 
 
 def test_idm_loss_properties():
