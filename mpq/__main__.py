@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -67,7 +68,14 @@ def _search(args: argparse.Namespace) -> int:
         raise UsageError(f"target {target / 1e9:.4f} G-BitOPs is outside this supernet's reachable range "
                          f"[{lo / 1e9:.4f}, {hi / 1e9:.4f}] G-BitOPs (levels {bitops_level(table, lo):.2f} to "
                          f"{bitops_level(table, hi):.2f}); pick a budget inside it")
-    splits = splits_from_identity(identity, test_size=args.test_size)
+    if identity["name"] == "folder" and not args.data_root:
+        raise UsageError(f"checkpoint {args.checkpoint} was trained on an image folder; pass --data-root FOLDER "
+                         "(the folder it was trained on: one sub-folder of images per class)")
+    if identity["name"] != "folder" and args.data_root:
+        raise UsageError(f"--data-root is for image folders; checkpoint {args.checkpoint} was trained on "
+                         f"{identity['name']!r}; drop --data-root")
+    splits = splits_from_identity(identity, test_size=args.test_size,
+                                  root=Path(args.data_root) if args.data_root else None)
     score = splits.score.subset(torch.arange(score_size))
     calib = splits.calib.subset(torch.arange(calib_size))
     scorer = make_scorer(supernet, score, metric=args.metric)
@@ -105,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--calib-size", type=int, default=None,
                    help="BN calibration images: the checkpoint's calibration subset, or a prefix of it")
     s.add_argument("--test-size", type=int, default=None, help="cap on test images (default: the whole test set)")
+    s.add_argument("--data-root", default=None,
+                   help="the image folder a checkpoint of data set 'folder' was trained on (e.g. by notebook 06)")
     s.add_argument("--metric", choices=["loss", "error"], default="loss")
     s.add_argument("--alpha", type=float, default=1.5)
     s.add_argument("--evaluate", action="store_true", help="recalibrate BN and report test accuracy")

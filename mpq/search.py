@@ -397,6 +397,9 @@ def _greedy_move(memo: _Memo, key: Key, visited: set[Key], dim: int, alpha: floa
     return moves[best]
 
 
+FLOOR_MARGIN = 0.02     # phase 1 ends within this fraction of the start's BitOPs above the weight floor
+
+
 def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targets: Sequence[float],
                  phase1_budgets: Sequence[float], *, start_bits: int = 5, alpha: float = 1.5,
                  cost_norm: str = "signed") -> list[SearchResult]:
@@ -409,9 +412,10 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
     there down to that target. Evaluations are cached across the whole front, and each target gets
     exactly the result `greedy_search` would give it alone. Results come in the order of ``targets``.
 
-    Raises ValueError when a target lies outside the reachable BitOPs range, when a phase-1 budget
-    is below what weight moves can reach, or when a target is below what activation moves can reach
-    from its phase-1 end point; RuntimeError when a walk gets stuck or exceeds
+    A phase-1 budget near or below what weight moves can reach is raised to ``FLOOR_MARGIN`` of the way
+    from that floor to the start. Raises ValueError when a target lies outside the reachable BitOPs range, or when a target
+    is below what activation moves can reach from its phase-1 end point; RuntimeError when a walk gets
+    stuck or exceeds
     4 x `SearchSpace.num_steps` iterations.
     """
     if len(targets) != len(phase1_budgets) or not targets:
@@ -431,12 +435,16 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
                              "(every layer at its lowest / highest choices); pick a target in that range "
                              "or widen the bit choices")
     start = space.start_key(start_bits)
+    # A budget at or below what weight moves can reach (every weight at its lowest choice, the "floor")
+    # is raised to just above the floor: 2% of the way from it to the start. This is the normal case in a
+    # narrowed space, e.g. when the scheduler's last decision keeps some layers above 2 bits; the walk
+    # need not find the one configuration at the floor itself, which a greedy walk may never reach.
     weight_floor = memo.cost(_lowest_in(space, start, dim=0))
-    for budget in phase1_budgets:
-        if budget < weight_floor:
-            raise ValueError(f"phase1_budget {budget:.6g} is below {weight_floor:.6g}, the smallest BitOPs that "
-                             f"weight moves reach from W{start_bits}A{start_bits} (every weight at its lowest "
-                             "choice); raise phase1_budget")
+    near_floor = weight_floor + FLOOR_MARGIN * (memo.cost(start) - weight_floor)
+    if any(budget < near_floor for budget in phase1_budgets):
+        logger.info("phase-1 budgets %s at or below the weight floor %.6g: phase 1 ends within %.6g",
+                    [f"{b:.6g}" for b in phase1_budgets if b < near_floor], weight_floor, near_floor)
+        phase1_budgets = [max(budget, near_floor) for budget in phase1_budgets]
     cap = 4 * space.num_steps
 
     # Decreasing phase-1 budgets: the single weight walk meets them in this order (stable for ties).

@@ -57,7 +57,8 @@ import json
 
 import numpy as np
 
-from mpq.interference import ablation_rows, distortion_rows, load_runs, oscillation_rows, seed_verdict
+from mpq.interference import ablation_rows, distortion_rows, load_runs, oscillation_rows
+from mpq.stats import seed_verdict
 
 
 def test_seed_verdict_needs_a_consistent_difference():

@@ -11,6 +11,7 @@ from mpq.config import (AblationConfig, BaselineConfig, DataConfig, EvalConfig, 
                         load_params, model_specs)
 from mpq.oneshot import OneShotConfig
 from mpq.pipeline import select_parameters
+from mpq.transfer import TransferConfig
 
 
 def _structure(obj):
@@ -50,6 +51,7 @@ def test_every_section_validates(root, profile):
     from_dict(SearchConfig, p["search"], "search")
     from_dict(InterferenceConfig, p["interference"], "interference")
     from_dict(AblationConfig, p["ablation"], "ablation")
+    from_dict(TransferConfig, p["transfer"], "transfer")
     assert set(p["benchmark"]) == {"model", "width_mult", "batch_size", "reps", "rounds"}
     model_specs(p["models"])
 

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -69,6 +71,49 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
         assert (work / "reports/figures" / name).is_file()
     assert not list((work / "checkpoints/ablation").glob(".*partial"))     # every run completed and renamed
     assert json.loads((work / "reports/metrics/throughput.json").read_text())["ratio_fq_vs_fp_train"] > 0
+    transfer = json.loads((work / "reports/metrics/transfer.json").read_text())
+    assert {r["target"] for r in transfer["t5"]} == {"animal_mnist", "mnist5k"}
+    assert {r["method"] for r in transfer["t5"]} >= {"FP", "LSQ W2A2", "this method, no retraining",
+                                                     "supernet without pre-training, no retraining"}
+    assert (work / "reports/figures/transfer.png").is_file()
     # nothing changed: a second repro runs no stage
     again = _run(["dvc", "repro"], work)
     assert "Running stage" not in again, again
+    # a user's image folder: one parameter (and its root) changes, the same notebook runs on it
+    folder = _image_folder(tmp_path / "my_images")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["transfer"].update({"targets": ["folder"], "root": str(folder), "score_size": 32, "calib_size": 32,
+                               "seeds": [0]})
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    _run([sys.executable, "-m", "mpq.pipeline", "notebooks/06_transfer.ipynb"], work)
+    transfer = json.loads((work / "reports/metrics/transfer.json").read_text())
+    assert {r["target"] for r in transfer["t5"]} == {"folder"}
+    ckpt = "checkpoints/transfer/resnet20_folder_transferred_seed0.pt"
+    out = _run([sys.executable, "-m", "mpq", "search", ckpt, "--level", "2.9", "--data-root", str(folder),
+                "--evaluate", "--out", "folder_cfg.json"], work)
+    assert json.loads((work / "folder_cfg.json").read_text())["level"] <= 2.9 + 1e-9, out
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mpq", "search", ckpt, "--level", "2.9"], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--data-root" in proc.stderr
+
+
+def _image_folder(root: Path) -> Path:
+    """Two classes of 80 small images each, grey and colour, of several sizes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("circles", "squares")):
+        (root / name).mkdir(parents=True)
+        for i in range(80):
+            size = 24 + (i % 3) * 8
+            arr = rng.integers(0, 60, (size, size), dtype=np.uint8)
+            lo, hi = size // 4, 3 * size // 4
+            if c:
+                arr[lo:hi, lo:hi] = 220
+            else:
+                yy, xx = np.mgrid[:size, :size]
+                arr[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2] = 220
+            img = Image.fromarray(arr, "L")
+            (img.convert("RGB") if i % 2 else img).save(root / name / f"{i}.png")
+    return root
