@@ -397,7 +397,7 @@ def _greedy_move(memo: _Memo, key: Key, visited: set[Key], dim: int, alpha: floa
     return moves[best]
 
 
-FLOOR_MARGIN = 0.02     # phase 1 ends within this fraction of the start's BitOPs above the weight floor
+STALL_PATIENCE = 2      # moves per layer without a new cheapest configuration before a floored phase 1 ends
 
 
 def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targets: Sequence[float],
@@ -412,8 +412,8 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
     there down to that target. Evaluations are cached across the whole front, and each target gets
     exactly the result `greedy_search` would give it alone. Results come in the order of ``targets``.
 
-    A phase-1 budget near or below what weight moves can reach is raised to ``FLOOR_MARGIN`` of the way
-    from that floor to the start. Raises ValueError when a target lies outside the reachable BitOPs range, or when a target
+    A phase-1 budget below what weight moves can reach (every weight at its lowest choice) ends phase 1 at
+    the cheapest configuration the walk reaches (see ``STALL_PATIENCE``). Raises ValueError when a target lies outside the reachable BitOPs range, or when a target
     is below what activation moves can reach from its phase-1 end point; RuntimeError when a walk gets
     stuck or exceeds
     4 x `SearchSpace.num_steps` iterations.
@@ -435,23 +435,25 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
                              "(every layer at its lowest / highest choices); pick a target in that range "
                              "or widen the bit choices")
     start = space.start_key(start_bits)
-    # A budget at or below what weight moves can reach (every weight at its lowest choice, the "floor")
-    # is raised to just above the floor: 2% of the way from it to the start. This is the normal case in a
-    # narrowed space, e.g. when the scheduler's last decision keeps some layers above 2 bits; the walk
-    # need not find the one configuration at the floor itself, which a greedy walk may never reach.
+    # A budget below what weight moves can reach (every weight at its lowest choice: the "floor") happens
+    # in a narrowed space, e.g. when the scheduler's last decision keeps some layers above 2 bits. Such a
+    # target's phase 1 walks towards the floor and ends at the cheapest configuration it reaches, either at
+    # the floor or when it has gone STALL_PATIENCE x (number of layers) moves without a new cheapest one: a
+    # greedy walk near the floor can wander among up moves until its cap (seen on our supernets).
     weight_floor = memo.cost(_lowest_in(space, start, dim=0))
-    near_floor = weight_floor + FLOOR_MARGIN * (memo.cost(start) - weight_floor)
-    if any(budget < near_floor for budget in phase1_budgets):
-        logger.info("phase-1 budgets %s at or below the weight floor %.6g: phase 1 ends within %.6g",
-                    [f"{b:.6g}" for b in phase1_budgets if b < near_floor], weight_floor, near_floor)
-        phase1_budgets = [max(budget, near_floor) for budget in phase1_budgets]
-    cap = 4 * space.num_steps
+    floored = {i for i, budget in enumerate(phase1_budgets) if budget < weight_floor}
+    if floored:
+        logger.info("phase-1 budgets %s below the weight floor %.6g: phase 1 ends at the cheapest configuration "
+                    "it reaches", [f"{phase1_budgets[i]:.6g}" for i in sorted(floored)], weight_floor)
+        phase1_budgets = [max(budget, weight_floor) for budget in phase1_budgets]
+    cap, patience = 4 * space.num_steps, STALL_PATIENCE * len(space.names)
 
     # Decreasing phase-1 budgets: the single weight walk meets them in this order (stable for ties).
     pending = sorted(range(len(targets)), key=lambda i: -phase1_budgets[i])
     results: list[SearchResult | None] = [None] * len(targets)
     key, visited, iterations = start, {start}, 0
     trajectory = [memo.step(start, phase=0)]
+    best, since_best = 0, 0                # index in the trajectory of the cheapest configuration so far
     while True:
         while pending and memo.cost(key) <= phase1_budgets[pending[0]]:
             i = pending.pop(0)
@@ -463,12 +465,27 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
             break
         found = _greedy_move(memo, key, visited, 0, alpha, cost_norm)
         iterations += 1
+        if pending[0] in floored and (found is None or iterations > cap or since_best >= patience):
+            end = trajectory[best].bit_cfg
+            end_key = space.key(end)
+            for i in [j for j in pending if j in floored]:
+                pending.remove(i)
+                logger.info("target %.6g: weight phase ends at its cheapest configuration, %.6g BitOPs (floor "
+                            "%.6g), after %d moves; activation phase", targets[i], memo.cost(end_key), weight_floor,
+                            iterations)
+                results[i] = _activation_branch(memo, end_key, set(visited), iterations, trajectory[:best + 1],
+                                                targets[i], alpha, cost_norm, cap)
+            continue
         if found is None or iterations > cap:
             raise _walk_error("weight", found is None, memo.cost(key), iterations,
                               f"phase1_budget {phase1_budgets[pending[0]]:.6g}", cost_norm)
         key = found[0]
         visited.add(key)
         trajectory.append(memo.step(key, phase=1, move=found[1]))
+        if memo.cost(key) < trajectory[best].cost:
+            best, since_best = len(trajectory) - 1, 0
+        else:
+            since_best += 1
     return [r for r in results if r is not None]
 
 

@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 
 from mpq.cost import CostTable, LayerShape, bitops, phase1_budget
-from mpq.search import (FLOOR_MARGIN, SearchSpace, brute_force, cfg_from_json, cfg_to_json, evolutionary_search, greedy_front,
+from mpq.search import (SearchSpace, brute_force, cfg_from_json, cfg_to_json, evolutionary_search, greedy_front,
                         greedy_search, move_scores, random_search, result_from_json, result_to_json)
 
 
@@ -235,16 +235,14 @@ def test_unreachable_budgets_rejected():
             greedy_search(space, general_error, cost, target, hi)
     with pytest.raises(ValueError, match=rf"reachable range \[{lo}, {hi}\]"):
         greedy_front(space, general_error, cost, [hi, hi + 1], [hi, hi])
-    # Phase 1 alone cannot go below every weight at 2 with activations at 5 (10 * 450 + 6400): a budget
-    # below that floor is raised to 2% of the way from it to the start (W5A5: 25 * 450 + 6400), exactly as
-    # if that budget had been given, and phase 2 goes on to the target.
-    near_floor = 10_900 + FLOOR_MARGIN * (25 * 450 + 6400 - 10_900)
+    # Phase 1 alone cannot go below every weight at 2 with activations at 5 (10 * 450 + 6400): with a
+    # budget below that floor, phase 1 ends at the cheapest configuration its walk reaches (at the floor,
+    # or after STALL_PATIENCE x layers moves without a new cheapest one), and phase 2 goes on to the target.
     below = greedy_search(space, general_error, cost, 10_000, 10_000)
-    given = greedy_search(space, general_error, cost, 10_000, near_floor)
-    assert below.bit_cfg == given.bit_cfg and below.cost <= 10_000
-    assert [s.cost for s in below.trajectory] == [s.cost for s in given.trajectory]
-    phase1_end = [s.cost for s in below.trajectory if s.phase == 1][-1]
-    assert phase1_end <= near_floor
+    assert below.cost <= 10_000
+    phase1 = [s for s in below.trajectory if s.phase in (0, 1)]
+    assert phase1[-1].cost == min(s.cost for s in phase1) >= 10_900
+    assert below.trajectory[len(phase1)].phase == 2
     # Phase 2 cannot reach the bottom when phase 1 stopped high: lower phase1_budget.
     with pytest.raises(ValueError, match="lower that target's phase1_budget"):
         greedy_search(space, general_error, cost, lo, hi)
