@@ -12,7 +12,9 @@ Protocol (the notebook ``06_transfer`` states it beside its numbers):
   inputs, its step sizes initialised on one calibration batch of the target;
 - every arm gets the same budget, ``transfer.epochs`` over the target's training images, with the
   recipe of its own kind (the ``fp`` section for the float model, ``oneshot`` for the quantized ones)
-  and the fine-tuning learning rates of the ``transfer`` section;
+  and the fine-tuning learning rates and EMA decay of the ``transfer`` section (a fine-tuning run has
+  50-100 steps, so the one-shot EMA's horizon of ~100 steps would keep a third or more of the model
+  with its untrained classifier: measured, 66% against 83% for the raw weights on Animal-MNIST at W4A4);
 - the data split of each target is seeded by the study's ``seed``; the runs' own seeds vary the
   classifier's initialisation, path sampling, augmentation and batch order.
 
@@ -52,6 +54,7 @@ class TransferConfig:
     fp_lr: float = 0.05                # SGD learning rate of the float fine-tuning (FP training used 0.1)
     lr: float = 0.02                   # SGD learning rate of the quantized fine-tuning (one-shot used 0.04)
     step_lr: float = 0.0015            # Adam learning rate of the step sizes (one-shot used 0.003)
+    ema_decay: float = 0.9             # per step: a horizon of ~10 of the 50-100 fine-tuning steps (one-shot: 0.99)
     train_size: int | None = None      # cap on the target's training images (None: all that remain)
     score_size: int = 500              # held-out training images of the target scoring the search
     calib_size: int = 500              # held-out training images of the target for BN recalibration
@@ -70,6 +73,8 @@ class TransferConfig:
         if "folder" in self.targets and not self.root:
             raise ValueError("transfer.targets names 'folder' but transfer.root is empty; set it to a folder "
                              "holding one sub-folder of images per class")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"transfer.ema_decay must lie in (0, 1), got {self.ema_decay}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"transfer.test_fraction must lie in (0, 1), got {self.test_fraction}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
