@@ -3,8 +3,8 @@
     python -m mpq search checkpoints/supernet/resnet20.pt --level 3 --out resnet20_3bit.json
     python -m mpq search checkpoints/supernet/resnet20.pt --gbitops 0.05 --evaluate --out cfg.json
 
-Loads the EMA supernet from a one-shot checkpoint, runs the inference-only greedy search (DESIGN.md
-section 2) on a scoring subset of held-out training images, optionally recalibrates BN and measures test
+Loads the EMA supernet from a one-shot checkpoint, runs the inference-only greedy search
+(`docs/method.md`) on a scoring subset of held-out training images, optionally recalibrates BN and measures test
 accuracy, and writes the configuration as JSON with its BitOPs, size and accuracy.
 """
 from __future__ import annotations

@@ -1,16 +1,20 @@
-"""Run a parameterised notebook for a DVC stage: papermill with parameters from ``params.yaml``, then HTML.
+"""Run a parameterised notebook for a DVC stage: papermill with parameters from ``params.yaml``.
 
 ``python -m mpq.pipeline notebooks/01_fp_train.ipynb`` injects, for every name in the notebook's
 ``parameters`` cell, the top-level section of the same name from ``params.yaml`` (a missing section is an
-error), executes it with the repository root as working directory, and writes
-``reports/<name>.ipynb`` and ``reports/<name>.html`` atomically.
+error), executes it with the repository root as working directory, and writes ``reports/<name>.ipynb``
+atomically, with the run's wall time and machine in its metadata (``metadata.mpq``). The reader's HTML
+page is rendered from it by the ``report`` stage (``mpq.report``), so that presentation changes do not
+re-run experiments.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import platform
 import sys
+import time
 from pathlib import Path
 
 from .checkpoint import atomic_path
@@ -41,29 +45,36 @@ def relative_paths(nb, notebook: Path, output: Path) -> None:
     meta["input_path"], meta["output_path"] = str(notebook), str(output)
 
 
+def run_environment(seconds: float) -> dict:
+    """Wall time and machine of a notebook run, recorded in the executed notebook's metadata."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"stage_seconds": round(seconds, 1), "torch": torch.__version__, "python": platform.python_version(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+
+
 def run_notebook(notebook: str | Path, params_file: str | Path = "params.yaml", reports: str | Path = "reports",
                  root: str | Path = ".") -> Path:
     """Execute ``notebook`` with parameters from ``params_file``; return the executed notebook's path."""
     import nbformat
     import papermill
-    from nbconvert import HTMLExporter
 
     root = Path(root).resolve()
     notebook = root / notebook
     params = select_parameters(notebook, load_params(root / params_file))
     out_nb = root / reports / f"{notebook.stem}.ipynb"
-    out_html = out_nb.with_suffix(".html")
     os.environ.setdefault("TQDM_MININTERVAL", "15")  # keep executed notebooks small: a bar update every 15 s
+    start = time.perf_counter()
     with atomic_path(out_nb) as tmp_nb:
         papermill.execute_notebook(str(notebook), str(tmp_nb), parameters=params, cwd=str(root),
                                    kernel_name="python3", progress_bar=False, log_output=False)
         executed = nbformat.read(tmp_nb, as_version=4)
         relative_paths(executed, notebook.relative_to(root), out_nb.relative_to(root))
+        executed.metadata["mpq"] = run_environment(time.perf_counter() - start)
         nbformat.write(executed, tmp_nb)
-        body, _ = HTMLExporter().from_notebook_node(executed)
-        with atomic_path(out_html) as tmp_html:
-            tmp_html.write_text(body)
-    log.info("wrote %s and %s", out_nb, out_html)
+    log.info("wrote %s", out_nb)
     return out_nb
 
 

@@ -1,4 +1,4 @@
-"""Verdicts over seeds (DESIGN.md section 5): is a difference larger than the seed-to-seed spread?
+"""Verdicts over seeds (docs/method.md, "What a verdict needs"): is a difference larger than the seed-to-seed spread?
 
 A paired comparison on the same test images captures test-set noise only; training noise shows between
 seeds. So a verdict takes one paired difference per seed (same seed, same images, two arms) and asks

@@ -59,6 +59,15 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
             assert {"greedy", "random", "evolutionary"} <= set(methods)
             assert "no_retrain_minus_retrained" in methods["retrained"]
     assert (work / "reports/tables/main_results.csv").is_file()
+    seeds = search["seeds"]                                # ResNet-20's T2 over the main seed and the replicate
+    assert seeds["seeds"] == [0, 1] and {g["BitOPs level"] for g in seeds["gaps"]} == {"2.9"}
+    assert (work / "checkpoints/replicates/seed-1/result.json").is_file()
+    assert not list((work / "checkpoints/replicates").glob("seed-1/*.pt"))   # trained weights not kept
+    index = (work / "reports/index.html").read_text()
+    for item in ("F1", "F2-T1", "F3-F4", "T2-T4", "T5", "T6", "F5", "F6", "F7", "A1"):
+        assert f"id='{item}'" in index, item
+    page = (work / "reports/04_search.html").read_text()
+    assert "Findings (" in page and "greedy_front(" not in page                 # findings shown, code hidden
     toy = json.loads((work / "reports/metrics/interference.json").read_text())
     assert {r["candidates"] for r in toy["runs"]} == {"{4,6}", "{2,4,6}"}
     assert (work / "reports/figures/interference_toy.png").is_file()
