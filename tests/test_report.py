@@ -140,7 +140,9 @@ def test_every_committed_report_page_is_readable(root):
     for page in sorted((root / "reports").glob("0*.html")):
         text = page.read_text()
         assert "Findings (" in text, page.name
-        assert "jp-InputArea " not in text and "class=\"jp-InputArea\"" not in text, f"{page.name} shows code"
+        assert 'class="highlight' not in text, f"{page.name} shows code"          # highlighted code inputs
+        assert 'data-mime-type="application/vnd.jupyter.std' not in text, f"{page.name} shows logs"
+        assert "<img" in text, f"{page.name} shows no figure"
 
 
 def test_pooled_gaps_include_seed_variance():
