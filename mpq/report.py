@@ -124,7 +124,7 @@ def _levels(search_model: dict) -> list[str]:
 
 def _seed_note(m: dict) -> str:
     seed = m.get("search", {}).get("seed", m.get("supernet", {}).get("seed"))
-    return f"one training seed ({seed})" if seed is not None else "one training seed"
+    return f"one training seed, {seed}" if seed is not None else "one training seed"
 
 
 def retrain_gaps(m: dict) -> list[dict]:
