@@ -8,6 +8,10 @@ random mixed configuration (the unit of one-shot training), (c) a whole one-shot
 random paths, distillation; plain, and with IDM), and of inference FP vs fake-quantized; plus the ratios. Runs interleave
 (FP, FQ, FP, FQ, ...) so background load hits both alike; medians are reported.
 
+Then the greedy search's evaluations per second, full forward passes against incremental ones (a one-layer
+move re-runs only the network downstream of that layer, ``mpq.evaluation.Scorer``), on one greedy
+iteration's moves from uniform W4A4.
+
 Then a profile (torch.profiler, CPU) of the three things the study spends its time on: a one-shot step
 (scheduler's candidates and IDM as in the default recipe), one greedy-search evaluation (a configuration
 scored on the scoring images) and one BN recalibration: per piece, the operators with the most self
@@ -32,7 +36,7 @@ from mpq.config import load_params
 from mpq.hardware import onednn_runs_avx2, place
 from mpq.models import create_model
 from mpq.data import ImageSet
-from mpq.evaluation import make_scorer, recalibrate
+from mpq.evaluation import make_scorer, recalibrate, search_space
 from mpq.oneshot import OneShotConfig, train_step
 from mpq.supernet import Supernet
 
@@ -156,7 +160,40 @@ def main() -> None:
     images = (torch.rand(1000, 1, 28, 28) * 255).to(torch.uint8)
     data = ImageSet(images, torch.randint(0, 10, (1000,)), tuple(str(i) for i in range(10)))
     supernet.train()
-    scorer = make_scorer(supernet, data.subset(torch.arange(128)))
+    scorer = make_scorer(supernet, data.subset(torch.arange(128)), incremental=False)
+
+    # greedy-search evaluations: full forward passes vs incremental ones (the moves of one greedy iteration,
+    # each one layer one step down from uniform W4A4, scored from the cached base: mpq.evaluation.Scorer)
+    space = search_space(supernet)
+    base = space.cfg(space.start_key(4))
+    moves = []
+    for name in space.names:
+        for dim, choices in ((0, space.w_choices[name]), (1, space.a_choices[name])):
+            pos = choices.index(base[name][dim])
+            if pos > 0:
+                pair = list(base[name])
+                pair[dim] = choices[pos - 1]
+                moves.append({**base, name: tuple(pair)})
+    incremental = make_scorer(supernet, data.subset(torch.arange(128)))
+
+    def iteration_full():
+        for cfg_ in moves:
+            scorer(cfg_)
+
+    def iteration_incremental():
+        incremental.around(base)
+        for cfg_ in moves:
+            incremental(cfg_)
+
+    search_times = {"full": [], "incremental": []}
+    for _ in range(args.rounds):
+        search_times["full"].append(_time(iteration_full, 1) / len(moves))
+        incremental.reset()
+        search_times["incremental"].append(_time(iteration_incremental, 1) / len(moves))
+    med_s = {k: statistics.median(v) for k, v in search_times.items()}
+    result["search_evaluation_ms"] = {k: round(1e3 * v, 2) for k, v in med_s.items()}
+    result["search_evaluation_moves"] = len(moves)
+    result["ratio_search_full_vs_incremental"] = round(med_s["full"] / med_s["incremental"], 3)
     config = supernet.sample_config(gen)
     reps = max(1, args.reps // 4)
     result["profile"] = {"oneshot_step": profile_ops(full_step, reps),

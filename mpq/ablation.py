@@ -1,5 +1,5 @@
 """One run of the interference experiments on a real model: a cell of the T6 ablation, or the run
-without the 2-bit weight candidate (F2/T1). DESIGN.md section 4; notebook 05 aggregates the runs.
+without the 2-bit weight candidate (F2/T1). docs/method.md section 4; notebook 05 aggregates the runs.
 
 A run trains a one-shot supernet from the study's FP checkpoint with the ``oneshot`` recipe, changed
 only where its cell says (scheduler and IDM on or off, 2-bit weights or not) and in its images per

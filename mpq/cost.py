@@ -1,6 +1,6 @@
 """Cost accounting of a bit configuration: BitOPs, model size and the "level" of a budget.
 
-DESIGN.md section 2, "Cost accounting" (the BitOPs of Tang et al., CVPR 2024, tables 2-4): BitOPs
+docs/method.md section 2, "Cost accounting" (the BitOPs of Tang et al., CVPR 2024, tables 2-4): BitOPs
 of a conv = w_bits * a_bits * k_h * k_w * C_in * C_out * H_out * W_out / groups, of a linear =
 w_bits * a_bits * in * out. Layers kept out of the search (first conv, last linear) count at their
 fixed bits (8x8). BatchNorm, residual adds and pooling do not count. Model size is the sum of weight
@@ -115,7 +115,7 @@ def bitops_level(table: CostTable, bitops_value: float) -> float:
 
 
 def phase1_budget(table: CostTable, target: float, a_bits: int = 5, factor: float = 0.95) -> float:
-    """Budget of the greedy search's weight phase for BitOPs ``target`` (DESIGN.md section 2, "Greedy search").
+    """Budget of the greedy search's weight phase for BitOPs ``target`` (docs/method.md section 2, "Greedy search").
 
     ``factor`` x the BitOPs of uniform weights at the target's level with ``a_bits`` activations
     (the official code's 0.95 x W{level}A5), i.e. factor * (level*a_bits*searchable_macs + fixed).

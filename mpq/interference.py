@@ -1,4 +1,4 @@
-"""Bit-width interference in miniature (claim C2; the paper's Figure 1, DESIGN.md section 4 "F1").
+"""Bit-width interference in miniature (claim C2; the paper's Figure 1, docs/method.md section 4 "F1").
 
 Two shared float weights serve every candidate bit-width, as in a weight-coupled supernet. Each step
 draws one bit-width from the candidate set, quantizes the shared weights at that bit-width (fixed step

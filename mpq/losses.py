@@ -1,4 +1,4 @@
-"""The loss terms of one-shot training (DESIGN.md section 2), one function each.
+"""The loss terms of one-shot training (docs/method.md section 2), one function each.
 
 - ``distillation_loss``: each random path learns from the max path's detached logits (in-place
   distillation), KL(teacher || student) on softened distributions.

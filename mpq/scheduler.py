@@ -1,4 +1,4 @@
-"""Bit-width scheduler (claim C3; DESIGN.md section 2) and the oscillation measures it rests on (C2).
+"""Bit-width scheduler (claim C3; docs/method.md section 2) and the oscillation measures it rests on (C2).
 
 Coupling 2-bit weights into the shared float weights makes the quantized weights of the other
 bit-widths oscillate across rounding thresholds. The scheduler measures, per layer, how many weights sit

@@ -1,10 +1,10 @@
 """Inference-only search over per-layer bit configurations under a BitOPs budget.
 
-DESIGN.md section 2, "Greedy search" (claim C5 of Tang et al., CVPR 2024): a
+docs/method.md section 2, "Greedy search" (claim C5 of Tang et al., CVPR 2024): a
 bidirectional greedy walk that first moves weight bits (phase 1, down to a weight budget) and then
 activation bits (phase 2, down to the target), scoring every single-layer one-step move as
 ``alpha * norm(error) - norm(BitOPs saved)``. One weight walk serves a whole list of targets
-(`greedy_front`). One departure from DESIGN.md's wording, argued in `move_scores`: by default
+(`greedy_front`). One departure from docs/method.md's wording, argued in `move_scores`: by default
 (``cost_norm="signed"``) the BitOPs saved are normalised by their largest magnitude, not min-max; the
 literal min-max rule walks upwards on alike layers. The baselines of the paper's comparison (F5) are
 here too: random search inside a BitOPs window and an evolutionary search; `brute_force` is the exact
@@ -12,7 +12,9 @@ answer on toy spaces.
 
 Nothing here knows about models (once-for-all / nncf style): a search gets an ``evaluator`` (bit_cfg ->
 error, lower is better, e.g. top-1 error of the supernet on the scoring subset) and a ``cost_fn``
-(bit_cfg -> BitOPs, e.g. ``functools.partial(mpq.cost.bitops, table)``). Costs must not decrease when
+(bit_cfg -> BitOPs, e.g. ``functools.partial(mpq.cost.bitops, table)``). An evaluator may also have a method
+``around(bit_cfg)``: the greedy walk calls it with the configuration whose one-layer moves it is about to
+score, so that the evaluator can score them incrementally (``mpq.evaluation.Scorer``). Costs must not decrease when
 any bit-width grows; the reachable range is then [cost(all lowest), cost(all highest)].
 
 A ``bit_cfg`` is a plain dict ``layer name -> (w_bits, a_bits)``; `cfg_to_json` / `cfg_from_json`
@@ -93,7 +95,7 @@ def move_scores(errors: Sequence[float], saved: Sequence[float], alpha: float = 
 
     - ``"signed"`` (default): error min-max, saved divided by the largest |saved|, so an up move
       (saved < 0) keeps a penalty and a down move a reward.
-    - ``"minmax"``: both min-max (DESIGN.md's wording). With up and down moves in one set, the best
+    - ``"minmax"``: both min-max (docs/method.md's wording). With up and down moves in one set, the best
       up move scores about 0 while a down move needs ``alpha*norm(err) < norm(saved)``; when layers
       are alike, or only a sensitive layer is left to lower, no down move passes and the walk climbs
       instead of descending (tests/test_search.py::test_minmax_cost_norm_climbs).
@@ -175,7 +177,7 @@ class SearchSpace:
                 floors: Mapping[str, int] | None = None) -> SearchSpace:
         """Every layer with the same choices; ``floors`` drop a layer's weight choices below its floor.
 
-        DESIGN.md section 2: candidates {2..6} for weights and activations, depthwise convs never
+        docs/method.md section 2: candidates {2..6} for weights and activations, depthwise convs never
         below 3 bits (``floors={dw_name: 3}``).
         """
         names = list(names)
@@ -387,6 +389,9 @@ def _greedy_move(memo: _Memo, key: Key, visited: set[Key], dim: int, alpha: floa
     if not moves:
         return None
     here = memo.cost(key)
+    around = getattr(memo.evaluator, "around", None)     # optional: an evaluator that scores moves incrementally
+    if around is not None and any(cand not in memo.errors for cand, _ in moves):
+        around(space.cfg(key))
     errors = [memo.error(cand) for cand, _ in moves]
     saved = [here - memo.cost(cand) for cand, _ in moves]
     scores = move_scores(errors, saved, alpha, cost_norm, cost_before=here)
@@ -403,7 +408,7 @@ STALL_PATIENCE = 2      # moves per layer without a new cheapest configuration b
 def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targets: Sequence[float],
                  phase1_budgets: Sequence[float], *, start_bits: int = 5, alpha: float = 1.5,
                  cost_norm: str = "signed") -> list[SearchResult]:
-    """Greedy search for several BitOPs targets sharing one weight walk (paper's C5, DESIGN.md section 2).
+    """Greedy search for several BitOPs targets sharing one weight walk (paper's C5, docs/method.md section 2).
 
     From uniform W{start_bits}A{start_bits}, phase 1 moves weight bits only, one layer one choice
     down or up per iteration, the move with the lowest `move_scores` score, never revisiting a
@@ -518,7 +523,7 @@ def greedy_search(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, tar
                   cost_norm: str = "signed") -> SearchResult:
     """Bidirectional greedy search for one BitOPs target (paper's C5); see `greedy_front`.
 
-    ``phase1_budget`` is the weight phase's budget (DESIGN.md: 0.95 x BitOPs of uniform weights at the
+    ``phase1_budget`` is the weight phase's budget (docs/method.md: 0.95 x BitOPs of uniform weights at the
     target's level with A5, `mpq.cost.phase1_budget`). The result's cost is at most ``target``.
     """
     return greedy_front(space, evaluator, cost_fn, [target], [phase1_budget], start_bits=start_bits,

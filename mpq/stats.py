@@ -34,3 +34,11 @@ def seed_verdict(diffs: Sequence[float]) -> str:
     if d.mean() + half < 0:
         return "lower, beyond the seed spread"
     return "within the seed spread"
+
+
+def mean_sd_half(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean, SD (n - 1) and the half-width of the 95% t interval of ``values`` (SD nan, half inf for n < 2)."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    sd = float(v.std(ddof=1)) if n > 1 else math.nan
+    return float(v.mean()), sd, t_critical(n) * sd / math.sqrt(n) if n > 1 else math.inf

@@ -2,7 +2,7 @@
 
 A configuration (``bit_cfg``) is data: ``{layer name: (w_bits, a_bits)}`` over the searchable layers,
 JSON-serialisable and validated on entry. The first conv (8-bit weights on the unquantized image) and the
-last linear (W8A8) stay out of the search (DESIGN.md section 2), as does any layer the caller's filter
+last linear (W8A8) stay out of the search (docs/method.md section 2), as does any layer the caller's filter
 rejects. Conv -> BN pairs are found by tracing the model's graph (``torch.fx``), not by layer names.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ class SupernetSpec:
 
     w_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
     a_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
-    depthwise_min_bits: int = 3     # depthwise convs never go below 3-bit weights
+    depthwise_min_bits: int = 3     # depthwise convs never go below 3-bit weights (the floor itself if no choice reaches it)
     fixed_bits: int = FIXED_BITS    # first conv (weights) and last linear (weights and input)
     grad_scaling: bool = False      # LSQ gradient scaling (off in the official configs)
 
@@ -42,8 +42,8 @@ class SupernetSpec:
             choices = getattr(self, name)
             if not choices or list(choices) != sorted(set(choices)) or min(choices) < 1:
                 raise ValueError(f"{name} must be sorted unique positive ints, got {choices}")
-        if self.depthwise_min_bits > max(self.w_bit_choices):
-            raise ValueError(f"depthwise_min_bits {self.depthwise_min_bits} leaves depthwise convs no weight choice")
+        if self.depthwise_min_bits < 0:
+            raise ValueError(f"depthwise_min_bits must be >= 0, got {self.depthwise_min_bits}")
 
 
 def conv_bn_pairs(model: nn.Module) -> dict[str, str]:
@@ -124,7 +124,8 @@ class Supernet(nn.Module):
             else:
                 depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
                 floor = spec.depthwise_min_bits if depthwise else 0
-                w_choices = tuple(b for b in spec.w_bit_choices if b >= floor)
+                # a uniform W2A2 baseline (choices (2,)) keeps its depthwise convs at the floor, like the supernet
+                w_choices = tuple(b for b in spec.w_bit_choices if b >= floor) or (floor,)
                 a_choices = spec.a_bit_choices
                 if layer_choices is not None:      # e.g. one searched configuration, to retrain it alone
                     if name not in layer_choices:
@@ -315,7 +316,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor]) -> None:
 
     Statistics are reset and then averaged over all batches (``momentum=None``); nothing but BN running
     statistics changes. This matters: the BN of a rarely sampled pair (W2A2 is drawn in about 1 path in 25)
-    has stale statistics otherwise (DESIGN.md section 3).
+    has stale statistics otherwise (docs/method.md section 3).
     """
     bns = active_batchnorms(model)
     saved = [(bn.momentum, bn.training) for bn in bns]

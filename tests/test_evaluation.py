@@ -92,3 +92,59 @@ def test_command_line_bad_checkpoints(tmp_path, capsys):
         assert main(["search", str(path), "--level", "3"]) == 2
         err = capsys.readouterr().err
         assert message in err and str(path) in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_28", "efficientnet_lite_28"])
+def test_incremental_scores_equal_full_passes(name, tiny_splits):
+    """Every one-layer move scored from a cached base equals a full forward pass, bit for bit."""
+    from mpq.hardware import place
+
+    torch.manual_seed(0)
+    supernet = build_supernet(create_model(name, width_mult=0.25), OneShotConfig().supernet_spec(), tiny_splits.calib,
+                              (1, 28, 28))
+    place(supernet, "cpu")                      # channels_last, as training and search run
+    data = tiny_splits.score.subset(torch.arange(48))
+    full = make_scorer(supernet, data, batch_size=32, incremental=False)
+    inc = make_scorer(supernet, data, batch_size=32)            # two batches: one base per batch
+    space = search_space(supernet)
+    base = space.cfg(space.start_key(4))
+    moves = []
+    for layer in space.names:
+        for dim in (0, 1):
+            for bits in (3, 5):
+                cfg = dict(base)
+                pair = list(cfg[layer])
+                pair[dim] = bits
+                cfg[layer] = tuple(pair)
+                if space.contains(cfg):
+                    moves.append(cfg)
+    inc.around(base)
+    assert [inc(c) for c in moves] == [full(c) for c in moves]
+    assert inc.partial_passes == 2 * len(moves) and inc.full_passes == 2       # only the base ran whole
+    assert inc(base) == full(base)
+    inc.around(moves[-1])                       # a one-layer move from the base becomes the base
+    assert inc.full_passes == 2
+    assert inc(moves[0]) == full(moves[0])      # two layers away from the new base: a full pass
+    assert inc.full_passes == 4
+
+
+def test_incremental_cache_dropped_when_weights_change(trained, tiny_splits):
+    supernet, _ = trained
+    scorer = make_scorer(supernet, tiny_splits.score, batch_size=64)
+    cfg = supernet.uniform_config(4)
+    scorer.around(cfg)
+    layer = supernet.searchable[0]
+    moved = {**cfg, layer: (3, 4)}
+    before = scorer(moved)
+    weight = supernet.model.get_submodule(layer).weight
+    with torch.no_grad():
+        weight.mul_(1.5)
+    try:
+        passes = scorer.full_passes
+        after = scorer(moved)
+        assert scorer.full_passes > passes              # the stale base was not used
+        assert after == make_scorer(supernet, tiny_splits.score, batch_size=64, incremental=False)(moved)
+        assert after != before
+    finally:
+        with torch.no_grad():
+            weight.div_(1.5)

@@ -148,3 +148,29 @@ def test_scheduler_decision_is_saved_and_bounds_the_search(tiny_splits, tmp_path
     space = search_space(loaded, cands)
     for name in loaded.searchable:
         assert (min(space.w_choices[name]) > 2) == (name in run.frozen)
+
+
+def test_ema_update_equals_averaged_model():
+    """The fast EMA update gives AveragedModel's floats bit for bit (first step a copy, then lerps)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from mpq.oneshot import EmaUpdate
+
+    torch.manual_seed(0)
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28), OneShotConfig().supernet_spec())
+    reference = AveragedModel(sn, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    fast_ema = AveragedModel(sn, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    update = EmaUpdate(fast_ema, sn, 0.9)
+    for _ in range(4):
+        with torch.no_grad():
+            for p in sn.parameters():
+                p.add_(torch.randn_like(p))
+            for name, b in sn.named_buffers():
+                if b.is_floating_point():
+                    b.add_(1.0)
+        reference.update_parameters(sn)
+        update()
+    assert int(fast_ema.n_averaged) == int(reference.n_averaged) == 4
+    for (name, a), b in zip(reference.module.state_dict().items(), fast_ema.module.state_dict().values()):
+        if torch.is_tensor(a) and a.is_floating_point():
+            assert torch.equal(a, b), name

@@ -62,9 +62,17 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
     seeds = search["seeds"]                                # ResNet-20's T2 over the main seed and the replicate
     assert seeds["seeds"] == [0, 1] and {g["BitOPs level"] for g in seeds["gaps"]} == {"2.9"}
     assert (work / "checkpoints/replicates/seed-1/result.json").is_file()
-    assert not list((work / "checkpoints/replicates").glob("seed-1/*.pt"))   # trained weights not kept
+    assert [p.name for p in (work / "checkpoints/replicates").glob("seed-1/*.pt")] == ["supernet.pt"]  # only the supernet kept
+    budget = search["budget"]                              # F7: the default budget (2 seeds) and twice it (seed 0)
+    assert budget["budgets"] == [1, 2] and {(r["budget (x)"], r["seeds"]) for r in budget["rows"]} == {(1, 2), (2, 1)}
+    assert (work / "reports/figures/budget_curve.png").is_file()
+    study = search["search_study"]                         # S1: each alternative setting against the default, 2 seeds
+    assert {r["setting"] for r in study["rows"]} == {"128 scoring images", "start W4A4", "random search, equal evaluations",
+                                                     "evolutionary search, equal evaluations"} and study["seeds"] == [0, 1]
+    equal = [r for r in study["rows"] if "equal evaluations" in r["setting"]]
+    assert all(r["seeds"] == 1 and r["evaluations x default"] <= 1.0 for r in equal)   # main seed; greedy's budget
     index = (work / "reports/index.html").read_text()
-    for item in ("F1", "F2-T1", "F3-F4", "T2-T4", "T5", "T6", "F5", "F6", "F7", "A1"):
+    for item in ("F1", "F2-T1", "F3-F4", "T2-T4", "T5", "T6", "F5", "F6", "F7", "S1", "A1"):
         assert f"id='{item}'" in index, item
     page = (work / "reports/04_search.html").read_text()
     assert "Findings (" in page and "greedy_front(" not in page                 # findings shown, code hidden

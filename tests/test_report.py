@@ -162,6 +162,27 @@ def test_pooled_gaps_include_seed_variance():
     assert rows["greedy 3"]["top-1 mean (%)"] == pytest.approx(89.0) and rows["greedy 3"]["seeds"] == 2
 
 
+def test_budget_curve_rows_per_comparison_and_budget():
+    from mpq.replicates import ReplicateConfig, budget_points, budget_rows
+
+    def record(seed, gap, sn2, lsq2, budget=None):
+        r = {"seed": seed, "test_acc": {"supernet W2A2": sn2, "LSQ W2A2": lsq2, "supernet W6A6": 0.9},
+             "gaps": {"3": {"no_retrain_minus_retrained": gap, "paired_se": 0.002}}}
+        return r if budget is None else {**r, "budget": budget}
+
+    records = [record(0, -0.010, 0.80, 0.85), record(1, -0.006, 0.82, 0.85), record(0, -0.002, 0.84, 0.85, budget=2)]
+    points = budget_points(records)
+    assert len(points) == 6                                  # W6A6 has no LSQ model: not a comparison
+    rows = {(r["comparison"], r["budget (x)"]): r for r in budget_rows(points, epochs=3)}
+    assert rows[("greedy 3 minus retrained", 1)]["mean (points)"] == pytest.approx(-0.8)
+    assert rows[("greedy 3 minus retrained", 1)]["seeds"] == 2
+    assert rows[("greedy 3 minus retrained", 2)]["epochs"] == 6
+    assert rows[("greedy 3 minus retrained", 2)]["per seed"] == "0: -0.20"
+    assert rows[("supernet W2A2 minus LSQ alone", 2)]["mean (points)"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="budgets"):
+        ReplicateConfig(budgets=(1,))
+
+
 def test_main_run_record_has_the_replicates_shape(root):
     from mpq.replicates import main_run_record
 

@@ -344,3 +344,29 @@ def test_random_search_reaches_a_window_far_below_the_average_configuration():
                            max_draws=50)
     assert 0.95 * target <= result.cost <= target
     assert result.evaluations == 5
+
+
+def test_greedy_calls_around_with_the_configuration_it_moves_from():
+    """An evaluator with ``around`` hears of each configuration before its one-layer moves are scored."""
+    space, err, cost = weights_toy()
+
+    class Incremental(CountingEvaluator):
+        def __init__(self, fn):
+            super().__init__(fn)
+            self.bases = []
+
+        def __call__(self, cfg):
+            if self.bases:      # every scored configuration is the base or one layer away from it
+                assert sum(cfg[n] != self.bases[-1][n] for n in cfg) <= 1
+            return super().__call__(cfg)
+
+        def around(self, cfg):
+            self.bases.append(dict(cfg))
+
+    target = 11 * 8 * 16
+    evaluator = Incremental(err)
+    result = greedy_search(space, evaluator, cost, target, phase1_budget=target)
+    plain = greedy_search(space, CountingEvaluator(err), cost, target, phase1_budget=target)
+    assert strip_time(result) == strip_time(plain)
+    path = [s.bit_cfg for s in result.trajectory]
+    assert evaluator.bases == path[:len(evaluator.bases)] and len(evaluator.bases) >= len(path) - 1

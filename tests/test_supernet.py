@@ -140,3 +140,27 @@ def test_recalibration_changes_bn_statistics_and_only_them():
     # only the BNs of the active pair (w3a3) and plain BNs (the fixed first conv's) move
     assert all(".bns.w3a3." in k or ".bns." not in k for k in changed)
     assert all(bn.momentum == 0.1 for bn in sn.modules() if isinstance(bn, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_28", "efficientnet_lite_28"])
+def test_no_configuration_puts_a_depthwise_conv_below_its_floor(name):
+    """The supernet, every uniform LSQ baseline (W2A2 included) and every configuration they can take keep
+    depthwise convs at 3-bit weights or more; the W2A2 baseline is the supernet's uniform W2A2 point."""
+    from mpq.oneshot import OneShotConfig
+
+    cfg = OneShotConfig()
+    model = create_model(name, width_mult=0.25)
+    supernet = Supernet(model, (1, 28, 28), cfg.supernet_spec())
+    depthwise = [n for n, m in supernet.model.named_modules() if isinstance(m, QConv2d) and m.is_depthwise]
+    assert depthwise
+    gen = torch.Generator().manual_seed(0)
+    for bits in (2, 3, 4, 5, 6):
+        base = Supernet(model, (1, 28, 28), cfg.baseline(bits).supernet_spec())
+        assert all(base.choices[n][0] == (max(bits, 3),) for n in depthwise)
+        assert all(base.choices[n][0] == (bits,) for n in base.searchable if n not in depthwise)
+        uniform = base.uniform_config(bits)
+        assert uniform == supernet.uniform_config(bits)
+        assert base.bitops(uniform) == supernet.bitops(uniform)
+        for net in (base, supernet):
+            for cfg_ in (net.min_config(), uniform, *(net.sample_config(gen) for _ in range(20))):
+                assert all(cfg_[n][0] >= 3 for n in depthwise)
