@@ -207,11 +207,12 @@ def held_lines(m: dict) -> list[str]:
                      f"{' → '.join(str(e) for e in epochs)} epochs for both sides; one seed beyond the default "
                      f"budget)**: " + "; ".join(trend(w) for w in gap_names) + " points.")
     study = m.get("search", {}).get("search_study", {})
-    if study.get("rows"):
-        higher = [r for r in study["rows"] if r["verdict"].startswith("higher")]
-        lines.append(f"**Search settings ({MODEL_NAMES.get(study['model'], study['model'])}, seeds {study['seeds']})**: "
+    settings = [r for r in study.get("rows", []) if "equal evaluations" not in r["setting"]]
+    if settings:
+        higher = [r for r in settings if r["verdict"].startswith("higher")]
+        lines.append(f"**Search settings (S1, {MODEL_NAMES.get(study['model'], study['model'])}, seeds {study['seeds']})**: "
                      + ", ".join(f"{r['setting']} at level {r['BitOPs level']} {r['minus default (points)']:+.2f}"
-                                 for r in study["rows"])
+                                 for r in settings)
                      + " points against the default settings; "
                      + ("none beyond the seed spread." if not higher else
                         f"{len(higher)} beyond the seed spread."))
@@ -241,6 +242,14 @@ def held_lines(m: dict) -> list[str]:
                      f"compute (greedy {min(e[0] for e in evals)}-{max(e[0] for e in evals)} forward evaluations, counted along "
                      f"one walk over the levels, "
                      f"random {evals[0][1]}, evolutionary {evals[0][2]}).")
+        equal = [r for r in m["search"].get("search_study", {}).get("rows", []) if "equal evaluations" in r["setting"]]
+        if equal:
+            study = m["search"]["search_study"]
+            lines.append(f"**C5 at equal search compute (S1, {MODEL_NAMES.get(study['model'], study['model'])}, "
+                         f"seed {study['seeds'][0]})**: given as many evaluations as the greedy walk, minus greedy, "
+                         "points (± paired SE): " + "; ".join(
+                             f"{r['setting'].split(' search')[0]} at level {r['BitOPs level']} "
+                             f"{r['minus default (points)']:+.2f} ± {r['paired SE per seed']}" for r in equal) + ".")
     tr = m.get("transfer", {})
     if tr.get("comparisons"):
         parts = [f"{c['target']} level {c['level']} minus {c['this method minus']} {c['mean (points)']:+.2f}"
@@ -474,8 +483,11 @@ def _f7_numbers(m):
 def _s1_numbers(m):
     study = m.get("search", {}).get("search_study", {})
     return [f"{r['setting']}, level {r['BitOPs level']}: {r['minus default (points)']:+.2f} points "
-            f"[{r['95% interval low']:+.2f}, {r['95% interval high']:+.2f}] over seeds {r['per seed']} ({r['verdict']}); "
-            f"search time x{r['search time x default']:.1f}" for r in study.get("rows", [])]
+            + (f"[{r['95% interval low']:+.2f}, {r['95% interval high']:+.2f}] over seeds {r['per seed']} ({r['verdict']})"
+               if r["seeds"] > 1 else f"± {r['paired SE per seed']} (paired SE, one seed: test-set noise only)")
+            + (f"; search time x{r['search time x default']:.1f}" if r["search time x default"] == r["search time x default"]
+               else f"; {r['evaluations x default']:.2f}x the greedy walk's evaluations")
+            for r in study.get("rows", [])]
 
 
 ITEMS = [

@@ -210,6 +210,7 @@ def study_rows(result: Mapping) -> list[dict]:
                 continue
             diffs = [100 * r["minus_default"] for r in group]
             mean, sd, half = mean_sd_half(diffs)
+            half = half if len(diffs) > 1 else math.nan          # one seed: no interval over seeds
             base = [default[(r["seed"], level)] for r in group]
             rows.append({"setting": name, "BitOPs level": level, "seeds": len(group),
                          "minus default (points)": mean, "SD over seeds": sd,
