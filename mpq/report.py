@@ -485,7 +485,7 @@ def _s1_numbers(m):
     return [f"{r['setting']}, level {r['BitOPs level']}: {r['minus default (points)']:+.2f} points "
             + (f"[{r['95% interval low']:+.2f}, {r['95% interval high']:+.2f}] over seeds {r['per seed']} ({r['verdict']})"
                if r["seeds"] > 1 else f"± {r['paired SE per seed']} (paired SE, one seed: test-set noise only)")
-            + (f"; search time x{r['search time x default']:.1f}" if r["search time x default"] == r["search time x default"]
+            + (f"; search time x{r['search time x default']:.1f}" if not math.isnan(r["search time x default"])
                else f"; {r['evaluations x default']:.2f}x the greedy walk's evaluations")
             for r in study.get("rows", [])]
 
