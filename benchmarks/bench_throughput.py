@@ -41,10 +41,13 @@ from mpq.oneshot import OneShotConfig, train_step
 from mpq.supernet import Supernet
 
 
-def _time(fn, reps: int) -> float:
+def _time(fn, reps: int, device: torch.device) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)   # CUDA runs asynchronously
+    sync()
     start = time.perf_counter()
     for _ in range(reps):
         fn()
+    sync()
     return (time.perf_counter() - start) / reps
 
 
@@ -73,8 +76,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--reps", type=int)
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
+    parser.add_argument("--no-profile", action="store_true", help="skip the operator profile (CPU time only)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    device = torch.device(args.device)
     settings = load_params(args.params).get("benchmark", {}) if Path(args.params).is_file() else {}
     for key, default in (("model", "resnet20"), ("width_mult", 0.5), ("batch_size", 128), ("reps", 10), ("rounds", 3)):
         if getattr(args, key) is None:
@@ -82,10 +88,11 @@ def main() -> None:
     torch.manual_seed(0)
     float_model = create_model(args.model, width_mult=args.width_mult)
     supernet = Supernet(float_model, (1, 28, 28))
-    rerouted = place(float_model, "cpu") + place(supernet, "cpu")   # as training places them (the AVX2 guard)
     x = torch.randn(args.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch_size,))
     supernet.calibrate(x)
+    rerouted = place(float_model, device) + place(supernet, device)   # as training places them (the AVX2 guard)
+    x, y = x.to(device), y.to(device)
     gen = torch.Generator().manual_seed(0)
     cfg = OneShotConfig(scheduler=False, idm=False)     # the plain one-shot step
     cfg_idm = OneShotConfig(scheduler=False, idm=True)   # the same with information distortion mitigation
@@ -127,18 +134,20 @@ def main() -> None:
     times = {k: [] for k in ("fp_train", "fq_train_path", "oneshot_step", "oneshot_idm_step", "fp_infer", "fq_infer")}
     for _ in range(args.rounds):
         float_model.train(), supernet.train()
-        times["fp_train"].append(_time(fp_step, args.reps))
-        times["fq_train_path"].append(_time(fq_path, args.reps))
-        times["oneshot_step"].append(_time(oneshot_step, max(1, args.reps // 4)))
-        times["oneshot_idm_step"].append(_time(oneshot_idm_step, max(1, args.reps // 4)))
+        times["fp_train"].append(_time(fp_step, args.reps, device))
+        times["fq_train_path"].append(_time(fq_path, args.reps, device))
+        times["oneshot_step"].append(_time(oneshot_step, max(1, args.reps // 4), device))
+        times["oneshot_idm_step"].append(_time(oneshot_idm_step, max(1, args.reps // 4), device))
         float_model.eval(), supernet.eval()
         supernet.set_config(supernet.sample_config(gen))
-        times["fp_infer"].append(_time(fp_infer, args.reps))
-        times["fq_infer"].append(_time(fq_infer, args.reps))
+        times["fp_infer"].append(_time(fp_infer, args.reps, device))
+        times["fq_infer"].append(_time(fq_infer, args.reps, device))
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "model": args.model, "width_mult": args.width_mult, "batch_size": args.batch_size,
         "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
         "onednn_avx2_kernels": onednn_runs_avx2(), "rerouted_convs": rerouted,
         "img_per_s": {k: round(args.batch_size / v, 1) for k, v in med.items()},
         "ratio_fq_vs_fp_train": round(med["fq_train_path"] / med["fp_train"], 3),
@@ -174,7 +183,7 @@ def main() -> None:
                 pair = list(base[name])
                 pair[dim] = choices[pos - 1]
                 moves.append({**base, name: tuple(pair)})
-    incremental = make_scorer(supernet, data.subset(torch.arange(128)))
+    incremental = make_scorer(supernet, data.subset(torch.arange(128)), incremental=True)
 
     def iteration_full():
         for cfg_ in moves:
@@ -187,18 +196,19 @@ def main() -> None:
 
     search_times = {"full": [], "incremental": []}
     for _ in range(args.rounds):
-        search_times["full"].append(_time(iteration_full, 1) / len(moves))
+        search_times["full"].append(_time(iteration_full, 1, device) / len(moves))
         incremental.reset()
-        search_times["incremental"].append(_time(iteration_incremental, 1) / len(moves))
+        search_times["incremental"].append(_time(iteration_incremental, 1, device) / len(moves))
     med_s = {k: statistics.median(v) for k, v in search_times.items()}
     result["search_evaluation_ms"] = {k: round(1e3 * v, 2) for k, v in med_s.items()}
     result["search_evaluation_moves"] = len(moves)
     result["ratio_search_full_vs_incremental"] = round(med_s["full"] / med_s["incremental"], 3)
     config = supernet.sample_config(gen)
     reps = max(1, args.reps // 4)
-    result["profile"] = {"oneshot_step": profile_ops(full_step, reps),
-                         "search_evaluation_128_images": profile_ops(lambda: scorer(config), args.reps),
-                         "bn_recalibration_1000_images": profile_ops(lambda: recalibrate(supernet, config, data), reps)}
+    if not args.no_profile:
+        result["profile"] = {"oneshot_step": profile_ops(full_step, reps),
+                             "search_evaluation_128_images": profile_ops(lambda: scorer(config), args.reps),
+                             "bn_recalibration_1000_images": profile_ops(lambda: recalibrate(supernet, config, data), reps)}
     print(json.dumps(result, indent=2))
     if args.out:
         write_json(result, args.out)

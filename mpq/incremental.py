@@ -95,7 +95,7 @@ class GraphCache:
     def full(self, x: Tensor) -> tuple[Tensor, dict]:
         """Every node on ``x``: the output and the values of all nodes (the new base)."""
         env: dict = {self.inputs[0]: x}
-        for node in self.nodes[1:] if self.nodes[0] is self.inputs[0] else self.nodes:
+        for node in self.nodes:
             if node.op != "placeholder":
                 env[node] = self._run(node, env, None)
         return env[self.output], env

@@ -179,7 +179,7 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
         loss = loss + qe_weight * quantization_error(supernet)
     loss.backward()
     teacher = logits.detach()
-    stats = {"loss_max": loss.item()}
+    loss_max = loss.detach()
     two_bit: set[str] = set()
     rand_losses, idm_terms = [], []
     for _ in range(cfg.num_random_paths):
@@ -194,15 +194,17 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
         if use_idm:
             idm = idm_loss(features, teacher_features, [n for n in lowest_bit_layers(bit_cfg, cands) if n in bns])
             loss = loss + cfg.idm_weight * idm
-            idm_terms.append(float(idm.detach()))
+            idm_terms.append(idm.detach())
         loss.backward()
-        rand_losses.append(loss.item())
+        rand_losses.append(loss.detach())
     if grad_sync is not None:
         grad_sync(supernet.parameters())
     _apply_weight_decay(supernet, cfg.weight_decay, two_bit if cfg.cancel_2bit_decay else set(), cfg.decay_linear)
-    stats["loss_rand"] = sum(rand_losses) / len(rand_losses) if rand_losses else float("nan")
-    stats["idm"] = sum(idm_terms) / len(idm_terms) if idm_terms else 0.0
-    return stats
+    # the step's numbers reach the host together: one device sync per step, not one per path
+    values = torch.stack([loss_max, *rand_losses, *idm_terms]).tolist()
+    rand, idm_values = values[1:1 + len(rand_losses)], values[1 + len(rand_losses):]
+    return {"loss_max": values[0], "loss_rand": sum(rand) / len(rand) if rand else float("nan"),
+            "idm": sum(idm_values) / len(idm_values) if idm_values else 0.0}
 
 
 class EmaUpdate:
@@ -220,6 +222,7 @@ class EmaUpdate:
         pairs = list(zip(itertools.chain(ema.module.parameters(), ema.module.buffers()),
                          itertools.chain(model.parameters(), model.buffers()), strict=True))
         self.ema, self.weight = ema, 1.0 - decay
+        self.first = int(ema.n_averaged) == 0      # read once here: per step it would sync a GPU
         self.floats = ([a.detach() for a, b in pairs if a.is_floating_point()],
                        [b.detach() for a, b in pairs if a.is_floating_point()])
         self.others = ([a.detach() for a, b in pairs if not a.is_floating_point()],
@@ -227,8 +230,9 @@ class EmaUpdate:
 
     @torch.no_grad()
     def __call__(self) -> None:
-        if int(self.ema.n_averaged) == 0:
+        if self.first:
             torch._foreach_copy_(self.floats[0], self.floats[1])
+            self.first = False
         else:
             torch._foreach_lerp_(self.floats[0], self.floats[1], self.weight)
         torch._foreach_copy_(self.others[0], self.others[1])

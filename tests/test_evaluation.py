@@ -148,3 +148,12 @@ def test_incremental_cache_dropped_when_weights_change(trained, tiny_splits):
     finally:
         with torch.no_grad():
             weight.div_(1.5)
+
+
+def test_scorer_is_incremental_on_cpu_by_default(tiny_splits):
+    """``incremental=None`` (the default) caches on CPU, where it pays; it can be switched off either way."""
+    supernet = build_supernet(create_model("resnet20", width_mult=0.25), OneShotConfig().supernet_spec(),
+                              tiny_splits.calib, (1, 28, 28))
+    data = tiny_splits.score.subset(torch.arange(16))
+    assert make_scorer(supernet, data).graph is not None
+    assert make_scorer(supernet, data, incremental=False).graph is None

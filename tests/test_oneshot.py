@@ -174,3 +174,38 @@ def test_ema_update_equals_averaged_model():
     for (name, a), b in zip(reference.module.state_dict().items(), fast_ema.module.state_dict().values()):
         if torch.is_tensor(a) and a.is_floating_point():
             assert torch.equal(a, b), name
+
+
+def test_ema_update_built_on_a_resumed_ema_lerps_from_the_first_step():
+    """A resumed run builds EmaUpdate on an EMA that has averaged before: its first update is a lerp, not a copy."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from mpq.oneshot import EmaUpdate
+
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28), OneShotConfig().supernet_spec())
+    ema = AveragedModel(sn, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    ema.n_averaged.fill_(3)
+    before = [p.detach().clone() for p in ema.module.parameters()]
+    with torch.no_grad():
+        for p in sn.parameters():
+            p.add_(1.0)
+    EmaUpdate(ema, sn, 0.9)()
+    for old, new, target in zip(before, ema.module.parameters(), sn.parameters()):
+        assert torch.equal(new, torch.lerp(old, target, 0.1))
+    assert int(ema.n_averaged) == 4
+
+
+def test_train_step_reports_the_losses_of_its_paths(tiny_splits):
+    """The step's numbers, gathered in one transfer, are the max path's loss and the random paths' mean."""
+    torch.manual_seed(0)
+    cfg = OneShotConfig(num_random_paths=2, scheduler=False)
+    sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
+    x = tiny_splits.train.images[:16].float().div(255).contiguous(memory_format=torch.channels_last)
+    y = tiny_splits.train.labels[:16]
+    stats = train_step(sn, x, y, cfg, torch.Generator().manual_seed(0), qe_weight=0.0)
+    assert set(stats) == {"loss_max", "loss_rand", "idm"}
+    sn.set_config(sn.max_config())
+    with torch.no_grad():              # training mode: batch statistics, as in the step (no weight has moved)
+        loss_max = torch.nn.functional.cross_entropy(sn(x), y).item()
+    assert stats["loss_max"] == pytest.approx(loss_max, rel=1e-6)
+    assert stats["loss_rand"] > 0 and stats["idm"] >= 0

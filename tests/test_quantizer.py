@@ -257,3 +257,27 @@ def test_quantizer_state_dict_round_trip():
     fresh.set_bits(2)
     q.set_bits(2)
     assert torch.equal(fresh(w), q(w))
+
+
+def test_quantizer_forward_reads_a_flag_not_the_buffer_and_loading_sets_it():
+    """forward must not read the ``initialized`` buffer once ready (on a GPU that is a host sync per call);
+    loading a state dict sets the flag either way."""
+    w = torch.tensor([0.5, -0.25, 0.75, 0.1])
+    q = LSQQuantizer([2], signed=True)
+    q.init_from_weight(w)
+    q.set_bits(2)
+    expected = q(w)
+    saved = q._buffers["initialized"]
+    q._buffers["initialized"] = None            # bool(None) is False: reading it would raise below
+    assert torch.equal(q(w), expected)
+    q._buffers["initialized"] = saved
+    state = {k: v.clone() for k, v in q.state_dict().items()}          # (a state dict shares the buffers)
+    q.load_state_dict(LSQQuantizer([2], signed=True).state_dict())     # an uncalibrated state
+    with pytest.raises(RuntimeError, match="not initialised"):
+        q(w)
+    q.load_state_dict(state)
+    assert torch.equal(q(w), expected)
+    by_hand = LSQQuantizer([2], signed=True)
+    by_hand.initialized.fill_(True)              # set without the hooks: forward falls back to the buffer
+    by_hand.set_bits(2)
+    assert torch.equal(by_hand(w), lsq_reference(w, by_hand.step_size["2"], -2, 1))
