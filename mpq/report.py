@@ -197,15 +197,17 @@ def held_lines(m: dict) -> list[str]:
                      "its 95% t interval over seeds: " + "; ".join(parts) + ".")
     budget = m.get("search", {}).get("budget", {})
     if budget.get("rows"):
-        rows = budget["rows"]
-        def trend(what):
+        rows, seed = budget["rows"], budget["seed"]
+
+        def trend(what):        # seed to seed: the larger budgets ran at the main seed only
             got = [r for r in rows if r["comparison"] == what]
-            return f"{what} " + " → ".join(f"{r['mean (points)']:+.2f}" for r in got)
+            same_seed = " → ".join(f"{_per_seed(r['per seed'])[seed]:+.2f}" for r in got)
+            return f"{what} {same_seed} (mean of {got[0]['seeds']} seeds at {got[0]['epochs']} epochs {got[0]['mean (points)']:+.2f})"
         epochs = sorted({r["epochs"] for r in rows})
         gap_names = [w for w in dict.fromkeys(r["comparison"] for r in rows) if w.endswith("minus retrained")]
         lines.append(f"**F7 training budget ({MODEL_NAMES.get(budget['model'], budget['model'])}, "
-                     f"{' → '.join(str(e) for e in epochs)} epochs for both sides; one seed beyond the default "
-                     f"budget)**: " + "; ".join(trend(w) for w in gap_names) + " points.")
+                     f"{' → '.join(str(e) for e in epochs)} epochs for both sides, training seed {seed}; one seed "
+                     f"beyond the default budget)**: " + "; ".join(trend(w) for w in gap_names) + " points.")
     study = m.get("search", {}).get("search_study", {})
     settings = [r for r in study.get("rows", []) if "equal evaluations" not in r["setting"]]
     if settings:
@@ -464,6 +466,11 @@ def _f6_numbers(m):
             f"level {lv} found at {r['levels'][lv]['greedy']['level']:.2f} "
             f"({r['levels'][lv]['greedy']['gbitops']:.4f} G-BitOPs)" for lv in _levels(r)))
     return out
+
+
+def _per_seed(text: str) -> dict[int, float]:
+    """F7's "per seed" cell, e.g. "0: -1.50 / 1: -0.12", as {seed: points}."""
+    return {int(k): float(v) for k, v in (part.split(":") for part in text.split(" / "))}
 
 
 def _f7_numbers(m):

@@ -190,3 +190,18 @@ def test_main_run_record_has_the_replicates_shape(root):
     rec = main_run_record("resnet20", 0, m["supernet"]["models"], m["baselines"]["models"], m["search"]["models"])
     assert {"supernet W2A2", "LSQ W2A2", "greedy 3", "retrained 3"} <= set(rec["test_acc"])
     assert set(rec["gaps"]) == set(m["search"]["models"]["resnet20"]["levels"])
+
+
+def test_f7_line_compares_the_main_seed_across_budgets():
+    """The summary's F7 line follows the main seed from the default budget to the larger ones (the only seed run
+    there) and gives the default budget's mean over seeds beside it, not the mean joined to one seed."""
+    from mpq.report import _per_seed
+
+    assert _per_seed("0: -1.50 / 1: -0.12 / 2: +0.47") == {0: -1.5, 1: -0.12, 2: 0.47}
+    rows = [{"comparison": "greedy 3 minus retrained", "budget (x)": 1, "epochs": 3, "seeds": 3,
+             "mean (points)": -0.69, "SD over seeds": 0.24, "per seed": "0: -0.96 / 1: -0.51 / 2: -0.60"},
+            {"comparison": "greedy 3 minus retrained", "budget (x)": 2, "epochs": 6, "seeds": 1,
+             "mean (points)": -1.29, "SD over seeds": None, "per seed": "0: -1.29"}]
+    lines = held_lines({"search": {"budget": {"model": "resnet20", "seed": 0, "rows": rows}}})
+    line = next(x for x in lines if "F7" in x)
+    assert "greedy 3 minus retrained -0.96 → -1.29 (mean of 3 seeds at 3 epochs -0.69)" in line
