@@ -2,13 +2,15 @@
 
 * ``lr``: the one-shot learning rates (SGD for weights, BN and biases; Adam for the LSQ step sizes). Each
   trial trains ``replicates.model``'s supernet with the default recipe (params.yaml ``oneshot``) except the
-  two rates, from the FP checkpoint, with the main run's seed and split. It is scored on held-out training
+  two rates, from the FP checkpoint, on the main run's split, with its training seed or each of ``--seeds``.
+  It is scored on held-out training
   images (``validation_set``: the training images beyond ``data.train_size``, which no stage trains on,
   21,000 in the default profile) at every uniform level of ``evaluation.levels``, each after recalibrating
-  that level's BN statistics on the calibration images. The trial with the highest mean over the levels is
-  chosen; no test image is read.
-* ``regime``: how far uniform WkAk LSQ trained alone falls below FP (DESIGN.md section 3 asks for a gap of
-  2-5 points at the lowest bit-width), per model and width multiplier. Each job trains the float model with
+  that level's BN statistics on the calibration images. The pair with the highest mean over the levels
+  (averaged over the training seeds run) is chosen; no test image is read. ``--baseline-bits`` also trains
+  the uniform LSQ baselines, which share the rates, with each pair.
+* ``regime``: how far uniform WkAk LSQ trained alone falls below FP (the study wants 2-5 points at the lowest
+  bit-width, so that low-bit rows measure a working model, not a collapsed one), per model and width. Each job trains the float model with
   the ``fp`` recipe, then LSQ WkAk alone at each bit-width with the baselines' recipe (``oneshot.baseline``,
   depthwise convs at their floor), and reports FP minus LSQ on the same held-out images (what the choice
   is made on) and on the test set (what the tables would show), with the model's MACs and BitOPs, since a
@@ -16,7 +18,9 @@
 
 Command line (``--jobs`` runs trials in parallel processes, e.g. several on one GPU)::
 
-    python -m mpq.tuning lr --out reports/studies/lr_heldout.json --lrs 0.02 0.04 0.08 --step-lrs 0.001 0.003 0.01
+    python -m mpq.tuning lr --out reports/studies/lr_grid.json --lrs 0.02 0.04 0.08 --step-lrs 0.001 0.003 0.01
+    python -m mpq.tuning lr --out reports/studies/lr_seeds.json --lrs 0.04 0.08 --step-lrs 0.003 --seeds 0 1 2 \
+        --baseline-bits 2 4
     python -m mpq.tuning regime --out reports/studies/mbconv_regime.json --widths 0.5 0.75 1.0 --bits 2 3
 
 The result is written atomically; the device and torch version are recorded with it.
