@@ -3,10 +3,9 @@
 * ``lr``: the one-shot learning rates (SGD for weights, BN and biases; Adam for the LSQ step sizes). Each
   trial trains ``replicates.model``'s supernet with the default recipe (params.yaml ``oneshot``) except the
   two rates, from the FP checkpoint, on the main run's split, with its training seed or each of ``--seeds``.
-  It is scored on held-out training
-  images (``validation_set``: the training images beyond ``data.train_size``, which no stage trains on,
-  21,000 in the default profile) at every uniform level of ``evaluation.levels``, each after recalibrating
-  that level's BN statistics on the calibration images. The pair with the highest mean over the levels
+  It is scored on held-out training images (``validation_set``: the training images beyond
+  ``data.train_size``, which no stage trains on, 21,000 in the default profile) at every uniform level of
+  ``evaluation.levels``, each after recalibrating that level's BN statistics on the calibration images. The pair with the highest mean over the levels
   (averaged over the training seeds run) is chosen; no test image is read. ``--baseline-bits`` also trains
   the uniform LSQ baselines, which share the rates, with each pair.
 * ``regime``: how far uniform WkAk LSQ trained alone falls below FP (the study wants 2-5 points at the lowest
