@@ -44,11 +44,10 @@ def _backward(g: Tensor, inside: Tensor, residual: Tensor) -> tuple[Tensor, Tens
 _BOUNDS: dict = {}
 
 
-def _dense(t: Tensor, like: Tensor | None = None) -> Tensor:
-    """``t`` laid out densely (in ``like``'s memory format when given), so its storage can be read flat."""
-    fmt = torch.channels_last if (like if like is not None else t).dim() == 4 and (
-        like if like is not None else t).is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    return t.contiguous(memory_format=fmt)
+def _layout(t: Tensor) -> torch.memory_format:
+    """The dense layout to keep ``t`` in (channels_last activations stay so), so its storage can be read flat."""
+    channels_last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _flat(t: Tensor) -> Tensor:
@@ -62,7 +61,8 @@ class _Compiled(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, step_size, qmin, qmax, grad_scale):
-        x = _dense(x)
+        ctx.layout = _layout(x)
+        x = x.contiguous(memory_format=ctx.layout)
         s = step_size.reshape(())
         key = (qmin, qmax, x.dtype, x.device)
         if key not in _BOUNDS:                    # the integer range as tensors: no recompilation per bit-width
@@ -71,14 +71,12 @@ class _Compiled(torch.autograd.Function):
         out, inside, residual = _Compiled.forward_fn(_flat(x), s, bounds[0], bounds[1])
         ctx.save_for_backward(inside, residual)
         ctx.grad_scale, ctx.step_shape, ctx.x_shape, ctx.x_stride = grad_scale, step_size.shape, x.shape, x.stride()
-        ctx.channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         return out.as_strided(x.shape, x.stride())
 
     @staticmethod
     def backward(ctx, grad_out):
         inside, residual = ctx.saved_tensors
-        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
-        g = grad_out.contiguous(memory_format=fmt)
+        g = grad_out.contiguous(memory_format=ctx.layout)       # the gradient in x's layout: same storage order
         grad_x, grad_s = _Compiled.backward_fn(_flat(g), inside, residual)
         return (grad_x.as_strided(ctx.x_shape, ctx.x_stride), (grad_s * ctx.grad_scale).reshape(ctx.step_shape),
                 None, None, None)
