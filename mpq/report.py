@@ -334,7 +334,7 @@ def readme_summary(m: dict, envs: dict | None = None) -> str:
     """The README's generated block: one table of the main numbers and the held/not-held sentences."""
     sn, base = m["supernet"]["models"], m["baselines"]["models"]
     fp, search = m["fp"]["models"], m["search"]["models"]
-    levels = _levels(next(iter(search.values())))
+    levels = sorted({lv for r in search.values() for lv in r["levels"]}, key=float, reverse=True)  # model_bits: per model
     head = (["model", "FP"] + [f"W{b}A{b}: supernet / LSQ alone" for b in (4, 3, 2)]
             + [f"level {lv}: no retraining / retrained (gap ± paired SE)" for lv in levels])
     out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]

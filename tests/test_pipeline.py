@@ -45,19 +45,21 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
     fp = json.loads((work / "reports/metrics/fp.json").read_text())
     assert fp["profile"] == "tiny" and set(fp["models"]) == {"resnet20", "mobilenetv2_28", "efficientnet_lite_28"}
     supernet = json.loads((work / "reports/metrics/supernet.json").read_text())
-    for result in supernet["models"].values():
-        assert set(result["uniform"]) == {"2", "4", "6"}
+    for name, result in supernet["models"].items():       # model_bits: MobileNetV2's candidates start at 3 bits
+        assert set(result["uniform"]) == ({"4", "6"} if name == "mobilenetv2_28" else {"2", "4", "6"})
+        assert min(result["w_bit_choices"]) == (3 if name == "mobilenetv2_28" else 2)
         assert 0.0 <= result["uniform"]["6"]["test_acc"] <= 1.0
     assert (work / "checkpoints/supernet/resnet20.pt").is_file()
     assert (work / "reports/figures/baselines_vs_supernet.png").is_file()
     search = json.loads((work / "reports/metrics/search.json").read_text())
     for name, result in search["models"].items():
-        config = json.loads((work / f"reports/configs/{name}_level2.9.json").read_text())
-        assert config["level"] <= 2.9 + 1e-9
-        for level in ("2.9",):
-            methods = result["levels"][level]
-            assert {"greedy", "random", "evolutionary"} <= set(methods)
-            assert "no_retrain_minus_retrained" in methods["retrained"]
+        level = "3.5" if name == "mobilenetv2_28" else "2.9"
+        config = json.loads((work / f"reports/configs/{name}_level{level}.json").read_text())
+        assert config["level"] <= float(level) + 1e-9
+        assert min(w for w, _ in config["bit_cfg"].values()) >= (3 if name == "mobilenetv2_28" else 2)
+        methods = result["levels"][level]
+        assert {"greedy", "random", "evolutionary"} <= set(methods)
+        assert "no_retrain_minus_retrained" in methods["retrained"]
     assert (work / "reports/tables/main_results.csv").is_file()
     seeds = search["seeds"]                                # ResNet-20's T2 over the main seed and the replicate
     assert seeds["seeds"] == [0, 1] and {g["BitOPs level"] for g in seeds["gaps"]} == {"2.9"}

@@ -1,0 +1,37 @@
+"""F6: the per-layer bit allocation of the greedy configurations, each model at its own search levels.
+
+Models may search different levels (``model_bits``: MobileNetV2 at 4 and 3.5, the others at 4, 3 and 2.5),
+so each row of the figure has its model's levels and blank panels where it has fewer.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def allocation_figure(results: Mapping[str, Mapping], title: str, max_bits: int = 6):
+    """Weight and activation bits per searchable layer (model order) of each model's greedy configuration.
+
+    ``results``: model -> {"levels": {level: {"greedy": {"bit_cfg": {layer: (w_bits, a_bits)}}}}}; one row per
+    model, one panel per level in the model's order.
+    """
+    columns = max(len(r["levels"]) for r in results.values())
+    fig, axes = plt.subplots(len(results), columns, figsize=(4.2 * columns, 2.6 * len(results)), squeeze=False)
+    for row, (name, r) in zip(axes, results.items()):
+        for ax, (level, entry) in zip(row, r["levels"].items()):
+            bits = list(entry["greedy"]["bit_cfg"].values())       # [(w_bits, a_bits)] in model order
+            ax.bar([k - 0.2 for k in range(len(bits))], [w for w, _ in bits], width=0.4, label="weights")
+            ax.bar([k + 0.2 for k in range(len(bits))], [a for _, a in bits], width=0.4, label="activations")
+            ax.set(ylim=(0, max_bits + 0.5), yticks=range(0, max_bits + 1), title=f"{name}, level {level}",
+                   xlabel="searchable layer (model order)", ylabel="bits")
+            ax.grid(alpha=0.3, axis="y")
+        for ax in row[len(r["levels"]):]:
+            ax.set_axis_off()
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
