@@ -53,10 +53,11 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
     assert (work / "reports/figures/baselines_vs_supernet.png").is_file()
     search = json.loads((work / "reports/metrics/search.json").read_text())
     for name, result in search["models"].items():
-        level = "3.5" if name == "mobilenetv2_28" else "2.9"
+        level = "3.9" if name == "mobilenetv2_28" else "2.9"
         config = json.loads((work / f"reports/configs/{name}_level{level}.json").read_text())
         assert config["level"] <= float(level) + 1e-9
         assert min(w for w, _ in config["bit_cfg"].values()) >= (3 if name == "mobilenetv2_28" else 2)
+        assert result["start_bits"] == (4 if name == "mobilenetv2_28" else 3)     # model_bits: its own start
         methods = result["levels"][level]
         assert {"greedy", "random", "evolutionary"} <= set(methods)
         assert "no_retrain_minus_retrained" in methods["retrained"]
