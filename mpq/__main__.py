@@ -25,10 +25,14 @@ class UsageError(Exception):
     """A mistake on the command line: printed as one line, exit status 2, no traceback."""
 
 
-def _subset_size(given: int | None, stored: int, flag: str, what: str) -> int:
-    """The checkpoint's subset size, or a smaller prefix of it; a larger one would reach training images."""
+# the default profile's `search.score_size`: the whole 2,000-image subset made a walk 10-20x slower (AVX512)
+DEFAULT_SCORE_SIZE = 128
+
+
+def _subset_size(given: int | None, stored: int, flag: str, what: str, default: int | None = None) -> int:
+    """The checkpoint's subset size (or ``default``), or a smaller prefix of it; a larger one would reach training images."""
     if given is None:
-        return stored
+        return stored if default is None else default
     if not 0 < given <= stored:
         raise UsageError(f"{flag} {given}: the checkpoint's {what} subset has {stored} held-out images; "
                          f"use at most {stored} (a larger subset would include images the supernet trained on)")
@@ -40,6 +44,7 @@ def _search(args: argparse.Namespace) -> int:
     from .cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
     from .data import splits_from_identity
     from .evaluation import make_scorer, recalibrated_accuracy, search_space
+    from .hardware import place
     from .oneshot import checkpoint_candidates, checkpoint_meta, load_supernet
     from .search import cfg_to_json, greedy_search
 
@@ -58,16 +63,21 @@ def _search(args: argparse.Namespace) -> int:
         if given is not None and given != stored:
             raise UsageError(f"{flag} {given} conflicts with the checkpoint, trained on {identity['name']!r} split "
                              f"with seed {identity['seed']}; drop {flag} (it is read from the checkpoint)")
-    score_size = _subset_size(args.score_size, identity["score_size"], "--score-size", "scoring")
+    score_size = _subset_size(args.score_size, identity["score_size"], "--score-size", "scoring",
+                              default=min(DEFAULT_SCORE_SIZE, identity["score_size"]))
     calib_size = _subset_size(args.calib_size, identity["calib_size"], "--calib-size", "calibration")
     supernet = load_supernet(args.checkpoint)
     table = supernet.cost_table
-    lo, hi = bitops(table, supernet.min_config()), bitops(table, supernet.max_config())
+    space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
+    lo, hi = bitops(table, space.cfg(space.lowest_key())), bitops(table, space.cfg(space.highest_key()))
     target = args.gbitops * 1e9 if args.gbitops is not None else level_bitops(table, args.level)
     if not lo <= target <= hi:
+        narrowed = sum(len(space.w_choices[n]) < len(supernet.choices[n][0]) for n in space.names)
+        why = (f"; the scheduler's last decision removed the lowest weight candidate of {narrowed} layers"
+               if narrowed else "")
         raise UsageError(f"target {target / 1e9:.4f} G-BitOPs is outside this supernet's reachable range "
                          f"[{lo / 1e9:.4f}, {hi / 1e9:.4f}] G-BitOPs (levels {bitops_level(table, lo):.2f} to "
-                         f"{bitops_level(table, hi):.2f}); pick a budget inside it")
+                         f"{bitops_level(table, hi):.2f}{why}); pick a budget inside it")
     if identity["name"] == "folder" and not args.data_root:
         raise UsageError(f"checkpoint {args.checkpoint} was trained on an image folder; pass --data-root FOLDER "
                          "(the folder it was trained on: one sub-folder of images per class)")
@@ -78,9 +88,9 @@ def _search(args: argparse.Namespace) -> int:
                                   root=Path(args.data_root) if args.data_root else None)
     score = splits.score.subset(torch.arange(score_size))
     calib = splits.calib.subset(torch.arange(calib_size))
+    place(supernet, torch.device("cpu"))      # channels_last (and the AVX2 guard), as the notebooks search
     scorer = make_scorer(supernet, score, metric=args.metric)
     start = time.perf_counter()
-    space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
     result = greedy_search(space, scorer, lambda c: bitops(table, c), target,
                            phase1_budget(table, target), alpha=args.alpha)
     out = {"checkpoint": args.checkpoint, "target_gbitops": target / 1e9, "gbitops": result.cost / 1e9,
@@ -109,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dataset", default=None, help="read from the checkpoint; given, it must agree")
     s.add_argument("--seed", type=int, default=None, help="split seed; read from the checkpoint; given, it must agree")
     s.add_argument("--score-size", type=int, default=None,
-                   help="scoring images: the checkpoint's held-out scoring subset, or a prefix of it")
+                   help=f"scoring images: a prefix of the checkpoint's held-out scoring subset (default "
+                        f"{DEFAULT_SCORE_SIZE}, as the default profile's search; at most the whole subset)")
     s.add_argument("--calib-size", type=int, default=None,
                    help="BN calibration images: the checkpoint's calibration subset, or a prefix of it")
     s.add_argument("--test-size", type=int, default=None, help="cap on test images (default: the whole test set)")

@@ -34,8 +34,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def save_checkpoint(obj: Any, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically; the same ``obj`` gives the same bytes (DVC skips what depends on an unchanged file).
+
+    Saved through a file object: given a path, torch names the archive's records after the file, here a random
+    temporary name, which made every re-run write new bytes.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 class CheckpointError(ValueError):

@@ -87,6 +87,10 @@ class Scorer:
         self._switch = list(supernet.bn_layers().values())
         inside = {id(bn) for sw in self._switch for bn in sw.bns.values()}
         self._plain_bns = [m for m in supernet.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in inside]
+        # walked on every evaluation: listed once here, since walking the module tree (`parameters()`,
+        # `eval()`) took about half of a 128-image greedy evaluation of ResNet-20 x0.5 on a 2-core CPU
+        self._modules = list(supernet.modules())
+        self._tensors = list(itertools.chain(supernet.parameters(), supernet.buffers()))
         self.graph = None
         if incremental:
             changeable = {n: (n, supernet.bn_of[n]) if n in supernet.bn_of else (n,) for n in supernet.searchable}
@@ -95,16 +99,22 @@ class Scorer:
         self.full_passes = self.partial_passes = 0
 
     def _versions(self) -> tuple[int, ...]:
-        return tuple(t._version for t in itertools.chain(self.supernet.parameters(), self.supernet.buffers()))
+        return tuple(t._version for t in self._tensors)
+
+    def _eval_mode(self) -> None:
+        """``supernet.eval()`` without walking the module tree; modules already in eval mode are not touched."""
+        for m in self._modules:
+            if m.training:
+                m.training = False
 
     def _context(self):
         if self.bn_mode == "running":
             return nullcontext()
         return batch_statistics(self.supernet, [sw.bns[sw.active] for sw in self._switch] + self._plain_bns)
 
-    def _changed_layer(self, key: tuple) -> str | None | bool:
+    def _changed_layer(self, key: tuple, versions: tuple[int, ...]) -> str | None | bool:
         """The one layer where ``key`` differs from the base; None when equal; False when not a one-layer move."""
-        if self._base is None or self._base[1] != self._versions():
+        if self._base is None or self._base[1] != versions:
             return False
         diff = [n for n, a, b in zip(self.supernet.searchable, key, self._base[0]) if a != b]
         return diff[0] if len(diff) == 1 else (None if not diff else False)
@@ -112,10 +122,11 @@ class Scorer:
     @torch.no_grad()
     def _logits(self, bit_cfg: Mapping[str, Sequence[int]], keep: bool) -> list[Tensor]:
         self.supernet.set_config(bit_cfg)
-        self.supernet.eval()
+        self._eval_mode()
         cfg = self.supernet.config
         key = tuple(cfg[n] for n in self.supernet.searchable)
-        changed = self._changed_layer(key) if self.graph is not None else False
+        versions = self._versions() if self.graph is not None else ()
+        changed = self._changed_layer(key, versions) if self.graph is not None else False
         out, envs = [], []
         with self._context():
             for i, (x, _) in enumerate(self.batches):
@@ -132,7 +143,7 @@ class Scorer:
                 envs.append(env)
         if keep and changed is not None:
             size = sum(v.numel() * v.element_size() for env in envs for v in env.values() if isinstance(v, Tensor))
-            self._base = (key, self._versions(), envs) if size <= self.cache_bytes else None
+            self._base = (key, versions, envs) if size <= self.cache_bytes else None
         return out
 
     def _score(self, logits: list[Tensor]) -> float:

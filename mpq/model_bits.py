@@ -14,9 +14,9 @@ evaluation levels and LSQ baselines keep the shared ones at or above the floor; 
 ``start_bits`` the walk's start where the shared one lies too low for them. A model not listed uses the shared
 settings unchanged.
 
-Only notebooks 02-04 (and 06 for its model) read this section; the single-model studies (``replicates``,
-``search_study``, ``ablation``) train the shared candidates, so their model must not be listed
-(``check_shared``).
+Notebooks 02-04 (and 06 for its model) read this section, and so does ``mpq.seed_study`` (a model's main-table
+rows over extra seeds, outside ``dvc repro``); the single-model DVC studies (``replicates``, ``search_study``,
+``ablation``) train the shared candidates, so their model must not be listed (``check_shared``).
 """
 from __future__ import annotations
 

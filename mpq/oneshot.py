@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,8 +46,9 @@ from .train import History, to_device, warmup_cosine
 
 log = logging.getLogger(__name__)
 
+# no wall times: a checkpoint is a function of its inputs, byte for byte (History.as_dict(times=False))
 CHECKPOINT_KEYS = ("supernet", "ema", "sgd", "adam", "sched", "sched_steps", "generator", "history", "epoch",
-                   "seconds", "config", "meta", "frozen")
+                   "config", "meta", "frozen")
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ class OneShotRun:
     ema: Supernet
     supernet: Supernet
     history: History
-    seconds: float
+    seconds: float               # wall time of the epochs this call trained (a resumed run: since the resume)
     frozen: list[str]            # the scheduler's last decision: layers without their lowest weight candidate
 
     def candidates(self) -> dict[str, Choices]:
@@ -268,7 +270,8 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     """Train ``supernet`` (already calibrated) one-shot; resumable from ``checkpoint``.
 
     A checkpoint is written atomically after every epoch with all state (weights, EMA, optimisers,
-    schedules, random generator), so a resumed run equals an uninterrupted one. ``stop_after_epoch``
+    schedules, random generator), so a resumed run equals an uninterrupted one, checkpoint bytes included: it
+    stores no wall times, so a resumed run's ``seconds`` (and ``history.seconds``) count only the epochs it trained. ``stop_after_epoch``
     stops early (as an interruption would); ``meta`` is stored alongside (model name, width, ...).
 
     Data parallel (``mpq.distributed``): every process draws the same global batch, augmentation and
@@ -309,8 +312,9 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         sched.load_state_dict(state["sched"])
         sched_steps.load_state_dict(state["sched_steps"])
         gen.set_state(state["generator"])
-        history = History(**state["history"])
-        start_epoch, seconds, frozen = state["epoch"], state["seconds"], list(state["frozen"])
+        history = History(**{k: v for k, v in state["history"].items() if k != "seconds"})
+        history.seconds = [math.nan] * len(history.epoch)     # earlier epochs' wall times are not stored
+        start_epoch, frozen = state["epoch"], list(state["frozen"])
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
     ema_update = EmaUpdate(ema, supernet, cfg.ema_decay)
     for epoch in range(start_epoch, cfg.epochs):
@@ -357,7 +361,7 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
             save_checkpoint({"supernet": supernet.state_dict(), "ema": ema.state_dict(), "sgd": sgd.state_dict(),
                              "adam": adam.state_dict(), "sched": sched.state_dict(),
                              "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
-                             "history": history.as_dict(), "epoch": epoch + 1, "seconds": seconds,
+                             "history": history.as_dict(times=False), "epoch": epoch + 1,
                              "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen)},
                             checkpoint)
     supernet.set_float()

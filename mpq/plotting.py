@@ -88,27 +88,6 @@ def search_front(results: Mapping, supernet: Mapping, baselines: Mapping, fp: Ma
     return fig
 
 
-def bit_allocation(results: Mapping, title: str):
-    """Per-layer weight and activation bits of the greedy configuration at each level (rows: models)."""
-    models = list(results)
-    levels = list(next(iter(results.values()))["levels"])
-    fig, axes = plt.subplots(len(models), len(levels), figsize=(4.2 * len(levels), 2.6 * len(models)), squeeze=False)
-    for i, name in enumerate(models):
-        for j, level in enumerate(levels):
-            ax = axes[i][j]
-            cfg = results[name]["levels"][level]["greedy"]["bit_cfg"]
-            idx = range(len(cfg))
-            ax.bar([k - 0.2 for k in idx], [v[0] for v in cfg.values()], width=0.4, label="weights")
-            ax.bar([k + 0.2 for k in idx], [v[1] for v in cfg.values()], width=0.4, label="activations")
-            ax.set(ylim=(0, 6.5), yticks=range(0, 7), title=f"{name}, level {level}",
-                   xlabel="searchable layer (model order)", ylabel="bits")
-            ax.grid(alpha=0.3, axis="y")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 def interference_toy(traces: Mapping[str, object], window: int, title: str):
     """Figure 1's analogue: two shared weights under two candidate sets (``traces``: label -> ToyTrace).
 

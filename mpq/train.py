@@ -77,7 +77,11 @@ def predictions(model: nn.Module, data: ImageSet, batch_size: int = 500) -> Tens
 
 @dataclass
 class History:
-    """Per-epoch training record: loss, train accuracy, test accuracy, learning rate, seconds."""
+    """Per-epoch training record: loss, train accuracy, test accuracy, learning rate, seconds.
+
+    Checkpoints store it without ``seconds`` (``as_dict(times=False)``): a re-run that reproduces the weights
+    then writes the same bytes, and DVC skips every stage downstream of it. Wall times go to the metrics.
+    """
 
     epoch: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
@@ -90,8 +94,9 @@ class History:
         for key, value in row.items():
             getattr(self, key).append(value)
 
-    def as_dict(self) -> dict[str, list[float]]:
-        return {k: list(v) for k, v in self.__dict__.items()}
+    def as_dict(self, times: bool = True) -> dict[str, list[float]]:
+        """The record as lists; ``times=False`` leaves out the wall times (what checkpoints store, see below)."""
+        return {k: list(v) for k, v in self.__dict__.items() if times or k != "seconds"}
 
 
 def train_fp(model: nn.Module, train: ImageSet, test: ImageSet, *, epochs: int, batch_size: int, lr: float,

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from mpq.cost import layer_macs
-from mpq.layers import QConv2d, QLinear, SwitchableBatchNorm2d
+from mpq import layers
+from mpq.layers import QConv2d, QLinear, SwitchableBatchNorm2d, nchw_bn_below
 from mpq.models import create_model
 from mpq.supernet import Supernet, config_from_json, config_to_json, recalibrate_bn
 
@@ -164,3 +165,37 @@ def test_no_configuration_puts_a_depthwise_conv_below_its_floor(name):
         for net in (base, supernet):
             for cfg_ in (net.min_config(), uniform, *(net.sample_config(gen) for _ in range(20))):
                 assert all(cfg_[n][0] >= 3 for n in depthwise)
+
+
+def test_nchw_bn_route_only_where_measured():
+    assert nchw_bn_below("AVX512") == 16 and nchw_bn_below("avx512_bf16") == 16
+    assert nchw_bn_below("AVX2") == 0 and nchw_bn_below("DEFAULT") == 0
+
+
+@pytest.mark.parametrize("channels", [8, 24])
+def test_small_channel_bn_route_equals_plain_bn(monkeypatch, channels):
+    """Batch-statistics BN on a channels_last input: the NCHW route gives the plain BN's outputs, gradients and
+    running statistics (to float rounding) and hands back channels_last."""
+    monkeypatch.setattr(layers, "_NCHW_BN_BELOW", 16)
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(channels)
+    nn.init.uniform_(bn.weight, 0.5, 1.5), nn.init.uniform_(bn.bias, -0.5, 0.5)
+    sw = SwitchableBatchNorm2d(bn, [(4, 4)])
+    sw.set_bits(4, 4)
+    ref = SwitchableBatchNorm2d(bn, [(4, 4)])
+    ref.set_bits(4, 4)
+    ref.load_state_dict(sw.state_dict())
+    x = (torch.randn(32, channels, 12, 12) * 2 + 1).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn_like(x)
+    y1 = sw(x1)
+    monkeypatch.setattr(layers, "_NCHW_BN_BELOW", 0)
+    y2 = ref(x2)
+    assert y1.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    (y1 * g).sum().backward(), (y2 * g).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
+    for (name, a), (_, b) in zip(sw.named_buffers(), ref.named_buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, a), (_, b) in zip(sw.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=name)
