@@ -2,6 +2,7 @@
 
     python benchmarks/bench_stage.py --params profiles/large.yaml --device cuda --out large_supernet_stage.json
     python benchmarks/bench_stage.py --params profiles/large.yaml --device cuda --jobs 3   # the models at once
+    python benchmarks/bench_stage.py --params profiles/large.yaml --device cuda --eager   # without CUDA graphs
 
 Each model of the profile's ``models`` section is built at its width from random weights (the time of a step
 does not depend on the weights, so no FP checkpoint is needed), converted with the profile's ``oneshot``
@@ -28,7 +29,7 @@ from mpq.train import pick_device
 from mpq.tuning import run_jobs
 
 
-def time_epoch(params: Mapping, model: str, width_mult: float, device: str | None) -> dict:
+def time_epoch(params: Mapping, model: str, width_mult: float, device: str | None, graphed: bool | None = None) -> dict:
     """One epoch of one-shot training of ``model`` with the profile's recipe; seconds and steps."""
     data_cfg = from_dict(DataConfig, params["data"], "data")
     cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot")
@@ -39,7 +40,8 @@ def time_epoch(params: Mapping, model: str, width_mult: float, device: str | Non
     float_model = create_model(model, num_classes=len(splits.train.classes), width_mult=width_mult)
     supernet = build_supernet(float_model, cfg.supernet_spec(), splits.calib, model_entry(model).input_size)
     run = train_oneshot(supernet, train, cfg, batch_size=data_cfg.batch_size, pad=data_cfg.pad, flip=data_cfg.flip,
-                        seed=params["seed"], device=pick_device(device), progress=False, stop_after_epoch=1)
+                        seed=params["seed"], device=pick_device(device), progress=False, stop_after_epoch=1,
+                        graphed=graphed)
     steps = len(train) // data_cfg.batch_size
     return {"model": model, "width_mult": width_mult, "steps_per_epoch": steps, "epoch_seconds": round(run.seconds, 1),
             "ms_per_step": round(1e3 * run.seconds / steps, 1), "epochs": cfg.epochs,
@@ -51,18 +53,20 @@ def main() -> None:
     parser.add_argument("--params", default="profiles/large.yaml")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once, in separate processes")
+    parser.add_argument("--eager", action="store_true", help="eager steps on a GPU too (default there: CUDA graphs)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     params = load_params(args.params)
     start = time.perf_counter()
-    runs = run_jobs(time_epoch, [(params, s.name, s.width_mult, args.device) for s in model_specs(params["models"])],
+    runs = run_jobs(time_epoch, [(params, s.name, s.width_mult, args.device, False if args.eager else None)
+                                      for s in model_specs(params["models"])],
                     args.jobs)
     dev = pick_device(args.device)
     per_model = [r["stage_seconds_estimate"] for r in runs]
     result = {"profile": params.get("profile"), "device": str(dev),
               "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-              "jobs": args.jobs, "runs": runs, "wall_seconds": round(time.perf_counter() - start, 1),
+              "jobs": args.jobs, "graphed": dev.type == "cuda" and not args.eager, "runs": runs, "wall_seconds": round(time.perf_counter() - start, 1),
               "stage_minutes_estimate": round((max(per_model) if args.jobs > 1 else sum(per_model)) / 60, 1)}
     print(json.dumps(result, indent=2))
     if args.out:

@@ -88,7 +88,7 @@ class Scorer:
         inside = {id(bn) for sw in self._switch for bn in sw.bns.values()}
         self._plain_bns = [m for m in supernet.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in inside]
         # walked on every evaluation: listed once here, since walking the module tree (`parameters()`,
-        # `eval()`) took about half of a 128-image greedy evaluation of ResNet-20 x0.5 on a 2-core CPU
+        # `eval()`) took about a quarter of a greedy walk (ResNet-20 x0.5, level 3: 37.1 s -> 28.6 s, 2-core CPU)
         self._modules = list(supernet.modules())
         self._tensors = list(itertools.chain(supernet.parameters(), supernet.buffers()))
         self.graph = None

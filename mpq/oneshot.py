@@ -266,12 +266,14 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                   seed: int, device: torch.device, checkpoint: str | Path | None = None, meta: dict | None = None,
                   progress: bool = True, shard: tuple[int, int] | None = None, grad_sync: GradSync | None = None,
                   stop_after_epoch: int | None = None,
-                  on_step: Callable[[int, int, Supernet], None] | None = None) -> OneShotRun:
+                  on_step: Callable[[int, int, Supernet], None] | None = None,
+                  graphed: bool | None = None) -> OneShotRun:
     """Train ``supernet`` (already calibrated) one-shot; resumable from ``checkpoint``.
 
     A checkpoint is written atomically after every epoch with all state (weights, EMA, optimisers,
-    schedules, random generator), so a resumed run equals an uninterrupted one, checkpoint bytes included: it
-    stores no wall times, so a resumed run's ``seconds`` (and ``history.seconds``) count only the epochs it trained. ``stop_after_epoch``
+    schedules, random generator), so a resumed run equals an uninterrupted one in every stored value (the files
+    need not match byte for byte: a resumed run's was 64 bytes longer). It stores no wall times, so a resumed
+    run's ``seconds`` (and ``history.seconds``) count only the epochs it trained. ``stop_after_epoch``
     stops early (as an interruption would); ``meta`` is stored alongside (model name, width, ...).
 
     Data parallel (``mpq.distributed``): every process draws the same global batch, augmentation and
@@ -280,7 +282,15 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
 
     ``on_step(step, total_steps, supernet)`` is called after every optimiser step (0-based step), e.g.
     with a ``scheduler.OscillationMonitor``; it must not change the supernet.
+
+    ``graphed`` (default: on a CUDA device, single process, without LSQ gradient scaling) runs each step as
+    one replayed CUDA graph (``mpq.graphed.GraphedStep``: the same losses and gradients, far fewer kernel
+    launches from the host).
     """
+    if graphed is None:
+        graphed = device.type == "cuda" and grad_sync is None and not cfg.grad_scaling
+    if graphed and grad_sync is not None:
+        raise ValueError("graphed steps do not sync gradients across processes: pass graphed=False with grad_sync")
     rank, world_size = shard or (0, 1)
     place(supernet, device)                       # channels_last, and the AVX2 guard (mpq.hardware)
     supernet.train()
@@ -316,6 +326,10 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         history.seconds = [math.nan] * len(history.epoch)     # earlier epochs' wall times are not stored
         start_epoch, frozen = state["epoch"], list(state["frozen"])
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
+    step_fn = None
+    if graphed:
+        from .graphed import GraphedStep         # it imports this module
+        step_fn = GraphedStep(supernet, cfg)     # before the EMA's tensor lists: they alias the stacked rows
     ema_update = EmaUpdate(ema, supernet, cfg.ema_decay)
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -332,9 +346,13 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                 frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg)
             sgd.zero_grad(set_to_none=True)
             adam.zero_grad(set_to_none=True)
-            stats = train_step(supernet, x, y, cfg, gen, qe_weight_at(step, total_steps, cfg.qe_start, cfg.qe_weight, cfg.qe_ramp)
-                               if cfg.quant_error_penalty else 0.0, grad_sync,
-                               apply_decision(supernet.choices, frozen) if frozen else None)
+            qe_weight = (qe_weight_at(step, total_steps, cfg.qe_start, cfg.qe_weight, cfg.qe_ramp)
+                         if cfg.quant_error_penalty else 0.0)
+            candidates = apply_decision(supernet.choices, frozen) if frozen else None
+            if step_fn is not None:
+                stats = step_fn(x, y, gen, qe_weight, candidates)
+            else:
+                stats = train_step(supernet, x, y, cfg, gen, qe_weight, grad_sync, candidates)
             sgd.step()
             adam.step()
             sched.step(); sched_steps.step()
