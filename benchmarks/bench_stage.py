@@ -66,7 +66,8 @@ def main() -> None:
     result = {"profile": params.get("profile"), "device": str(dev),
               "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-              "jobs": args.jobs, "graphed": dev.type == "cuda" and not args.eager, "runs": runs, "wall_seconds": round(time.perf_counter() - start, 1),
+              "jobs": args.jobs, "graphed": dev.type == "cuda" and not args.eager, "runs": runs,
+              "wall_seconds": round(time.perf_counter() - start, 1),
               "stage_minutes_estimate": round((max(per_model) if args.jobs > 1 else sum(per_model)) / 60, 1)}
     print(json.dumps(result, indent=2))
     if args.out:
