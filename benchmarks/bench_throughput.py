@@ -12,6 +12,10 @@ Then the greedy search's evaluations per second, full forward passes against inc
 move re-runs only the network downstream of that layer, ``mpq.evaluation.Scorer``), on one greedy
 iteration's moves from uniform W4A4.
 
+Then, on a CPU, the LSQ quantizer's one-pass kernels (``mpq.cpu_kernels``) against its torch ops, interleaved:
+a fake-quantized path, a one-shot step of the default recipe and an incremental search evaluation, each as the
+time with torch ops over the time with the kernels (the kernels are on everywhere else in this benchmark).
+
 Then a profile (torch.profiler, CPU) of the three things the study spends its time on: a one-shot step
 (scheduler's candidates and IDM as in the default recipe), one greedy-search evaluation (a configuration
 scored on the scoring images) and one BN recalibration: per piece, the operators with the most self
@@ -21,9 +25,11 @@ can remove.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
+from unittest import mock
 from pathlib import Path
 
 import torch
@@ -31,6 +37,7 @@ from torch.nn import functional as F
 
 from torch.profiler import ProfilerActivity, profile
 
+from mpq import cpu_kernels
 from mpq.checkpoint import write_json
 from mpq.config import load_params
 from mpq.hardware import onednn_runs_avx2, place
@@ -203,6 +210,21 @@ def main() -> None:
     result["search_evaluation_ms"] = {k: round(1e3 * v, 2) for k, v in med_s.items()}
     result["search_evaluation_moves"] = len(moves)
     result["ratio_search_full_vs_incremental"] = round(med_s["full"] / med_s["incremental"], 3)
+    # the quantizer's one-pass CPU kernels (mpq.cpu_kernels) against its torch ops, interleaved in this run
+    result["lsq_cpu_kernels"] = cpu_kernels.load() is not None
+    if result["lsq_cpu_kernels"] and device.type == "cpu":
+        supernet.train()
+        pieces = {"fq_train_path": (fq_path, args.reps), "oneshot_step_default_recipe": (full_step, max(1, args.reps // 4)),
+                  "search_evaluation_incremental": (iteration_incremental, 1)}
+        kernel_times = {(k, on): [] for k in pieces for on in (True, False)}
+        for _ in range(args.rounds):
+            for on in (True, False):
+                with contextlib.nullcontext() if on else mock.patch.object(cpu_kernels, "load", return_value=None):
+                    for key, (fn, reps) in pieces.items():
+                        incremental.reset()
+                        kernel_times[key, on].append(_time(fn, reps, device))
+        med_k = {k: statistics.median(v) for k, v in kernel_times.items()}
+        result["lsq_cpu_kernels_speedup"] = {k: round(med_k[k, False] / med_k[k, True], 3) for k in pieces}
     config = supernet.sample_config(gen)
     reps = max(1, args.reps // 4)
     if not args.no_profile:

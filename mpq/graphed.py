@@ -39,8 +39,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from .layers import SwitchableBatchNorm2d, bn_key, nchw_bn_below, quant_layers
-from .losses import capture_bn_outputs, distillation_loss
-from .oneshot import OneShotConfig, _apply_weight_decay
+from .losses import capture_bn_outputs, distillation_loss, scaled_rounding_error
+from .oneshot import OneShotConfig, decay_weights, step_stats
 from .quantizer import LSQQuantizer, int_range
 from .supernet import Supernet
 
@@ -206,11 +206,8 @@ class GraphedStep:
 
     def _quantization_error(self) -> Tensor:
         """``losses.quantization_error`` with each layer's step size read from its row."""
-        total = torch.zeros((), device=self.device)
-        for layer, rows in zip(self.layers, self.w_rows):
-            step = rows.steps.index_select(0, rows.slot).reshape(()).detach()
-            total = total + ((layer.weight - layer.quantized_weight().detach()) / step).pow(2).mean()
-        return total
+        steps = (rows.steps.index_select(0, rows.slot).reshape(()) for rows in self.w_rows)
+        return scaled_rounding_error(zip(self.layers, steps), self.device)
 
     def _body(self) -> Tensor:
         """Every path of one step, forward and backward; returns ``[loss_max, random losses..., IDM terms...]``."""
@@ -307,12 +304,8 @@ class GraphedStep:
                 t.grad = None
             out = self._body()
         self._hand_out_grads(configs)
-        two_bit = {n for c in configs[1:] for n, (w, _) in c.items() if w == 2}
-        _apply_weight_decay(sn, cfg.weight_decay, two_bit if cfg.cancel_2bit_decay else set(), cfg.decay_linear)
-        values = out.tolist()
-        rand, idm = values[1:self.paths], values[self.paths:]
-        return {"loss_max": values[0], "loss_rand": sum(rand) / len(rand) if rand else float("nan"),
-                "idm": sum(idm) / len(idm) if idm else 0.0}
+        decay_weights(sn, cfg, configs[1:])
+        return step_stats(out.tolist(), self.paths - 1)
 
     def _hand_out_grads(self, configs: Sequence[Mapping[str, Sequence[int]]]) -> None:
         """Give each row some path used its gradient (a view of the stack's), the others none, as eager code."""

@@ -80,13 +80,18 @@ def quantization_error(supernet) -> Tensor:
     """
     from .layers import quant_layers
 
-    total = torch.zeros((), device=next(supernet.parameters()).device)
     layers = quant_layers(supernet.model)
-    for name in supernet.searchable:
-        layer = layers[name]
-        wq = layer.weight_quantizer
-        step = wq.step_size[str(wq.bits)].detach()
-        total = total + ((layer.weight - layer.quantized_weight().detach()) / step).pow(2).mean()
+    chosen = [layers[name] for name in supernet.searchable]
+    steps = [layer.weight_quantizer.step_size[str(layer.weight_quantizer.bits)] for layer in chosen]
+    return scaled_rounding_error(zip(chosen, steps), next(supernet.parameters()).device)
+
+
+def scaled_rounding_error(layers_and_steps: Iterable[tuple[nn.Module, Tensor]], device: torch.device) -> Tensor:
+    """``quantization_error``'s sum over ``(layer, step size)`` pairs, each layer quantized at its current
+    weight bit-width and divided by the step size given (a 0-d tensor; no gradient flows into it)."""
+    total = torch.zeros((), device=device)
+    for layer, step in layers_and_steps:
+        total = total + ((layer.weight - layer.quantized_weight().detach()) / step.detach()).pow(2).mean()
     return total
 
 

@@ -132,7 +132,7 @@ class OneShotConfig:
 
 
 def optimizers(supernet: Supernet, cfg: OneShotConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """SGD for weights/BN/biases (decay applied by hand, see ``_apply_weight_decay``), Adam for step sizes."""
+    """SGD for weights/BN/biases (decay applied by hand, see ``apply_weight_decay``), Adam for step sizes."""
     steps = [p for n, p in supernet.named_parameters() if "step_size" in n]
     rest = [p for n, p in supernet.named_parameters() if "step_size" not in n]
     sgd = torch.optim.SGD(rest, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=0.0)
@@ -141,13 +141,28 @@ def optimizers(supernet: Supernet, cfg: OneShotConfig) -> tuple[torch.optim.Opti
 
 
 @torch.no_grad()
-def _apply_weight_decay(supernet: Supernet, weight_decay: float, skip: set[str], linear: bool = False) -> None:
+def apply_weight_decay(supernet: Supernet, weight_decay: float, skip: set[str], linear: bool = False) -> None:
     """Add ``weight_decay * w`` to the gradient of every conv weight (and linear weight with ``linear``)
     except the layers in ``skip``."""
     for name, layer in quant_layers(supernet.model).items():
         if name in skip or layer.weight.grad is None or (layer.weight.dim() != 4 and not linear):
             continue
         layer.weight.grad.add_(layer.weight, alpha=weight_decay)
+
+
+def decay_weights(supernet: Supernet, cfg: OneShotConfig, random_configs: Sequence[Mapping[str, Sequence[int]]]) -> None:
+    """A one-shot step's weight decay: every conv weight's (and with ``cfg.decay_linear`` every linear weight's),
+    except, with ``cfg.cancel_2bit_decay``, the layers some random path sampled at 2-bit weights."""
+    two_bit = {n for c in random_configs for n, (w, _) in c.items() if w == 2} if cfg.cancel_2bit_decay else set()
+    apply_weight_decay(supernet, cfg.weight_decay, two_bit, cfg.decay_linear)
+
+
+def step_stats(values: Sequence[float], num_random: int) -> dict[str, float]:
+    """A one-shot step's numbers from ``[loss_max, random paths' losses..., IDM terms...]``: the max path's loss,
+    the random paths' mean loss (NaN without random paths) and the mean IDM term (0 without)."""
+    rand, idm = values[1:1 + num_random], values[1 + num_random:]
+    return {"loss_max": values[0], "loss_rand": sum(rand) / len(rand) if rand else float("nan"),
+            "idm": sum(idm) / len(idm) if idm else 0.0}
 
 
 class GradSync(Protocol):
@@ -182,11 +197,10 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
     loss.backward()
     teacher = logits.detach()
     loss_max = loss.detach()
-    two_bit: set[str] = set()
-    rand_losses, idm_terms = [], []
+    random_configs, rand_losses, idm_terms = [], [], []
     for _ in range(cfg.num_random_paths):
         bit_cfg = supernet.sample_config(gen, candidates)
-        two_bit.update(n for n, (w, _) in bit_cfg.items() if w == 2)
+        random_configs.append(bit_cfg)
         supernet.set_config(bit_cfg)
         with capture_bn_outputs(bns) as features:
             out = supernet(x)
@@ -201,12 +215,9 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
         rand_losses.append(loss.detach())
     if grad_sync is not None:
         grad_sync(supernet.parameters())
-    _apply_weight_decay(supernet, cfg.weight_decay, two_bit if cfg.cancel_2bit_decay else set(), cfg.decay_linear)
+    decay_weights(supernet, cfg, random_configs)
     # the step's numbers reach the host together: one device sync per step, not one per path
-    values = torch.stack([loss_max, *rand_losses, *idm_terms]).tolist()
-    rand, idm_values = values[1:1 + len(rand_losses)], values[1 + len(rand_losses):]
-    return {"loss_max": values[0], "loss_rand": sum(rand) / len(rand) if rand else float("nan"),
-            "idm": sum(idm_values) / len(idm_values) if idm_values else 0.0}
+    return step_stats(torch.stack([loss_max, *rand_losses, *idm_terms]).tolist(), len(rand_losses))
 
 
 class EmaUpdate:

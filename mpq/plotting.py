@@ -88,16 +88,15 @@ def search_front(results: Mapping, supernet: Mapping, baselines: Mapping, fp: Ma
     return fig
 
 
-def interference_toy(traces: Mapping[str, object], window: int, title: str):
+def interference_toy(traces: Mapping[str, object], variances: Mapping[str, object], window: int, s4: float,
+                     title: str):
     """Figure 1's analogue: two shared weights under two candidate sets (``traces``: label -> ToyTrace).
 
-    Left: the weights' path over the 4-bit rounding thresholds (dotted); middle: cumulative threshold
-    crossings of the 4- and 6-bit quantized weights; right: rolling variance of the shared gradient.
+    Left: the weights' path over the 4-bit rounding thresholds (dotted; ``s4`` is the 4-bit step size);
+    middle: cumulative threshold crossings of the 4- and 6-bit quantized weights; right: ``variances``
+    (label -> the shared gradient's rolling variance over ``window`` steps).
     """
-    from .interference import rolling_variance, toy_step_size
-
     fig, (ax_path, ax_cross, ax_var) = plt.subplots(1, 3, figsize=(13, 3.8))
-    s4 = toy_step_size(4)
     for k in range(-8, 8):
         ax_path.axvline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
         ax_path.axhline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
@@ -106,7 +105,7 @@ def interference_toy(traces: Mapping[str, object], window: int, title: str):
         ax_path.plot(w[:, 0], w[:, 1], color=color, lw=0.6, alpha=0.8, label=label)
         for bits, ls in zip(sorted(trace.crossings), ("-", "--")):
             ax_cross.plot(trace.crossings[bits].numpy(), color=color, ls=ls, label=f"{label}: {bits}-bit")
-        var = rolling_variance(trace.grads, window).numpy()
+        var = variances[label].numpy()
         ax_var.plot(range(window - 1, window - 1 + len(var)), var, color=color, lw=0.8, label=label)
     ax_path.set(xlabel="w1", ylabel="w2", title="shared weights (4-bit thresholds dotted)", xlim=(0.1, 0.6),
                 ylim=(-0.85, -0.35))

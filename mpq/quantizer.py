@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from . import cpu_kernels
+
 logger = logging.getLogger(__name__)
 
 _MIN_STEP = 1e-8  # floor for initial step sizes: a zero step would divide by zero in x / s
@@ -149,6 +151,13 @@ class _LSQFakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, step_size: Tensor, qmin: int, qmax: int, grad_scale: float) -> Tensor:
         need_x, need_s = ctx.needs_input_grad[:2]
+        ctx.grad_scale = grad_scale
+        ctx.step_meta = (step_size.shape, step_size.dtype, step_size.device)
+        fused = cpu_kernels.lsq_forward_train(x, step_size, qmin, qmax)   # one pass, same bits; None: not here
+        if fused is not None:
+            out, inside, residual = fused
+            ctx.save_for_backward(inside if need_x else None, residual if need_s else None)
+            return out
         s = step_size.reshape(())
         v = torch.div(x, s)  # float buffers: v and out only (v is reused for residual); keep x layout
         out = torch.clamp(v, qmin, qmax)
@@ -160,8 +169,6 @@ class _LSQFakeQuant(torch.autograd.Function):
             # (where, not a multiply by the bool mask: that would cast the mask to float, a hidden copy)
             residual = torch.where(inside, torch.sub(out, v, out=v), out, out=v)
         ctx.save_for_backward(inside if need_x else None, residual)
-        ctx.grad_scale = grad_scale
-        ctx.step_meta = (step_size.shape, step_size.dtype, step_size.device)
         return out.mul_(s)
 
     @staticmethod
@@ -170,6 +177,13 @@ class _LSQFakeQuant(torch.autograd.Function):
         inside, residual = ctx.saved_tensors
         grad_x = grad_s = None
         buf = None
+        if inside is not None and residual is not None:
+            fused = cpu_kernels.lsq_backward(grad_out, inside, residual)   # one pass; torch still sums
+            if fused is not None:
+                grad_x, product = fused
+                shape, dtype, device = ctx.step_meta
+                grad_s = (product.sum() * ctx.grad_scale).reshape(shape).to(dtype=dtype, device=device)
+                return grad_x, grad_s, None, None, None
         if residual is not None:
             buf = torch.mul(grad_out, residual)
             shape, dtype, device = ctx.step_meta
@@ -198,7 +212,10 @@ def lsq_fake_quant(x: Tensor, step_size: Tensor, qmin: int, qmax: int, grad_scal
     _check_args(step_size, qmin, qmax)
     if torch.is_grad_enabled() and (x.requires_grad or step_size.requires_grad):
         return _LSQFakeQuant.apply(x, step_size, qmin, qmax, grad_scale)
-    # no autograd (evaluation, bit-width search): four in-place passes, nothing saved
+    # no autograd (evaluation, bit-width search): one pass on CPU, else four in-place passes; nothing saved
+    fused = cpu_kernels.lsq_forward_eval(x, step_size, qmin, qmax)
+    if fused is not None:
+        return fused
     s = step_size.reshape(())
     return torch.div(x, s).clamp_(qmin, qmax).round_().mul_(s)
 

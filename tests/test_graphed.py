@@ -82,8 +82,9 @@ def test_graphed_rows_are_the_modules_own_parameters():
     params = dict(sn.named_parameters())
     before = {n: p.detach().clone() for n, p in params.items()}
     step = GraphedStep(sn, CFG, capture=False)
-    # the modules' parameters and buffers are views of the stacks: loading a state_dict reaches the stacks
-    assert {n for n, _ in sn.named_parameters()} == set(params)
+    # the modules' parameters and buffers are views of the stacks: loading a state_dict reaches the stacks;
+    # they stay the same objects, so optimisers and the EMA built before keep working on them
+    assert all(p is params[n] for n, p in sn.named_parameters()) and len(params) == len(list(sn.parameters()))
     assert all(torch.equal(p, before[n]) for n, p in sn.named_parameters())
     rows = step.w_rows[0]
     with torch.no_grad():

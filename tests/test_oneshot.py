@@ -8,7 +8,7 @@ import torch
 
 from mpq.models import create_model
 from mpq.losses import distillation_loss, qe_weight_at
-from mpq.oneshot import OneShotConfig, _apply_weight_decay, build_supernet, run_meta, train_oneshot, train_step
+from mpq.oneshot import OneShotConfig, apply_weight_decay, build_supernet, run_meta, train_oneshot, train_step
 from mpq.supernet import Supernet
 
 TINY = dict(epochs=2, num_random_paths=2, warmup_epochs=0.5, qe_start=0.5)
@@ -59,7 +59,7 @@ def test_weight_decay_on_conv_weights_only_unless_asked():
     sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
     for p in sn.parameters():
         p.grad = torch.zeros_like(p)
-    _apply_weight_decay(sn, 0.5, skip=set())
+    apply_weight_decay(sn, 0.5, skip=set())
     from mpq.layers import quant_layers
     layers = quant_layers(sn.model)
     convs = [l for l in layers.values() if l.weight.dim() == 4]
@@ -67,7 +67,7 @@ def test_weight_decay_on_conv_weights_only_unless_asked():
     assert convs and linears
     assert all(torch.allclose(l.weight.grad, 0.5 * l.weight) for l in convs)
     assert all(torch.count_nonzero(l.weight.grad) == 0 for l in linears)
-    _apply_weight_decay(sn, 0.5, skip={next(iter(layers))}, linear=True)
+    apply_weight_decay(sn, 0.5, skip={next(iter(layers))}, linear=True)
     assert all(torch.allclose(l.weight.grad, 0.5 * l.weight) for l in linears)
     first = layers[next(iter(layers))]
     assert torch.allclose(first.weight.grad, 0.5 * first.weight)    # skipped: not decayed a second time

@@ -117,3 +117,70 @@ def test_every_profile_passes_the_candidate_checks(root):
         from_dict(SearchConfig, params["search"], "search").check_candidates(oneshot.w_bit_choices, oneshot.a_bit_choices)
         from_dict(EvalConfig, params["evaluation"], "evaluation").check_candidates(oneshot.w_bit_choices,
                                                                                    oneshot.a_bit_choices)
+
+
+def _mpq_imports(source: str, package: str = "") -> set[str]:
+    """The ``mpq`` modules a piece of code imports, as dotted names (``mpq.models`` for a package); relative
+    imports are resolved against ``package``, the importing file's package (``mpq`` or ``mpq.models``)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "mpq"}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:                                 # from .layers import ..., from . import cpu_kernels
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            if base.split(".")[0] != "mpq":
+                continue
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}   # from mpq import cpu_kernels (others: not modules)
+    return found
+
+
+def _module_file(root, name: str):
+    """The file (or package folder) of an ``mpq`` module, relative to the root; None for the package itself."""
+    parts = name.split(".")
+    if len(parts) == 1:
+        return None
+    path = root.joinpath(*parts)
+    if path.is_dir():
+        return path.relative_to(root)
+    path = path.with_suffix(".py")
+    return path.relative_to(root) if path.exists() else None
+
+
+def _closure(root, sources: list[str]) -> set:
+    """Every mpq file the sources import, directly or through other mpq files (a package counts as its folder)."""
+    todo = [m for s in sources for m in _mpq_imports(s)]
+    files = set()
+    while todo:
+        path = _module_file(root, todo.pop())
+        if path is None or path in files:
+            continue
+        files.add(path)
+        inner = sorted((root / path).glob("*.py")) if (root / path).is_dir() else [root / path]
+        todo += [m for f in inner for m in _mpq_imports(f.read_text(), ".".join(f.relative_to(root).parent.parts))]
+    return files
+
+
+def test_every_stage_lists_the_library_files_it_runs(root):
+    """A stage that imports a module it does not list would not re-run when that module changes (STYLE.md's
+    'stages that forget a dependency'): each stage's entry point (its notebook's code cells, its ``python -m
+    mpq.X`` module or its script), followed through the imports, must be covered by its ``deps``."""
+    problems = []
+    for name, stage in _stages(root).items():
+        cmd, deps = stage["cmd"], {str(d) for d in stage["deps"]}
+        words = cmd.split()
+        if "-m" in words and words[words.index("-m") + 1] == "mpq.pipeline":
+            notebook = nbformat.read(root / words[-1], as_version=4)
+            sources = [c.source for c in notebook.cells if c.cell_type == "code"] + ["import mpq.pipeline"]
+        elif "-m" in words:
+            sources = [f"import {words[words.index('-m') + 1]}"]
+        else:
+            sources = [(root / next(w for w in words if w.endswith(".py"))).read_text()]
+        covered = lambda path: any(str(q) in deps for q in (path, *path.parents))   # a listed folder covers its files
+        missing = sorted(str(p) for p in _closure(root, sources) if not covered(p))
+        if missing:
+            problems.append(f"stage {name} imports {missing} without listing them in dvc.yaml deps")
+    assert not problems, "\n".join(problems)
