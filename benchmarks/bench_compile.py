@@ -8,7 +8,8 @@ multiply and the masks into one pass; with ``dynamic=True`` and the integer rang
 compilation serves every layer shape and bit-width). It reports, for ResNet-20 x0.5, the time of a float
 training step, one fake-quantized path and one plain one-shot step with each quantizer, and the largest
 difference between the two quantizers' values and gradients on a random tensor at each bit-width (the
-library's quantizer is the oracle; a mismatch would rule the compiled one out).
+library's quantizer is the oracle; a mismatch would rule the compiled one out). On a CPU the library's
+quantizer now runs its own one-pass loops (``mpq.cpu_kernels``), so there this compares two fused versions.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import time
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+from bench_throughput import _time          # the synchronising timer (this script's folder is on sys.path)
 
 import mpq.quantizer as quantizer
 from mpq.checkpoint import write_json
@@ -87,16 +90,6 @@ def compiled_fake_quant(x: Tensor, step_size: Tensor, qmin: int, qmax: int, grad
         return _Compiled.apply(x, step_size, qmin, qmax, grad_scale)
     s = step_size.reshape(())
     return torch.div(x, s).clamp_(qmin, qmax).round_().mul_(s)
-
-
-def _time(fn, reps: int, device: torch.device) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    sync()
-    return (time.perf_counter() - start) / reps
 
 
 def agreement(device: torch.device) -> dict:
