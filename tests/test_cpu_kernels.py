@@ -6,6 +6,7 @@ residuals, gradients, output strides, and a whole one-shot step of two models.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -93,23 +94,12 @@ def test_forward_and_backward_equal_the_torch_ops_bit_for_bit(shape, channels_la
         results = []
         for kernels in (True, False):
             xr, sr = x.clone().requires_grad_(), torch.tensor(step).requires_grad_()
-            with torch.no_grad():
-                if kernels:
+            with contextlib.nullcontext() if kernels else torch_ops:
+                with torch.no_grad():
                     evaluated = lsq_fake_quant(xr, sr, qmin, qmax)
-                else:
-                    with torch_ops:
-                        evaluated = lsq_fake_quant(xr, sr, qmin, qmax)
-            if kernels:
                 out = _LSQFakeQuant.apply(xr, sr, qmin, qmax, 0.5)
-            else:
-                with torch_ops:
-                    out = _LSQFakeQuant.apply(xr, sr, qmin, qmax, 0.5)
-            saved = [t for t in out.grad_fn.saved_tensors]
-            if kernels:
+                saved = list(out.grad_fn.saved_tensors)
                 out.backward(grad_out)
-            else:
-                with torch_ops:
-                    out.backward(grad_out)
             results.append((evaluated, out.detach(), *saved, xr.grad, sr.grad))
         names = ("evaluated", "out", "inside", "residual", "grad_x", "grad_step")
         for name, a, b in zip(names, *results):
