@@ -14,6 +14,9 @@ With ``equal_compute``, the main seed's supernet is also searched by random and 
 many evaluations per level as the default greedy walk spent up to that level's result (the F5 baselines of
 notebook 04 get 40 and 48), so that F5's comparison can be read at equal search compute as well.
 
+With no alternative listed (the default profile lists none; ``profiles/large.yaml`` does), only the main
+seed's supernet is searched: the equal-compute rows need nothing else.
+
 Command line (the DVC stage ``search_study``)::
 
     python -m mpq.search_study --out checkpoints/search_study
@@ -90,6 +93,13 @@ def supernet_paths(params: Mapping) -> list[tuple[int, Path]]:
     return paths
 
 
+def studied_supernets(params: Mapping, search_cfg: SearchConfig, study: SearchStudyConfig) -> list[tuple[int, Path]]:
+    """``supernet_paths``, cut to the main seed's where ``study`` lists no alternative: the equal-compute rows
+    need nothing else."""
+    paths = supernet_paths(params)
+    return paths if len(variants(search_cfg, study)) > 1 else paths[:1]
+
+
 def run_study(params: Mapping, out: str | Path) -> dict:
     """Search every supernet with every variant; write ``out/result.json`` and return the result."""
     rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
@@ -110,7 +120,7 @@ def run_study(params: Mapping, out: str | Path) -> dict:
     labels = splits.test.labels
     runs = []
     stage_start = time.perf_counter()
-    for seed, path in supernet_paths(params):
+    for seed, path in studied_supernets(params, search_cfg, study):
         ema = load_supernet(path, model=spec.name, width_mult=spec.width_mult, spec=cfg.supernet_spec(),
                             data=splits.identity)
         place(ema, device)

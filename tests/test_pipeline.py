@@ -99,6 +99,21 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
     # nothing changed: a second repro runs no stage
     again = _run(["dvc", "repro"], work)
     assert "Running stage" not in again, again
+    # the default profile's choices: no budget beyond the default (F7 pending) and no alternative search setting
+    # (S1 keeps its equal-compute rows, on the main seed only)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["replicates"]["budgets"] = []
+    params["search_study"].update({"score_sizes": [], "start_bits": []})
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    _run(["dvc", "repro", "report"], work)
+    search = json.loads((work / "reports/metrics/search.json").read_text())
+    assert search["budget"]["budgets"] == [1] and {r["budget (x)"] for r in search["budget"]["rows"]} == {1}
+    assert search["search_study"]["seeds"] == [0]
+    assert {r["setting"] for r in search["search_study"]["rows"]} == {"random search, equal evaluations",
+                                                                       "evolutionary search, equal evaluations"}
+    index = (work / "reports/index.html").read_text()
+    f7 = index[index.index("id='F7'"):index.index("id='S1'")]
+    assert "Not produced by this run" in f7 and "<img" not in f7
     # a user's image folder: one parameter (and its root) changes, the same notebook runs on it
     folder = _image_folder(tmp_path / "my_images")
     params = yaml.safe_load((work / "params.yaml").read_text())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -205,3 +206,31 @@ def test_f7_line_compares_the_main_seed_across_budgets():
     lines = held_lines({"search": {"budget": {"model": "resnet20", "seed": 0, "rows": rows}}})
     line = next(x for x in lines if "F7" in x)
     assert "greedy 3 minus retrained -0.96 → -1.29 (mean of 3 seeds at 3 epochs -0.69)" in line
+
+
+def test_f7_is_pending_without_a_budget_beyond_the_default():
+    """The default profile lists no larger budget: F7's rows hold the default budget only, so neither the
+    summary nor the entry page may present them as a budget curve."""
+    from mpq.report import _f7_numbers
+
+    rows = [{"comparison": "greedy 3 minus retrained", "budget (x)": 1, "epochs": 3, "seeds": 3,
+             "mean (points)": -0.69, "SD over seeds": 0.24, "per seed": "0: -0.96 / 1: -0.51 / 2: -0.60"}]
+    m = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1], "rows": rows}}}
+    assert not any("F7" in line for line in held_lines(m))
+    assert _f7_numbers(m) == []
+    larger = {**rows[0], "budget (x)": 2, "epochs": 6, "seeds": 1, "per seed": "0: -1.29"}
+    m2 = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1, 2], "rows": rows + [larger]}}}
+    assert any("F7" in line for line in held_lines(m2)) and _f7_numbers(m2)
+
+
+def test_entry_page_says_why_f7_is_missing(root, tmp_path):
+    """Built from the committed metrics with F7 cut to the default budget, the entry page keeps the F7 section and
+    says which parameter and profile produce the curve."""
+    reports = tmp_path / "reports"
+    shutil.copytree(root / "reports", reports)
+    search = json.loads((reports / "metrics" / "search.json").read_text())
+    search["budget"]["rows"] = [r for r in search["budget"]["rows"] if r["budget (x)"] == 1]
+    (reports / "metrics" / "search.json").write_text(json.dumps(search))
+    page = build_index(reports)
+    section = page[page.index("id='F7'"):page.index("id='S1'")]
+    assert "replicates.budgets" in section and "profiles/large.yaml" in section and "<img" not in section

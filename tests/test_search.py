@@ -370,3 +370,25 @@ def test_greedy_calls_around_with_the_configuration_it_moves_from():
     assert strip_time(result) == strip_time(plain)
     path = [s.bit_cfg for s in result.trajectory]
     assert evaluator.bases == path[:len(evaluator.bases)] and len(evaluator.bases) >= len(path) - 1
+
+
+def test_search_study_searches_every_seed_only_when_an_alternative_is_listed(tmp_path, monkeypatch):
+    """Alternatives are compared per training seed; with none (the default profile), the equal-compute rows need
+    only the main seed's supernet, and a missing replicate still names its stage."""
+    from mpq.config import SearchConfig
+    from mpq.search_study import SearchStudyConfig, studied_supernets, variants
+
+    monkeypatch.chdir(tmp_path)
+    params = {"seed": 0, "replicates": {"model": "resnet20", "seeds": [1, 2], "budgets": []}}
+    for path in ("checkpoints/supernet/resnet20.pt", "checkpoints/replicates/seed-1/supernet.pt",
+                 "checkpoints/replicates/seed-2/supernet.pt"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    search_cfg = SearchConfig(levels=(4, 3), score_size=128, start_bits=4)
+    none, some = SearchStudyConfig(score_sizes=(), start_bits=()), SearchStudyConfig(score_sizes=(512,), start_bits=())
+    assert [v[0] for v in variants(search_cfg, none)] == ["default"]
+    assert [seed for seed, _ in studied_supernets(params, search_cfg, none)] == [0]
+    assert [seed for seed, _ in studied_supernets(params, search_cfg, some)] == [0, 1, 2]
+    (tmp_path / "checkpoints/replicates/seed-2/supernet.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="replicate@2"):
+        studied_supernets(params, search_cfg, none)
