@@ -657,8 +657,8 @@ def build_index(reports: str | Path) -> str:
         if item.id == "F7" and not _has_f7(m):
             parts.append("<p class='pending'>Not produced by this run: the training-budget curve comes from the "
                          "<code>budget</code> stages (<code>replicates.budgets</code>), which this profile does not "
-                         "list (one seed per factor cannot carry a verdict, at about 12 minutes a factor on two "
-                         "cores); <code>profiles/large.yaml</code> runs them. The default budget's seeds are in "
+                         "list (one seed per factor cannot carry a verdict, and twice the budget costs about 12 "
+                         "minutes on two cores); <code>profiles/large.yaml</code> runs them. The default budget's seeds are in "
                          "T2.</p>")
             continue
         if item.id == "A1":
