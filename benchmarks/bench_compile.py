@@ -2,14 +2,14 @@
 
     python benchmarks/bench_compile.py --device cuda --batch-sizes 128 1024 --out compile.json
 
-An experiment, not part of the library: it swaps ``mpq.quantizer.lsq_fake_quant`` in this process for a
+An experiment, not part of the library: it swaps ``mpq.method.quantizer.lsq_fake_quant`` in this process for a
 version whose forward and backward are each one compiled function (inductor fuses divide, clamp, round,
 multiply and the masks into one pass; with ``dynamic=True`` and the integer range passed as tensors, one
 compilation serves every layer shape and bit-width). It reports, for ResNet-20 x0.5, the time of a float
 training step, one fake-quantized path and one plain one-shot step with each quantizer, and the largest
 difference between the two quantizers' values and gradients on a random tensor at each bit-width (the
 library's quantizer is the oracle; a mismatch would rule the compiled one out). On a CPU the library's
-quantizer now runs its own one-pass loops (``mpq.cpu_kernels``), so there this compares two fused versions.
+quantizer now runs its own one-pass loops (``mpq.method.cpu_kernels``), so there this compares two fused versions.
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ from torch.nn import functional as F
 
 from bench_throughput import _time          # the synchronising timer (this script's folder is on sys.path)
 
-import mpq.quantizer as quantizer
-from mpq.checkpoint import write_json
-from mpq.hardware import place
+import mpq.method.quantizer as quantizer
+from mpq.training.checkpoint import write_json
+from mpq.training.hardware import place
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, train_step
-from mpq.supernet import Supernet
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import train_step
+from mpq.method.supernet import Supernet
 
 
 def _forward(x: Tensor, s: Tensor, qmin: Tensor, qmax: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""The one-shot step replayed as a CUDA graph (``mpq.graphed.GraphedStep``) against the eager step, per model.
+"""The one-shot step replayed as a CUDA graph (``mpq.training.graphed.GraphedStep``) against the eager step, per model.
 
     python benchmarks/bench_graphed.py --device cuda --batch-sizes 128 1024 --out graphed.json
     python benchmarks/bench_graphed.py --device cpu --models resnet20        # the same code without a graph
@@ -26,14 +26,15 @@ import torch
 from torch.nn import functional as F
 
 from bench_throughput import _time          # the synchronising timer (this script's folder is on sys.path)
-from mpq.checkpoint import write_json
+from mpq.training.checkpoint import write_json
 from mpq.config import load_params
-from mpq.graphed import GraphedStep
-from mpq.hardware import place
+from mpq.training.graphed import GraphedStep
+from mpq.training.hardware import place
 from mpq.models import create_model, model_entry
-from mpq.oneshot import OneShotConfig, optimizers, train_step
-from mpq.scheduler import apply_decision
-from mpq.supernet import Supernet
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import optimizers, train_step
+from mpq.method.scheduler import apply_decision
+from mpq.method.supernet import Supernet
 
 
 def _setup(model: str, batch: int, device: torch.device, cfg: OneShotConfig):

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from mpq.quantizer import int_range, lsq_fake_quant, lsq_grad_scale, lsq_reference
+from mpq.method.quantizer import int_range, lsq_fake_quant, lsq_grad_scale, lsq_reference
 
 _CHW = 16 * 28 * 28
 

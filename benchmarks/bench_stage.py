@@ -20,13 +20,14 @@ from typing import Mapping
 
 import torch
 
-from mpq.checkpoint import write_json
+from mpq.training.checkpoint import write_json
 from mpq.config import DataConfig, from_dict, load_params, model_specs
-from mpq.data import make_splits
+from mpq.data.datasets import make_splits
 from mpq.models import create_model, model_entry
-from mpq.oneshot import OneShotConfig, build_supernet, train_oneshot, training_subset
-from mpq.train import pick_device
-from mpq.tuning import run_jobs
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import build_supernet, train_oneshot, training_subset
+from mpq.training.fp import pick_device
+from mpq.studies.tuning import run_jobs
 
 
 def time_epoch(params: Mapping, model: str, width_mult: float, device: str | None, graphed: bool | None = None) -> dict:

@@ -9,10 +9,10 @@ random paths, distillation; plain, and with IDM), and of inference FP vs fake-qu
 (FP, FQ, FP, FQ, ...) so background load hits both alike; medians are reported.
 
 Then the greedy search's evaluations per second, full forward passes against incremental ones (a one-layer
-move re-runs only the network downstream of that layer, ``mpq.evaluation.Scorer``), on one greedy
+move re-runs only the network downstream of that layer, ``mpq.search.evaluation.Scorer``), on one greedy
 iteration's moves from uniform W4A4.
 
-Then, on a CPU, the LSQ quantizer's one-pass kernels (``mpq.cpu_kernels``) against its torch ops, interleaved:
+Then, on a CPU, the LSQ quantizer's one-pass kernels (``mpq.method.cpu_kernels``) against its torch ops, interleaved:
 a fake-quantized path, a one-shot step of the default recipe and an incremental search evaluation, each as the
 time with torch ops over the time with the kernels (the kernels are on everywhere else in this benchmark).
 
@@ -37,15 +37,16 @@ from torch.nn import functional as F
 
 from torch.profiler import ProfilerActivity, profile
 
-from mpq import cpu_kernels
-from mpq.checkpoint import write_json
+from mpq.method import cpu_kernels
+from mpq.training.checkpoint import write_json
 from mpq.config import load_params
-from mpq.hardware import onednn_runs_avx2, place
+from mpq.training.hardware import onednn_runs_avx2, place
 from mpq.models import create_model
-from mpq.data import ImageSet
-from mpq.evaluation import make_scorer, recalibrate, search_space
-from mpq.oneshot import OneShotConfig, train_step
-from mpq.supernet import Supernet
+from mpq.data.datasets import ImageSet
+from mpq.search.evaluation import make_scorer, recalibrate, search_space
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import train_step
+from mpq.method.supernet import Supernet
 
 
 def _time(fn, reps: int, device: torch.device) -> float:
@@ -165,7 +166,7 @@ def main() -> None:
     # where the time goes: a one-shot step of the default recipe, a search evaluation, a BN recalibration
     full = OneShotConfig()                                # scheduler candidates and IDM on, as in params.yaml
     frozen = list(supernet.searchable)[: len(supernet.searchable) // 3]
-    from mpq.scheduler import apply_decision
+    from mpq.method.scheduler import apply_decision
     candidates = apply_decision(supernet.choices, frozen)
 
     def full_step():
@@ -179,7 +180,7 @@ def main() -> None:
     scorer = make_scorer(supernet, data.subset(torch.arange(128)), incremental=False)
 
     # greedy-search evaluations: full forward passes vs incremental ones (the moves of one greedy iteration,
-    # each one layer one step down from uniform W4A4, scored from the cached base: mpq.evaluation.Scorer)
+    # each one layer one step down from uniform W4A4, scored from the cached base: mpq.search.evaluation.Scorer)
     space = search_space(supernet)
     base = space.cfg(space.start_key(4))
     moves = []
@@ -210,7 +211,7 @@ def main() -> None:
     result["search_evaluation_ms"] = {k: round(1e3 * v, 2) for k, v in med_s.items()}
     result["search_evaluation_moves"] = len(moves)
     result["ratio_search_full_vs_incremental"] = round(med_s["full"] / med_s["incremental"], 3)
-    # the quantizer's one-pass CPU kernels (mpq.cpu_kernels) against its torch ops, interleaved in this run
+    # the quantizer's one-pass CPU kernels (mpq.method.cpu_kernels) against its torch ops, interleaved in this run
     result["lsq_cpu_kernels"] = cpu_kernels.load() is not None
     if result["lsq_cpu_kernels"] and device.type == "cpu":
         supernet.train()

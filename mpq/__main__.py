@@ -40,13 +40,14 @@ def _subset_size(given: int | None, stored: int, flag: str, what: str, default: 
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .checkpoint import atomic_path, load_checkpoint
-    from .cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
-    from .data import splits_from_identity
-    from .evaluation import make_scorer, recalibrated_accuracy, search_space
-    from .hardware import place
-    from .oneshot import checkpoint_candidates, checkpoint_meta, load_supernet
-    from .search import cfg_to_json, greedy_search
+    from mpq.training.checkpoint import atomic_path, load_checkpoint
+    from mpq.method.cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
+    from mpq.data.datasets import splits_from_identity
+    from mpq.search.evaluation import make_scorer, recalibrated_accuracy, search_space
+    from mpq.training.hardware import place
+    from mpq.training.oneshot import checkpoint_candidates, checkpoint_meta, load_supernet
+    from mpq.search.space import cfg_to_json
+    from mpq.search.greedy import greedy_search
 
     state = load_checkpoint(args.checkpoint, fix="pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt)")
     if "ema" not in state or "meta" not in state:
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
-    from .checkpoint import CheckpointError
-    from .data import DataError
+    from mpq.training.checkpoint import CheckpointError
+    from mpq.data.datasets import DataError
 
     try:
         return _search(args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -92,7 +92,7 @@ class DataConfig:
                   test_size=self.test_size, batch_size=self.batch_size)
         if self.pad < 0:
             raise ValueError(f"data.pad must be >= 0, got {self.pad}")
-        from .data import NAMED_DATASETS
+        from mpq.data.datasets import NAMED_DATASETS
 
         if self.dataset not in NAMED_DATASETS:
             raise ValueError(f"data.dataset: unknown data set {self.dataset!r}; choose one of {list(NAMED_DATASETS)}")
@@ -109,7 +109,7 @@ class ModelSpec:
 
 def model_specs(models: Mapping[str, Mapping[str, Any]]) -> list[ModelSpec]:
     """``models:`` section, ``name -> {width_mult: ...}``, as a list of specs (registry names checked)."""
-    from .models import list_models
+    from mpq.models import list_models
 
     specs = []
     for name, values in models.items():
@@ -217,7 +217,7 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class InterferenceConfig:
-    """The bit-width interference study (notebook 05): the toy of Figure 1 (``mpq.interference``)."""
+    """The bit-width interference study (notebook 05): the toy of Figure 1 (``mpq.studies.interference``)."""
 
     toy_steps: int = 3000              # SGD steps per toy run
     toy_lrs: tuple[float, ...] = (0.05, 0.01)   # learning rates; the first is the figure's
@@ -238,7 +238,7 @@ ABLATION_CELLS = ("plain", "sched", "idm", "both", "no2bit")
 
 @dataclass(frozen=True)
 class AblationConfig:
-    """The interference experiments on a real model (``mpq.ablation``, notebook 05: F2-F4, T1, T6).
+    """The interference experiments on a real model (``mpq.studies.ablation``, notebook 05: F2-F4, T1, T6).
 
     One run per (cell, seed): cells "plain", "sched", "idm", "both" are the 2x2 of T6 (scheduler off/on
     x IDM off/on); "no2bit" trains without the 2-bit weight candidate for F2/T1. Every other setting

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mpq.data import make_splits
+from mpq.data.datasets import make_splits
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,11 +1,11 @@
-"""The interference runs on a real model (mpq.ablation): cells, parameters, the command's refusals."""
+"""The interference runs on a real model (mpq.studies.ablation): cells, parameters, the command's refusals."""
 from __future__ import annotations
 
 import pytest
 
-from mpq.ablation import cell_config, main
+from mpq.studies.ablation import cell_config, main
 from mpq.config import AblationConfig, from_dict
-from mpq.oneshot import OneShotConfig
+from mpq.training.recipe import OneShotConfig
 
 
 def test_cells_switch_only_what_they_name():

@@ -10,10 +10,11 @@ import time
 import pytest
 import torch
 
-from mpq.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpq.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, build_supernet, load_supernet, run_meta, train_oneshot
-from mpq.train import load_fp_model
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import build_supernet, load_supernet, run_meta, train_oneshot
+from mpq.training.fp import load_fp_model
 
 
 class _Payload:
@@ -91,7 +92,7 @@ def test_supernet_checkpoint_refuses_mismatches(tiny_splits, tmp_path):
 
 # --- process-level resume: SIGKILL after the first epoch's checkpoint, resume, compare ------------------
 
-ARGS = ["-m", "mpq.distributed", "--model", "resnet20", "--width-mult", "0.25", "--params", "profiles/tiny.yaml",
+ARGS = ["-m", "mpq.training.distributed", "--model", "resnet20", "--width-mult", "0.25", "--params", "profiles/tiny.yaml",
         "--epochs", "3", "--fp-checkpoint", "none"]
 
 

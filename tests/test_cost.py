@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from mpq.cost import (CostTable, LayerShape, bitops, bitops_level, check_bit_cfg, cost_rows, layer_macs,
-                      layer_weight_count, level_bitops, model_size_mib, phase1_budget, uniform_cfg)
+from mpq.method.cost import (CostTable, LayerShape, bitops, bitops_level, check_bit_cfg, cost_rows, layer_macs,
+                             layer_weight_count, level_bitops, model_size_mib, phase1_budget, uniform_cfg)
 
 
 def tiny_table() -> CostTable:

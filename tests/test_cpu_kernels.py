@@ -1,4 +1,4 @@
-"""The one-pass CPU kernels (mpq.cpu_kernels) give the LSQ quantizer's torch ops' results bit for bit.
+"""The one-pass CPU kernels (mpq.method.cpu_kernels) give the LSQ quantizer's torch ops' results bit for bit.
 
 Every comparison is between the quantizer with its kernels and the same quantizer with them switched off
 (``cpu_kernels.load`` patched to return None, which sends it down its torch ops): values, the saved masks and
@@ -14,11 +14,12 @@ import shutil
 import pytest
 import torch
 
-from mpq import cpu_kernels
+from mpq.method import cpu_kernels
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, train_step
-from mpq.quantizer import _LSQFakeQuant, int_range, lsq_fake_quant
-from mpq.supernet import Supernet
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import train_step
+from mpq.method.quantizer import _LSQFakeQuant, int_range, lsq_fake_quant
+from mpq.method.supernet import Supernet
 
 pytestmark = pytest.mark.skipif(
     cpu_kernels.load() is None and (os.environ.get("MPQ_CPU_KERNELS") == "0"

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from mpq import data
-from mpq.data import DataError, augment, batches, load_fashion_mnist, make_splits, split_indices
+from mpq.data import datasets as data
+from mpq.data.datasets import DataError, augment, batches, load_fashion_mnist, make_splits, split_indices
 
 
 def test_fashion_mnist_shapes_and_classes():
@@ -121,3 +123,56 @@ def test_batches_cover_data_once(tiny_splits):
     assert sorted(seen.tolist()) == sorted(tiny_splits.train.labels.tolist())
     with pytest.raises(ValueError, match="explicit torch.Generator"):
         next(batches(tiny_splits.train, 10, shuffle=True))
+
+
+def test_acquire_copies_verified_files_and_writes_the_manifest(tmp_path):
+    from mpq.data.acquire import DataSet, acquire
+
+    src = tmp_path / "pkg"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"abc")
+    digest = hashlib.sha256(b"abc").hexdigest()
+    ds = DataSet("toy", "toy-set", {"a.bin": digest}, "test")
+    manifest = acquire(tmp_path / "data", (ds,), sources={"toy": src})
+    assert (tmp_path / "data/toy-set/a.bin").read_bytes() == b"abc"
+    assert manifest == json.loads((tmp_path / "data/manifest.json").read_text())
+    assert manifest["data_sets"][0]["files"] == [{"file": "a.bin", "bytes": 3, "sha256": digest}]
+    (src / "a.bin").write_bytes(b"abd")            # the copy is kept: its checksum is still the pinned one
+    acquire(tmp_path / "data", (ds,), sources={"toy": src})
+    assert (tmp_path / "data/toy-set/a.bin").read_bytes() == b"abc"
+
+
+def test_acquire_refuses_a_changed_source_and_leaves_no_partial_file(tmp_path):
+    from mpq.data.acquire import DataSet, acquire
+
+    src = tmp_path / "pkg"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"tampered")
+    ds = DataSet("toy", "toy-set", {"a.bin": hashlib.sha256(b"abc").hexdigest()}, "test")
+    with pytest.raises(DataError, match="not the version the study pins"):
+        acquire(tmp_path / "data", (ds,), sources={"toy": src})
+    assert list((tmp_path / "data/toy-set").iterdir()) == []
+    assert not (tmp_path / "data/manifest.json").exists()
+
+
+def test_the_study_copy_is_read_first_and_gives_the_same_images(tmp_path, monkeypatch):
+    """Loaders prefer data/<folder> (the data stage's copy) to the installed package; same bytes, same sets."""
+    from mpq.data import datasets
+    from mpq.data.acquire import DATA_SETS, acquire
+
+    acquire(tmp_path / "data", tuple(d for d in DATA_SETS if d.name == "mnist5k"))
+    packaged = datasets.load_mnist5k(datasets.mnist5k_source())
+    monkeypatch.setattr(datasets, "repo_root", lambda: tmp_path)
+    assert datasets._study_copy("mnist5k", datasets.MNIST5K_FILES) == tmp_path / "data/mnist5k"
+    copied = datasets.load_mnist5k()
+    assert torch.equal(copied.images, packaged.images) and torch.equal(copied.labels, packaged.labels)
+    assert copied.images.shape == (5000, 1, 28, 28) and torch.bincount(copied.labels).tolist() == [500] * 10
+
+
+def test_every_pinned_file_is_listed_in_data_readme(root):
+    from mpq.data.acquire import DATA_SETS
+
+    text = (root / "data/README.md").read_text()
+    for ds in DATA_SETS:
+        for name, digest in ds.files.items():
+            assert f"`{ds.folder}/{name}`" in text and digest in text, name

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from mpq.checkpoint import load_checkpoint
+from mpq.training.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -18,7 +18,7 @@ ARGS = ["--model", "resnet20", "--width-mult", "0.25", "--params", "profiles/tin
 
 def _launch(root, tmp_path, nproc: int) -> list[dict]:
     out = tmp_path / f"n{nproc}"
-    cmd = [sys.executable, "-m", "mpq.distributed", *ARGS, "--out", str(out / "ckpt.pt"), "--dump-state", str(out / "state")]
+    cmd = [sys.executable, "-m", "mpq.training.distributed", *ARGS, "--out", str(out / "ckpt.pt"), "--dump-state", str(out / "state")]
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

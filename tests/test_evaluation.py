@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from mpq.__main__ import main
-from mpq.evaluation import make_scorer, paired_difference, search_space
+from mpq.search.evaluation import make_scorer, paired_difference, search_space
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, build_supernet, run_meta, train_oneshot
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import build_supernet, run_meta, train_oneshot
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_command_line_bad_checkpoints(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_28", "efficientnet_lite_28"])
 def test_incremental_scores_equal_full_passes(name, tiny_splits):
     """Every one-layer move scored from a cached base equals a full forward pass, bit for bit."""
-    from mpq.hardware import place
+    from mpq.training.hardware import place
 
     torch.manual_seed(0)
     supernet = build_supernet(create_model(name, width_mult=0.25), OneShotConfig().supernet_spec(), tiny_splits.calib,

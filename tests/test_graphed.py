@@ -1,4 +1,4 @@
-"""The tensor-indexed one-shot step (mpq.graphed) computes what oneshot.train_step computes.
+"""The tensor-indexed one-shot step (mpq.training.graphed) computes what oneshot.train_step computes.
 
 On a CPU the step runs without a graph (capture=False): the same code a CUDA graph records, so these tests
 cover everything but the recording. With a GPU present, the last test records and replays it.
@@ -10,11 +10,12 @@ import copy
 import pytest
 import torch
 
-from mpq.graphed import GraphedStep
+from mpq.training.graphed import GraphedStep
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, train_step
-from mpq.scheduler import apply_decision
-from mpq.supernet import Supernet
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import train_step
+from mpq.method.scheduler import apply_decision
+from mpq.method.supernet import Supernet
 
 # every loss term on: KD, IDM, the quantization-error penalty (max path too), 2-bit decay cancelling
 CFG = OneShotConfig(num_random_paths=3, idm=True, idm_weight=0.1, qe_max_path=True, lr=0.01, step_lr=0.001)
@@ -107,7 +108,7 @@ def test_graphed_step_rejects_what_it_cannot_record():
     with pytest.raises(ValueError, match="gradient scaling"):
         GraphedStep(sn2, scaled, capture=False)
     with pytest.raises(ValueError, match="sync gradients"):
-        from mpq.oneshot import train_oneshot
+        from mpq.training.oneshot import train_oneshot
         data = None                                   # refused before any data is read
         train_oneshot(sn, data, CFG, batch_size=8, pad=0, flip=False, seed=0, device=torch.device("cpu"),
                       graphed=True, grad_sync=lambda params: None)
@@ -137,7 +138,7 @@ def test_recorded_step_equals_train_step_on_a_gpu(model):
 
 
 def _train(tiny_splits, path, graphed: bool, stop_after=None):
-    from mpq.oneshot import build_supernet, train_oneshot
+    from mpq.training.oneshot import build_supernet, train_oneshot
     torch.manual_seed(0)
     # IDM off: its masked sum changes the memory layout of some accumulated gradients, so later sums round
     # differently, and a scheduler decision near a tie can then flip (the step tests above cover IDM)

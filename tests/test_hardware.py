@@ -1,4 +1,4 @@
-"""The AVX2 guard (mpq.hardware): the rule on hand-made models, and the oneDNN hang it avoids.
+"""The AVX2 guard (mpq.training.hardware): the rule on hand-made models, and the oneDNN hang it avoids.
 
 The regression tests run in a subprocess under ``ONEDNN_MAX_CPU_ISA=AVX2``, which makes oneDNN use its
 AVX2 kernels on an AVX-512 CPU too, so the failing path is exercised whatever CPU runs the suite; a
@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from mpq.hardware import conv1x1_as_matmul, onednn_runs_avx2, place, risky_convs
+from mpq.training.hardware import conv1x1_as_matmul, onednn_runs_avx2, place, risky_convs
 from mpq.models import create_model
-from mpq.supernet import Supernet
+from mpq.method.supernet import Supernet
 
 
 def test_onednn_isa_detection():
@@ -82,16 +82,17 @@ def test_place_reroutes_only_under_avx2_kernels(monkeypatch):
 # (the repro of the bug: 4 -> 8 channels, 1x1, stride 2, channels_last, batch 32, backward).
 SCRIPT = """
 import sys, torch
-from mpq.data import make_splits
-from mpq.hardware import place
+from mpq.data.datasets import make_splits
+from mpq.training.hardware import place
 from mpq.models import create_model
-from mpq.oneshot import OneShotConfig, build_supernet, train_oneshot
-from mpq.train import train_fp
-import mpq.oneshot, mpq.train
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import build_supernet, train_oneshot
+from mpq.training.fp import train_fp
+import mpq.training.oneshot, mpq.training.fp
 
 guard = sys.argv[1] == "on"
 if not guard:   # the test's control: the same code with the guard switched off
-    mpq.oneshot.place = mpq.train.place = lambda model, device: place(model, device, guard=False)
+    mpq.training.oneshot.place = mpq.training.fp.place = lambda model, device: place(model, device, guard=False)
 torch.manual_seed(0)
 splits = make_splits("fashion_mnist", seed=0, train_size=96, score_size=32, calib_size=32, test_size=32)
 cfg = OneShotConfig(epochs=1, num_random_paths=1)

@@ -1,4 +1,4 @@
-"""The toy of bit-width interference (mpq.interference): its mechanics and its one claim."""
+"""The toy of bit-width interference (mpq.studies.interference): its mechanics and its one claim."""
 from __future__ import annotations
 
 import doctest
@@ -6,12 +6,13 @@ import doctest
 import pytest
 import torch
 
-import mpq.interference
-from mpq.interference import coupled_toy, rolling_variance, summarize, toy_study
+import mpq.studies.interference
+from mpq.studies.interference import (coupled_toy, rolling_variance, summarize, toy_example, toy_study, toy_table,
+                                      toy_verdicts)
 
 
 def test_doctests():
-    assert doctest.testmod(mpq.interference).failed == 0
+    assert doctest.testmod(mpq.studies.interference).failed == 0
 
 
 def test_on_grid_optimum_does_not_move():
@@ -51,14 +52,50 @@ def test_two_bit_candidate_makes_four_bit_weights_oscillate():
     assert [(r["candidates"], r["seed"]) for r in rows] == [("{4,6}", 0), ("{2,4,6}", 0), ("{4,6}", 1), ("{2,4,6}", 1)]
 
 
+
+def test_toy_example_runs_each_set_with_the_same_seed():
+    traces, variances = toy_example([(6, 4), (2, 4, 6)], steps=40, lr=0.05, window=10, seed=1)
+    assert list(traces) == ["{4,6}", "{2,4,6}"] == list(variances)
+    torch.testing.assert_close(traces["{2,4,6}"].weights, coupled_toy((2, 4, 6), steps=40, lr=0.05, seed=1).weights)
+    assert variances["{4,6}"].shape == (31,)
+    torch.testing.assert_close(variances["{4,6}"], rolling_variance(traces["{4,6}"].grads, 10))
+
+
+def _toy_rows():
+    """Two seeds per (lr, set); 2nd-half 4-bit crossings up with 2-bit, 6-bit down, gradient variance equal."""
+    values = {"{4,6}": ([1, 3], [5, 5], [0.1, 0.3]), "{2,4,6}": ([10, 12], [1, 1], [0.2, 0.2])}
+    return [{"candidates": cands, "lr": lr, "seed": seed, "crossings_w4": 100 + seed, "crossings_w6": 7,
+             "crossings_w4_second_half": values[cands][0][seed], "crossings_w6_second_half": values[cands][1][seed],
+             "grad_var_second_half": values[cands][2][seed]}
+            for lr in (0.05, 0.01) for seed in (0, 1) for cands in ("{4,6}", "{2,4,6}")]
+
+
+def test_toy_table_and_verdicts_on_constructed_rows():
+    table = toy_table(_toy_rows())
+    assert table[["lr", "candidates"]].values.tolist() == [[0.05, "{4,6}"], [0.05, "{2,4,6}"], [0.01, "{4,6}"],
+                                                          [0.01, "{2,4,6}"]]
+    first = table.iloc[0]
+    assert first["4-bit crossings, 2nd half (mean ± SD)"] == "2.0 ± 1.4"
+    assert first["4-bit crossings (mean ± SD)"] == "100.5 ± 0.7"
+    assert first["gradient variance, 2nd half (mean ± SD)"] == "0.2000 ± 0.1414"
+    lines = toy_verdicts(_toy_rows(), [0.05, 0.01])
+    assert len(lines) == 6 and lines[3].startswith("crossings_w4_second_half at lr 0.01")
+    assert lines[0] == "crossings_w4_second_half at lr 0.05: {4,6} 2 vs {2,4,6} 11 (more with 2-bit)"
+    assert lines[1] == "crossings_w6_second_half at lr 0.05: {4,6} 5 vs {2,4,6} 1 (fewer with 2-bit)"
+    assert lines[2].endswith("{4,6} 0.2 vs {2,4,6} 0.2 (no difference beyond the seed spread)")
+
 # --- reading the ablation runs ---------------------------------------------------------------------------
 
 import json
 
 import numpy as np
 
-from mpq.interference import ablation_rows, distortion_rows, load_runs, oscillation_rows
-from mpq.stats import seed_verdict
+import pandas as pd
+
+from mpq.studies.interference import (ablation_findings, ablation_rows, ablation_setup, distortion_comparisons,
+                                      distortion_rows, flip_comparisons, load_runs, oscillation_rows, present_cells,
+                                      run_overview, run_records, t6_rows)
+from mpq.studies.stats import seed_verdict
 
 
 def test_seed_verdict_needs_a_consistent_difference():
@@ -77,7 +114,10 @@ def _write_run(folder, cell, seed, correct, flips):
     (path / "result.json").write_text(json.dumps({
         "oscillation": {"progress": [0.25, 0.5, 0.75, 1.0], "flip_rate": {"4": [None, *flips]},
                         "distance": {"4": [0.2, 0.2, 0.2, 0.1]}},
-        "bn_distortion": {"a": 0.2 if cell == "idm" else 0.4, "b": 0.4}}))
+        "bn_distortion": {"a": 0.2 if cell == "idm" else 0.4, "b": 0.4},
+        "model": "resnet20", "width_mult": 0.25, "epochs": 1, "train_images": 100, "test_images": len(correct),
+        "cpu_capability": "AVX2", "test_acc": {"W2A2": float(np.mean(correct))}, "train_seconds": 1.5,
+        "search_seconds": 0.5, "frozen_at_end": ["a"], "searched": {}}))
 
 
 def test_ablation_tables_on_constructed_runs(tmp_path):
@@ -101,3 +141,39 @@ def test_ablation_tables_on_constructed_runs(tmp_path):
     assert dist["plain"]["distortion mean"] == pytest.approx(0.4) and dist["idm"]["distortion mean"] == pytest.approx(0.3)
     with pytest.raises(FileNotFoundError, match=r"\['both-0'\].*dvc repro ablation"):
         load_runs(tmp_path, ["both"], [0])
+
+
+def test_ablation_verdicts_and_findings_on_constructed_runs(tmp_path):
+    n = 100
+    for seed in (0, 1, 2):
+        _write_run(tmp_path, "plain", seed, np.arange(n) < 80, [0.1, 0.1, 0.1])
+        _write_run(tmp_path, "idm", seed, np.arange(n) < 82 + seed, [0.1, 0.1, 0.1])
+        # late flips (progress 0.75 and 1.0): plain 10%, no2bit 3 + 0.5 * seed %
+        _write_run(tmp_path, "no2bit", seed, np.arange(n) < 80, [0.1, 0.04, 0.02 + 0.01 * seed])
+    cells, seeds = ["plain", "idm", "no2bit"], [0, 1, 2]
+    runs = load_runs(tmp_path, cells, seeds)
+    assert present_cells(cells, ("plain", "sched", "idm", "both")) == ["plain", "idm"]
+    assert ablation_setup(runs, cells, seeds, "tiny") == ("tiny profile, resnet20 x0.25, 1 one-shot epochs over 100 "
+                                                          "images, seeds [0, 1, 2], 100 test images, CPU kind AVX2")
+    overview = run_overview(runs)
+    assert overview[["cell", "seed"]].values.tolist()[:4] == [["plain", 0], ["plain", 1], ["plain", 2], ["idm", 0]]
+    assert overview.loc[3, "W2A2 top-1"] == pytest.approx(82.0) and overview.loc[0, "layers frozen at end"] == 1
+    flips = flip_comparisons(runs, cells, seeds)
+    assert list(flips) == ["plain vs no2bit, 4-bit"]
+    assert flips["plain vs no2bit, 4-bit"]["diffs"] == pytest.approx([7.0, 6.5, 6.0])
+    assert flip_comparisons(runs, ["plain", "idm"], seeds) == {}              # no no2bit cell, no comparison
+    dist = distortion_comparisons(runs, cells, seeds)
+    assert list(dist) == ["idm vs plain"] and dist["idm vs plain"]["diffs"] == pytest.approx([-0.1] * 3)
+    t6 = t6_rows(runs, cells, seeds)
+    assert [r["cell"] for r in t6] == ["plain", "idm"] and t6[1]["minus plain"] == pytest.approx(3.0)
+    records = run_records(runs)
+    assert list(records)[:2] == ["plain-0", "plain-1"] and len(records) == 9
+    assert list(records["idm-2"]) == ["test_acc", "train_seconds", "search_seconds", "frozen_at_end", "searched",
+                                      "cpu_capability"]
+    lines = ablation_findings(pd.DataFrame(t6), flips, dist, ["a toy line"])
+    assert lines == ["T6 idm minus plain: W2A2 +3.00 (SD over seeds 1.00, higher, beyond the seed spread)",
+                     "F2/T1 late flip rate with 2-bit candidates minus without (no2bit): 1 of 1 comparisons beyond "
+                     "the seed spread (plain vs no2bit, 4-bit)",
+                     "F3/F4 BN-output distortion, idm vs plain: per seed -0.1000, -0.1000, -0.1000 (lower, beyond "
+                     "the seed spread)",
+                     "F1 toy: a toy line"]

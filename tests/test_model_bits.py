@@ -4,13 +4,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from mpq.allocation import allocation_figure
+from mpq.studies.allocation import allocation_figure
 from mpq.config import BaselineConfig, EvalConfig, SearchConfig, from_dict, load_params
-from mpq.cost import level_bitops
-from mpq.model_bits import ModelBits, check_shared, model_bits
+from mpq.method.cost import level_bitops
+from mpq.studies.model_bits import ModelBits, check_shared, model_bits
 from mpq.models import create_model, model_entry
-from mpq.oneshot import OneShotConfig
-from mpq.supernet import Supernet
+from mpq.training.recipe import OneShotConfig
+from mpq.method.supernet import Supernet
 
 FLOOR3 = {"mobilenetv2_28": {"min_bits": 3, "search_levels": [4, 3.5]}}
 

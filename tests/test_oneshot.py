@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from mpq.models import create_model
-from mpq.losses import distillation_loss, qe_weight_at
-from mpq.oneshot import OneShotConfig, apply_weight_decay, build_supernet, run_meta, train_oneshot, train_step
-from mpq.supernet import Supernet
+from mpq.method.losses import distillation_loss, qe_weight_at
+from mpq.training.recipe import OneShotConfig
+from mpq.training.steps import apply_weight_decay
+from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, train_step
+from mpq.method.supernet import Supernet
 
 TINY = dict(epochs=2, num_random_paths=2, warmup_epochs=0.5, qe_start=0.5)
 
@@ -60,7 +62,7 @@ def test_weight_decay_on_conv_weights_only_unless_asked():
     for p in sn.parameters():
         p.grad = torch.zeros_like(p)
     apply_weight_decay(sn, 0.5, skip=set())
-    from mpq.layers import quant_layers
+    from mpq.method.layers import quant_layers
     layers = quant_layers(sn.model)
     convs = [l for l in layers.values() if l.weight.dim() == 4]
     linears = [l for l in layers.values() if l.weight.dim() == 2]
@@ -136,9 +138,9 @@ def test_scheduler_and_idm_switch_off_exactly(tiny_splits, tmp_path):
 
 
 def test_scheduler_decision_is_saved_and_bounds_the_search(tiny_splits, tmp_path):
-    from mpq.evaluation import search_space
-    from mpq.oneshot import checkpoint_candidates, load_supernet
-    from mpq.scheduler import freeze_ratio
+    from mpq.search.evaluation import search_space
+    from mpq.training.oneshot import checkpoint_candidates, load_supernet
+    from mpq.method.scheduler import freeze_ratio
 
     run = _short(tiny_splits, tmp_path, "sched", scheduler=True, sched_warmup=0.0, sched_every=0.5,
                  sched_late_from=1.0, idm=True)
@@ -157,7 +159,7 @@ def test_ema_update_equals_averaged_model():
     """The fast EMA update gives AveragedModel's floats bit for bit (first step a copy, then lerps)."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from mpq.oneshot import EmaUpdate
+    from mpq.training.oneshot import EmaUpdate
 
     torch.manual_seed(0)
     sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28), OneShotConfig().supernet_spec())
@@ -183,7 +185,7 @@ def test_ema_update_built_on_a_resumed_ema_lerps_from_the_first_step():
     """A resumed run builds EmaUpdate on an EMA that has averaged before: its first update is a lerp, not a copy."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from mpq.oneshot import EmaUpdate
+    from mpq.training.oneshot import EmaUpdate
 
     sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28), OneShotConfig().supernet_spec())
     ema = AveragedModel(sn, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)

@@ -7,11 +7,11 @@ import nbformat
 import pytest
 import yaml
 
-from mpq.config import (AblationConfig, BaselineConfig, DataConfig, EvalConfig, FPConfig, InterferenceConfig, SearchConfig, from_dict,
-                        load_params, model_specs)
-from mpq.oneshot import OneShotConfig
-from mpq.pipeline import select_parameters
-from mpq.transfer import TransferConfig
+from mpq.config import (AblationConfig, BaselineConfig, DataConfig, EvalConfig, FPConfig, InterferenceConfig,
+                        SearchConfig, from_dict, load_params, model_specs)
+from mpq.training.recipe import OneShotConfig
+from mpq.pages.pipeline import select_parameters
+from mpq.studies.transfer import TransferConfig
 
 
 def _structure(obj):
@@ -134,7 +134,7 @@ def _mpq_imports(source: str, package: str = "") -> set[str]:
             if base.split(".")[0] != "mpq":
                 continue
             found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}   # from mpq import cpu_kernels (others: not modules)
+            found |= {f"{base}.{a.name}" for a in node.names}   # from mpq.method import cpu_kernels (others: not modules)
     return found
 
 
@@ -144,7 +144,10 @@ def _module_file(root, name: str):
     if len(parts) == 1:
         return None
     path = root.joinpath(*parts)
-    if path.is_dir():
+    if path.is_dir():             # a subpackage whose __init__ imports nothing is no dependency of its own
+        init = path / "__init__.py"
+        if init.exists() and not _mpq_imports(init.read_text(), name):
+            return None
         return path.relative_to(root)
     path = path.with_suffix(".py")
     return path.relative_to(root) if path.exists() else None
@@ -172,9 +175,9 @@ def test_every_stage_lists_the_library_files_it_runs(root):
     for name, stage in _stages(root).items():
         cmd, deps = stage["cmd"], {str(d) for d in stage["deps"]}
         words = cmd.split()
-        if "-m" in words and words[words.index("-m") + 1] == "mpq.pipeline":
+        if "-m" in words and words[words.index("-m") + 1] == "mpq.pages.pipeline":
             notebook = nbformat.read(root / words[-1], as_version=4)
-            sources = [c.source for c in notebook.cells if c.cell_type == "code"] + ["import mpq.pipeline"]
+            sources = [c.source for c in notebook.cells if c.cell_type == "code"] + ["import mpq.pages.pipeline"]
         elif "-m" in words:
             sources = [f"import {words[words.index('-m') + 1]}"]
         else:

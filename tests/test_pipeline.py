@@ -120,7 +120,7 @@ def test_dvc_repro_tiny_profile(root, tmp_path):
     params["transfer"].update({"targets": ["folder"], "root": str(folder), "score_size": 32, "calib_size": 32,
                                "seeds": [0]})
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    _run([sys.executable, "-m", "mpq.pipeline", "notebooks/06_transfer.ipynb"], work)
+    _run([sys.executable, "-m", "mpq.pages.pipeline", "notebooks/06_transfer.ipynb"], work)
     transfer = json.loads((work / "reports/metrics/transfer.json").read_text())
     assert {r["target"] for r in transfer["t5"]} == {"folder"}
     ckpt = "checkpoints/transfer/resnet20_folder_transferred_seed0.pt"

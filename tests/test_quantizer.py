@@ -1,4 +1,4 @@
-"""Tests for mpq.quantizer: integer ranges, fused LSQ vs its plain-autograd oracle, the module."""
+"""Tests for mpq.method.quantizer: integer ranges, fused LSQ vs its plain-autograd oracle, the module."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ import math
 import pytest
 import torch
 
-from mpq.quantizer import (
-    LSQQuantizer,
-    init_act_step,
-    init_weight_step,
-    int_range,
-    lsq_fake_quant,
-    lsq_grad_scale,
-    lsq_reference,
-)
+from mpq.method.quantizer import (LSQQuantizer, init_act_step, init_weight_step, int_range, lsq_fake_quant,
+                                  lsq_grad_scale, lsq_reference)
 
 
 @pytest.mark.parametrize(

@@ -4,17 +4,15 @@ from __future__ import annotations
 import json
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from mpq.display import show_table, tidy
-from mpq.report import (ITEMS, amortisation_rows, break_even, build_index, held_lines, load_metrics, readme_block,
-                        notebook_environments, readme_summary, reader_notebook,
-                        render_notebook)
+from mpq.pages.display import show_table, tidy
+from mpq.pages.report import (ITEMS, amortisation_rows, break_even, build_index, held_lines, load_metrics,
+                              readme_block, notebook_environments, readme_summary, reader_notebook, render_notebook)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -124,7 +122,7 @@ def test_entry_page_regenerates_from_the_committed_metrics(root):
 
 
 def test_readme_summary_matches_the_committed_metrics(root):
-    """The README's generated block cannot drift from reports/metrics (regenerate: python -m mpq.report --readme)."""
+    """The README's generated block cannot drift from reports/metrics (regenerate: python -m mpq.pages.report --readme)."""
     reports = root / "reports"
     assert readme_block(root / "README.md") == readme_summary(load_metrics(reports), notebook_environments(reports))
 
@@ -147,7 +145,7 @@ def test_every_committed_report_page_is_readable(root):
 
 
 def test_pooled_gaps_include_seed_variance():
-    from mpq.replicates import pool_gaps, seed_rows
+    from mpq.studies.replicates import pool_gaps, seed_rows
 
     def record(seed, diff, acc):
         return {"seed": seed, "test_acc": {"greedy 3": acc, "retrained 3": acc - diff},
@@ -164,7 +162,7 @@ def test_pooled_gaps_include_seed_variance():
 
 
 def test_budget_curve_rows_per_comparison_and_budget():
-    from mpq.replicates import ReplicateConfig, budget_points, budget_rows
+    from mpq.studies.replicates import ReplicateConfig, budget_points, budget_rows
 
     def record(seed, gap, sn2, lsq2, budget=None):
         r = {"seed": seed, "test_acc": {"supernet W2A2": sn2, "LSQ W2A2": lsq2, "supernet W6A6": 0.9},
@@ -185,7 +183,7 @@ def test_budget_curve_rows_per_comparison_and_budget():
 
 
 def test_main_run_record_has_the_replicates_shape(root):
-    from mpq.replicates import main_run_record
+    from mpq.studies.replicates import main_run_record
 
     m = load_metrics(root / "reports")
     rec = main_run_record("resnet20", 0, m["supernet"]["models"], m["baselines"]["models"], m["search"]["models"])
@@ -196,7 +194,7 @@ def test_main_run_record_has_the_replicates_shape(root):
 def test_f7_line_compares_the_main_seed_across_budgets():
     """The summary's F7 line follows the main seed from the default budget to the larger ones (the only seed run
     there) and gives the default budget's mean over seeds beside it, not the mean joined to one seed."""
-    from mpq.report import _per_seed
+    from mpq.pages.report import _per_seed
 
     assert _per_seed("0: -1.50 / 1: -0.12 / 2: +0.47") == {0: -1.5, 1: -0.12, 2: 0.47}
     rows = [{"comparison": "greedy 3 minus retrained", "budget (x)": 1, "epochs": 3, "seeds": 3,
@@ -211,7 +209,7 @@ def test_f7_line_compares_the_main_seed_across_budgets():
 def test_f7_is_pending_without_a_budget_beyond_the_default():
     """The default profile lists no larger budget: F7's rows hold the default budget only, so neither the
     summary nor the entry page may present them as a budget curve."""
-    from mpq.report import _f7_numbers
+    from mpq.pages.report import _f7_numbers
 
     rows = [{"comparison": "greedy 3 minus retrained", "budget (x)": 1, "epochs": 3, "seeds": 3,
              "mean (points)": -0.69, "SD over seeds": 0.24, "per seed": "0: -0.96 / 1: -0.51 / 2: -0.60"}]

@@ -1,4 +1,4 @@
-"""Bit-width scheduler and oscillation measures (mpq.scheduler) and the IDM term (mpq.losses)."""
+"""Bit-width scheduler and oscillation measures (mpq.method.scheduler) and the IDM term (mpq.method.losses)."""
 from __future__ import annotations
 
 import doctest
@@ -6,18 +6,19 @@ import doctest
 import pytest
 import torch
 
-import mpq.losses
-import mpq.scheduler
-from mpq.evaluation import search_space
-from mpq.losses import capture_bn_outputs, idm_loss, lowest_bit_layers
+import mpq.method.losses
+import mpq.method.scheduler
+from mpq.search.evaluation import search_space
+from mpq.method.losses import capture_bn_outputs, idm_loss, lowest_bit_layers
 from mpq.models import create_model
-from mpq.scheduler import (OscillationMonitor, SchedulerConfig, apply_decision, call_steps, decide_frozen, flip_rate, freeze_ratio,
-                           integer_levels, layer_scores, quantization_distance, turbulence)
-from mpq.supernet import Supernet
+from mpq.method.scheduler import (OscillationMonitor, SchedulerConfig, apply_decision, call_steps, decide_frozen,
+                                  flip_rate, freeze_ratio, integer_levels, layer_scores, quantization_distance,
+                                  turbulence)
+from mpq.method.supernet import Supernet
 
 
 def test_doctests():
-    for module in (mpq.scheduler, mpq.losses):
+    for module in (mpq.method.scheduler, mpq.method.losses):
         assert doctest.testmod(module).failed == 0
 
 
@@ -100,7 +101,7 @@ def test_oscillation_monitor_counts_moved_levels():
     monitor = OscillationMonitor(bits=(4, 6), every=0.5)
     monitor(0, 4, sn)                        # not a measurement step (every 2 steps)
     monitor(1, 4, sn)
-    from mpq.layers import quant_layers
+    from mpq.method.layers import quant_layers
     layers = quant_layers(sn.model)
     name = sn.searchable[0]
     layer = layers[name]

@@ -8,9 +8,10 @@ from functools import partial
 
 import pytest
 
-from mpq.cost import CostTable, LayerShape, bitops, phase1_budget
-from mpq.search import (SearchSpace, brute_force, cfg_from_json, cfg_to_json, evolutionary_search, greedy_front,
-                        greedy_search, move_scores, random_search, result_from_json, result_to_json)
+from mpq.method.cost import CostTable, LayerShape, bitops, phase1_budget
+from mpq.search.space import SearchSpace, cfg_from_json, cfg_to_json, move_scores, result_from_json, result_to_json
+from mpq.search.sampling import brute_force, evolutionary_search, random_search
+from mpq.search.greedy import greedy_front, greedy_search
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def test_search_study_searches_every_seed_only_when_an_alternative_is_listed(tmp
     """Alternatives are compared per training seed; with none (the default profile), the equal-compute rows need
     only the main seed's supernet, and a missing replicate still names its stage."""
     from mpq.config import SearchConfig
-    from mpq.search_study import SearchStudyConfig, studied_supernets, variants
+    from mpq.studies.search_study import SearchStudyConfig, studied_supernets, variants
 
     monkeypatch.chdir(tmp_path)
     params = {"seed": 0, "replicates": {"model": "resnet20", "seeds": [1, 2], "budgets": []}}

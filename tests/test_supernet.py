@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from mpq.cost import layer_macs
-from mpq import layers
-from mpq.layers import QConv2d, QLinear, SwitchableBatchNorm2d, nchw_bn_below
+from mpq.method.cost import layer_macs
+from mpq.method import layers
+from mpq.method.layers import QConv2d, QLinear, SwitchableBatchNorm2d, nchw_bn_below
 from mpq.models import create_model
-from mpq.supernet import Supernet, config_from_json, config_to_json, recalibrate_bn
+from mpq.method.supernet import Supernet, config_from_json, config_to_json, recalibrate_bn
 
 
 def _supernet(name="resnet20", width=0.25):
@@ -147,7 +147,7 @@ def test_recalibration_changes_bn_statistics_and_only_them():
 def test_no_configuration_puts_a_depthwise_conv_below_its_floor(name):
     """The supernet, every uniform LSQ baseline (W2A2 included) and every configuration they can take keep
     depthwise convs at 3-bit weights or more; the W2A2 baseline is the supernet's uniform W2A2 point."""
-    from mpq.oneshot import OneShotConfig
+    from mpq.training.recipe import OneShotConfig
 
     cfg = OneShotConfig()
     model = create_model(name, width_mult=0.25)

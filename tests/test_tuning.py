@@ -1,11 +1,11 @@
-"""The held-out studies (mpq.tuning): the images they choose on, and the summary over seeds."""
+"""The held-out studies (mpq.studies.tuning): the images they choose on, and the summary over seeds."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mpq.data import load_fashion_mnist
-from mpq.tuning import lr_summary, validation_set
+from mpq.data.datasets import load_fashion_mnist
+from mpq.studies.tuning import lr_summary, validation_set
 
 
 def _keys(images: torch.Tensor) -> torch.Tensor:
@@ -27,7 +27,7 @@ def test_validation_images_are_exactly_the_training_images_no_stage_uses(tiny_sp
 def test_validation_falls_back_to_the_scoring_images_when_every_image_trains(tiny_splits):
     params = {"seed": 0, "data": {"dataset": "fashion_mnist", "train_size": None, "score_size": 128,
                                   "calib_size": 128, "test_size": 256}}
-    from mpq.data import make_splits
+    from mpq.data.datasets import make_splits
 
     splits = make_splits("fashion_mnist", seed=0, train_size=None, score_size=128, calib_size=128, test_size=256)
     assert validation_set(params, splits) is splits.score

@@ -1,0 +1,1 @@
+"""Data: the image sets the study trains and tests on, their splits, and their acquisition into ``data/``."""

@@ -1,0 +1,313 @@
+"""Replicates of the main results with other training seeds, for the verdicts of T2 (claim C6).
+
+The main stages (notebooks 02-04) train every model once, with ``seed``. A replicate repeats, for one
+model (``replicates.model``, ResNet-20 by default) and one other training seed, everything that model's
+T2 rows need, with exactly the same recipe and data split (the study's ``seed``; the same FP checkpoint):
+
+- the one-shot supernet (``oneshot``), evaluated at the uniform levels of ``evaluation.levels``;
+- uniform LSQ models trained alone at ``baselines.levels``;
+- the greedy no-retraining configuration at each of ``search.levels``, searched on the held-out scoring
+  images within the scheduler's last decision;
+- the same configurations retrained with the baselines' recipe, and per level the paired difference
+  no-retrain minus retrained on the same test images.
+
+The supernet's checkpoint stays in the folder (``supernet.pt``, for ``mpq.studies.search_study``); the other weights
+are deleted once measured.
+
+Only the training seed differs (model initialisation of new parts, batch order, random paths), so the
+spread over replicates is training noise; pooled with the main run (seed ``seed``), notebook 04 gives each
+level's mean gap with a 95% t interval over seeds (``pool_gaps``).
+
+The training-budget curve (F7, beyond the paper) reuses the same run with every training budget multiplied
+(``replicates.budgets``): the supernet's epochs, and with them the LSQ baselines' and the retrainings' (one
+recipe), so both sides of each comparison grow alike; at the main run's seed, so each budget pairs with the
+main run.
+
+Command line (one DVC matrix stage per seed, and per budget)::
+
+    python -m mpq.studies.replicates --seed 1 --out checkpoints/replicates/seed-1
+    python -m mpq.studies.replicates --budget 2 --out checkpoints/budget/x2
+
+The folder appears whole or not at all (written beside its place and renamed); trainings resume.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mpq.training.checkpoint import write_json
+from mpq.config import BaselineConfig, DataConfig, EvalConfig, SearchConfig, from_dict, load_params, model_specs
+from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
+from mpq.data.datasets import make_splits
+from mpq.search.evaluation import make_scorer, paired_difference, search_space, test_predictions
+from mpq.models import model_entry
+from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, training_subset
+from mpq.search.space import cfg_to_json
+from mpq.search.greedy import greedy_front
+from mpq.studies.stats import mean_sd_half, seed_verdict
+from mpq.training.fp import load_fp_model, pick_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicateConfig:
+    """``replicates`` in params.yaml: which model's main results are repeated, with which training seeds,
+    and at which multiples of the training budget (F7).
+
+    The main run's seed (``seed``) is not listed: it comes from the main stages and is pooled with these.
+    ``budgets``: factors (ints >= 2) on every training's epochs; each runs once, at the main run's seed.
+    """
+
+    model: str = "resnet20"
+    seeds: tuple[int, ...] = (1, 2)
+    budgets: tuple[int, ...] = (2,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "budgets", tuple(self.budgets))
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"replicates.seeds must be distinct, got {list(self.seeds)}")
+        if len(set(self.budgets)) != len(self.budgets) or any(
+                isinstance(b, bool) or not isinstance(b, int) or b < 2 for b in self.budgets):
+            raise ValueError(f"replicates.budgets must be distinct ints >= 2 (factors on the epochs), "
+                             f"got {list(self.budgets)}")
+
+
+def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) -> dict:
+    """Train, search and retrain one seed of ``replicates.model`` with ``budget`` x every training's epochs;
+    write ``out/`` (result.json, predictions.npz) and return the result."""
+    rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
+    data_cfg = from_dict(DataConfig, params["data"], "data")
+    eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
+    base_cfg = from_dict(BaselineConfig, params["baselines"], "baselines")
+    search_cfg = from_dict(SearchConfig, params["search"], "search")
+    cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot")
+    cfg = replace(cfg, epochs=cfg.epochs * budget)      # baselines and retraining inherit the epochs
+    spec = next((s for s in model_specs(params["models"]) if s.name == rep.model), None)
+    if spec is None:
+        raise ValueError(f"replicates.model {rep.model!r} is not in the models section {list(params['models'])}")
+    out = Path(out)
+    work = out.with_name(f".{out.name}.partial")
+    work.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    splits = make_splits(data_cfg.dataset, seed=params["seed"], train_size=data_cfg.train_size,
+                         score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
+    train = training_subset(splits.train, cfg.train_size)
+    classes, input_size = len(splits.train.classes), model_entry(spec.name).input_size
+    fp_path = f"checkpoints/fp/{spec.name}.pt"
+    labels = splits.test.labels
+    preds, seconds = {}, {}
+
+    def fit(name: str, recipe: OneShotConfig, **build) -> object:
+        torch.manual_seed(seed)
+        model = build_supernet(load_fp_model(fp_path, spec.name, spec.width_mult, classes), recipe.supernet_spec(),
+                               splits.calib, input_size, **build)
+        run = train_oneshot(model, train, recipe, batch_size=data_cfg.batch_size, pad=data_cfg.pad, flip=data_cfg.flip,
+                            seed=seed, device=device, checkpoint=work / f"{name}.pt",
+                            meta=run_meta(spec.name, spec.width_mult, splits, train))
+        seconds[name] = round(run.seconds, 1)
+        return run
+
+    def predict(name: str, supernet, bit_cfg) -> None:
+        preds[name] = test_predictions(supernet, bit_cfg, splits.calib, splits.test, batch_size=eval_cfg.batch_size)
+
+    run = fit("supernet", cfg)
+    ema, table = run.ema, run.ema.cost_table
+    for bits in eval_cfg.levels:
+        predict(f"supernet W{bits}A{bits}", ema, ema.uniform_config(bits))
+    score_set = splits.score.subset(torch.arange(min(search_cfg.score_size, len(splits.score))))
+    targets = [level_bitops(table, level) for level in search_cfg.levels]
+    start = time.perf_counter()
+    front = greedy_front(search_space(ema, run.candidates()), make_scorer(ema, score_set, metric=search_cfg.metric),
+                         lambda c: bitops(table, c), targets,
+                         [phase1_budget(table, t, a_bits=search_cfg.start_bits) for t in targets],
+                         start_bits=search_cfg.start_bits, alpha=search_cfg.alpha)
+    seconds["search"] = round(time.perf_counter() - start, 1)
+    searched = {}
+    for level, res in zip(search_cfg.levels, front):
+        predict(f"greedy {level}", ema, res.bit_cfg)
+        searched[str(level)] = {"level": bitops_level(table, res.cost), "gbitops": res.cost / 1e9,
+                                "evaluations": res.evaluations, "bit_cfg": cfg_to_json(res.bit_cfg)}
+    for bits in base_cfg.levels:
+        lsq = fit(f"lsq_w{bits}a{bits}", cfg.baseline(bits))
+        predict(f"LSQ W{bits}A{bits}", lsq.ema, lsq.ema.uniform_config(bits))
+    fixed = cfg.fixed_config()
+    gaps = {}
+    for level, res in zip(search_cfg.levels, front):
+        choices = {k: ((w,), (a,)) for k, (w, a) in res.bit_cfg.items()}
+        retrained = fit(f"retrained_level{level}", fixed, layer_choices=choices)
+        predict(f"retrained {level}", retrained.ema, res.bit_cfg)
+        diff, se = paired_difference(preds[f"greedy {level}"], preds[f"retrained {level}"], labels)
+        gaps[str(level)] = {"no_retrain_minus_retrained": diff, "paired_se": se}
+    for name in list(seconds):      # the other weights are not needed once measured; the supernet is searched
+        if name != "supernet":      # again by mpq.studies.search_study
+            (work / f"{name}.pt").unlink(missing_ok=True)
+    result = {"seed": seed, "budget": budget, "epochs": cfg.epochs, "split_seed": params["seed"], "model": spec.name,
+              "width_mult": spec.width_mult,
+              "train_images": len(train), "test_images": len(labels), "device": str(device),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "seconds": seconds,
+              "test_acc": {k: float((p == labels).float().mean()) for k, p in preds.items()},
+              "searched": searched, "gaps": gaps, "frozen_at_end": run.frozen}
+    np.savez(work / "predictions.npz", labels=labels.numpy().astype(np.int16),
+             **{k: p.cpu().numpy().astype(np.int16) for k, p in preds.items()})
+    write_json(result, work / "result.json")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    return result
+
+
+def main_run_record(model: str, seed: int, supernet: Mapping, baselines: Mapping, search: Mapping) -> dict:
+    """The main run of ``model`` (``reports/metrics/{supernet,baselines,search}.json``, their ``models``
+    entries) in a replicate's shape, so it pools with the replicates."""
+    acc = {f"supernet W{b}A{b}": u["test_acc"] for b, u in supernet[model]["uniform"].items()}
+    acc |= {f"LSQ W{b}A{b}": r["test_acc"] for b, r in baselines[model].items()}
+    gaps = {}
+    for level, e in search[model]["levels"].items():
+        acc[f"greedy {level}"] = e["greedy"]["test_acc"]
+        if "retrained" in e:
+            acc[f"retrained {level}"] = e["retrained"]["test_acc"]
+            gaps[level] = {k: e["retrained"][k] for k in ("no_retrain_minus_retrained", "paired_se")}
+    return {"seed": seed, "model": model, "test_acc": acc, "gaps": gaps}
+
+
+def load_replicates(root: str | Path, seeds: Sequence[int]) -> list[dict]:
+    """``result.json`` of each seed's folder under ``root``, with a clear error for a missing one."""
+    out = []
+    for seed in seeds:
+        path = Path(root) / f"seed-{seed}" / "result.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro replicate@{seed}` (or the whole pipeline)")
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+def load_budget_runs(root: str | Path, budgets: Sequence[int]) -> list[dict]:
+    """``result.json`` of each budget's folder (``root/x<budget>``), with a clear error for a missing one."""
+    out = []
+    for budget in budgets:
+        path = Path(root) / f"x{budget}" / "result.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro budget@{budget}` (or the whole pipeline)")
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+def budget_points(records: Sequence[Mapping]) -> list[dict]:
+    """F7's points: per record (the main run and seed replicates at budget 1, the budget runs) and comparison,
+    in points: no-retrain minus retrained per level, and the supernet minus LSQ alone per uniform bit-width."""
+    points = []
+    for r in records:
+        budget = int(r.get("budget", 1))
+        for level, gap in r["gaps"].items():
+            points.append({"budget (x)": budget, "seed": r["seed"], "comparison": f"greedy {level} minus retrained",
+                           "points": 100 * gap["no_retrain_minus_retrained"]})
+        for name, acc in r["test_acc"].items():
+            lsq = "LSQ" + name[len("supernet"):]
+            if name.startswith("supernet W") and lsq in r["test_acc"]:
+                points.append({"budget (x)": budget, "seed": r["seed"], "comparison": f"{name} minus LSQ alone",
+                               "points": 100 * (acc - r["test_acc"][lsq])})
+    return points
+
+
+def budget_rows(points: Sequence[Mapping], epochs: int) -> list[dict]:
+    """F7's table from ``budget_points``: per comparison and budget, the mean over the seeds run at that budget,
+    their SD and per-seed values (``epochs``: the default budget's)."""
+    groups: dict[tuple[str, int], list[Mapping]] = {}
+    for p in points:
+        groups.setdefault((p["comparison"], p["budget (x)"]), []).append(p)
+    rows = []
+    for (what, budget), group in groups.items():
+        mean, sd, _ = mean_sd_half([p["points"] for p in group])
+        rows.append({"comparison": what, "budget (x)": budget, "epochs": budget * epochs, "seeds": len(group),
+                     "mean (points)": mean, "SD over seeds": sd,
+                     "per seed": " / ".join(f"{p['seed']}: {p['points']:+.2f}" for p in group)})
+    return sorted(rows, key=lambda r: (r["comparison"], r["budget (x)"]))
+
+
+def seed_rows(records: Sequence[Mapping]) -> list[dict]:
+    """Per T2 row (every accuracy the records share): mean, SD over seeds and per-seed values, in %."""
+    names = [k for k in records[0]["test_acc"] if all(k in r["test_acc"] for r in records)]
+    rows = []
+    for name in names:
+        vals = [100 * r["test_acc"][name] for r in records]
+        mean, sd, _ = mean_sd_half(vals)
+        rows.append({"row": name, "seeds": len(vals), "top-1 mean (%)": mean, "SD over seeds (points)": sd,
+                     "per seed (%)": " / ".join(f"{v:.2f}" for v in vals)})
+    return rows
+
+
+def pool_gaps(records: Sequence[Mapping]) -> list[dict]:
+    """Per level: no-retrain minus retrained over seeds (points): mean, SD, 95% t interval, verdict.
+
+    The interval is the t interval of the per-seed paired differences, so it includes seed-to-seed
+    (training) variance, not only the test-set noise of one run's paired SE."""
+    levels = [lv for lv in records[0]["gaps"] if all(lv in r["gaps"] for r in records)]
+    rows = []
+    for level in levels:
+        diffs = [100 * r["gaps"][level]["no_retrain_minus_retrained"] for r in records]
+        ses = [100 * r["gaps"][level]["paired_se"] for r in records]
+        mean, sd, half = mean_sd_half(diffs)
+        rows.append({"BitOPs level": level, "seeds": len(diffs), "no-retrain minus retrained (points)": mean,
+                     "SD over seeds": sd, "95% interval low": mean - half, "95% interval high": mean + half,
+                     "per seed": " / ".join(f"{d:+.2f}" for d in diffs),
+                     "paired SE per seed": " / ".join(f"{s:.2f}" for s in ses),
+                     "verdict": _gap_verdict(diffs)})
+    return rows
+
+
+def _gap_verdict(diffs: Sequence[float]) -> str:
+    v = seed_verdict(diffs)
+    if v.startswith("lower"):
+        return "retrained is better (no-retrain lower, beyond the seed spread)"
+    if v.startswith("higher"):
+        return "no retraining is better (beyond the seed spread)"
+    return "no difference beyond the seed spread" if len(diffs) > 1 else v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpq.studies.replicates", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed of this replicate (default with --budget: the main run's `seed`)")
+    parser.add_argument("--budget", type=int, default=1, help="factor on every training's epochs (F7; default 1)")
+    parser.add_argument("--out", required=True, help="output folder (replaced when the run completes)")
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    params = load_params(args.params)
+    rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
+    if args.budget == 1:
+        if args.seed not in rep.seeds:
+            print(f"error: seed {args.seed} is not in replicates.seeds {list(rep.seeds)} of {args.params}",
+                  file=sys.stderr)
+            return 2
+    else:
+        if args.budget not in rep.budgets:
+            print(f"error: budget {args.budget} is not in replicates.budgets {list(rep.budgets)} of {args.params}",
+                  file=sys.stderr)
+            return 2
+        if args.seed not in (None, params["seed"]):
+            print(f"error: a budget run trains at the main run's seed ({params['seed']}), not {args.seed}; "
+                  "leave out --seed", file=sys.stderr)
+            return 2
+        args.seed = params["seed"]
+    result = run_replicate(params, args.seed, args.out, budget=args.budget)
+    log.info("seed %d, budget x%d: %s", args.seed, args.budget, {k: round(100 * v, 2) for k, v in result["test_acc"].items()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

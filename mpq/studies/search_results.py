@@ -1,0 +1,481 @@
+"""Notebook 04's experiments: inference-only search and the main results (claims C5-C6; paper Tables 2-4,
+Figures 5-6; F7 and S1 beyond the paper).
+
+For each model: the bidirectional greedy search, random and evolutionary search on the same supernet, scoring
+subset and cost accounting; every chosen configuration measured on the test images with no retraining (BN
+recalibrated only); the greedy configurations retrained from the FP checkpoint with the uniform baselines'
+recipe, compared on the same test images (paired). Then the tables, the ``search.json`` summary and the findings
+lines, each a function from plain data to plain data (records, data frames), so notebook 04 only narrates.
+
+``results`` (``search_models``, then ``retrain_greedy``) maps model -> {"levels": {level: {method: entry}},
+"greedy_seconds", "start_bits", "greedy_evaluations", "total_macs"[, "retrain_seconds"]}, methods "greedy",
+"random", "evolutionary" and, once retrained, "retrained".
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from mpq.config import (BaselineConfig, DataConfig, EvalConfig, ModelSpec, SearchConfig, from_dict,
+                        model_specs)
+from mpq.data.datasets import ImageSet, Splits, make_splits
+from mpq.method.cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
+from mpq.method.supernet import Supernet
+from mpq.models import model_entry
+from mpq.search.evaluation import make_scorer, paired_difference, search_space, test_predictions
+from mpq.search.greedy import greedy_front
+from mpq.search.sampling import evolutionary_search, random_search
+from mpq.search.space import cfg_to_json
+from mpq.studies.model_bits import check_shared, model_bits
+from mpq.studies.replicates import (ReplicateConfig, budget_points, budget_rows, load_budget_runs, load_replicates,
+                                    main_run_record, pool_gaps, seed_rows)
+from mpq.studies.search_study import SearchStudyConfig, study_rows
+from mpq.training.checkpoint import write_json
+from mpq.training.fp import load_fp_model
+from mpq.training.hardware import place
+from mpq.training.oneshot import (build_supernet, checkpoint_candidates, load_supernet, train_oneshot,
+                                  training_subset)
+from mpq.training.recipe import OneShotConfig
+
+METHODS = ("greedy", "random", "evolutionary")
+
+
+# ---------------------------------------------------------------------------------------------------
+# set-up
+
+@dataclass(frozen=True)
+class Sections:
+    """The params sections notebook 04 uses, validated, and each model's own candidates and search levels."""
+
+    data: DataConfig
+    oneshot: OneShotConfig
+    evaluation: EvalConfig
+    search: SearchConfig
+    replicates: ReplicateConfig
+    specs: list[ModelSpec]
+    model_oneshot: dict[str, OneShotConfig]     # each model's candidates (``model_bits``)
+    model_search: dict[str, SearchConfig]       # ... and its search levels and start
+
+
+def validate_sections(data: Mapping, models: Mapping, bits_section: Mapping | None, oneshot: Mapping,
+                      evaluation: Mapping, baselines: Mapping, search: Mapping, replicates: Mapping,
+                      search_study: Mapping) -> Sections:
+    """Build and check every section notebook 04 reads (the baselines and search_study sections are checked
+    only; ``bits_section``: ``model_bits``); refuse levels a model's candidates cannot reach and a replicate
+    model with its own bits."""
+    data_cfg = from_dict(DataConfig, data, "data")
+    cfg = from_dict(OneShotConfig, oneshot, "oneshot")
+    eval_cfg = from_dict(EvalConfig, evaluation, "evaluation")
+    from_dict(BaselineConfig, baselines, "baselines")
+    search_cfg = from_dict(SearchConfig, search, "search")
+    rep_cfg = from_dict(ReplicateConfig, replicates, "replicates")
+    from_dict(SearchStudyConfig, search_study, "search_study")
+    search_cfg.check_candidates(cfg.w_bit_choices, cfg.a_bit_choices)
+    specs = model_specs(models)
+    model_cfg = {s.name: model_bits(bits_section, s.name).oneshot(cfg) for s in specs}
+    model_search = {s.name: model_bits(bits_section, s.name).search(search_cfg) for s in specs}
+    for name, c in model_cfg.items():
+        model_search[name].check_candidates(c.w_bit_choices, c.a_bit_choices)
+    check_shared(bits_section, [rep_cfg.model], "replicates.model (the replicate, budget and search_study stages)")
+    return Sections(data_cfg, cfg, eval_cfg, search_cfg, rep_cfg, specs, model_cfg, model_search)
+
+
+def search_data(seed: int, data: DataConfig, score_size: int, train_size: int | None
+                ) -> tuple[Splits, ImageSet, ImageSet]:
+    """The study's splits, the scoring subset (the first ``score_size`` held-out training images) and the
+    training subset of the retrainings (``oneshot.train_size``)."""
+    splits = make_splits(data.dataset, seed=seed, train_size=data.train_size, score_size=data.score_size,
+                         calib_size=data.calib_size, test_size=data.test_size)
+    score_set = splits.score.subset(torch.arange(min(score_size, len(splits.score))))
+    return splits, score_set, training_subset(splits.train, train_size)
+
+
+def stage_metrics(root: str | Path = "reports/metrics") -> tuple[dict, dict, dict]:
+    """The ``models`` entries of the earlier stages' metrics: fp.json, supernet.json, baselines.json."""
+    return tuple(json.loads((Path(root) / f"{name}.json").read_text())["models"]
+                 for name in ("fp", "supernet", "baselines"))
+
+
+def load_study(path: str | Path = "checkpoints/search_study/result.json") -> dict:
+    """The search_study stage's result (``mpq.studies.search_study``)."""
+    return json.loads(Path(path).read_text())
+
+
+# ---------------------------------------------------------------------------------------------------
+# search and evaluation without retraining (T2-T4, F5, F6)
+
+def search_supernet(supernet: Supernet, candidates: Mapping | None, score_set: ImageSet, calib: ImageSet,
+                    test: ImageSet, search_cfg: SearchConfig, *, eval_batch_size: int, seed: int,
+                    name: str = "") -> dict:
+    """Greedy (one weight walk for every level), random and evolutionary search towards each of
+    ``search_cfg.levels`` from uniform W``start_bits``A``start_bits``, each configuration recalibrated on
+    ``calib`` and measured on ``test`` with no retraining (T2-T4's no-retraining rows).
+
+    One ``random.Random(seed)`` serves random and evolutionary search over the levels, in order. Returns
+    {"levels": {level: {method: entry}}, "greedy_seconds", "start_bits", "greedy_evaluations", "total_macs"};
+    an entry holds the configuration (``bit_cfg``, JSON form), G-BitOPs, BitOPs level, size, score,
+    evaluations, search seconds, test accuracy and the test predictions (``preds``).
+    """
+    table = supernet.cost_table
+    cost = partial(bitops, table)
+    space = search_space(supernet, candidates)
+    scorer = make_scorer(supernet, score_set, metric=search_cfg.metric)
+    levels, start_bits = search_cfg.levels, search_cfg.start_bits
+    targets = [level_bitops(table, level) for level in levels]
+    start = time.perf_counter()
+    front = greedy_front(space, scorer, cost, targets,
+                         [phase1_budget(table, t, a_bits=start_bits) for t in targets],
+                         start_bits=start_bits, alpha=search_cfg.alpha)
+    greedy_seconds = time.perf_counter() - start
+    rng = random.Random(seed)
+    per_level = {}
+    for level, target, g in zip(levels, targets, front):
+        t0 = time.perf_counter()
+        rnd = random_search(space, scorer, cost, target, num_samples=search_cfg.random_samples, rng=rng)
+        t1 = time.perf_counter()
+        evo = evolutionary_search(space, scorer, cost, target, population=search_cfg.evo_population,
+                                  generations=search_cfg.evo_generations, mutation_prob=search_cfg.evo_mutation_prob,
+                                  rng=rng)
+        t2 = time.perf_counter()
+        entry = {}
+        for method, res, secs in (("greedy", g, None), ("random", rnd, t1 - t0), ("evolutionary", evo, t2 - t1)):
+            preds = test_predictions(supernet, res.bit_cfg, calib, test, batch_size=eval_batch_size)
+            entry[method] = {"bit_cfg": cfg_to_json(res.bit_cfg), "gbitops": res.cost / 1e9,
+                             "level": bitops_level(table, res.cost), "size_mib": model_size_mib(table, res.bit_cfg),
+                             "score": res.error, "evaluations": res.evaluations,
+                             "search_seconds": round(res.seconds if secs is None else secs, 1),
+                             "test_acc": float((preds == test.labels).float().mean()), "preds": preds}
+        per_level[level] = entry
+        print(name, f"level {level}:", {m: round(100 * e["test_acc"], 2) for m, e in entry.items()})
+    return {"levels": per_level, "greedy_seconds": round(greedy_seconds, 1), "start_bits": start_bits,
+            "greedy_evaluations": max(r.evaluations for r in front), "total_macs": table.total_macs}
+
+
+def search_models(specs: Sequence[ModelSpec], model_oneshot: Mapping[str, OneShotConfig],
+                  model_search: Mapping[str, SearchConfig], splits: Splits, score_set: ImageSet, *,
+                  eval_batch_size: int, seed: int, device: torch.device,
+                  root: str | Path = "checkpoints/supernet") -> dict[str, dict]:
+    """``search_supernet`` on each model's trained supernet (``root/<model>.pt``, checked against the model's
+    candidates and the data split), placed on ``device``, within the scheduler's last decision; model -> result."""
+    results = {}
+    for spec in specs:
+        path = f"{root}/{spec.name}.pt"
+        supernet = load_supernet(path, model=spec.name, width_mult=spec.width_mult,
+                                 spec=model_oneshot[spec.name].supernet_spec(), data=splits.identity)
+        place(supernet, device)     # channels_last (and the AVX2 guard), as in training and mpq.studies.search_study
+        results[spec.name] = search_supernet(supernet, checkpoint_candidates(path, supernet), score_set, splits.calib,
+                                             splits.test, model_search[spec.name], eval_batch_size=eval_batch_size,
+                                             seed=seed, name=spec.name)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# the same configurations, retrained (the two-stage pipeline the paper removes)
+
+def retrain_greedy(results: Mapping[str, Mapping], specs: Sequence[ModelSpec],
+                   model_oneshot: Mapping[str, OneShotConfig], splits: Splits, train: ImageSet, data: DataConfig, *,
+                   eval_batch_size: int, seed: int, device: torch.device, retrain: bool = True,
+                   fp_root: str | Path = "checkpoints/fp") -> dict[str, dict]:
+    """Retrain each greedy configuration alone from the FP checkpoint with the uniform baselines' recipe
+    (max path only, ``torch.manual_seed(seed)`` before each build) and pair it with the no-retraining one.
+
+    Returns ``results`` with a "retrained" entry per level (test accuracy, seconds, epochs, no-retrain minus
+    retrained and its paired SE) and each model's "retrain_seconds" (0 with ``retrain`` off); ``results`` is
+    left as it was. Feeds T2-T4's retrained rows and the paired comparison.
+    """
+    out = {}
+    for spec in specs:
+        r = results[spec.name]
+        seconds, levels = 0.0, {}
+        for level, entry in r["levels"].items():
+            levels[level] = entry
+            if not retrain:
+                continue
+            bit_cfg = {k: tuple(v) for k, v in entry["greedy"]["bit_cfg"].items()}
+            fixed = model_oneshot[spec.name].fixed_config()
+            torch.manual_seed(seed)
+            model = build_supernet(load_fp_model(f"{fp_root}/{spec.name}.pt", spec.name, spec.width_mult,
+                                                 len(splits.train.classes)),
+                                   fixed.supernet_spec(), splits.calib, model_entry(spec.name).input_size,
+                                   layer_choices={k: ((w,), (a,)) for k, (w, a) in bit_cfg.items()})
+            run = train_oneshot(model, train, fixed, batch_size=data.batch_size, pad=data.pad, flip=data.flip,
+                                seed=seed, device=device, checkpoint=None)
+            preds = test_predictions(run.ema, bit_cfg, splits.calib, splits.test, batch_size=eval_batch_size)
+            diff, se = paired_difference(entry["greedy"]["preds"], preds, splits.test.labels)
+            levels[level] = {**entry, "retrained": {"test_acc": float((preds == splits.test.labels).float().mean()),
+                                                    "train_seconds": round(run.seconds, 1), "epochs": fixed.epochs,
+                                                    "no_retrain_minus_retrained": diff, "paired_se": se}}
+            seconds += run.seconds
+            print(spec.name, f"level {level}: retrained {100 * levels[level]['retrained']['test_acc']:.2f}%, "
+                  f"no-retrain minus retrained {100 * diff:+.2f} +- {100 * se:.2f} points")
+        out[spec.name] = {**r, "levels": levels, "retrain_seconds": seconds}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# tables, configurations and the summary
+
+def main_table_rows(results: Mapping[str, Mapping], fp_metrics: Mapping, base_metrics: Mapping) -> list[dict]:
+    """T2-T4's rows per model: full precision, uniform LSQ trained alone (by bits), then per level the three
+    searches with no retraining and the retrained greedy configuration."""
+    rows = []
+    for name, r in results.items():
+        rows.append({"model": name, "method": "full precision", "uniform W/A bits": "32/32", "BitOPs level": None,
+                     "top-1 (%)": 100 * fp_metrics[name]["test_acc"], "G-BitOPs": 32 * 32 * r["total_macs"] / 1e9,
+                     "size (MiB)": None, "training epochs": None, "search (s)": None, "training (s)": None})
+        for bits, b in sorted(base_metrics[name].items()):
+            rows.append({"model": name, "method": "uniform LSQ (trained alone)", "uniform W/A bits": f"{bits}/{bits}",
+                         "BitOPs level": None, "top-1 (%)": 100 * b["test_acc"], "G-BitOPs": b["gbitops"],
+                         "size (MiB)": b["size_mib"], "training epochs": b["epochs"], "search (s)": None,
+                         "training (s)": b["train_seconds"]})
+        for level, e in r["levels"].items():
+            for method in METHODS:
+                m = e[method]
+                rows.append({"model": name, "method": f"{method} search, no retraining", "uniform W/A bits": None,
+                             "BitOPs level": level, "top-1 (%)": 100 * m["test_acc"], "G-BitOPs": m["gbitops"],
+                             "size (MiB)": m["size_mib"], "training epochs": 0, "search (s)": m["search_seconds"],
+                             "training (s)": 0})
+            if "retrained" in e:
+                rows.append({"model": name, "method": "greedy configuration, retrained", "uniform W/A bits": None,
+                             "BitOPs level": level, "top-1 (%)": 100 * e["retrained"]["test_acc"],
+                             "G-BitOPs": e["greedy"]["gbitops"], "size (MiB)": e["greedy"]["size_mib"],
+                             "training epochs": e["retrained"]["epochs"], "search (s)": e["greedy"]["search_seconds"],
+                             "training (s)": e["retrained"]["train_seconds"]})
+    return rows
+
+
+def main_tables(main_table: pd.DataFrame, ids: Sequence[str] = ("T2", "T3", "T4")) -> dict[str, pd.DataFrame]:
+    """T2-T4 for display: caption "<id>: <model>" -> that model's rows without the model column (models in
+    order, as many as ``ids``)."""
+    return {f"{paper_id}: {name}": rows.drop(columns="model")
+            for paper_id, (name, rows) in zip(ids, main_table.groupby("model", sort=False))}
+
+
+def paired_rows(results: Mapping[str, Mapping]) -> list[dict]:
+    """The paired comparison (points): per retrained model-level, no retraining, retrained, their paired
+    difference on the same test images and its SE."""
+    return [{"model": n, "BitOPs level": l, "no retraining (%)": 100 * e["greedy"]["test_acc"],
+             "retrained (%)": 100 * e["retrained"]["test_acc"],
+             "no-retrain minus retrained (points)": 100 * e["retrained"]["no_retrain_minus_retrained"],
+             "paired SE (points)": 100 * e["retrained"]["paired_se"]}
+            for n, r in results.items() for l, e in r["levels"].items() if "retrained" in e]
+
+
+def cost_rows(results: Mapping[str, Mapping], sn_metrics: Mapping) -> list[dict]:
+    """Search cost next to training cost per model: the greedy walk's evaluations and seconds, one supernet
+    training, and retraining every level."""
+    return [{"model": n, "greedy walk: forward evaluations": r["greedy_evaluations"],
+             "greedy walk (s)": r["greedy_seconds"], "one supernet training (s)": sn_metrics[n]["train_seconds"],
+             "retraining every level (s)": round(r["retrain_seconds"], 1)} for n, r in results.items()]
+
+
+def write_configs(results: Mapping[str, Mapping], root: str | Path = "reports/configs") -> list[Path]:
+    """Each greedy configuration as ``root/<model>_level<L>.json`` (bits, BitOPs, size, accuracy); the paths."""
+    paths = []
+    for name, r in results.items():
+        for level, e in r["levels"].items():
+            g = e["greedy"]
+            path = Path(root) / f"{name}_level{level}.json"
+            write_json({"model": name, "target_level": level, **{k: v for k, v in g.items() if k != "preds"}}, path)
+            paths.append(path)
+    return paths
+
+
+def search_summary(results: Mapping[str, Mapping], sn_metrics: Mapping, *, profile: str, seed: int, device: Any,
+            test_images: int, scoring_images: int, stage_seconds: float) -> dict:
+    """``reports/metrics/search.json`` before its seed, budget and search-setting sections: the run's scale and
+    per model the greedy walk and every method's measurements per level (no predictions or bits)."""
+    return {"profile": profile, "seed": seed, "device": str(device), "test_images": test_images,
+            "scoring_images": scoring_images, "stage_seconds": stage_seconds,
+            "supernet_train_seconds": {n: sn_metrics[n]["train_seconds"] for n in results},
+            "models": {n: {"greedy_seconds": r["greedy_seconds"], "greedy_evaluations": r["greedy_evaluations"],
+                           "start_bits": r["start_bits"],
+                           "retrain_seconds": round(r["retrain_seconds"], 1),
+                           "levels": {str(l): {m: {k: v for k, v in e.items() if k not in ("preds", "bit_cfg")}
+                                               for m, e in lv.items()} for l, lv in r["levels"].items()}}
+                       for n, r in results.items()}}
+
+
+# ---------------------------------------------------------------------------------------------------
+# T2 with seeds, F7 (training budget) and S1 (search settings)
+
+def load_seed_records(model: str, seed: int, seeds: Sequence[int], sn_metrics: Mapping, base_metrics: Mapping,
+                 search_models: Mapping, root: str | Path = "checkpoints/replicates") -> list[dict]:
+    """T2 of ``model`` over training seeds: the main run (``search_models``: search.json's "models") in a
+    replicate's shape, then each replicate of ``seeds`` (``root/seed-<s>/result.json``)."""
+    records = [main_run_record(model, seed, sn_metrics, base_metrics, search_models)]
+    return records + load_replicates(root, seeds)
+
+
+def seed_tables(records: Sequence[Mapping]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """T2 over training seeds (per row: mean, SD, per-seed values) and the no-retrain minus retrained gap per
+    level pooled over seeds with its 95% interval and verdict (``mpq.studies.replicates``)."""
+    return pd.DataFrame(seed_rows(records)), pd.DataFrame(pool_gaps(records))
+
+
+def seeds_summary(model: str, records: Sequence[Mapping], table: pd.DataFrame, pooled: pd.DataFrame) -> dict:
+    """search.json's "seeds" section: the seeds, T2 over seeds, the pooled gaps and the replicates' seconds."""
+    return {"model": model, "seeds": [r["seed"] for r in records],
+            "rows": table.to_dict(orient="records"), "gaps": pooled.to_dict(orient="records"),
+            "replicate_seconds": {str(r["seed"]): r["seconds"] for r in records[1:]}}
+
+
+def budget_tables(records: Sequence[Mapping], budgets: Sequence[int], epochs: int,
+                  root: str | Path = "checkpoints/budget") -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+    """F7's data: the budget runs (``root/x<b>/result.json``), the points of ``records`` (main run and seed
+    replicates) and of those runs, and the table per comparison and budget (``epochs``: the default budget's)."""
+    runs = load_budget_runs(root, budgets)
+    points = pd.DataFrame(budget_points([*records, *runs]))
+    return runs, points, pd.DataFrame(budget_rows(points.to_dict(orient="records"), epochs))
+
+
+def budget_summary(model: str, budgets: Sequence[int], epochs: int, seed: int, table: pd.DataFrame,
+                   points: pd.DataFrame, runs: Sequence[Mapping]) -> dict:
+    """search.json's "budget" section (F7)."""
+    return {"model": model, "budgets": [1, *budgets], "epochs": epochs, "seed": seed,
+            "rows": table.to_dict(orient="records"), "points": points.to_dict(orient="records"),
+            "seconds": {f"x{r['budget']}": r["seconds"] for r in runs}}
+
+
+def study_tables(study: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """S1's tables from the search_study result: each alternative minus the default per level, paired per seed
+    (``mpq.studies.search_study.study_rows``), and each setting's means (``per_variant``)."""
+    return pd.DataFrame(study_rows(study)), per_variant(study["runs"])
+
+
+def per_variant(runs: Sequence[Mapping]) -> pd.DataFrame:
+    """S1: each search setting per level, mean over seeds: top-1 (%), whole-walk seconds, evaluations and the
+    BitOPs level found (``runs``: the search_study result's "runs")."""
+    return (pd.DataFrame(runs).groupby(["variant", "level"], sort=False)
+            .agg(seeds=("seed", "nunique"), top1=("test_acc", lambda v: 100 * v.mean()),
+                 search_s=("search_seconds", "mean"), evaluations=("evaluations", "mean"),
+                 found_level=("found_level", "mean")).reset_index()
+            .rename(columns={"top1": "top-1 mean (%)", "search_s": "search (s, whole walk)",
+                             "found_level": "found BitOPs level"}))
+
+
+def study_summary(study: Mapping, settings: pd.DataFrame, variants: pd.DataFrame) -> dict:
+    """search.json's "search_study" section (S1): the study's model, variants, seeds and both tables."""
+    return {"model": study["model"], "variants": study["variants"], "stage_seconds": study["stage_seconds"],
+            "seeds": sorted(pd.DataFrame(study["runs"]).seed.unique().tolist()),
+            "rows": settings.to_dict(orient="records"), "per_variant": variants.to_dict(orient="records")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# findings
+
+def search_lines(results: Mapping[str, Mapping], random_samples: int, evo_evaluations: int) -> list[str]:
+    """Per model its levels' no-retraining accuracy and gap to the retrained configuration (a verdict at two
+    paired SE), then how often greedy is at least as accurate as random and evolutionary search."""
+    lines = []
+    for name, r in results.items():
+        parts = []
+        for level, e in r["levels"].items():
+            text = f"level {level}: {100 * e['greedy']['test_acc']:.2f}% with no retraining"
+            if "retrained" in e:
+                d, se = e["retrained"]["no_retrain_minus_retrained"], e["retrained"]["paired_se"]
+                word = "below" if d < -2 * se else "above" if d > 2 * se else "within two paired SE of"
+                text += (f", {100 * d:+.2f} ± {100 * se:.2f} points against the same configuration retrained "
+                         f"({word} it)")
+            parts.append(text)
+        lines.append(f"{name}: " + "; ".join(parts))
+    wins = sum(e["greedy"]["test_acc"] >= max(e["random"]["test_acc"], e["evolutionary"]["test_acc"])
+               for r in results.values() for e in r["levels"].values())
+    total = sum(len(r["levels"]) for r in results.values())
+    evaluations = [r["greedy_evaluations"] for r in results.values()]
+    lines.append(f"Greedy search is at least as accurate as random and evolutionary search at {wins} of {total} "
+                 f"model-levels, at equal BitOPs; it spends more forward evaluations (the whole walk: "
+                 f"{min(evaluations)}-{max(evaluations)}"
+                 f") than random ({random_samples}) or evolutionary search "
+                 f"({evo_evaluations}), so search compute is not equal.")
+    return lines
+
+
+def seed_lines(pooled: pd.DataFrame, model: str) -> list[str]:
+    """C6 over training seeds: per level the pooled gap, its 95% interval and verdict."""
+    lines = [f"{model}, {g.seeds} training seeds, level {g['BitOPs level']}: no-retrain minus retrained "
+             f"{g['no-retrain minus retrained (points)']:+.2f} points, 95% interval over seeds "
+             f"[{g['95% interval low']:+.2f}, {g['95% interval high']:+.2f}] (per seed {g['per seed']}): {g.verdict}"
+             for _, g in pooled.iterrows()]
+    return lines + ["The other models' gaps are one seed each: their paired SE covers test-set noise only."]
+
+
+def budget_lines(table: pd.DataFrame, points: pd.DataFrame, seed: int) -> list[str]:
+    """F7 per comparison: the default budget's mean over seeds (SD, the main seed's value), then each larger
+    budget (the main seed only)."""
+    lines = []
+    for what, g in table.groupby("comparison", sort=False):
+        base, more = g[g["budget (x)"] == 1].iloc[0], g[g["budget (x)"] > 1]
+        main_1x = points[(points.comparison == what) & (points["budget (x)"] == 1)
+                         & (points.seed == seed)].points.iloc[0]
+        lines.append(f"F7, {what}: {base['mean (points)']:+.2f} points at {base.epochs} epochs "
+                     f"(mean of {base.seeds} seeds, SD {base['SD over seeds']:.2f}; seed {seed} {main_1x:+.2f}); "
+                     + "; ".join(f"{r['mean (points)']:+.2f} at {r.epochs} epochs (seed {seed} only)"
+                                 for _, r in more.iterrows()))
+    return lines
+
+
+def _where(rows: pd.DataFrame) -> str:
+    return ", ".join(f"{r.setting} at level {r['BitOPs level']}" for _, r in rows.iterrows())
+
+
+def settings_lines(settings: pd.DataFrame, study_model: str, study_seeds: Sequence[int], seed: int,
+                   profile: str) -> list[str]:
+    """S1: each alternative search setting minus the default per level (the equal-compute random and
+    evolutionary rows: F5 at equal search compute), then the verdict over the alternatives."""
+    lines = []
+    for name, g in settings.groupby("setting", sort=False):
+        if "equal evaluations" in name:
+            lines.append(f"F5 at equal search compute ({study_model}, seed {seed}): {name} minus greedy: "
+                         + "; ".join(f"level {r['BitOPs level']} {r['minus default (points)']:+.2f} "
+                                     f"± {r['paired SE per seed']}" for _, r in g.iterrows())
+                         + " points (paired SE: test-set noise only, one seed)")
+            continue
+        lines.append(f"Search setting '{name}' ({study_model}, seeds {study_seeds}) minus the default: "
+                     + "; ".join(f"level {r['BitOPs level']} {r['minus default (points)']:+.2f} "
+                                 f"[{r['95% interval low']:+.2f}, {r['95% interval high']:+.2f}] ({r.verdict})"
+                                 for _, r in g.iterrows())
+                     + f"; search time x{g['search time x default'].mean():.1f}")
+    alternatives = settings[~settings.setting.str.contains("equal evaluations")]
+    better = alternatives[alternatives.verdict.str.startswith("higher")]
+    worse = alternatives[alternatives.verdict.str.startswith("lower")]
+    if alternatives.empty:
+        lines.append(f"S1: no alternative search setting in the {profile} profile (search_study.score_sizes and "
+                     "start_bits are empty); profiles/large.yaml compares its settings with the default profile's.")
+    elif better.empty:
+        lines.append("No alternative search setting found better configurations beyond the seed spread"
+                     + (f" (worse: {_where(worse)})" if not worse.empty else "") + ": the cheaper defaults stand.")
+    elif worse.empty:
+        lines.append(f"Better configurations beyond the seed spread with {_where(better)}, worse nowhere: worth the "
+                     "search time where the budget allows.")
+    else:
+        lines.append(f"Mixed: better configurations beyond the seed spread with {_where(better)}, worse with "
+                     f"{_where(worse)}; no alternative is better at every level, so the cheaper defaults stand.")
+    return lines
+
+
+def findings_lines(results: Mapping[str, Mapping], pooled: pd.DataFrame, budget_table: pd.DataFrame,
+                   budget_points: pd.DataFrame, settings: pd.DataFrame, *, model: str, seed: int, profile: str,
+                   budgets: Sequence[int], epochs: int, random_samples: int, evo_evaluations: int,
+                   study_model: str, study_seeds: Sequence[int]) -> list[str]:
+    """Notebook 04's findings (C5-C6, T2-T4, F5-F7, S1), written from this run's numbers: ``search_lines``,
+    ``seed_lines``, ``budget_lines`` (only with larger ``budgets``), ``settings_lines`` and F7's caveat."""
+    lines = search_lines(results, random_samples, evo_evaluations) + seed_lines(pooled, model)
+    if budgets:          # without larger budgets, F7's default-budget points are the C6 lines above
+        lines += budget_lines(budget_table, budget_points, seed)
+    lines += settings_lines(settings, study_model, study_seeds, seed, profile)
+    if budgets:
+        lines.append(f"F7 has one seed per larger budget: a change smaller than the seed SD at {epochs} epochs is "
+                     "within training noise.")
+    else:
+        lines.append(f"F7: no training budget beyond the default in the {profile} profile (replicates.budgets is "
+                     "empty); profiles/large.yaml runs it.")
+    return lines

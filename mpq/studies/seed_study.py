@@ -1,0 +1,110 @@
+"""One model's main-table rows over extra training seeds, with the model's own bit-widths (a one-off study).
+
+The ``replicate`` stages repeat ResNet-20's T2 rows with other seeds inside ``dvc repro``. This study does the
+same for any model of the ``models`` section, outside the pipeline (it is too long for the 2-core budget of
+every run), and honours ``model_bits``: MobileNetV2's replicates train candidates {3..6} and search its levels
+4 and 3.5, as its main run does. Each seed runs ``mpq.studies.replicates.run_replicate`` on the study's params with the
+model's settings written into the shared sections (``model_params``), so the recipe, split and FP checkpoint
+are the main run's and only the training seed differs. The main run's numbers are read from
+``reports/metrics`` (run ``dvc repro search`` first) and pooled with the new seeds: per row the mean and SD
+over seeds, per level no-retrain minus retrained with its 95% t interval over seeds (``pool_gaps``).
+
+Command line::
+
+    python -m mpq.studies.seed_study --model mobilenetv2_28 --seeds 1 2 --out reports/studies/mobilenetv2_seeds.json
+
+The seeds run one after another; each seed's weights go to ``--work`` (git-ignored) and are deleted once measured.
+The result is written atomically; the machine is recorded with it.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from mpq.training.checkpoint import write_json
+from mpq.config import BaselineConfig, EvalConfig, SearchConfig, from_dict, load_params
+from mpq.studies.model_bits import model_bits
+from mpq.training.recipe import OneShotConfig
+from mpq.studies.replicates import main_run_record, pool_gaps, run_replicate, seed_rows
+
+log = logging.getLogger(__name__)
+
+
+def model_params(params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """``params`` with ``model`` as the replicated model and its ``model_bits`` written into the shared sections
+    (candidates, uniform evaluation levels, LSQ baselines, search levels and start)."""
+    if model not in params["models"]:
+        raise ValueError(f"model {model!r} is not in the models section {list(params['models'])}")
+    own = model_bits(params.get("model_bits"), model)
+    cfg = own.oneshot(from_dict(OneShotConfig, params["oneshot"], "oneshot"))
+    search = own.search(from_dict(SearchConfig, params["search"], "search"))
+    search.check_candidates(cfg.w_bit_choices, cfg.a_bit_choices)
+    out = copy.deepcopy(dict(params))
+    out["replicates"] = {**out["replicates"], "model": model}
+    out["oneshot"] |= {"w_bit_choices": list(cfg.w_bit_choices), "a_bit_choices": list(cfg.a_bit_choices)}
+    out["evaluation"] |= {"levels": list(own.evaluation(from_dict(EvalConfig, params["evaluation"], "evaluation")).levels)}
+    out["baselines"] |= {"levels": list(own.baseline_levels(from_dict(BaselineConfig, params["baselines"], "baselines")))}
+    out["search"] |= {"levels": list(search.levels), "start_bits": search.start_bits}
+    return out
+
+
+def main_record(metrics: str | Path, model: str) -> dict:
+    """The main run of ``model`` from ``reports/metrics`` in a replicate's shape, with its seed."""
+    root = Path(metrics)
+    loaded = {}
+    for name in ("supernet", "baselines", "search"):
+        path = root / f"{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro search` first (the main run is pooled)")
+        loaded[name] = json.loads(path.read_text())
+    if model not in loaded["search"]["models"]:
+        raise ValueError(f"{root}/search.json has no model {model!r}; run `dvc repro search` with it in `models`")
+    return main_run_record(model, loaded["search"]["seed"], loaded["supernet"]["models"],
+                           loaded["baselines"]["models"], loaded["search"]["models"])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="training seeds other than the main run's")
+    parser.add_argument("--out", required=True, help="result JSON (written atomically)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--metrics", default="reports/metrics", help="the main run's metrics")
+    parser.add_argument("--work", default="checkpoints/studies", help="each seed's weights while it runs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    params = load_params(args.params)
+    if params["seed"] in args.seeds or len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"--seeds must be distinct and exclude the main run's seed {params['seed']} (it is pooled "
+                         "from reports/metrics)")
+    study = model_params(params, args.model)
+    main_run = main_record(args.metrics, args.model)
+    if not Path(f"checkpoints/fp/{args.model}.pt").is_file():
+        raise SystemExit(f"checkpoints/fp/{args.model}.pt is missing: run `dvc repro fp_train` first")
+    start = time.perf_counter()
+    records = [main_run]
+    for seed in args.seeds:
+        folder = Path(args.work) / f"{args.model}-seed-{seed}"
+        records.append(run_replicate(study, seed, folder))
+        shutil.rmtree(folder)
+        log.info("seed %d done: %s", seed, {k: round(100 * v["no_retrain_minus_retrained"], 2)
+                                             for k, v in records[-1]["gaps"].items()})
+    result = {"study": "seeds", "model": args.model, "profile": params.get("profile"), "split_seed": params["seed"],
+              "seeds": [r["seed"] for r in records], "model_bits": params.get("model_bits", {}).get(args.model),
+              "rows": seed_rows(records), "gaps": pool_gaps(records), "records": records,
+              "wall_seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    write_json(result, args.out)
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""One-shot weight-coupled training of the bit-width supernet (claim C1; docs/method.md section 2).
+
+Each step: (1) the max path (every searchable layer at its highest candidate) with cross-entropy; its
+detached logits are the teacher. (2) ``num_random_paths`` random paths, each layer drawing w_bits and
+a_bits uniformly from its current candidates, with ``(1-kd)*CE + kd*KL(teacher || student)``. Gradients
+of all paths accumulate, then one optimiser step: SGD (Nesterov, warm-up + cosine) for weights, BN and
+biases, Adam for the LSQ step sizes. An EMA copy of the supernet is what gets evaluated and searched.
+
+The loss terms live in ``mpq.method.losses``; the bit-width scheduler (C3) in ``mpq.method.scheduler``, called here
+every few steps to take the lowest weight candidate away from the most turbulent layers; information
+distortion mitigation (C4) is added on every random path. Three details follow the official code, each a
+named parameter: the quantization-error penalty on the random paths only, ramped in along a cosine from
+27% of training (``qe_*``); weight decay on conv weights only (``decay_linear``); and no weight decay in a
+step on layers sampled at 2-bit weights on some random path (``cancel_2bit_decay``; the official code
+subtracts the decay once per 2-bit path on convs, we skip it once per step, see the README).
+
+The same function trains a uniform fixed-precision LSQ baseline: a supernet whose only candidate is
+(k, k) and ``num_random_paths=0`` is plain LSQ at WkAk (``baseline_spec``).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.std import tqdm
+
+from mpq.training.recipe import OneShotConfig
+from mpq.training.checkpoint import check_matches, load_checkpoint, require_keys, save_checkpoint
+from mpq.data.datasets import ImageSet, Splits, augment, batches
+from mpq.training.hardware import place
+from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, lowest_bit_layers, qe_weight_at,
+                               quantization_error)
+from mpq.method.scheduler import (Choices, SchedulerConfig, apply_decision, call_steps, decide_frozen, freeze_ratio,
+                                  layer_scores)
+from mpq.method.supernet import Supernet, SupernetSpec
+from mpq.training.steps import decay_weights, step_stats
+from mpq.training.graphed import GraphedStep
+from mpq.training.fp import History, to_device, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+# no wall times: a checkpoint is a function of its inputs, byte for byte (History.as_dict(times=False))
+CHECKPOINT_KEYS = ("supernet", "ema", "sgd", "adam", "sched", "sched_steps", "generator", "history", "epoch",
+                   "config", "meta", "frozen")
+
+
+def optimizers(supernet: Supernet, cfg: OneShotConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """SGD for weights/BN/biases (decay applied by hand, see ``apply_weight_decay``), Adam for step sizes."""
+    steps = [p for n, p in supernet.named_parameters() if "step_size" in n]
+    rest = [p for n, p in supernet.named_parameters() if "step_size" not in n]
+    sgd = torch.optim.SGD(rest, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=0.0)
+    adam = torch.optim.Adam(steps, lr=cfg.step_lr)
+    return sgd, adam
+
+
+class GradSync(Protocol):
+    """Averages gradients (after every step) and buffers (after every epoch) across processes."""
+
+    def __call__(self, params: Iterable[nn.Parameter]) -> None: ...
+
+    def sync_buffers(self, module: nn.Module) -> None: ...
+
+
+def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen: torch.Generator,
+               qe_weight: float, grad_sync: GradSync | None = None,
+               candidates: Mapping[str, Choices] | None = None) -> dict[str, float]:
+    """Max path + random paths on one batch; gradients accumulated (and synced across processes).
+
+    ``candidates``: each searchable layer's current (weight, activation) candidates, as the scheduler
+    left them (None: the supernet's full lists); random paths draw from them, and IDM aligns the layers
+    at their lowest current weight candidate. ``qe_weight``: the quantization-error term's weight at this
+    step (``losses.qe_weight_at``), added on the random paths (and the max path with ``cfg.qe_max_path``).
+    """
+    cands = candidates or supernet.choices
+    use_idm = cfg.idm and cfg.idm_weight > 0 and cfg.num_random_paths > 0
+    bns = {name: supernet.model.get_submodule(bn) for name, bn in supernet.bn_of.items()} if use_idm else {}
+    max_cfg = supernet.max_config()
+    supernet.set_config(max_cfg)
+    with capture_bn_outputs(bns) as teacher_features:
+        logits = supernet(x)
+    teacher_features = {n: f.detach() for n, f in teacher_features.items()}
+    loss = F.cross_entropy(logits, y)
+    if qe_weight > 0 and cfg.qe_max_path:
+        loss = loss + qe_weight * quantization_error(supernet)
+    loss.backward()
+    teacher = logits.detach()
+    loss_max = loss.detach()
+    random_configs, rand_losses, idm_terms = [], [], []
+    for _ in range(cfg.num_random_paths):
+        bit_cfg = supernet.sample_config(gen, candidates)
+        random_configs.append(bit_cfg)
+        supernet.set_config(bit_cfg)
+        with capture_bn_outputs(bns) as features:
+            out = supernet(x)
+        loss = (1 - cfg.kd_weight) * F.cross_entropy(out, y) + cfg.kd_weight * distillation_loss(out, teacher, cfg.kd_temperature)
+        if qe_weight > 0:
+            loss = loss + qe_weight * quantization_error(supernet)
+        if use_idm:
+            idm = idm_loss(features, teacher_features, [n for n in lowest_bit_layers(bit_cfg, cands) if n in bns])
+            loss = loss + cfg.idm_weight * idm
+            idm_terms.append(idm.detach())
+        loss.backward()
+        rand_losses.append(loss.detach())
+    if grad_sync is not None:
+        grad_sync(supernet.parameters())
+    decay_weights(supernet, cfg, random_configs)
+    # the step's numbers reach the host together: one device sync per step, not one per path
+    return step_stats(torch.stack([loss_max, *rand_losses, *idm_terms]).tolist(), len(rand_losses))
+
+
+class EmaUpdate:
+    """``AveragedModel.update_parameters`` for an EMA (``get_ema_multi_avg_fn``), without its per-step Python.
+
+    The float arithmetic is the same (one ``torch._foreach_lerp_`` towards the model by ``1 - decay``, after a
+    first step that copies), so the EMA's floats equal AveragedModel's bit for bit; the tensor lists are built
+    once instead of every step. Non-float buffers (BN batch counters, quantizer flags) are copied, where
+    AveragedModel would average and truncate them; nothing reads the EMA's counters (BN momentum is fixed, and
+    recalibration resets them). Measured on a ResNet-20 x0.5 supernet (2,311 float tensors, every switchable
+    BN copy included, and 565 others): 13-19 ms per step for AveragedModel, 1 ms here, on a 2-core CPU.
+    """
+
+    def __init__(self, ema: AveragedModel, model: nn.Module, decay: float) -> None:
+        pairs = list(zip(itertools.chain(ema.module.parameters(), ema.module.buffers()),
+                         itertools.chain(model.parameters(), model.buffers()), strict=True))
+        self.ema, self.weight = ema, 1.0 - decay
+        self.first = int(ema.n_averaged) == 0      # read once here: per step it would sync a GPU
+        self.floats = ([a.detach() for a, b in pairs if a.is_floating_point()],
+                       [b.detach() for a, b in pairs if a.is_floating_point()])
+        self.others = ([a.detach() for a, b in pairs if not a.is_floating_point()],
+                       [b.detach() for a, b in pairs if not a.is_floating_point()])
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        if self.first:
+            torch._foreach_copy_(self.floats[0], self.floats[1])
+            self.first = False
+        else:
+            torch._foreach_lerp_(self.floats[0], self.floats[1], self.weight)
+        torch._foreach_copy_(self.others[0], self.others[1])
+        self.ema.n_averaged += 1
+
+
+def schedule(supernet: Supernet, candidates: Mapping[str, Choices], progress: float, cfg: SchedulerConfig) -> list[str]:
+    """One scheduler call: measure turbulence over the current candidates, decide which layers to freeze."""
+    return decide_frozen(layer_scores(supernet, candidates, cfg.band),
+                         freeze_ratio(progress, cfg.ratio_start, cfg.ratio_end))
+
+
+@dataclass
+class OneShotRun:
+    """What training returns: the EMA supernet (evaluate and search this one), the raw one, the record."""
+
+    ema: Supernet
+    supernet: Supernet
+    history: History
+    seconds: float               # wall time of the epochs this call trained (a resumed run: since the resume)
+    frozen: list[str]            # the scheduler's last decision: layers without their lowest weight candidate
+
+    def candidates(self) -> dict[str, Choices]:
+        """The search space the scheduler leaves: each layer's candidates after its last decision."""
+        return apply_decision(self.ema.choices, self.frozen)
+
+
+def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, batch_size: int, pad: int, flip: bool,
+                  seed: int, device: torch.device, checkpoint: str | Path | None = None, meta: dict | None = None,
+                  progress: bool = True, shard: tuple[int, int] | None = None, grad_sync: GradSync | None = None,
+                  stop_after_epoch: int | None = None,
+                  on_step: Callable[[int, int, Supernet], None] | None = None,
+                  graphed: bool | None = None) -> OneShotRun:
+    """Train ``supernet`` (already calibrated) one-shot; resumable from ``checkpoint``.
+
+    A checkpoint is written atomically after every epoch with all state (weights, EMA, optimisers,
+    schedules, random generator), so a resumed run equals an uninterrupted one in every stored value (the files
+    need not match byte for byte: a resumed run's was 64 bytes longer). It stores no wall times, so a resumed
+    run's ``seconds`` (and ``history.seconds``) count only the epochs it trained. ``stop_after_epoch``
+    stops early (as an interruption would); ``meta`` is stored alongside (model name, width, ...).
+
+    Data parallel (``mpq.training.distributed``): every process draws the same global batch, augmentation and
+    random paths from the same seeded generator and keeps the slice ``shard = (rank, world_size)`` of the
+    batch; ``grad_sync`` averages the accumulated gradients once per step, and only rank 0 writes.
+
+    ``on_step(step, total_steps, supernet)`` is called after every optimiser step (0-based step), e.g.
+    with a ``scheduler.OscillationMonitor``; it must not change the supernet.
+
+    ``graphed`` (default: on a CUDA device, single process, without LSQ gradient scaling) runs each step as
+    one replayed CUDA graph (``mpq.training.graphed.GraphedStep``: the same losses and gradients, far fewer kernel
+    launches from the host).
+    """
+    if graphed is None:
+        graphed = device.type == "cuda" and grad_sync is None and not cfg.grad_scaling
+    if graphed and grad_sync is not None:
+        raise ValueError("graphed steps do not sync gradients across processes: pass graphed=False with grad_sync")
+    rank, world_size = shard or (0, 1)
+    place(supernet, device)                       # channels_last, and the AVX2 guard (mpq.training.hardware)
+    supernet.train()
+    gen = torch.Generator().manual_seed(seed)
+    sgd, adam = optimizers(supernet, cfg)
+    steps_per_epoch = len(train) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train)} training images give no full batch of {batch_size}")
+    total_steps = cfg.epochs * steps_per_epoch
+    sched = warmup_cosine(sgd, int(cfg.warmup_epochs * steps_per_epoch), total_steps)
+    sched_steps = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=total_steps)
+    ema = AveragedModel(supernet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    history, start_epoch, seconds = History(), 0, 0.0
+    sched_cfg = cfg.scheduler_config()
+    sched_calls = set(call_steps(total_steps, sched_cfg)) if cfg.scheduler and cfg.num_random_paths > 0 else set()
+    frozen: list[str] = []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        fix = "delete it to start afresh (or restore what it was trained with to resume)"
+        state = load_checkpoint(checkpoint, fix=fix)
+        require_keys(state, CHECKPOINT_KEYS, checkpoint, fix)
+        if state["config"] != _plain(asdict(cfg)):
+            raise ValueError(f"checkpoint {checkpoint} was trained with another oneshot config; {fix}")
+        for key, value in (meta or {}).items():
+            check_matches(checkpoint, f"meta {key}", state["meta"].get(key), _plain(value), fix)
+        supernet.load_state_dict(state["supernet"])
+        ema.load_state_dict(state["ema"])
+        sgd.load_state_dict(state["sgd"])
+        adam.load_state_dict(state["adam"])
+        sched.load_state_dict(state["sched"])
+        sched_steps.load_state_dict(state["sched_steps"])
+        gen.set_state(state["generator"])
+        history = History(**{k: v for k, v in state["history"].items() if k != "seconds"})
+        history.seconds = [math.nan] * len(history.epoch)     # earlier epochs' wall times are not stored
+        start_epoch, frozen = state["epoch"], list(state["frozen"])
+        log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
+    step_fn = None
+    if graphed:
+        step_fn = GraphedStep(supernet, cfg)     # before the EMA's tensor lists: they alias the stacked rows
+    ema_update = EmaUpdate(ema, supernet, cfg.ema_decay)
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+        start, sums, n = time.perf_counter(), {"loss_max": 0.0, "loss_rand": 0.0, "idm": 0.0}, 0
+        bar = tqdm(batches(train, batch_size, shuffle=True, gen=gen, drop_last=True), total=steps_per_epoch,
+                   desc=f"one-shot epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        for i, (images, labels) in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            x, y = to_device(augment(images, gen, pad, flip), labels, device)
+            if world_size > 1:
+                x, y = x[rank::world_size], y[rank::world_size]            # this process's slice of the batch
+            if step in sched_calls:
+                frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg)
+            sgd.zero_grad(set_to_none=True)
+            adam.zero_grad(set_to_none=True)
+            qe_weight = (qe_weight_at(step, total_steps, cfg.qe_start, cfg.qe_weight, cfg.qe_ramp)
+                         if cfg.quant_error_penalty else 0.0)
+            candidates = apply_decision(supernet.choices, frozen) if frozen else None
+            if step_fn is not None:
+                stats = step_fn(x, y, gen, qe_weight, candidates)
+            else:
+                stats = train_step(supernet, x, y, cfg, gen, qe_weight, grad_sync, candidates)
+            sgd.step()
+            adam.step()
+            sched.step(); sched_steps.step()
+            ema_update()
+            if on_step is not None:
+                on_step(step, total_steps, supernet)
+            for k in sums:
+                sums[k] += stats[k]
+            n += 1
+        epoch_seconds = time.perf_counter() - start
+        seconds += epoch_seconds
+        history.append(epoch=epoch + 1, loss=sums["loss_max"] / n, train_acc=float("nan"), test_acc=float("nan"),
+                       lr=sgd.param_groups[0]["lr"], seconds=epoch_seconds)
+        if cfg.num_random_paths:
+            log.info("one-shot epoch %d: max-path loss %.4f, random-path loss %.4f, IDM %.4f, %d layers frozen "
+                     "(%.1fs)", epoch + 1, sums["loss_max"] / n, sums["loss_rand"] / n, sums["idm"] / n,
+                     len(frozen), epoch_seconds)
+        else:   # a fixed configuration (baselines, retraining): the max path is the only path
+            log.info("epoch %d: loss %.4f (%.1fs)", epoch + 1, sums["loss_max"] / n, epoch_seconds)
+        if grad_sync is not None:
+            grad_sync.sync_buffers(supernet)       # BN statistics: average the per-process estimates
+            grad_sync.sync_buffers(ema.module)
+        if checkpoint is not None and rank == 0:
+            save_checkpoint({"supernet": supernet.state_dict(), "ema": ema.state_dict(), "sgd": sgd.state_dict(),
+                             "adam": adam.state_dict(), "sched": sched.state_dict(),
+                             "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
+                             "history": history.as_dict(times=False), "epoch": epoch + 1,
+                             "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen)},
+                            checkpoint)
+    supernet.set_float()
+    ema.module.set_float()
+    return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds, frozen=list(frozen))
+
+
+def build_supernet(float_model: nn.Module, spec: SupernetSpec, calib: ImageSet, input_size: Sequence[int],
+                   calib_images: int = 256, layer_choices: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None
+                   ) -> Supernet:
+    """Convert a float model and initialise its step sizes on the first calibration batch."""
+    supernet = Supernet(float_model, input_size, spec, layer_choices=layer_choices)
+    x, y = next(batches(calib, calib_images, shuffle=False))
+    supernet.calibrate(to_device(x, y, torch.device("cpu"))[0])
+    return supernet
+
+
+def _plain(value):
+    """Tuples as lists, recursively: a checkpoint's metadata compares equal to what it was written from."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def training_subset(train: ImageSet, train_size: int | None) -> ImageSet:
+    """The images one-shot training (and every baseline and retraining) sees: a prefix of the split.
+
+    One function for the notebooks and ``mpq.training.distributed``, so both train on the same images.
+    """
+    return train.subset(torch.arange(min(train_size or len(train), len(train))))
+
+
+def run_meta(model: str, width_mult: float, splits: Splits, train: ImageSet, **extra) -> dict:
+    """What a training checkpoint records about its run: model, width, classes, and the data identity.
+
+    The data identity (data set, split seed, subset sizes, class names, training images) lets
+    ``load_supernet`` and ``python -m mpq search`` rebuild exactly the held-out scoring subset.
+    """
+    return {"model": model, "width_mult": width_mult, "num_classes": len(splits.train.classes),
+            "data": {**splits.identity, "train_images": len(train)}, **extra}
+
+
+SUPERNET_FIX = "re-run the stage that trains it (`dvc repro supernet`)"
+
+
+def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = None, width_mult: float | None = None,
+                  spec: SupernetSpec | None = None, num_classes: int | None = None,
+                  data: Mapping | None = None) -> Supernet:
+    """Rebuild a trained supernet from a one-shot checkpoint (``which``: "ema", the default, or "supernet").
+
+    Each given expectation (model name, width, candidates as a ``SupernetSpec``, number of classes, the
+    data identity of ``Splits.identity``) must match the checkpoint, or it is refused naming both sides.
+    """
+    from mpq.models import create_model, model_entry
+
+    state = load_checkpoint(path, fix=SUPERNET_FIX)
+    require_keys(state, CHECKPOINT_KEYS, path, SUPERNET_FIX)
+    meta = state["meta"]
+    require_keys(meta, ("model", "width_mult", "num_classes", "data"), path, SUPERNET_FIX)
+    cfg = OneShotConfig(**state["config"])
+    fix = "pass the checkpoint of the model you mean, or re-train it with these params (`dvc repro`)"
+    for what, stored, expected in (("model", meta["model"], model), ("width_mult", meta["width_mult"], width_mult),
+                                   ("num_classes", meta["num_classes"], num_classes),
+                                   ("candidates", _plain(asdict(cfg.supernet_spec())), spec and _plain(asdict(spec)))):
+        if expected is not None:
+            check_matches(path, what, stored, expected, fix)
+    if data is not None:
+        for key, value in data.items():
+            if key in meta["data"] and key != "test_size":       # the test set plays no part in training
+                check_matches(path, f"data {key}", meta["data"][key], _plain(value), fix)
+    net = create_model(meta["model"], num_classes=meta["num_classes"], width_mult=meta["width_mult"])
+    supernet = Supernet(net, model_entry(meta["model"]).input_size, cfg.supernet_spec())
+    weights = state[which]
+    if which == "ema":   # AveragedModel's state: the module's entries under "module.", plus a step counter
+        weights = {k[len("module."):]: v for k, v in weights.items() if k.startswith("module.")}
+    try:
+        supernet.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {path}: its weights do not fit {meta['model']} at width "
+                         f"{meta['width_mult']} ({str(exc).splitlines()[0]}); {SUPERNET_FIX}") from None
+    return supernet.eval()
+
+
+def checkpoint_candidates(path: str | Path, supernet: Supernet) -> dict[str, Choices]:
+    """The search space a one-shot checkpoint leaves: its scheduler's last decision applied to ``supernet``."""
+    state = load_checkpoint(path, fix=SUPERNET_FIX)
+    require_keys(state, ("frozen",), path, SUPERNET_FIX)
+    return apply_decision(supernet.choices, state["frozen"])
+
+
+def checkpoint_meta(path: str | Path) -> dict:
+    """The ``meta`` of a one-shot checkpoint (model, width, classes, data identity)."""
+    state = load_checkpoint(path, fix=SUPERNET_FIX)
+    require_keys(state, ("meta",), path, SUPERNET_FIX)
+    return state["meta"]

@@ -1,0 +1,91 @@
+"""The one-shot training recipe: the ``oneshot`` section of params.yaml (docs/method.md section 2).
+
+It lives with training rather than in ``mpq.config`` because it names the method's scheduler and supernet
+settings; ``mpq.config`` holds the sections that need nothing of the method, so that FP training does not
+depend on the quantizer."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from mpq.method.scheduler import SchedulerConfig
+from mpq.method.supernet import SupernetSpec
+
+
+@dataclass(frozen=True)
+class OneShotConfig:
+    """The ``oneshot`` section of params.yaml; the paper's (official code's) values where it gives them."""
+
+    epochs: int = 2
+    train_size: int | None = None      # training images used (None: all of the training split)
+    lr: float = 0.04                   # SGD learning rate for weights, BN and biases (tuned here for short runs)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4         # conv weights (and the final linear layer's with decay_linear)
+    decay_linear: bool = False         # official code: decay 4-D (conv) weights only
+    warmup_epochs: float = 0.1
+    step_lr: float = 3e-3              # Adam learning rate for LSQ step sizes (tuned here for short runs)
+    num_random_paths: int = 3
+    kd_weight: float = 0.5             # random paths: (1 - kd_weight) * CE + kd_weight * KL(teacher || student)
+    kd_temperature: float = 1.0
+    ema_decay: float = 0.99            # per step; our runs have a few hundred steps, so a short horizon
+    quant_error_penalty: bool = True   # official code, not in the paper's text
+    qe_weight: float = 0.1
+    qe_start: float = 0.27             # fraction of training after which the penalty ramps up to qe_weight
+    qe_ramp: str = "cosine"            # "cosine" (official code) or "linear"
+    qe_max_path: bool = False          # official code: random paths only; True adds it on the max path too
+    cancel_2bit_decay: bool = True     # official code: no weight decay on layers sampled at 2-bit weights
+    w_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
+    a_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
+    depthwise_min_bits: int = 3
+    grad_scaling: bool = False         # LSQ gradient scaling, off in the official configs
+    # bit-width scheduler (C3, mpq.method.scheduler); times are fractions of the whole run (SchedulerConfig says why)
+    scheduler: bool = True
+    sched_warmup: float = 0.1
+    sched_every: float = 0.02
+    sched_late_from: float = 0.5
+    sched_every_late: float = 0.05
+    sched_ratio_start: float = 0.5
+    sched_ratio_end: float = 0.2
+    sched_band: float = 0.125
+    # information distortion mitigation (C4, mpq.method.losses): MSE of lowest-bit BN outputs to the max path's
+    idm: bool = True
+    idm_weight: float = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "w_bit_choices", tuple(self.w_bit_choices))
+        object.__setattr__(self, "a_bit_choices", tuple(self.a_bit_choices))
+        if self.epochs <= 0 or self.lr <= 0 or self.step_lr <= 0:
+            raise ValueError("oneshot: epochs, lr and step_lr must be positive")
+        if self.num_random_paths < 0:
+            raise ValueError(f"oneshot.num_random_paths must be >= 0, got {self.num_random_paths}")
+        if not 0.0 <= self.kd_weight <= 1.0 or not 0.0 <= self.qe_start <= 1.0 or not 0.0 < self.ema_decay < 1.0:
+            raise ValueError("oneshot: kd_weight and qe_start must lie in [0, 1], ema_decay in (0, 1)")
+        if self.qe_ramp not in ("cosine", "linear"):
+            raise ValueError(f"oneshot.qe_ramp must be 'cosine' or 'linear', got {self.qe_ramp!r}")
+        if self.idm_weight < 0:
+            raise ValueError(f"oneshot.idm_weight must be >= 0, got {self.idm_weight}")
+        self.scheduler_config()           # validates the sched_* fields
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(warmup=self.sched_warmup, every=self.sched_every, late_from=self.sched_late_from,
+                               every_late=self.sched_every_late, ratio_start=self.sched_ratio_start,
+                               ratio_end=self.sched_ratio_end, band=self.sched_band)
+
+    def supernet_spec(self) -> SupernetSpec:
+        return SupernetSpec(self.w_bit_choices, self.a_bit_choices, self.depthwise_min_bits,
+                            grad_scaling=self.grad_scaling)
+
+    def baseline(self, bits: int) -> "OneShotConfig":
+        """The same recipe as a uniform WkAk LSQ baseline: one candidate, the max path only.
+
+        Depthwise convs keep their floor (``depthwise_min_bits``): the W2A2 baseline has them at 3-bit weights,
+        the same configuration as the supernet's uniform W2A2 point.
+        """
+        return OneShotConfig(**{**asdict(self.fixed_config()), "w_bit_choices": (bits,), "a_bit_choices": (bits,)})
+
+    def fixed_config(self) -> "OneShotConfig":
+        """The same recipe for one fixed configuration (plain LSQ training): the max path only.
+
+        Pair it with a supernet whose layers have one candidate each (``Supernet(layer_choices=...)``).
+        """
+        return OneShotConfig(**{**asdict(self), "num_random_paths": 0, "cancel_2bit_decay": False,
+                                "scheduler": False, "idm": False})

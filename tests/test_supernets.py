@@ -1,0 +1,142 @@
+"""Supernets and uniform LSQ baselines (mpq.studies.supernets, notebooks 02 and 03) on tiny sizes, and the tables
+and findings made from their results."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from mpq.config import BaselineConfig, DataConfig, EvalConfig, ModelSpec
+from mpq.models import create_model
+from mpq.pages.plotting import baselines_vs_supernet
+from mpq.search.evaluation import recalibrated_accuracy
+from mpq.studies.supernets import (baseline_comparison, baseline_findings, model_settings, read_supernet_models,
+                                   supernet_findings, supernet_table, train_baselines, train_supernets, write_table)
+from mpq.training.checkpoint import save_checkpoint
+from mpq.training.fp import evaluate, load_fp_model
+from mpq.training.hardware import place
+from mpq.training.oneshot import load_supernet
+from mpq.training.recipe import OneShotConfig
+
+CPU = torch.device("cpu")
+SPECS = [ModelSpec("resnet20", 0.25)]
+CFG = OneShotConfig(epochs=1, num_random_paths=1, scheduler=False, idm=False)
+DATA = DataConfig(batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def small(tiny_splits):
+    """32 training (two steps of 16), 32 calibration and 32 test images of ``tiny_splits``."""
+    first = torch.arange(32)
+    return dataclasses.replace(tiny_splits, train=tiny_splits.train.subset(first),
+                               calib=tiny_splits.calib.subset(first), test=tiny_splits.test.subset(first))
+
+
+@pytest.fixture(scope="module")
+def fp_folder(tmp_path_factory):
+    """An FP checkpoint of an untrained ResNet-20 x0.25, in the format notebook 01 writes."""
+    folder = tmp_path_factory.mktemp("fp")
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, width_mult=0.25)
+    save_checkpoint({"model": "resnet20", "width_mult": 0.25, "num_classes": 10, "state_dict": model.state_dict()},
+                    folder / "resnet20.pt")
+    return folder
+
+
+def test_model_settings_apply_each_floor_and_check_levels():
+    specs = [ModelSpec("resnet20", 0.5), ModelSpec("mobilenetv2_28", 0.5)]
+    model_cfg, model_eval = model_settings({"mobilenetv2_28": {"min_bits": 3}}, specs, OneShotConfig(),
+                                           EvalConfig(levels=(2, 4, 6)))
+    assert list(model_cfg) == ["resnet20", "mobilenetv2_28"]
+    assert model_cfg["resnet20"].w_bit_choices == (2, 3, 4, 5, 6) and model_eval["resnet20"].levels == (2, 4, 6)
+    assert model_cfg["mobilenetv2_28"].a_bit_choices == (3, 4, 5, 6) and model_eval["mobilenetv2_28"].levels == (4, 6)
+    with pytest.raises(ValueError, match=r"evaluation.levels \[7\]"):
+        model_settings(None, specs, OneShotConfig(), EvalConfig(levels=(2, 7)))
+
+
+@pytest.mark.timeout(60)
+def test_train_supernets_results_match_their_checkpoint(small, fp_folder, tmp_path):
+    model_cfg, model_eval = model_settings(None, SPECS, CFG, EvalConfig(levels=(2, 4)))
+    out = train_supernets(SPECS, small, small.train, model_cfg, model_eval, DATA, eval_batch_size=256, seed=0,
+                          device=CPU, fp_folder=fp_folder, folder=tmp_path)
+    assert list(out) == ["models", "histories", "cost"]
+    r = out["models"]["resnet20"]
+    assert list(r["uniform"]) == [2, 4] and r["steps"] == 2 and r["epochs"] == 1
+    assert r["w_bit_choices"] == [2, 3, 4, 5, 6] and r["frozen_at_end"] == []
+    assert r["gap_w4a4_points"] == round(100 * (r["fp_test_acc"] - r["uniform"][4]["test_acc"]), 2)
+    assert list(r)[-2:] == ["gap_w4a4_points", "gap_w2a2_points"]
+    fp = load_fp_model(str(fp_folder / "resnet20.pt"))
+    assert r["fp_test_acc"] == evaluate(fp, small.test)
+    ema = load_supernet(tmp_path / "resnet20.pt")             # the EMA written at the end of the epoch
+    place(ema, CPU)                                           # channels_last, as trained: the same float sums
+    assert r["uniform"][4]["test_acc"] == recalibrated_accuracy(ema, ema.uniform_config(4), small.calib, small.test)
+    cost = out["cost"]
+    assert list(cost.columns)[-1] == "model" and set(cost.model) == {"resnet20"}
+    assert set(cost[cost.fixed].w_bits) == {8} and set(cost[~cost.fixed].w_bits) == {4}
+    # BitOPs = w x a x MACs: uniform W4A4 minus W2A2 is (16 - 4) x the searchable layers' MACs
+    diff = r["uniform"][4]["gbitops"] - r["uniform"][2]["gbitops"]
+    assert diff == pytest.approx(12 * cost[~cost.fixed].macs.sum() / 1e9)
+
+
+@pytest.mark.timeout(60)
+def test_baselines_keep_the_model_floor(small, fp_folder, tmp_path):
+    results = train_baselines(SPECS, small, small.train, CFG, BaselineConfig(levels=(2, 3)),
+                              {"resnet20": {"min_bits": 3}}, DATA, eval_batch_size=256, seed=0, device=CPU,
+                              fp_folder=fp_folder, folder=tmp_path)
+    assert list(results) == ["resnet20"] and list(results["resnet20"]) == [3]
+    r = results["resnet20"][3]
+    assert list(r) == ["test_acc", "train_seconds", "epochs", "gbitops", "size_mib"] and r["epochs"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet20_w3a3.pt"]
+    lsq = load_supernet(tmp_path / "resnet20_w3a3.pt")
+    place(lsq, CPU)
+    assert lsq.choices[lsq.searchable[0]] == ((3,), (3,))
+    assert r["test_acc"] == recalibrated_accuracy(lsq, lsq.uniform_config(3), small.calib, small.test)
+
+
+RESULTS = {"m": {"fp_test_acc": 0.9, "uniform": {2: {"test_acc": 0.75}, 4: {"test_acc": 0.875}}, "epochs": 3,
+                 "train_images": 100, "train_seconds": 12.4, "frozen_at_end": ["a", "b"],
+                 "w_bit_choices": [2, 3, 4], "gap_w4a4_points": 2.5, "gap_w2a2_points": 15.0}}
+
+
+def test_supernet_table_and_findings():
+    table = supernet_table(RESULTS)
+    assert list(table.columns) == ["model", "FP (%)", "W2A2 (%)", "W4A4 (%)", "training (s)",
+                                   "layers without 2-bit at the end"]
+    assert table.iloc[0].tolist() == ["m", 90.0, 75.0, 87.5, 12.4, 2]
+    lines = supernet_findings(RESULTS)
+    assert lines[0] == ("m: one supernet, trained once (3 epochs over 100 images, 12 s), gives W2A2 75.00%, "
+                        "W4A4 87.50% with no retraining; FP 90.00%, so W4A4 is 2.50 and W2A2 is 15.00 points under FP")
+    floor = {"m": {**RESULTS["m"], "w_bit_choices": [3, 4, 5], "uniform": {4: {"test_acc": 0.875}}}}
+    del floor["m"]["gap_w2a2_points"]
+    assert supernet_findings(floor)[0].endswith("W4A4 is 2.50 points under FP (candidates 3..5: model_bits)")
+    assert len(lines) == 2
+
+
+def test_baseline_comparison_pairs_each_level_with_the_supernet(tmp_path):
+    path = tmp_path / "supernet.json"
+    path.write_text(json.dumps({"models": {"m": RESULTS["m"]}}))
+    supernet = read_supernet_models(path)
+    assert list(supernet["m"]["uniform"]) == ["2", "4"]                     # levels as strings, as in the file
+    lsq = {"test_acc": 0.8, "train_seconds": 5.0, "epochs": 3, "gbitops": 0.1, "size_mib": 0.2}
+    results = {"m": {2: lsq, 3: {**lsq, "test_acc": 0.85}}, "other": {2: lsq}}
+    compare = baseline_comparison(results, supernet)
+    assert compare[["model", "bits (W = A)"]].values.tolist() == [["m", 2], ["m", 3], ["other", 2]]
+    assert compare.loc[0, "supernet minus LSQ (points)"] == pytest.approx(-5.0)
+    assert compare.loc[0, "FP (%)"] == 90.0 and math.isnan(compare.loc[1, "supernet (%)"])
+    assert math.isnan(compare.loc[2, "FP (%)"])
+    lines = baseline_findings(compare, epochs=3, train_images=100)
+    assert lines[0] == ("m: LSQ trained alone W2A2 80.00%, W3A3 85.00%; the supernet minus LSQ alone: -5.00 at W2A2 "
+                        "points")
+    assert lines[-1].startswith("Each baseline trains 3 epochs over 100 images")
+    fig = baselines_vs_supernet({**supernet, "x": supernet["m"]}, {"m": results["m"]}, "t")
+    assert [ax.get_title() for ax in fig.axes] == ["m"]                   # only the models with baselines
+    assert fig.axes[0].lines[-1].get_ydata().tolist() == [80.0, 85.0]      # the LSQ crosses, in %
+
+
+def test_write_table_makes_its_folder(tmp_path):
+    write_table(pd.DataFrame({"a": [1, 2]}), tmp_path / "new" / "t.csv")
+    assert (tmp_path / "new" / "t.csv").read_text() == "a\n1\n2\n"
