@@ -61,13 +61,13 @@ def test_paired_difference():
 def test_command_line_search(trained, tmp_path, capsys):
     _, path = trained
     out = tmp_path / "cfg.json"
-    assert main(["search", str(path), "--level", "3", "--score-size", "64", "--calib-size", "64", "--test-size", "64",
+    assert main(["search", str(path), "--level", "4.8", "--score-size", "32", "--calib-size", "64", "--test-size", "64",
                  "--evaluate", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["gbitops"] <= result["target_gbitops"] + 1e-12
     assert 0.0 <= result["test_acc"] <= 1.0
     assert set(result["bit_cfg"]) == set(trained[0].searchable)
-    assert result["scoring_images"] == 64 and result["data"] == {"name": "fashion_mnist", "seed": 0}
+    assert result["scoring_images"] == 32 and result["data"] == {"name": "fashion_mnist", "seed": 0}
 
 
 @pytest.mark.parametrize("args, message", [

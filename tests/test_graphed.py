@@ -12,6 +12,7 @@ import torch
 
 from mpq.training.graphed import GraphedStep
 from mpq.models import create_model
+from mpq.training.hardware import place
 from mpq.training.recipe import OneShotConfig
 from mpq.training.oneshot import train_step
 from mpq.method.scheduler import apply_decision
@@ -24,7 +25,7 @@ CFG = OneShotConfig(num_random_paths=3, idm=True, idm_weight=0.1, qe_max_path=Tr
 def _supernet(device: str = "cpu", model: str = "resnet20") -> Supernet:
     sn = Supernet(create_model(model, width_mult=0.25), (1, 28, 28), CFG.supernet_spec())
     sn.calibrate(torch.randn(32, 1, 28, 28))
-    sn.to(device).to(memory_format=torch.channels_last)
+    place(sn, device)             # channels_last, and on AVX2-only CPUs the guard against oneDNN's hang
     return sn.train()
 
 

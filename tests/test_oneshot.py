@@ -113,11 +113,11 @@ def test_training_moves_weights_and_resume_equals_uninterrupted(tiny_splits, tmp
     assert not torch.equal(init.state_dict()[name], full.supernet.state_dict()[name])
 
 
-def _short(tiny_splits, tmp_path, name, **overrides):
+def _short(tiny_splits, tmp_path, name, images=128, **overrides):
     torch.manual_seed(0)
     cfg = OneShotConfig(**{**TINY, "epochs": 1, **overrides})
     sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
-    train = tiny_splits.train.subset(torch.arange(128))
+    train = tiny_splits.train.subset(torch.arange(images))
     return train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
                          checkpoint=tmp_path / f"{name}.pt", progress=False,
                          meta=run_meta("resnet20", 0.25, tiny_splits, train))
@@ -130,11 +130,12 @@ def _same_weights(a, b) -> bool:
 
 def test_scheduler_and_idm_switch_off_exactly(tiny_splits, tmp_path):
     """A scheduler never called and an IDM of weight 0 are the plain method, bit for bit."""
-    plain = _short(tiny_splits, tmp_path, "plain", scheduler=False, idm=False)
+    short = lambda name, **kw: _short(tiny_splits, tmp_path, name, images=64, **kw)      # two steps each
+    plain = short("plain", scheduler=False, idm=False)
     assert plain.frozen == []
-    assert _same_weights(plain, _short(tiny_splits, tmp_path, "never", scheduler=True, sched_warmup=1.0, idm=False))
-    assert _same_weights(plain, _short(tiny_splits, tmp_path, "zero", scheduler=False, idm=True, idm_weight=0.0))
-    assert not _same_weights(plain, _short(tiny_splits, tmp_path, "idm", scheduler=False, idm=True, idm_weight=1.0))
+    assert _same_weights(plain, short("never", scheduler=True, sched_warmup=1.0, idm=False))
+    assert _same_weights(plain, short("zero", scheduler=False, idm=True, idm_weight=0.0))
+    assert not _same_weights(plain, short("idm", scheduler=False, idm=True, idm_weight=1.0))
 
 
 def test_scheduler_decision_is_saved_and_bounds_the_search(tiny_splits, tmp_path):
@@ -218,6 +219,6 @@ def test_train_step_reports_the_losses_of_its_paths(tiny_splits):
 
 def test_a_rerun_writes_the_same_checkpoint_bytes(tiny_splits, tmp_path):
     """No wall times and no file-name-dependent record names: DVC skips every stage after a reproduced one."""
-    _run(tiny_splits, tmp_path, "a")
-    _run(tiny_splits, tmp_path, "b")
+    _short(tiny_splits, tmp_path, "a", images=64)
+    _short(tiny_splits, tmp_path, "b", images=64)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

@@ -40,7 +40,7 @@ def test_profiles_have_the_same_keys_as_params(root):
         assert _structure(load_params(profile)) == _structure(params), profile.name
 
 
-@pytest.mark.parametrize("profile", ["params.yaml", "profiles/tiny.yaml"])
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/tiny.yaml", "profiles/smoke.yaml"])
 def test_every_section_validates(root, profile):
     p = load_params(root / profile)
     from_dict(DataConfig, p["data"], "data")

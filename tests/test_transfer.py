@@ -295,3 +295,12 @@ def test_run_transfer_tiny_folder_every_arm_in_order(tmp_path):
              device=torch.device("cpu"), progress=False)
     assert torch.equal(predictions(model, splits.test), records[0]["preds"])
     assert len(t5_table(records)) == 4 and len(comparison_table(records, ("folder",), (3,), (0,), (3,))) == 2
+    # the command line finds a configuration for another budget on the user's folder, and asks for the folder
+    from mpq.__main__ import main
+
+    ours_ckpt = ckpt / "transfer" / "resnet20_folder_transferred_seed0.pt"
+    out = tmp_path / "folder_cfg.json"
+    assert main(["search", str(ours_ckpt), "--level", "3.5", "--data-root", str(root), "--evaluate",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["level"] <= 3.5 + 1e-9
+    assert main(["search", str(ours_ckpt), "--level", "3.5"]) == 2
