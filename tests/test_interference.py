@@ -10,6 +10,8 @@ import mpq.studies.interference
 from mpq.studies.interference import (coupled_toy, rolling_variance, summarize, toy_example, toy_study, toy_table,
                                       toy_verdicts)
 
+pytestmark = pytest.mark.timeout(60)
+
 
 def test_doctests():
     assert doctest.testmod(mpq.studies.interference).failed == 0
@@ -80,9 +82,15 @@ def test_toy_table_and_verdicts_on_constructed_rows():
     assert first["gradient variance, 2nd half (mean ± SD)"] == "0.2000 ± 0.1414"
     lines = toy_verdicts(_toy_rows(), [0.05, 0.01])
     assert len(lines) == 6 and lines[3].startswith("crossings_w4_second_half at lr 0.01")
-    assert lines[0] == "crossings_w4_second_half at lr 0.05: {4,6} 2 vs {2,4,6} 11 (more with 2-bit)"
-    assert lines[1] == "crossings_w6_second_half at lr 0.05: {4,6} 5 vs {2,4,6} 1 (fewer with 2-bit)"
-    assert lines[2].endswith("{4,6} 0.2 vs {2,4,6} 0.2 (no difference beyond the seed spread)")
+    # paired by seed, no image noise: +9 and +9 crossings hold (the paper: more with 2-bit), -4 and -4 reverse it
+    assert lines[0] == ("crossings_w4_second_half at lr 0.05: {4,6} 2 vs {2,4,6} 11, with 2-bit minus without "
+                        "holds: +9.0 [+9.0, +9.0], 2 seeds")
+    assert lines[1] == ("crossings_w6_second_half at lr 0.05: {4,6} 5 vs {2,4,6} 1, with 2-bit minus without "
+                        "reversed here: -4.0 [-4.0, -4.0], 2 seeds")
+    # +0.1 and -0.1: SE 0.1 over two seeds, MDE (t(1, .975) + t(1, .8)) * 0.1
+    assert lines[2] == ("grad_var_second_half at lr 0.05: {4,6} 0.2 vs {2,4,6} 0.2, with 2-bit minus without "
+                        "inconclusive (smallest detectable effect 1.4083 variance units): +0.0000 [-1.2706, +1.2706], "
+                        "2 seeds")
 
 # --- reading the ablation runs ---------------------------------------------------------------------------
 
@@ -92,17 +100,9 @@ import numpy as np
 
 import pandas as pd
 
-from mpq.studies.interference import (ablation_findings, ablation_rows, ablation_setup, distortion_comparisons,
-                                      distortion_rows, flip_comparisons, load_runs, oscillation_rows, present_cells,
-                                      run_overview, run_records, t6_rows)
-from mpq.studies.stats import seed_verdict
-
-
-def test_seed_verdict_needs_a_consistent_difference():
-    assert seed_verdict([0.5, 0.6, 0.55]) == "higher, beyond the seed spread"
-    assert seed_verdict([-0.5, -0.6, -0.55]) == "lower, beyond the seed spread"
-    assert seed_verdict([0.5, -0.4, 0.2]) == "within the seed spread"
-    assert seed_verdict([0.9]) == "one seed: no verdict"
+from mpq.studies.interference import (ablation_findings, collapse_line, ablation_metrics, ablation_rows, ablation_setup,
+                                      distortion_comparisons, distortion_rows, flip_comparisons, load_runs,
+                                      oscillation_rows, present_cells, run_overview, run_records, t6_rows)
 
 
 def _write_run(folder, cell, seed, correct, flips):
@@ -128,10 +128,18 @@ def test_ablation_tables_on_constructed_runs(tmp_path):
         _write_run(tmp_path, "idm", seed, np.arange(n) < 82 + seed, [0.1, 0.05, 0.05])
     runs = load_runs(tmp_path, ["plain", "idm"], [0, 1, 2])
     rows = {r["cell"]: r for r in ablation_rows(runs, ["plain", "idm"], [0, 1, 2], ["W2A2"])}
-    assert rows["plain"]["top-1 mean"] == pytest.approx(80.0) and "minus plain" not in rows["plain"]
-    assert rows["idm"]["minus plain"] == pytest.approx(3.0)
-    assert rows["idm"]["diff SD over seeds"] == pytest.approx(1.0)
-    assert rows["idm"]["verdict"] == "higher, beyond the seed spread"
+    assert rows["plain"]["top-1 mean"] == pytest.approx(80.0) and "verdict" not in rows["plain"]
+    v = rows["idm"]["verdict"]
+    assert v["diff"] == pytest.approx(3.0) and v["per_seed"] == pytest.approx([2.0, 3.0, 4.0])
+    assert v["sd_seeds"] == pytest.approx(1.0) and v["expected"] == 1
+    # every image's difference averaged over the seeds: 1, 1, 2/3, 1/3 on images 80-83, 0 elsewhere
+    per_image = np.r_[np.zeros(80), 1, 1, 2 / 3, 1 / 3, np.zeros(16)]
+    assert v["se_images"] == pytest.approx(100 * per_image.std(ddof=1) / 10)
+    assert v["se"] == pytest.approx(np.sqrt(1 / 3 + v["se_images"] ** 2))
+    # the seeds agree (+2, +3, +4) but 100 test images carry 1.6 points of noise: inconclusive, not "higher"
+    assert v["word"] == "inconclusive" and v["low"] < 0 < v["high"]
+    assert rows["idm"]["paired SE per seed"] == " / ".join(
+        f"{100 * np.r_[np.ones(k), np.zeros(100 - k)].std(ddof=1) / 10:.2f}" for k in (2, 3, 4))
     t1 = {r["cell"]: r for r in oscillation_rows(runs, ["plain", "idm"], [0, 1, 2])}
     assert t1["plain"]["flip % (2nd half)"] == pytest.approx(10.0)       # measurements at 0.75 and 1.0
     assert t1["idm"]["flip % (2nd half)"] == pytest.approx(5.0)
@@ -159,21 +167,38 @@ def test_ablation_verdicts_and_findings_on_constructed_runs(tmp_path):
     assert overview[["cell", "seed"]].values.tolist()[:4] == [["plain", 0], ["plain", 1], ["plain", 2], ["idm", 0]]
     assert overview.loc[3, "W2A2 top-1"] == pytest.approx(82.0) and overview.loc[0, "layers frozen at end"] == 1
     flips = flip_comparisons(runs, cells, seeds)
-    assert list(flips) == ["plain vs no2bit, 4-bit"]
-    assert flips["plain vs no2bit, 4-bit"]["diffs"] == pytest.approx([7.0, 6.5, 6.0])
-    assert flip_comparisons(runs, ["plain", "idm"], seeds) == {}              # no no2bit cell, no comparison
+    assert [(r["comparison"], r["w bits"]) for r in flips] == [("plain minus no2bit", 4)]
+    flip = flips[0]["verdict"]
+    assert flip["per_seed"] == pytest.approx([7.0, 6.5, 6.0]) and flip["se_images"] == 0.0     # a census of weights
+    assert flip["se"] == pytest.approx(0.5 / np.sqrt(3)) and flip["word"] == "holds"
+    assert flip_comparisons(runs, ["plain", "idm"], seeds) == []              # no no2bit cell, no comparison
     dist = distortion_comparisons(runs, cells, seeds)
-    assert list(dist) == ["idm vs plain"] and dist["idm vs plain"]["diffs"] == pytest.approx([-0.1] * 3)
+    assert [r["comparison"] for r in dist] == ["idm minus plain"]
+    assert dist[0]["verdict"]["per_seed"] == pytest.approx([-10.0] * 3)       # % of the feature variance
+    assert dist[0]["verdict"]["word"] == "holds" and dist[0]["verdict"]["unit"] == "points of relative MSE"
     t6 = t6_rows(runs, cells, seeds)
-    assert [r["cell"] for r in t6] == ["plain", "idm"] and t6[1]["minus plain"] == pytest.approx(3.0)
+    assert [r["cell"] for r in t6] == ["plain", "idm"] and t6[1]["verdict"]["diff"] == pytest.approx(3.0)
     records = run_records(runs)
     assert list(records)[:2] == ["plain-0", "plain-1"] and len(records) == 9
     assert list(records["idm-2"]) == ["test_acc", "train_seconds", "search_seconds", "frozen_at_end", "searched",
-                                      "cpu_capability"]
-    lines = ablation_findings(pd.DataFrame(t6), flips, dist, ["a toy line"])
-    assert lines == ["T6 idm minus plain: W2A2 +3.00 (SD over seeds 1.00, higher, beyond the seed spread)",
-                     "F2/T1 late flip rate with 2-bit candidates minus without (no2bit): 1 of 1 comparisons beyond "
-                     "the seed spread (plain vs no2bit, 4-bit)",
-                     "F3/F4 BN-output distortion, idm vs plain: per seed -0.1000, -0.1000, -0.1000 (lower, beyond "
-                     "the seed spread)",
-                     "F1 toy: a toy line"]
+                                      "cpu_capability", "health"]
+    lines = ablation_findings(t6, flips, dist, ["a toy line"])
+    runs[("idm", 2)]["result"]["health"] = {"collapsed": True, "why": "a loss or weight went non-finite"}
+    assert collapse_line(runs).startswith("Runs: 9, 1 collapsed: idm-2 (a loss or weight went non-finite)")
+    assert run_overview(runs)["run"].tolist().count("collapsed: a loss or weight went non-finite") == 1
+    assert ablation_findings(t6, flips, dist, ["a toy line"], runs)[-2].startswith("Runs: 9, 1 collapsed")
+    assert lines[0] == f"T6 idm minus plain (the paper: higher): W2A2 {t6[1]['verdict']['text']}"
+    assert lines[0].startswith("T6 idm minus plain (the paper: higher): W2A2 inconclusive (smallest detectable effect ")
+    assert lines[1] == ("T6: 1 comparison (about 0.1 clear of zero by chance at 5%): 0 clear of zero, 0 after Holm.")
+    assert lines[2].startswith("F2/T1 late flip rate with 2-bit candidates minus without (no2bit), per cell and "
+                               "weight bit-width (the paper: higher with 2-bit; the spread over seeds is the only "
+                               "noise): 1 hold, 0 inconclusive, 0 reversed here of 1 (plain minus no2bit, 4-bit: "
+                               "holds); 1 comparison")
+    assert lines[3] == ("F3/F4 BN-output distortion (% of the feature variance), idm minus plain (the paper: lower "
+                        "with IDM): holds: -10.00 [-10.00, -10.00], 3 seeds (per seed -10.00 / -10.00 / -10.00)")
+    assert lines[4].startswith("F3/F4: 1 comparison") and lines[-2] == "F1 toy: a toy line"
+    metrics = ablation_metrics("tiny", "setup", cells, seeds, runs, t6, pd.DataFrame(oscillation_rows(runs, cells, seeds)),
+                               pd.DataFrame(distortion_rows(runs, cells, seeds)), flips, dist)
+    text = json.dumps(metrics, allow_nan=False)                               # strict JSON: no NaN token
+    assert json.loads(text)["t6"]["rows"][1]["verdict"]["word"] == "inconclusive"
+    assert metrics["flip_verdicts"]["note"].startswith("1 comparison") and len(metrics["runs"]) == 9

@@ -144,66 +144,116 @@ def test_every_committed_report_page_is_readable(root):
         assert "<img" in text, f"{page.name} shows no figure"
 
 
-def test_pooled_gaps_include_seed_variance():
-    from mpq.studies.replicates import pool_gaps, seed_rows
+def test_pooled_gaps_include_seed_and_test_image_noise():
+    """T2 with seeds (mpq.studies.replicate_tables): the interval holds the seeds' spread and the test images' noise
+    (the paired SE, shared by every seed), in the paper's direction (no retraining at least on par)."""
+    from mpq.studies.replicate_tables import pool_gaps, seed_rows
 
-    def record(seed, diff, acc):
-        return {"seed": seed, "test_acc": {"greedy 3": acc, "retrained 3": acc - diff},
-                "gaps": {"3": {"no_retrain_minus_retrained": diff, "paired_se": 0.002}}}
+    def record(seed, diff, acc, se=0.002):
+        return {"seed": seed, "test_acc": {"greedy 3": acc, "retrained 3": acc - diff}, "test_images": 10000,
+                "gaps": {"3": {"no_retrain_minus_retrained": diff, "paired_se": se}}}
 
     steady = pool_gaps([record(0, -0.010, 0.88), record(1, -0.011, 0.88), record(2, -0.009, 0.88)])[0]
-    assert steady["no-retrain minus retrained (points)"] == pytest.approx(-1.0)
-    assert steady["95% interval high"] < 0 and steady["verdict"].startswith("retrained is better")
-    noisy = pool_gaps([record(0, -0.010, 0.88), record(1, 0.006, 0.88), record(2, -0.002, 0.88)])[0]
-    assert noisy["95% interval low"] < 0 < noisy["95% interval high"]
-    assert noisy["verdict"] == "no difference beyond the seed spread"
+    v = steady["verdict"]
+    assert v["diff"] == pytest.approx(-1.0) and v["se"] == pytest.approx((0.1 ** 2 / 3 + 0.2 ** 2) ** 0.5)
+    assert v["high"] < 0 and v["word"] == "reversed here" and v["expected"] == 1
+    assert steady["pairing"] == "per-seed SEs (an upper bound)" and steady["paired SE per seed"] == "0.20 / 0.20 / 0.20"
+    # the same three close seeds with the test noise of issue 25 (paired SE 0.24 each): inconclusive
+    close = pool_gaps([record(s, d, 0.88, 0.0024) for s, d in enumerate((-0.0009, -0.0006, -0.0010))])[0]
+    assert close["verdict"]["low"] < 0 < close["verdict"]["high"] and close["verdict"]["word"] == "inconclusive"
     rows = {r["row"]: r for r in seed_rows([record(0, -0.01, 0.88), record(1, -0.01, 0.90)])}
     assert rows["greedy 3"]["top-1 mean (%)"] == pytest.approx(89.0) and rows["greedy 3"]["seeds"] == 2
 
 
 def test_budget_curve_rows_per_comparison_and_budget():
-    from mpq.studies.replicates import ReplicateConfig, budget_points, budget_rows
+    from mpq.studies.replicate_tables import budget_points, budget_rows
+    from mpq.studies.replicates import ReplicateConfig
 
     def record(seed, gap, sn2, lsq2, budget=None):
-        r = {"seed": seed, "test_acc": {"supernet W2A2": sn2, "LSQ W2A2": lsq2, "supernet W6A6": 0.9},
-             "gaps": {"3": {"no_retrain_minus_retrained": gap, "paired_se": 0.002}}}
+        r = {"seed": seed, "test_acc": {"supernet W2A2": sn2, "LSQ W2A2": lsq2, "supernet W6A6": 0.9,
+                                        "greedy 3": 0.8, "retrained 3": 0.8 - gap},
+             "gaps": {"3": {"no_retrain_minus_retrained": gap, "paired_se": 0.002}}, "test_images": 10000}
         return r if budget is None else {**r, "budget": budget}
 
     records = [record(0, -0.010, 0.80, 0.85), record(1, -0.006, 0.82, 0.85), record(0, -0.002, 0.84, 0.85, budget=2)]
     points = budget_points(records)
     assert len(points) == 6                                  # W6A6 has no LSQ model: not a comparison
-    rows = {(r["comparison"], r["budget (x)"]): r for r in budget_rows(points, epochs=3)}
-    assert rows[("greedy 3 minus retrained", 1)]["mean (points)"] == pytest.approx(-0.8)
+    assert points[0]["SE over images"] == pytest.approx(0.2)
+    assert points[1]["SE over images"] == pytest.approx(100 * ((0.8 * 0.2 + 0.85 * 0.15) / 10000) ** 0.5)
+    rows = {(r["comparison"], r["budget (x)"]): r for r in budget_rows(records, epochs=3)}
+    assert rows[("greedy 3 minus retrained", 1)]["verdict"]["diff"] == pytest.approx(-0.8)
     assert rows[("greedy 3 minus retrained", 1)]["seeds"] == 2
     assert rows[("greedy 3 minus retrained", 2)]["epochs"] == 6
-    assert rows[("greedy 3 minus retrained", 2)]["per seed"] == "0: -0.20"
-    assert rows[("supernet W2A2 minus LSQ alone", 2)]["mean (points)"] == pytest.approx(-1.0)
+    assert rows[("greedy 3 minus retrained", 2)]["per seed (seed: points)"] == "0: -0.20"
+    assert rows[("supernet W2A2 minus LSQ alone", 2)]["verdict"]["diff"] == pytest.approx(-1.0)
+    assert rows[("supernet W2A2 minus LSQ alone", 2)]["verdict"]["expected"] == 0
     with pytest.raises(ValueError, match="budgets"):
         ReplicateConfig(budgets=(1,))
 
 
 def test_main_run_record_has_the_replicates_shape(root):
-    from mpq.studies.replicates import main_run_record
+    from mpq.studies.replicate_tables import main_run_record
 
     m = load_metrics(root / "reports")
-    rec = main_run_record("resnet20", 0, m["supernet"]["models"], m["baselines"]["models"], m["search"]["models"])
+    rec = main_run_record("resnet20", 0, m["supernet"]["models"], m["baselines"]["models"], m["search"]["models"],
+                          test_images=m["search"]["test_images"])
     assert {"supernet W2A2", "LSQ W2A2", "greedy 3", "retrained 3"} <= set(rec["test_acc"])
     assert set(rec["gaps"]) == set(m["search"]["models"]["resnet20"]["levels"])
+    assert "correct" not in rec and rec["test_images"] == m["search"]["test_images"]
+
+
+def test_the_replicate_stages_do_not_depend_on_the_statistics(root):
+    """The replicate and budget stages run `python -m mpq.studies.replicates` to train; their DVC dependencies
+    are its import closure, which must not hold the statistics (a change there would retrain every replicate)."""
+    import ast
+
+    def closure(module, seen):
+        path = root / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = root / module.replace(".", "/") / "__init__.py"
+        if module in seen or not path.is_file():
+            return seen
+        seen.add(module)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mpq"):
+                closure(node.module, seen)
+                for a in node.names:
+                    closure(f"{node.module}.{a.name}", seen)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("mpq"):
+                        closure(a.name, seen)
+        return seen
+
+    for trainer in ("mpq.studies.replicates", "mpq.studies.search_study"):
+        deps = closure(trainer, set())
+        assert "mpq.studies.stats" not in deps and "mpq.studies.replicate_tables" not in deps, trainer
+    assert "mpq.studies.stats" in closure("mpq.studies.search_results", set())
+
+
+def _f7_rows():
+    from mpq.studies.stats import verdict
+
+    return [{"comparison": "greedy 3 minus retrained", "budget (x)": 1, "epochs": 3, "seeds": 3,
+             "per seed (seed: points)": "0: -0.96 / 1: -0.51 / 2: -0.60",
+             "verdict": verdict([-0.96, -0.51, -0.60], [0.2, 0.2, 0.2], 1).as_dict()},
+            {"comparison": "greedy 3 minus retrained", "budget (x)": 2, "epochs": 6, "seeds": 1,
+             "per seed (seed: points)": "0: -1.29", "verdict": verdict([-1.29], [0.2], 1).as_dict()}]
 
 
 def test_f7_line_compares_the_main_seed_across_budgets():
     """The summary's F7 line follows the main seed from the default budget to the larger ones (the only seed run
-    there) and gives the default budget's mean over seeds beside it, not the mean joined to one seed."""
-    from mpq.pages.report import _per_seed
+    there) and gives the default budget's verdict over seeds beside it, not the mean joined to one seed."""
+    from mpq.pages.report import _f7_numbers, _per_seed
 
     assert _per_seed("0: -1.50 / 1: -0.12 / 2: +0.47") == {0: -1.5, 1: -0.12, 2: 0.47}
-    rows = [{"comparison": "greedy 3 minus retrained", "budget (x)": 1, "epochs": 3, "seeds": 3,
-             "mean (points)": -0.69, "SD over seeds": 0.24, "per seed": "0: -0.96 / 1: -0.51 / 2: -0.60"},
-            {"comparison": "greedy 3 minus retrained", "budget (x)": 2, "epochs": 6, "seeds": 1,
-             "mean (points)": -1.29, "SD over seeds": None, "per seed": "0: -1.29"}]
-    lines = held_lines({"search": {"budget": {"model": "resnet20", "seed": 0, "rows": rows}}})
+    rows = _f7_rows()
+    lines = held_lines({"search": {"budget": {"model": "resnet20", "seed": 0, "rows": rows, "note": "NOTE"}}})
     line = next(x for x in lines if "F7" in x)
-    assert "greedy 3 minus retrained -0.96 → -1.29 (mean of 3 seeds at 3 epochs -0.69)" in line
+    assert (f"greedy 3 minus retrained -0.96 → -1.29 (at 3 epochs over 3 seeds: {rows[0]['verdict']['text']})"
+            in line)
+    numbers = _f7_numbers({"search": {"budget": {"rows": rows, "note": "NOTE"}}})
+    assert numbers[0].startswith("greedy 3 minus retrained at 3 epochs (3 seeds): ") and numbers[2] == "Table of NOTE."
 
 
 def test_f7_is_pending_without_a_budget_beyond_the_default():
@@ -211,13 +261,11 @@ def test_f7_is_pending_without_a_budget_beyond_the_default():
     summary nor the entry page may present them as a budget curve."""
     from mpq.pages.report import _f7_numbers
 
-    rows = [{"comparison": "greedy 3 minus retrained", "budget (x)": 1, "epochs": 3, "seeds": 3,
-             "mean (points)": -0.69, "SD over seeds": 0.24, "per seed": "0: -0.96 / 1: -0.51 / 2: -0.60"}]
-    m = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1], "rows": rows}}}
+    rows = _f7_rows()[:1]
+    m = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1], "rows": rows, "note": "NOTE"}}}
     assert not any("F7" in line for line in held_lines(m))
     assert _f7_numbers(m) == []
-    larger = {**rows[0], "budget (x)": 2, "epochs": 6, "seeds": 1, "per seed": "0: -1.29"}
-    m2 = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1, 2], "rows": rows + [larger]}}}
+    m2 = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1, 2], "rows": _f7_rows(), "note": "N"}}}
     assert any("F7" in line for line in held_lines(m2)) and _f7_numbers(m2)
 
 
@@ -232,3 +280,45 @@ def test_entry_page_says_why_f7_is_missing(root, tmp_path):
     page = build_index(reports)
     section = page[page.index("id='F7'"):page.index("id='S1'")]
     assert "replicates.budgets" in section and "profiles/large.yaml" in section and "<img" not in section
+
+
+def test_held_lines_and_entry_numbers_read_the_stored_verdicts():
+    """C2 (F2/T1) and C3/C4 (T6) on the entry page and in the README: counts of the stored verdicts' words, the ones
+    clear of zero named, each table's note; a row without a verdict (the reference cell) is skipped."""
+    from mpq.pages.report import _t6_numbers
+    from mpq.studies.stats import rows_note, verdict
+
+    flips = [{"comparison": "plain minus no2bit", "w bits": b, "verdict": verdict(d, [0.0] * 3, 1).as_dict()}
+             for b, d in ((4, [1.0, 1.1, 0.9]), (5, [1.0, -1.0, 0.5]))]
+    t6 = [{"cell": "plain", "metric": "W3A3", "top-1 mean": 88.0, "top-1 SD": 0.1, "per seed": "a"},
+          {"cell": "both", "metric": "W3A3", "top-1 mean": 87.9, "top-1 SD": 0.1, "per seed": "b",
+           "verdict": verdict([-0.09, -0.06, -0.10], [0.24] * 3, 1).as_dict()}]
+    m = {"ablation": {"seeds": [0, 1, 2], "flip_verdicts": {"rows": flips, "note": rows_note(flips)},
+                      "t6": {"rows": t6, "note": rows_note(t6)}}}
+    lines = held_lines(m)
+    assert lines[0].startswith("**C2 on ResNet-20 (F2/T1, 3 seeds)**: the late-training flip rate with 2-bit "
+                               "candidates minus without them (the paper: higher), per cell and 4/5/6-bit weights: "
+                               "1 hold, 1 inconclusive, 0 reversed here of 2; 2 comparisons")
+    assert lines[1] == ("**C3/C4 scheduler and IDM (T6, 3 seeds, ResNet-20)**: each cell minus the plain supernet, "
+                        "points (the paper: higher): 0 hold, 1 inconclusive, 0 reversed here of 1; smallest "
+                        f"detectable effect of the inconclusive ones {t6[1]['verdict']['mde']:.2f} points; "
+                        f"{rows_note(t6)}.")
+    numbers = _t6_numbers(m)
+    assert numbers[0] == "plain W3A3: 88.00 ± 0.10 (a)" and numbers[1].startswith("both W3A3: 87.90 ± 0.10 (b), "
+                                                                                   "minus plain inconclusive (")
+    assert numbers[2] == f"Table of {rows_note(t6)}."
+
+
+def test_verdict_tables_flatten_the_stored_verdicts_and_caption_the_note():
+    from mpq.pages.verdicts import show_verdicts, verdict_frame
+    from mpq.studies.stats import verdict
+
+    v = verdict([1.0, 1.2], [0.2, 0.2], 1)
+    rows = [{"cell": "plain", "top-1": 88.0}, {"cell": "idm", "top-1": 89.1, "verdict": v.as_dict()}]
+    frame = verdict_frame(rows)
+    assert list(frame.columns) == ["cell", "top-1", "difference", "95% low", "95% high", "per seed", "SE",
+                                   "SE over images", "smallest detectable", "p", "verdict"]
+    assert frame.loc[1, "per seed"] == "+1.00 / +1.20" and frame.loc[1, "verdict"] == v.word
+    assert frame.loc[1, "95% low"] == pytest.approx(v.low) and pd.isna(frame.loc[0, "verdict"])
+    html = show_verdicts(rows, "NOTE", caption="T9").to_html()
+    assert "T9; NOTE" in html and "nan" not in html.lower()

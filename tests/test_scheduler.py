@@ -11,7 +11,7 @@ import mpq.method.scheduler
 from mpq.search.evaluation import search_space
 from mpq.method.losses import capture_bn_outputs, idm_loss, lowest_bit_layers
 from mpq.models import create_model
-from mpq.method.scheduler import (OscillationMonitor, SchedulerConfig, apply_decision, call_steps, decide_frozen,
+from mpq.method.scheduler import (OscillationMonitor, SchedulerConfig, apply_decision, call_steps, decide_frozen, persistence,
                                   flip_rate, freeze_ratio, integer_levels, layer_scores, quantization_distance,
                                   turbulence)
 from mpq.method.supernet import Supernet
@@ -48,11 +48,16 @@ def test_schedule_endpoints():
     assert freeze_ratio(0.0) == pytest.approx(0.5) and freeze_ratio(1.0) == pytest.approx(0.2)
     assert freeze_ratio(0.5) == pytest.approx(0.35)
     assert all(freeze_ratio(a) >= freeze_ratio(b) for a, b in zip([0.1 * i for i in range(10)], [0.1 * i for i in range(1, 11)]))
+    # the official proportions (first after 4% of training, every 1.33% until 72%, every 10% after) in a long run
+    steps = call_steps(15000, SchedulerConfig(min_steps=1))
+    assert steps[0] == 600 and steps == sorted(set(steps)) and steps[-1] < 15000
+    early = [b - a for a, b in zip(steps, steps[1:]) if b <= 0.72 * 15000]
+    late = [b - a for a, b in zip(steps, steps[1:]) if a >= 0.72 * 15000]
+    assert set(early) <= {199, 200} and set(late) == {1500}      # calls thin out late, as in the paper
+    # a run of 470 steps: persistence wins, every decision outlasts the EMA horizon of 100 steps
     steps = call_steps(470, SchedulerConfig())
-    assert steps[0] == 47 and steps == sorted(set(steps)) and steps[-1] < 470
-    early = [b - a for a, b in zip(steps, steps[1:]) if b <= 235]
-    late = [b - a for a, b in zip(steps, steps[1:]) if a >= 235]
-    assert max(early) < min(late)                                # calls thin out late, as in the paper
+    assert steps == [19, 119, 219, 319, 419]
+    assert persistence(steps, 470) == [100, 100, 100, 100, 51]
     with pytest.raises(ValueError, match="band"):
         SchedulerConfig(band=0.6)
 

@@ -1,5 +1,5 @@
-"""Notebook 04's experiments (mpq.studies.search_results): tables, summary and findings on hand-written results,
-and the search on a tiny untrained supernet."""
+"""Notebook 04's experiments (mpq.studies.search_results): tables, summary, verdicts and findings on hand-written
+results, and the search on a tiny untrained supernet."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import math
 import random
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -15,40 +16,55 @@ from mpq.config import ModelSpec, SearchConfig, load_params
 from mpq.method.cost import bitops, bitops_level, level_bitops
 from mpq.models import create_model
 from mpq.pages.plotting import budget_figure
+from mpq.pages.report import held_lines
 from mpq.search.evaluation import make_scorer, search_space
 from mpq.search.sampling import random_search
 from mpq.search.space import cfg_to_json
 from mpq.studies.search_results import (budget_lines, budget_summary, budget_tables, cost_rows, findings_lines,
-                                        main_table_rows, main_tables, paired_rows, per_variant, retrain_greedy,
-                                        search_lines, search_summary, search_supernet, seed_lines, seeds_summary,
-                                        settings_lines, study_summary, validate_sections, write_configs)
+                                        load_seed_records, main_table_rows, main_tables, paired_rows, per_variant,
+                                        retrain_greedy, sampling_verdicts, search_evaluations, search_lines,
+                                        search_summary, search_supernet, seed_lines, seeds_summary, settings_lines,
+                                        study_rows, study_summary, validate_sections, write_configs)
+from mpq.studies.stats import paired_verdict, verdict
 from mpq.training.checkpoint import write_json
 from mpq.training.oneshot import build_supernet
 from mpq.training.recipe import OneShotConfig
 
 pytestmark = pytest.mark.timeout(60)
 
+IMAGES = 100
+LABELS = torch.zeros(IMAGES, dtype=torch.long)
 
-def entry(acc: float, gbitops: float = 0.5, **extra) -> dict:
+
+def preds_for(acc: float) -> torch.Tensor:
+    """Predictions on ``IMAGES`` test images (labels all 0) right on the first ``acc * IMAGES`` of them."""
+    return torch.where(torch.arange(IMAGES) < round(acc * IMAGES), 0, 1)
+
+
+def entry(acc: float, gbitops: float = 0.5, evaluations: int = 7, **extra) -> dict:
     return {"bit_cfg": {"conv1": [3, 4]}, "gbitops": gbitops, "level": 2.9, "size_mib": 0.25, "score": 2.0,
-            "evaluations": 7, "search_seconds": 1.5, "test_acc": acc, "preds": torch.tensor([1, 2]), **extra}
+            "evaluations": evaluations, "search_seconds": 1.5, "test_acc": acc, "preds": preds_for(acc), **extra}
 
 
 def results_fixture() -> dict:
-    """Two models: "a" with a retrained level 3 (gap -0.05 +- 0.01: below) and a level 2.5 (not retrained),
-    "b" with one retrained level 4 (gap +0.001 +- 0.01: within two SE)."""
+    """Two models: "a" with a retrained level 3 (gap -0.05 +- 0.01: reversed here) and a level 2.5 (not
+    retrained), "b" with one retrained level 4 (gap +0.001 +- 0.01: inconclusive). Greedy spent 12 and 30
+    evaluations up to levels 3 and 2.5 of a's walk (90 in all), 20 up to b's level 4 (40 in all); random 40,
+    evolutionary 48 (its first population of 12 and three generations of 12)."""
     retrained_a = {"test_acc": 0.80, "train_seconds": 10.0, "epochs": 3, "no_retrain_minus_retrained": -0.05,
-                   "paired_se": 0.01}
-    retrained_b = {"test_acc": 0.70, "train_seconds": 4.0, "epochs": 3, "no_retrain_minus_retrained": 0.001,
-                   "paired_se": 0.01}
+                   "paired_se": 0.01, "verdict": verdict([-5.0], [1.0], 1).as_dict()}
+    retrained_b = {"test_acc": 0.70, "train_seconds": 4.0, "epochs": 3, "no_retrain_minus_retrained": 0.01,
+                   "paired_se": 0.01, "verdict": verdict([1.0], [1.0], 1).as_dict()}
+
+    def searches(greedy, rnd, evo, greedy_evaluations, gbitops=0.5):
+        return {"greedy": entry(greedy, gbitops, greedy_evaluations), "random": entry(rnd, evaluations=40),
+                "evolutionary": entry(evo, evaluations=48)}
     return {
-        "a": {"levels": {3: {"greedy": entry(0.75), "random": entry(0.74), "evolutionary": entry(0.76),
-                             "retrained": retrained_a},
-                         2.5: {"greedy": entry(0.60, 0.4), "random": entry(0.50), "evolutionary": entry(0.55)}},
+        "a": {"levels": {3: {**searches(0.75, 0.74, 0.76, 12), "retrained": retrained_a},
+                         2.5: searches(0.60, 0.50, 0.55, 30, 0.4)},
               "greedy_seconds": 12.3, "start_bits": 4, "greedy_evaluations": 90, "total_macs": 1_000_000,
               "retrain_seconds": 10.04},
-        "b": {"levels": {4: {"greedy": entry(0.701), "random": entry(0.69), "evolutionary": entry(0.70),
-                             "retrained": retrained_b}},
+        "b": {"levels": {4: {**searches(0.71, 0.69, 0.70, 20), "retrained": retrained_b}},
               "greedy_seconds": 5.0, "start_bits": 5, "greedy_evaluations": 40, "total_macs": 2_000_000,
               "retrain_seconds": 4.06},
     }
@@ -82,9 +98,9 @@ def test_main_table_rows_in_the_paper_order_with_hand_computed_values():
 def test_paired_and_cost_rows():
     results = results_fixture()
     paired = paired_rows(results)
-    assert [(r["model"], r["BitOPs level"]) for r in paired] == [("a", 3), ("b", 4)]   # level 2.5 not retrained
-    assert paired[0]["no-retrain minus retrained (points)"] == 100 * -0.05
-    assert paired[0]["paired SE (points)"] == 100 * 0.01 and paired[0]["retrained (%)"] == 100 * 0.80
+    assert [(r["model"], r["BitOPs level"]) for r in paired] == [("a", "3"), ("b", "4")]   # level 2.5 not retrained
+    assert paired[0]["retrained (%)"] == 100 * 0.80 and paired[0]["no retraining (%)"] == 100 * 0.75
+    assert paired[0]["verdict"]["word"] == "reversed here" and paired[1]["verdict"]["word"] == "inconclusive"
     cost = cost_rows(results, {"a": {"train_seconds": 100.0}, "b": {"train_seconds": 50.0}})
     assert cost == [{"model": "a", "greedy walk: forward evaluations": 90, "greedy walk (s)": 12.3,
                      "one supernet training (s)": 100.0, "retraining every level (s)": 10.0},
@@ -104,20 +120,36 @@ def test_retrain_off_leaves_the_results_and_counts_no_seconds():
     assert out["a"]["levels"][3] is results["a"]["levels"][3] and list(out["a"]) == [*results["a"], "retrain_seconds"]
 
 
-def test_search_summary_drops_predictions_and_bits(tmp_path):
+def test_greedy_against_the_sampling_searches_pairs_the_test_images():
+    rows = sampling_verdicts(results_fixture(), LABELS)
+    assert [(r["model"], r["BitOPs level"], r["comparison"]) for r in rows] == [
+        ("a", "3", "greedy minus random"), ("a", "3", "greedy minus evolutionary"),
+        ("a", "2.5", "greedy minus random"), ("a", "2.5", "greedy minus evolutionary"),
+        ("b", "4", "greedy minus random"), ("b", "4", "greedy minus evolutionary")]
+    a25 = rows[2]["verdict"]        # 60 vs 50 images right, the 50 among the 60: ten +1 differences in 100
+    assert a25["diff"] == pytest.approx(10.0) and a25["n"] == 1
+    assert a25["se_images"] == pytest.approx(100 * math.sqrt(9 / 99) / 10) and a25["word"] == "holds"
+    assert rows[1]["verdict"]["word"] == "inconclusive" and rows[1]["verdict"]["diff"] == pytest.approx(-1.0)
+    assert rows[0]["evaluations (greedy / other)"] == "12 / 40"
+
+
+def test_search_summary_is_strict_json_without_predictions_and_bits(tmp_path):
     results = results_fixture()
     summary = search_summary(results, {"a": {"train_seconds": 1.0}, "b": {"train_seconds": 2.0}}, profile="tiny",
-                             seed=0, device=torch.device("cpu"), test_images=256, scoring_images=64,
+                             seed=0, device=torch.device("cpu"), labels=LABELS, scoring_images=64,
                              stage_seconds=3.0)
     assert list(summary) == ["profile", "seed", "device", "test_images", "scoring_images", "stage_seconds",
-                             "supernet_train_seconds", "models"]
-    assert summary["device"] == "cpu" and summary["supernet_train_seconds"] == {"a": 1.0, "b": 2.0}
+                             "supernet_train_seconds", "models", "evaluations", "retrained", "f5"]
+    assert summary["device"] == "cpu" and summary["test_images"] == IMAGES
     a = summary["models"]["a"]
     assert list(a) == ["greedy_seconds", "greedy_evaluations", "start_bits", "retrain_seconds", "levels"]
     assert a["retrain_seconds"] == 10.0 and list(a["levels"]) == ["3", "2.5"]
     assert list(a["levels"]["3"]) == ["greedy", "random", "evolutionary", "retrained"]
     assert "preds" not in a["levels"]["3"]["greedy"] and "bit_cfg" not in a["levels"]["3"]["greedy"]
-    json.dumps(summary)                                          # plain data
+    assert summary["retrained"]["note"] == ("2 comparisons (about 0.1 clear of zero by chance at 5%): 1 clear of zero, "
+                                            "1 after Holm")
+    assert len(summary["f5"]["rows"]) == 6 and summary["f5"]["note"].startswith("6 comparisons")
+    json.dumps(summary, allow_nan=False)                         # plain, strict data
     paths = write_configs(results, tmp_path)
     assert [p.name for p in paths] == ["a_level3.json", "a_level2.5.json", "b_level4.json"]
     config = json.loads(paths[0].read_text())
@@ -125,74 +157,179 @@ def test_search_summary_drops_predictions_and_bits(tmp_path):
     assert "preds" not in config
 
 
-def test_seed_budget_and_study_sections():
-    records = [{"seed": 0, "test_acc": {}, "gaps": {}}, {"seed": 1, "seconds": {"supernet": 5.0}},
-               {"seed": 2, "seconds": {"supernet": 6.0}}]
-    table, pooled = pd.DataFrame([{"row": "x", "seeds": 3}]), pd.DataFrame([{"BitOPs level": "3"}])
-    section = seeds_summary("resnet20", records, table, pooled)
-    assert section["seeds"] == [0, 1, 2] and section["rows"] == [{"row": "x", "seeds": 3}]
-    assert section["replicate_seconds"] == {"1": {"supernet": 5.0}, "2": {"supernet": 6.0}}   # not the main run's
-    runs = [{"budget": 2, "seconds": 1}, {"budget": 4, "seconds": 2}]
-    budget = budget_summary("resnet20", (2, 4), 3, 0, table, pooled, runs)
-    assert budget["budgets"] == [1, 2, 4] and budget["seconds"] == {"x2": 1, "x4": 2}
-    runs = [{"variant": v, "level": 3, "seed": s, "test_acc": acc, "search_seconds": 2.0 * s, "evaluations": 10,
-             "found_level": 2.9} for v, s, acc in (("default", 1, 0.5), ("default", 0, 0.7), ("wide", 0, 0.6))]
-    variants = per_variant(runs)
-    assert list(variants.variant) == ["default", "wide"]
-    assert variants["top-1 mean (%)"][0] == pytest.approx(60.0) and variants.seeds[0] == 2
-    assert variants["search (s, whole walk)"][0] == 1.0
-    study = {"model": "resnet20", "variants": [["default", 4, 3]], "stage_seconds": 9.0, "runs": runs}
-    assert study_summary(study, pd.DataFrame(), variants)["seeds"] == [0, 1]
+def test_the_evaluation_counts_come_from_the_recorded_searches_for_notebook_and_entry_page():
+    """Issue 25 item 7: the findings said 36 evolutionary evaluations (population x generations, without the first
+    population) where the metrics said 48, and gave the greedy range of whole walks where the entry page gave
+    per-level counts. Both now read ``search_evaluations`` (search.json's "evaluations")."""
+    results = results_fixture()
+    assert search_evaluations(results) == {"greedy": [12, 30], "random": [40, 40], "evolutionary": [48, 48],
+                                           "greedy walk": [40, 90]}
+    summary = search_summary(results, {"a": {"train_seconds": 1.0}, "b": {"train_seconds": 2.0}}, profile="tiny",
+                             seed=0, device="cpu", labels=LABELS, scoring_images=64, stage_seconds=3.0)
+    assert search_evaluations(summary["models"]) == summary["evaluations"]      # the same from search.json
+    counts = ("12-30 forward evaluations up to a level's result (one walk of 40-90 serves every level), random 40, "
+              "evolutionary 48")
+    assert counts in search_lines(summary)[-1]
+    assert any(counts in line for line in held_lines({"search": summary}))
+
+
+def _record(seed: int, right: dict[str, int], budget: int | None = None, correct: bool = True) -> dict:
+    """A record on ``IMAGES`` test images: each row right on the first ``right[row]`` images."""
+    acc = {k: v / IMAGES for k, v in right.items()}
+    r = {"seed": seed, "test_acc": acc, "test_images": IMAGES, "seconds": {"supernet": 1.0},
+         "gaps": {"3": {"no_retrain_minus_retrained": acc["greedy 3"] - acc["retrained 3"], "paired_se": 0.02}}}
+    if correct:
+        r["correct"] = {k: np.arange(IMAGES) < v for k, v in right.items()}
+    return r if budget is None else {**r, "budget": budget}
+
+
+def _summary_fixture(budgets=()) -> dict:
+    results = results_fixture()
+    summary = search_summary(results, {"a": {"train_seconds": 1.0}, "b": {"train_seconds": 2.0}}, profile="tiny",
+                             seed=0, device="cpu", labels=LABELS, scoring_images=64, stage_seconds=3.0)
+    rows = {"greedy 3": 80, "retrained 3": 82, "supernet W2A2": 70, "LSQ W2A2": 75}
+    records = [_record(s, {**rows, "greedy 3": 80 - s}) for s in (0, 1, 2)]
+    runs = [_record(0, rows, budget=b) for b in budgets]
+    summary["seeds"] = seeds_summary("resnet20", records, pd.DataFrame([{"row": "x"}]), pool_gaps_of(records))
+    summary["budget"] = budget_summary("resnet20", budgets, 3, 0, budget_rows_of([*records, *runs]),
+                                       pd.DataFrame(), runs)
+    summary["search_study"] = study_summary(study_fixture(), study_rows(study_fixture()), pd.DataFrame())
+    return summary
+
+
+def pool_gaps_of(records):
+    from mpq.studies.replicate_tables import pool_gaps
+    return pool_gaps(records)
+
+
+def budget_rows_of(records):
+    from mpq.studies.replicate_tables import budget_rows
+    return budget_rows(records, epochs=3)
+
+
+def study_fixture(alternatives: bool = True) -> dict:
+    """Two seeds; the default and (``alternatives``) "256 scoring images" at level 3, and the equal-compute random
+    search at seed 0: minus the default +1.0 / +1.2 points (paired SE 0.2) and -2.0 (paired SE 0.3)."""
+    runs = [{"seed": s, "variant": "default", "level": "3", "test_acc": 0.8, "search_seconds": 2.0, "evaluations": 50,
+             "found_level": 2.9} for s in (0, 1)]
+    if alternatives:
+        runs += [{"seed": s, "variant": "256 scoring images", "level": "3", "test_acc": 0.8 + d,
+                  "search_seconds": 4.0 + s, "evaluations": 50, "found_level": 2.9, "minus_default": d,
+                  "paired_se": 0.002} for s, d in ((0, 0.010), (1, 0.012))]
+    runs.append({"seed": 0, "variant": "random search, equal evaluations", "level": "3", "test_acc": 0.78,
+                 "search_seconds": 1.0, "evaluations": 50, "greedy_evaluations": 50, "found_level": 2.9,
+                 "minus_default": -0.02, "paired_se": 0.003})
+    variants = [["default", 128, 4]] + ([["256 scoring images", 256, 4]] if alternatives else [])
+    return {"model": "resnet20", "levels": ["3"], "stage_seconds": 9.0, "runs": runs,
+            "variants": variants + [["random search, equal evaluations", 128, 4]]}
+
+
+def test_study_rows_judge_each_alternative_over_seeds():
+    rows = study_rows(study_fixture())
+    assert [r["setting"] for r in rows] == ["256 scoring images", "random search, equal evaluations"]
+    alt, rnd = rows[0], rows[1]
+    assert alt["verdict"]["per_seed"] == pytest.approx([1.0, 1.2]) and alt["verdict"]["expected"] == 0
+    assert alt["verdict"]["se"] == pytest.approx(math.sqrt(0.02 / 2 + 0.2 ** 2))   # SD 0.141 over two seeds, SE 0.2
+    assert alt["verdict"]["word"] == "inconclusive"                               # t(1) is wide
+    assert alt["search time x default"] == pytest.approx((2.0 + 2.5) / 2) and alt["evaluations x default"] == 1.0
+    assert rnd["verdict"]["expected"] == -1 and rnd["verdict"]["n"] == 1
+    assert rnd["verdict"]["word"] == "holds" and rnd["verdict"]["text"].endswith("one run, test-image noise only")
+    assert math.isnan(rnd["search time x default"])
+
+
+def test_seed_budget_and_study_sections_are_strict_json():
+    summary = _summary_fixture(budgets=(2,))
+    seeds = summary["seeds"]
+    assert seeds["seeds"] == [0, 1, 2] and seeds["replicate_seconds"] == {"1": {"supernet": 1.0},
+                                                                          "2": {"supernet": 1.0}}
+    assert seeds["gaps"][0]["pairing"] == "per image" and seeds["note"].startswith("1 comparison")
+    assert summary["budget"]["budgets"] == [1, 2] and summary["budget"]["note"].startswith("4 comparisons")
+    assert summary["search_study"]["seeds"] == [0, 1] and summary["search_study"]["note"].startswith("2 comparisons")
+    assert summary["search_study"]["rows"][1]["search time x default"] is None        # nan as null
+    json.dumps(summary, allow_nan=False)
+    variants = per_variant(study_fixture()["runs"])
+    assert list(variants.variant) == ["default", "256 scoring images", "random search, equal evaluations"]
+    assert variants["top-1 mean (%)"][0] == pytest.approx(80.0) and variants.seeds[0] == 2
+
+
+def test_seed_records_pair_the_main_run_and_the_replicates_image_by_image(tmp_path):
+    """The main run's greedy and retrained predictions (in memory) and each replicate's predictions.npz give the
+    per-image correctness, so T2's verdict pairs every image over the seeds."""
+    results = {"m": {"levels": {3: {"greedy": entry(0.80), "retrained": {**entry(0.82), "epochs": 3,
+                                                                          "no_retrain_minus_retrained": -0.02,
+                                                                          "paired_se": 0.014}}}}}
+    metrics = {"supernet": {"m": {"uniform": {"2": {"test_acc": 0.7}}}}, "baselines": {"m": {"2": {"test_acc": 0.75}}}}
+    for seed, greedy in ((1, 79), (2, 78)):
+        folder = tmp_path / f"seed-{seed}"
+        write_json({"seed": seed, "test_acc": {"greedy 3": greedy / 100, "retrained 3": 0.82, "supernet W2A2": 0.7,
+                                               "LSQ W2A2": 0.75},
+                    "gaps": {"3": {"no_retrain_minus_retrained": greedy / 100 - 0.82, "paired_se": 0.015}},
+                    "test_images": IMAGES, "seconds": {}}, folder / "result.json")
+        np.savez(folder / "predictions.npz", labels=np.zeros(IMAGES, dtype=np.int16),
+                 **{"greedy 3": preds_for(greedy / 100).numpy().astype(np.int16),
+                    "retrained 3": preds_for(0.82).numpy().astype(np.int16)})
+    records = load_seed_records("m", 0, [1, 2], metrics["supernet"], metrics["baselines"], results, LABELS, tmp_path)
+    assert [r["seed"] for r in records] == [0, 1, 2] and records[0]["test_images"] == IMAGES
+    assert set(records[0]["correct"]) == {"greedy 3", "retrained 3"}
+    gap = pool_gaps_of(records)[0]
+    assert gap["pairing"] == "per image"
+    expected = paired_verdict(np.stack([np.arange(IMAGES) < k for k in (80, 79, 78)]),
+                              np.stack([np.arange(IMAGES) < 82] * 3), 1)
+    assert gap["verdict"] == expected.as_dict()
+    rows = budget_rows_of(records)          # the uniform rows were never kept per image: the unpaired bound
+    uniform = next(r for r in rows if r["comparison"] == "supernet W2A2 minus LSQ alone")
+    assert uniform["pairing"] == "per-seed SEs (an upper bound)" and uniform["verdict"]["expected"] == 0
+    with pytest.raises(FileNotFoundError, match="replicate@3"):
+        load_seed_records("m", 0, [3], metrics["supernet"], metrics["baselines"], results, LABELS, tmp_path)
 
 
 def test_budget_tables_pair_the_main_run_with_each_budget_run(tmp_path):
-    main = {"seed": 0, "test_acc": {"supernet W2A2": 0.5, "LSQ W2A2": 0.45},
-            "gaps": {"3": {"no_retrain_minus_retrained": -0.01}}}
-    run = {"seed": 0, "budget": 2, "seconds": {"supernet": 1.0}, "test_acc": {"supernet W2A2": 0.6, "LSQ W2A2": 0.5},
-           "gaps": {"3": {"no_retrain_minus_retrained": -0.02}}}
+    main = _record(0, {"greedy 3": 80, "retrained 3": 81, "supernet W2A2": 50, "LSQ W2A2": 45}, correct=False)
+    run = _record(0, {"greedy 3": 80, "retrained 3": 82, "supernet W2A2": 60, "LSQ W2A2": 50}, budget=2,
+                  correct=False)
     write_json(run, tmp_path / "x2" / "result.json")
-    runs, points, table = budget_tables([main], (2,), 3, tmp_path)
+    runs, points, rows = budget_tables([main], (2,), 3, tmp_path)
     assert runs == [run]
     assert list(points.comparison) == ["greedy 3 minus retrained", "supernet W2A2 minus LSQ alone"] * 2
     assert list(points["budget (x)"]) == [1, 1, 2, 2] and points.points[0] == pytest.approx(-1.0)
-    assert points.points[3] == pytest.approx(10.0)
-    assert list(zip(table.comparison, table["budget (x)"], table.epochs)) == [
+    assert points.points[3] == pytest.approx(10.0) and points["SE over images"][0] == pytest.approx(2.0)
+    assert list(zip([r["comparison"] for r in rows], [r["budget (x)"] for r in rows], [r["epochs"] for r in rows])) == [
         ("greedy 3 minus retrained", 1, 3), ("greedy 3 minus retrained", 2, 6),
         ("supernet W2A2 minus LSQ alone", 1, 3), ("supernet W2A2 minus LSQ alone", 2, 6)]
+    assert rows[1]["per seed (seed: points)"] == "0: -2.00" and rows[1]["verdict"]["expected"] == 1
     with pytest.raises(FileNotFoundError, match="budget@4"):
         budget_tables([main], (4,), 3, tmp_path)
 
 
-def test_search_lines_verdicts_and_wins():
-    lines = search_lines(results_fixture(), random_samples=40, evo_evaluations=36)
-    assert lines[0] == ("a: level 3: 75.00% with no retraining, -5.00 ± 1.00 points against the same configuration "
-                        "retrained (below it); level 2.5: 60.00% with no retraining")
-    assert lines[1].endswith("+0.10 ± 1.00 points against the same configuration retrained "
-                             "(within two paired SE of it)")
-    # greedy >= both others at a/2.5 (0.60) and b/4 (0.701), not at a/3 (0.75 < 0.76)
-    assert "at 2 of 3 model-levels" in lines[2] and "(the whole walk: 40-90)" in lines[2]
-    assert "random (40) or evolutionary search (36)" in lines[2]
+def test_search_lines_give_each_verdict_and_the_counts():
+    lines = search_lines(_summary_fixture())
+    assert lines[0] == ("a: level 3: 75.00% with no retraining, minus the same configuration retrained reversed here: "
+                        "-5.00 [-6.96, -3.04], one run, test-image noise only; level 2.5: 60.00% with no retraining")
+    assert lines[1].startswith("b: level 4: 71.00% with no retraining, minus the same configuration retrained "
+                               "inconclusive (smallest detectable effect 2.80 points): +1.00 [")
+    assert lines[2].startswith("C6, no retraining minus retrained, one run per model-level (the paper: at least on "
+                               "par; \"holds\" means no retraining is ahead): holds at 0, inconclusive at 1, "
+                               "reversed at 1 of 2; 2 comparisons")
+    assert lines[3].startswith("F5, greedy search minus random and evolutionary search at equal BitOPs, one run each "
+                               "(the paper: greedy ahead): greedy minus random: holds at 1, inconclusive at 2, "
+                               "reversed at 0 of 3; greedy minus evolutionary: ")
 
 
 def test_seed_and_budget_lines():
-    pooled = pd.DataFrame([{"BitOPs level": "3", "seeds": 3, "no-retrain minus retrained (points)": -1.234,
-                            "95% interval low": -2.0, "95% interval high": -0.5, "per seed": "-1 / -1 / -2",
-                            "verdict": "retrained is better"}])
-    lines = seed_lines(pooled, "resnet20")
-    assert lines[0] == ("resnet20, 3 training seeds, level 3: no-retrain minus retrained -1.23 points, 95% interval "
-                        "over seeds [-2.00, -0.50] (per seed -1 / -1 / -2): retrained is better")
-    assert len(lines) == 2 and "one seed each" in lines[1]
-    table = pd.DataFrame([{"comparison": "greedy 3 minus retrained", "budget (x)": 1, "epochs": 3, "seeds": 2,
-                           "mean (points)": -1.0, "SD over seeds": 0.5},
-                          {"comparison": "greedy 3 minus retrained", "budget (x)": 2, "epochs": 6, "seeds": 1,
-                           "mean (points)": 0.25, "SD over seeds": math.nan}])
+    summary = _summary_fixture(budgets=(2,))
+    lines = seed_lines(summary["seeds"])
+    gap = summary["seeds"]["gaps"][0]["verdict"]
+    assert lines[0] == (f"resnet20, training seeds [0, 1, 2], level 3: no-retrain minus retrained {gap['text']} "
+                        "(per seed -2.00 / -3.00 / -4.00)")
+    assert len(lines) == 2 and lines[1].startswith("T2 with seeds: 1 comparison") and "one run each" in lines[1]
+    lines = budget_lines(summary["budget"])
+    assert lines[0].startswith("F7, greedy 3 minus retrained: at 3 epochs ") and "(per seed 0: -2.00 / 1: -3.00 / " \
+        "2: -4.00); at 6 epochs " in lines[0] and lines[0].endswith("(per seed 0: -2.00)")
+    assert lines[-1].startswith("F7: 4 comparisons")
     points = pd.DataFrame([{"budget (x)": 1, "seed": 0, "comparison": "greedy 3 minus retrained", "points": -1.5},
                            {"budget (x)": 1, "seed": 1, "comparison": "greedy 3 minus retrained", "points": -0.5},
                            {"budget (x)": 2, "seed": 0, "comparison": "greedy 3 minus retrained", "points": 0.25},
                            {"budget (x)": 1, "seed": 0, "comparison": "supernet W2A2 minus LSQ alone", "points": 2.0}])
-    assert budget_lines(table, points, seed=0) == [
-        "F7, greedy 3 minus retrained: -1.00 points at 3 epochs (mean of 2 seeds, SD 0.50; seed 0 -1.50); "
-        "+0.25 at 6 epochs (seed 0 only)"]
     fig = budget_figure(points, budgets=(2,), epochs=3, seed=0, model="resnet20", profile="tiny", seeds=[0, 1])
     assert len(fig.axes) == 2 and "lines follow seed 0 (the only seed at 6 epochs)" in fig._suptitle.get_text()
     fig = budget_figure(points[points["budget (x)"] == 1], budgets=(), epochs=3, seed=0, model="resnet20",
@@ -200,45 +337,44 @@ def test_seed_and_budget_lines():
     assert "no larger budget" in fig._suptitle.get_text()
 
 
-def settings_table(*verdicts: str) -> pd.DataFrame:
-    rows = [{"setting": "random, equal evaluations", "BitOPs level": 3, "minus default (points)": -0.5,
-             "paired SE per seed": "0.40", "95% interval low": math.nan, "95% interval high": math.nan,
-             "verdict": "one seed", "search time x default": math.nan}]
-    rows += [{"setting": f"score {i}", "BitOPs level": 3, "minus default (points)": 1.0, "paired SE per seed": "0.4",
-              "95% interval low": 0.5, "95% interval high": 1.5, "verdict": v, "search time x default": 2.0}
-             for i, v in enumerate(verdicts)]
-    return pd.DataFrame(rows)
+def _study_section(*words: str) -> dict:
+    """An S1 section with the equal-compute random row and one alternative per word."""
+    rows = [{"setting": "random search, equal evaluations", "BitOPs level": "3", "search time x default": None,
+             "verdict": verdict([-0.5], [0.4], -1).as_dict()}]
+    diff = {"higher": [3.0, 3.0], "lower": [-3.0, -3.0], "inconclusive": [1.0, -1.0]}
+    rows += [{"setting": f"score {i}", "BitOPs level": "3", "search time x default": 2.0,
+              "verdict": verdict(diff[w], [0.1, 0.1]).as_dict()} for i, w in enumerate(words)]
+    return {"model": "resnet20", "seeds": [0, 1], "rows": rows, "note": "NOTE"}
 
 
-@pytest.mark.parametrize("verdicts, start", [
+@pytest.mark.parametrize("words, start", [
     ((), "S1: no alternative search setting in the tiny profile"),
-    (("no difference",), "No alternative search setting found better configurations beyond the seed spread: the"),
-    (("lower (beyond)",), "No alternative search setting found better configurations beyond the seed spread "
-                          "(worse: score 0 at level 3)"),
-    (("higher (beyond)",), "Better configurations beyond the seed spread with score 0 at level 3, worse nowhere"),
-    (("higher (beyond)", "lower (beyond)"), "Mixed: better configurations beyond the seed spread with score 0 at "
-                                            "level 3, worse with score 1 at level 3")])
-def test_settings_lines_verdict_over_the_alternatives(verdicts, start):
-    lines = settings_lines(settings_table(*verdicts), "resnet20", [0, 1], seed=0, profile="tiny")
-    assert lines[0] == ("F5 at equal search compute (resnet20, seed 0): random, equal evaluations minus greedy: "
-                        "level 3 -0.50 ± 0.40 points (paired SE: test-set noise only, one seed)")
-    assert len(lines) == 2 + len(verdicts) and lines[-1].startswith(start)
-    if verdicts:
-        assert lines[1] == (f"Search setting 'score 0' (resnet20, seeds [0, 1]) minus the default: level 3 +1.00 "
-                            f"[+0.50, +1.50] ({verdicts[0]}); search time x2.0")
+    (("inconclusive",), "No alternative search setting found better configurations clear of zero: the"),
+    (("lower",), "No alternative search setting found better configurations clear of zero (worse: score 0 at "
+                 "level 3)"),
+    (("higher",), "Better configurations clear of zero with score 0 at level 3, worse nowhere"),
+    (("higher", "lower"), "Mixed: better configurations clear of zero with score 0 at level 3, worse with score 1 at "
+                          "level 3")])
+def test_settings_lines_verdict_over_the_alternatives(words, start):
+    study = _study_section(*words)
+    assert [r["verdict"]["word"] for r in study["rows"][1:]] == list(words)
+    lines = settings_lines(study, seed=0, profile="tiny")
+    assert lines[0] == ("F5 at equal search compute (resnet20, seed 0): random search, equal evaluations minus greedy "
+                        "(the paper: lower): level 3 inconclusive (smallest detectable effect 1.12 points): -0.50 "
+                        "[-1.28, +0.28], one run, test-image noise only")
+    assert len(lines) == 3 + len(words) and lines[-2].startswith(start) and lines[-1] == "S1: NOTE."
+    if words:
+        assert lines[1].startswith("Search setting 'score 0' (resnet20, seeds [0, 1]) minus the default: level 3 ")
+        assert lines[1].endswith("; search time x2.0")
 
 
 def test_findings_lines_add_f7_only_with_larger_budgets():
-    results, pooled, settings = results_fixture(), pd.DataFrame(), settings_table()
-    table = pd.DataFrame([{"comparison": "c", "budget (x)": 1, "epochs": 3, "seeds": 1, "mean (points)": 0.0,
-                           "SD over seeds": 0.0}])
-    points = pd.DataFrame([{"budget (x)": 1, "seed": 0, "comparison": "c", "points": 0.0}])
-    kw = dict(model="resnet20", seed=0, profile="tiny", epochs=3, random_samples=4, evo_evaluations=4,
-              study_model="resnet20", study_seeds=[0])
-    without = findings_lines(results, pooled, table, points, settings, budgets=(), **kw)
-    with_budgets = findings_lines(results, pooled, table, points, settings, budgets=(2,), **kw)
-    assert without[:3] == search_lines(results, 4, 4) and without[-1].startswith("F7: no training budget")
-    assert len(with_budgets) == len(without) + 1 and with_budgets[4].startswith("F7, c: +0.00 points at 3 epochs")
+    kw = dict(seed=0, profile="tiny", epochs=3)
+    without = findings_lines(_summary_fixture(), budgets=(), **kw)
+    with_budgets = findings_lines(_summary_fixture(budgets=(2,)), budgets=(2,), **kw)
+    assert without[:4] == search_lines(_summary_fixture()) and without[-1].startswith("F7: no training budget")
+    assert len(with_budgets) == len(without) + 3                 # two F7 comparisons, their note, the caveat
+    assert with_budgets[6].startswith("F7, greedy 3 minus retrained: at 3 epochs")
     assert with_budgets[-1].startswith("F7 has one seed per larger budget")
 
 

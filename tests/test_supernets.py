@@ -11,13 +11,16 @@ import pytest
 import torch
 
 from mpq.config import BaselineConfig, DataConfig, EvalConfig, ModelSpec
+from mpq.data.datasets import batches
+from mpq.method.cost import bitops
+from mpq.method.supernet import Supernet
 from mpq.models import create_model
 from mpq.pages.plotting import baselines_vs_supernet
 from mpq.search.evaluation import recalibrated_accuracy
 from mpq.studies.supernets import (baseline_comparison, baseline_findings, model_settings, read_supernet_models,
                                    supernet_findings, supernet_table, train_baselines, train_supernets, write_table)
 from mpq.training.checkpoint import save_checkpoint
-from mpq.training.fp import evaluate, load_fp_model
+from mpq.training.fp import evaluate, load_fp_model, to_device
 from mpq.training.hardware import place
 from mpq.training.oneshot import load_supernet
 from mpq.training.recipe import OneShotConfig
@@ -67,6 +70,9 @@ def test_train_supernets_results_match_their_checkpoint(small, fp_folder, tmp_pa
     r = out["models"]["resnet20"]
     assert list(r["uniform"]) == [2, 4] and r["steps"] == 2 and r["epochs"] == 1
     assert r["w_bit_choices"] == [2, 3, 4, 5, 6] and r["frozen_at_end"] == []
+    # no decision: the own lowest point is the uniform lowest one; the run stayed healthy
+    assert r["lowest"]["layers_above_floor"] == 0 and r["lowest"]["gbitops"] == r["uniform"][2]["gbitops"]
+    assert r["health"]["finite"] and not r["health"]["collapsed"] or r["health"]["why"]
     assert r["gap_w4a4_points"] == round(100 * (r["fp_test_acc"] - r["uniform"][4]["test_acc"]), 2)
     assert list(r)[-2:] == ["gap_w4a4_points", "gap_w2a2_points"]
     fp = load_fp_model(str(fp_folder / "resnet20.pt"))
@@ -89,7 +95,8 @@ def test_baselines_keep_the_model_floor(small, fp_folder, tmp_path):
                               fp_folder=fp_folder, folder=tmp_path)
     assert list(results) == ["resnet20"] and list(results["resnet20"]) == [3]
     r = results["resnet20"][3]
-    assert list(r) == ["test_acc", "train_seconds", "epochs", "gbitops", "size_mib"] and r["epochs"] == 1
+    assert list(r) == ["test_acc", "train_seconds", "epochs", "gbitops", "size_mib", "health"] and r["epochs"] == 1
+    assert r["health"]["finite"] and r["health"]["heldout_images"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet20_w3a3.pt"]
     lsq = load_supernet(tmp_path / "resnet20_w3a3.pt")
     place(lsq, CPU)
@@ -99,21 +106,28 @@ def test_baselines_keep_the_model_floor(small, fp_folder, tmp_path):
 
 RESULTS = {"m": {"fp_test_acc": 0.9, "uniform": {2: {"test_acc": 0.75}, 4: {"test_acc": 0.875}}, "epochs": 3,
                  "train_images": 100, "train_seconds": 12.4, "frozen_at_end": ["a", "b"],
-                 "w_bit_choices": [2, 3, 4], "gap_w4a4_points": 2.5, "gap_w2a2_points": 15.0}}
+                 "w_bit_choices": [2, 3, 4], "gap_w4a4_points": 2.5, "gap_w2a2_points": 15.0,
+                 "lowest": {"test_acc": 0.8, "gbitops": 0.0123, "size_mib": 0.01, "layers_above_floor": 2},
+                 "health": {"finite": True, "max_path_heldout_acc": 0.88, "fp_heldout_acc": 0.9, "heldout_images": 50,
+                            "collapsed": False, "why": ""}}}
 
 
 def test_supernet_table_and_findings():
     table = supernet_table(RESULTS)
-    assert list(table.columns) == ["model", "FP (%)", "W2A2 (%)", "W4A4 (%)", "training (s)",
-                                   "layers without 2-bit at the end"]
-    assert table.iloc[0].tolist() == ["m", 90.0, 75.0, 87.5, 12.4, 2]
+    assert list(table.columns) == ["model", "FP (%)", "W2A2 (%)", "W4A4 (%)", "own lowest point (%)", "training (s)",
+                                   "layers without 2-bit at the end", "run"]
+    assert table.iloc[0].tolist() == ["m", 90.0, 75.0, 87.5, 80.0, 12.4, 2, "healthy"]
     lines = supernet_findings(RESULTS)
     assert lines[0] == ("m: one supernet, trained once (3 epochs over 100 images, 12 s), gives W2A2 75.00%, "
                         "W4A4 87.50% with no retraining; FP 90.00%, so W4A4 is 2.50 and W2A2 is 15.00 points under FP")
     floor = {"m": {**RESULTS["m"], "w_bit_choices": [3, 4, 5], "uniform": {4: {"test_acc": 0.875}}}}
     del floor["m"]["gap_w2a2_points"]
     assert supernet_findings(floor)[0].endswith("W4A4 is 2.50 points under FP (candidates 3..5: model_bits)")
-    assert len(lines) == 2
+    assert len(lines) == 3
+    assert lines[1].startswith("m: its own lowest point (each layer at the lowest of its candidates after the "
+                               "scheduler's last decision, 2 layers above the uniform floor) scores 80.00%")
+    assert lines[2] == ("m: training stayed healthy (finite losses; max path 88.00% on 50 held-out images, "
+                        "FP 90.00%)")
 
 
 def test_baseline_comparison_pairs_each_level_with_the_supernet(tmp_path):
@@ -140,3 +154,28 @@ def test_baseline_comparison_pairs_each_level_with_the_supernet(tmp_path):
 def test_write_table_makes_its_folder(tmp_path):
     write_table(pd.DataFrame({"a": [1, 2]}), tmp_path / "new" / "t.csv")
     assert (tmp_path / "new" / "t.csv").read_text() == "a\n1\n2\n"
+
+
+@pytest.mark.timeout(60)
+def test_lowest_point_keeps_the_decision_and_health_flags_a_collapse(small):
+    from mpq.method.scheduler import apply_decision
+    from mpq.studies.health import training_health
+    from mpq.studies.supernets import lowest_point
+
+    torch.manual_seed(0)
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    sn.calibrate(to_device(*next(iter(batches(small.calib, 64, shuffle=False))), CPU)[0])
+    frozen = sn.searchable[:3]
+    low = lowest_point(sn, apply_decision(sn.choices, frozen), small.calib, small.test, batch_size=256)
+    assert low["layers_above_floor"] == 3
+    assert low["gbitops"] > bitops(sn.cost_table, sn.min_config()) / 1e9
+    healthy = training_health([1.0, 0.5], sn, small.calib, fp_heldout_acc=0.0)
+    assert not healthy["collapsed"] and healthy["why"] == ""
+    collapsed = training_health([1.0, 0.5], sn, small.calib, fp_heldout_acc=1.0)   # max path far under FP
+    assert collapsed["collapsed"] and "under FP" in collapsed["why"]
+    # a fixed-precision model is judged only by finite losses and being above twice chance (10 classes: 20%)
+    acc = healthy["max_path_heldout_acc"]
+    fixed = training_health([1.0], sn, small.calib, fp_heldout_acc=1.0, margin=None)
+    assert fixed["collapsed"] == (acc <= 0.2) and ("twice chance" in fixed["why"]) == (acc <= 0.2)
+    nan = training_health([1.0, float("nan")], sn, small.calib, fp_heldout_acc=0.5)
+    assert nan["collapsed"] and not nan["finite"] and nan["max_path_heldout_acc"] is None

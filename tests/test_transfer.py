@@ -1,5 +1,5 @@
 """Transfer (mpq.studies.transfer): the new classifier, mismatch errors, a user's image folder, and T5's
-runs, tables, metrics and findings."""
+equal budgets, learning-rate grid, collapse flags, runs, tables, metrics and findings."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,15 +18,18 @@ from mpq.data.datasets import DataError
 from mpq.method.layers import quant_layers
 from mpq.method.supernet import Supernet
 from mpq.models import create_model
-from mpq.pages.plotting import transfer_front
-from mpq.studies.stats import seed_verdict
-from mpq.studies.transfer import (TransferConfig, accuracy, check_input_channels, comparison_table, fresh_float_model,
-                                  head_name, load_target, paired_differences, replace_head, retarget_supernet,
-                                  run_record, run_transfer, t5_table, transfer_findings, transfer_metrics,
-                                  transfer_setup)
+from mpq.studies.stats import Verdict, paired_verdict
+from mpq.studies.transfer import (Budget, Sources, TransferConfig, TransferResult, Tuned, accuracy, arm_family,
+                                  check_input_channels, choose_lr, comparison_table, convergence_table, fp_curves,
+                                  fresh_float_model, flag_collapses, head_name, load_target, lr_grid, lsq_bits,
+                                  paired_comparisons, paired_differences, paths_per_step, replace_head,
+                                  retarget_supernet, run_record, run_transfer, stage_passes, t5_table, target_budget,
+                                  transfer_figure, transfer_findings, transfer_metrics, transfer_setup)
 from mpq.training.checkpoint import CheckpointError, save_checkpoint, write_json
 from mpq.training.fp import load_fp_model, predictions, train_fp
 from mpq.training.oneshot import build_supernet, train_oneshot
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def _trained_supernet(width=0.25):
@@ -118,9 +121,95 @@ def test_image_folder_errors_name_the_problem(tmp_path):
         load_target("folder", TransferConfig(targets=("folder",), root=str(broken)), seed=0)
 
 
+# --- T5: equal budgets, the rate grid, collapse flags ---------------------------------------------------------
+
+def test_budget_gives_every_arm_the_same_passes_over_the_same_images():
+    b = target_budget(184, 3000, 128, 4)                    # 23 batches per epoch, 4 passes per supernet step
+    assert (b.steps_per_epoch, b.supernet_epochs, b.passes) == (23, 2, 184)
+    assert (b.epochs(1), b.steps(1)) == (8, 184)            # FP and LSQ: one pass per step
+    assert (b.epochs(4), b.steps(4)) == (2, 46)             # supernets: 46 steps x 4 passes
+    assert b.steps(1) * 1 == b.steps(4) * 4 == b.passes
+    assert target_budget(200, 7000, 128, 4).passes == 216   # 54 batches: one supernet epoch is nearest
+    assert target_budget(10, 7000, 128, 4).supernet_epochs == 1          # never less than one epoch
+    with pytest.raises(ValueError, match="1 or 4 passes per step"):
+        b.epochs(2)
+    with pytest.raises(ValueError, match="no full batch"):
+        target_budget(100, 100, 128, 4)
+
+
+def test_arms_families_and_passes_per_step():
+    tune = dataclasses.replace(transfer_setup(**_sections(), device=torch.device("cpu")).tune, num_random_paths=3)
+    assert [arm_family(a) for a in ("FP", "LSQ W3A3", "this method", "supernet without pre-training")] == [
+        "FP", "LSQ", "supernet", "supernet"]
+    assert [paths_per_step(a, tune) for a in ("FP", "LSQ W4A4", "this method", "supernet without pre-training")] == [
+        1, 1, 4, 4]
+    assert lsq_bits("LSQ W3A3") == 3
+    with pytest.raises(ValueError):
+        lsq_bits("LSQ W3A4")
+    with pytest.raises(ValueError, match="unknown arm"):
+        arm_family("FP16")
+
+
+def test_choose_lr_takes_the_best_heldout_rate_and_ties_go_to_the_smaller():
+    rows = [{"lr": 0.02, "heldout top-1": 80.0}, {"lr": 0.05, "heldout top-1": 84.0},
+            {"lr": 0.1, "heldout top-1": 84.0}]
+    assert choose_lr(rows) == 0.05
+    assert choose_lr(rows[:1]) == 0.02
+
+
+def test_transfer_config_refuses_a_grid_seed_among_the_seeds_and_empty_grids():
+    with pytest.raises(ValueError, match="grid_seed 1 is one of transfer.seeds"):
+        TransferConfig(seeds=(0, 1, 2), grid_seed=1)
+    with pytest.raises(ValueError, match="transfer.lsq_lrs must list distinct positive"):
+        TransferConfig(lsq_lrs=())
+    with pytest.raises(ValueError, match="grid_images must lie in"):
+        TransferConfig(grid_images=0.0)
+    with pytest.raises(ValueError, match="curve_multiple must be 2 or more"):
+        TransferConfig(curve_multiple=1)
+
+
+def test_lr_grid_scores_on_the_heldout_images_only(monkeypatch, tiny_splits):
+    """Every grid run trains on a share of the training images at the grid seed and is scored on the held-out
+    images it is given; the test split is no argument of the grid, and the choice follows the held-out scores."""
+    import mpq.studies.transfer as transfer
+
+    setup = transfer_setup(**_sections(fp_lrs=[0.02, 0.05, 0.1], lsq_lrs=[0.01, 0.03], supernet_lrs=[0.01, 0.03],
+                                       grid_seed=7, grid_images=0.5, baseline_bits=[3, 4]),
+                           device=torch.device("cpu"))
+    scores = {("FP", 0.02): 70.0, ("FP", 0.05): 75.0, ("FP", 0.1): 72.0, ("LSQ W3A3", 0.01): 60.0,
+              ("LSQ W3A3", 0.03): 66.0, ("this method", 0.01): 71.0, ("this method", 0.03): 71.0}
+    seen = []
+
+    def fake_fine_tune(setup, arm, train, heldout, calib, *, seed, lr, budget, sources, kw, **_):
+        seen.append((arm, lr, seed, train, heldout, calib))
+        paths = transfer.paths_per_step(arm, setup.tune)
+        return Tuned(arm, lr, seed, budget.epochs(paths), budget.steps(paths), budget.passes, [1.0], 0.0)
+
+    def fake_selection(tuned, heldout, calib, bits):
+        assert heldout is tiny_splits.score and calib is tiny_splits.calib and tuple(bits) == (3, 4)
+        return scores[(tuned.arm, tuned.lr)]
+
+    monkeypatch.setattr(transfer, "fine_tune", fake_fine_tune)
+    monkeypatch.setattr(transfer, "selection_top1", fake_selection)
+    monkeypatch.setattr(transfer, "heldout_predictions", lambda tuned, heldout, calib, bits=None: heldout.labels)
+    budget = Budget(steps_per_epoch=len(tiny_splits.train) // 32, paths=4, supernet_epochs=1)
+    rows, chosen = lr_grid(setup, "t", tiny_splits.train, tiny_splits.score, tiny_splits.calib, budget,
+                           Sources(create_model("resnet20", width_mult=0.25)), {"batch_size": 32})
+    assert chosen == {"FP": 0.05, "LSQ": 0.03, "supernet": 0.01}          # best held-out, tie to the smaller
+    assert [(r["arm"], r["lr"], r["chosen"]) for r in rows] == [
+        ("FP", 0.02, False), ("FP", 0.05, True), ("FP", 0.1, False), ("LSQ W3A3", 0.01, False),
+        ("LSQ W3A3", 0.03, True), ("this method", 0.01, True), ("this method", 0.03, False)]
+    for arm, lr, seed, train, heldout, calib in seen:
+        assert seed == 7 and heldout is tiny_splits.score and calib is tiny_splits.calib
+        assert len(train) == 128 and torch.equal(train.images, tiny_splits.train.images[:128])   # half, a prefix
+    assert all(r["passes"] == budget.passes // 2 and r["seed"] == 7 for r in rows)     # half the batches
+    assert "test" not in lr_grid.__code__.co_varnames[:lr_grid.__code__.co_argcount]
+
+
 # --- T5: tables, metrics and findings from hand-made records --------------------------------------------------
 
 LABELS = torch.tensor([0, 1, 0, 1])
+HELDOUT = 100                       # held-out images of the hand-made runs
 
 
 def _preds(correct: int) -> torch.Tensor:
@@ -128,19 +217,51 @@ def _preds(correct: int) -> torch.Tensor:
     return torch.where(torch.arange(4) < correct, LABELS, 1 - LABELS)
 
 
-def _records():
-    """Two seeds of one target, T5's arm order; top-1 per seed: FP 4/4 and 3/4, LSQ W3A3 2/4 and 2/4,
-    this method @3 3/4 and 4/4, @2.9 1/4 and 2/4; no pre-training @3 1/4 and 1/4, @2.9 0/4 and 1/4."""
-    correct = {("FP", 32): (4, 3), ("LSQ W3A3", 3): (2, 2), ("this method", 3): (3, 4), ("this method", 2.9): (1, 2),
-               ("supernet without pre-training", 3): (1, 1), ("supernet without pre-training", 2.9): (0, 1)}
+def _heldout(top1: float) -> torch.Tensor:
+    """Per-image correctness of ``HELDOUT`` held-out images with the first ``top1`` percent right."""
+    return torch.arange(HELDOUT) < round(top1 * HELDOUT / 100)
+
+
+BUDGET = Budget(steps_per_epoch=2, paths=4, supernet_epochs=1)      # 8 passes per arm
+
+
+def _records(finite=True):
+    """Three seeds of one target, T5's arm order. Test top-1 per seed: FP 4/4, 3/4, 4/4; LSQ W3A3 2/4, 2/4, 1/4;
+    this method @3 3/4, 4/4, 3/4, @2.9 1/4, 2/4, 2/4; no pre-training @3 1/4, 1/4, 0/4, @2.9 0/4, 1/4, 0/4.
+    Held-out top-1 of the max paths: FP 90-92, LSQ 80-82, this method 85-87, no pre-training 85, 84 and 50 (seed 2
+    collapsed: 34 points under the median)."""
+    correct = {("FP", 32): (4, 3, 4), ("LSQ W3A3", 3): (2, 2, 1), ("this method", 3): (3, 4, 3),
+               ("this method", 2.9): (1, 2, 2), ("supernet without pre-training", 3): (1, 1, 0),
+               ("supernet without pre-training", 2.9): (0, 1, 0)}
+    heldout = {"FP": (90, 91, 92), "LSQ W3A3": (80, 81, 82), "this method": (85, 86, 87),
+               "supernet without pre-training": (85, 84, 50)}
     records = []
-    for s in (0, 1):
+    for s in (0, 1, 2):
         for (arm, level), right in correct.items():
-            extra = {} if arm == "FP" or arm.startswith("LSQ") else {"search_seconds": 2.0 + s, "found_level": level,
-                                                                      "bit_cfg": {"w": [level]}}
+            paths = 4 if arm_family(arm) == "supernet" else 1
+            common = {"lr": {"FP": 0.05, "LSQ": 0.03, "supernet": 0.01}[arm_family(arm)],
+                      "epochs": BUDGET.epochs(paths), "steps": BUDGET.steps(paths), "passes": BUDGET.passes,
+                      "losses finite": finite or arm != "LSQ W3A3" or s != 0,
+                      "heldout top-1": float(heldout[arm][s]), "heldout_correct": _heldout(heldout[arm][s])}
+            if arm == "FP":
+                common["curve"] = [50.0, 80.0, 88.0, float(heldout[arm][s])]
+            extra = {} if arm_family(arm) != "supernet" else {"search_seconds": 2.0 + s, "found_level": level,
+                                                               "bit_cfg": {"w": [level]}}
             records.append(run_record("t", s, arm, level, _preds(right[s]), LABELS,
-                                      None if arm == "FP" else level / 10, 10.0 * (s + 1), **extra))
-    return records
+                                      None if arm == "FP" else level / 10, 10.0 * (s + 1), **common, **extra))
+    return flag_collapses(records, 10.0)
+
+
+def _result(records=None):
+    records = _records() if records is None else records
+    longer = {"target": "t", "seed": 0, "multiple": 2, "lr": 0.05, "epochs": 8, "steps": 16, "passes": 16,
+              "losses finite": True, "heldout top-1": 93.0, "heldout_correct": _heldout(93),
+              "curve": [55.0, 82.0, 89.0, 91.0, 92.0, 93.0, 93.0, 93.0]}
+    grid = [{"target": "t", "family": "FP", "arm": "FP", "lr": lr, "seed": 100, "train images": 2, "epochs": 4,
+             "steps": 4, "passes": 4, "heldout top-1": acc, "max path heldout top-1": acc, "losses finite": True,
+             "chosen": lr == 0.05} for lr, acc in ((0.02, 88.0), (0.05, 90.0))]
+    return TransferResult(records=records, grid=grid, longer=[longer], budgets={"t": BUDGET},
+                          lrs={"t": {"FP": 0.05, "LSQ": 0.03, "supernet": 0.01}}, seconds=12.345)
 
 
 def test_run_record_keeps_the_key_order_of_the_metrics():
@@ -150,74 +271,154 @@ def test_run_record_keeps_the_key_order_of_the_metrics():
     assert accuracy(r["preds"], r["labels"]) == 0.5
 
 
-def test_t5_table_rows_in_record_order_with_hand_computed_values():
+def test_flag_collapses_marks_runs_far_under_their_median_and_non_finite_losses():
+    flagged = {(r["arm"], r["seed"], r["level"]) for r in _records() if r["collapsed"]}
+    assert flagged == {("supernet without pre-training", 2, 3), ("supernet without pre-training", 2, 2.9)}
+    why = next(r["collapse"] for r in _records() if r["collapsed"])
+    assert why == "held-out top-1 50.00% is 34.00 points under the median of its seeds (84.00%)"
+    nan_run = [r for r in _records(finite=False) if r["collapsed"] and r["arm"] == "LSQ W3A3"]
+    assert [(r["seed"], r["collapse"]) for r in nan_run] == [(0, "a training loss was not finite")]
+    assert all(r["collapse"] is None for r in _records() if not r["collapsed"])
+    # every seed of a supernet arm far under FP fine-tuned with the same seed: no median can show it, FP does
+    low = [dict(r, **{"heldout top-1": r["heldout top-1"] - 30}) if r["arm"] == "this method" else r
+           for r in _records()]
+    again = flag_collapses(low, 10.0)
+    assert {r["seed"] for r in again if r["arm"] == "this method" and r["collapsed"]} == {0, 1, 2}
+    assert next(r["collapse"] for r in again if r["arm"] == "this method") == (
+        "max path 55.00% on held-out images is 35.00 points under FP fine-tuned with the same seed (90.00%)")
+    lsq_low = flag_collapses([dict(r, **{"heldout top-1": 50.0}) if r["arm"] == "LSQ W3A3" else r
+                              for r in _records()], 10.0)
+    assert not any(r["collapsed"] for r in lsq_low if r["arm"] == "LSQ W3A3")     # LSQ's only path is low-bit
+
+
+def test_t5_table_rows_in_record_order_with_hand_computed_values_and_collapses_shown():
     t5 = t5_table(_records())
     assert list(t5.columns) == ["target", "method", "W/A level", "seeds", "top-1 mean", "top-1 SD", "per seed",
-                                "G-BitOPs", "fine-tune s (per run)", "search s"]
+                                "collapsed", "G-BitOPs", "lr", "passes", "fine-tune s (per run)", "search s"]
     assert list(t5.method) == ["FP", "LSQ W3A3", "this method, no retraining", "this method, no retraining",
                                "supernet without pre-training, no retraining",
                                "supernet without pre-training, no retraining"]
     assert list(t5["W/A level"]) == ["32/32", "3.0", "3.0", "2.9", "3.0", "2.9"]     # levels share a float column
-    fp, lsq, ours3 = t5.iloc[0], t5.iloc[1], t5.iloc[2]
-    assert fp["top-1 mean"] == 87.5 and fp["per seed"] == "100.00 / 75.00"
-    assert fp["top-1 SD"] == pytest.approx(math.sqrt(2 * 12.5 ** 2))      # sample SD of 100 and 75
-    assert lsq["top-1 SD"] == 0.0 and ours3["top-1 mean"] == 87.5
-    assert math.isnan(fp["G-BitOPs"]) and lsq["G-BitOPs"] == pytest.approx(0.3)
-    assert fp["fine-tune s (per run)"] == 15.0 and math.isnan(fp["search s"]) and ours3["search s"] == 2.5
+    fp, lsq, ours3, scratch3 = t5.iloc[0], t5.iloc[1], t5.iloc[2], t5.iloc[4]
+    assert fp["top-1 mean"] == pytest.approx(275 / 3) and fp["per seed"] == "100.00 / 75.00 / 100.00"
+    assert fp["top-1 SD"] == pytest.approx(np.std([100, 75, 100], ddof=1))
+    assert lsq["top-1 mean"] == pytest.approx(125 / 3) and lsq["G-BitOPs"] == pytest.approx(0.3)
+    assert math.isnan(fp["G-BitOPs"]) and ours3["search s"] == 3.0 and fp["fine-tune s (per run)"] == 20.0
+    # the collapsed run is marked, counted, and stays in the mean
+    assert scratch3["per seed"] == "25.00 / 25.00 / 0.00 (collapsed)" and scratch3.collapsed == 1
+    assert scratch3["top-1 mean"] == pytest.approx(50 / 3) and (t5.collapsed.iloc[:4] == 0).all()
+    assert (t5.passes == 8).all() and list(t5.lr) == [0.05, 0.03, 0.01, 0.01, 0.01, 0.01]
     one_seed = t5_table([r for r in _records() if r["seed"] == 0])
     assert (one_seed.seeds == 1).all() and one_seed["top-1 SD"].isna().all()
 
 
-def test_paired_comparisons_pair_seeds_and_add_lsq_only_at_its_integer_level():
+def test_paired_comparisons_use_both_noise_sources_and_the_papers_direction():
     records = _records()
-    assert paired_differences(records, "t", (0, 1), "this method", 3, "LSQ W3A3", 3) == [25.0, 50.0]
-    comparisons = comparison_table(records, ("t",), (3, 2.9), (0, 1), (3,))
-    assert list(comparisons["this method minus"]) == ["LSQ W3A3", "supernet without pre-training",
-                                                      "supernet without pre-training"]
-    assert list(comparisons.level) == [3, 3, 2.9]
-    assert list(comparisons["mean (points)"]) == [37.5, 62.5, 25.0]
-    assert list(comparisons["per seed"]) == ["+25.00 / +50.00", "+50.00 / +75.00", "+25.00 / +25.00"]
-    assert comparisons.verdict.iloc[0] == seed_verdict([25.0, 50.0])
-    no_lsq = comparison_table(records, ("t",), (3,), (0, 1), (2,))        # no W3A3 model: no LSQ pair
-    assert list(no_lsq["this method minus"]) == ["supernet without pre-training"]
+    assert paired_differences(records, "t", (0, 1, 2), "this method", 3, "LSQ W3A3", 3) == [25.0, 50.0, 50.0]
+    comparisons = paired_comparisons(records, ("t",), (3, 2.9), (0, 1, 2), (3,))
+    assert [(c["level"], c["this method minus"]) for c in comparisons] == [
+        (3, "LSQ W3A3"), (3, "supernet without pre-training"), (2.9, "supernet without pre-training")]
+    ours = np.stack([(_preds(k) == LABELS).numpy() for k in (3, 4, 3)])
+    lsq = np.stack([(_preds(k) == LABELS).numpy() for k in (2, 2, 1)])
+    expected = paired_verdict(ours, lsq, expected=1)
+    v = comparisons[0]["verdict"]
+    assert isinstance(v, Verdict) and v == expected and v.expected == 1 and v.n == 3
+    assert v.se_images > 0 and v.se >= v.se_images                     # test-image noise inside the interval
+    assert comparisons[1]["verdict"].expected == 0                      # the paper states no direction there
+    assert comparisons[0]["per seed"] == "+25.00 / +50.00 / +50.00" and comparisons[0]["mean (points)"] == v.diff
+    assert [c["collapsed runs"] for c in comparisons] == [0, 1, 1]
+    table = comparison_table(comparisons)
+    assert list(table.columns) == ["target", "level", "this method minus", "mean (points)", "per seed",
+                                   "collapsed runs", "95% interval", "verdict"]
+    assert table.verdict.iloc[0] == v.text() and table["95% interval"].iloc[0] == f"[{v.low:+.2f}, {v.high:+.2f}]"
+    no_lsq = paired_comparisons(records, ("t",), (3,), (0, 1, 2), (2,))        # no W3A3 model: no LSQ pair
+    assert [c["this method minus"] for c in no_lsq] == ["supernet without pre-training"]
 
 
-def test_transfer_metrics_drop_predictions_and_round_trip_json(tmp_path):
-    records = _records()
-    t5, comparisons = t5_table(records), comparison_table(records, ("t",), (3, 2.9), (0, 1), (3,))
+def test_fp_curves_and_the_convergence_check_from_the_same_seed():
+    result = _result()
+    curves = fp_curves(result)
+    assert [(c["seed"], c["multiple"]) for c in curves] == [(0, 1), (1, 1), (2, 1), (0, 2)]
+    assert curves[0]["passes"] == [2, 4, 6, 8] and curves[-1]["passes"] == [2 * i for i in range(1, 9)]
+    table = convergence_table(result, flat_points=1.0)
+    row = table.iloc[0]
+    assert (row["heldout top-1 at budget"], row["heldout top-1 longer"]) == (90.0, 93.0)
+    assert (row["passes at budget"], row["passes longer"]) == (8, 16)
+    gain = paired_verdict(_heldout(93).numpy(), _heldout(90).numpy())
+    assert row["gain (points)"] == pytest.approx(3.0) and row["gain SE"] == pytest.approx(gain.se_images)
+    assert not row["flattened"] and convergence_table(result, flat_points=5.0).flattened.iloc[0]
+
+
+def test_transfer_metrics_record_equal_passes_and_are_strict_json(tmp_path):
+    result = _result()
+    t5, comparisons = t5_table(result.records), paired_comparisons(result.records, ("t",), (3, 2.9), (0, 1, 2), (3,))
     spec = transfer_setup(**_sections(), device=torch.device("cpu")).spec
-    tr = TransferConfig(seeds=(0, 1), levels=(3, 2.9), baseline_bits=(3,))
-    m = transfer_metrics(profile="tiny", seed=0, spec=spec, device=torch.device("cpu"), stage_seconds=12.345,
-                         transfer=tr, t5=t5, comparisons=comparisons, records=records)
+    tr = TransferConfig(seeds=(0, 1, 2), levels=(3, 2.9), baseline_bits=(3,))
+    m = transfer_metrics(profile="tiny", seed=0, spec=spec, device=torch.device("cpu"), transfer=tr, result=result,
+                         t5=t5, comparisons=comparisons, convergence=convergence_table(result, 1.0))
     assert list(m) == ["profile", "seed", "model", "width_mult", "device", "cpu_capability", "stage_seconds",
-                       "transfer", "t5", "comparisons", "runs"]
-    assert m["stage_seconds"] == 12.3 and m["device"] == "cpu" and m["transfer"]["levels"] == (3, 2.9)
-    assert len(m["runs"]) == len(records) and "preds" not in m["runs"][0] and "labels" not in m["runs"][0]
-    assert list(m["runs"][0])[-1] == "test_acc" and m["runs"][0]["test_acc"] == 1.0 and m["runs"][1]["test_acc"] == 0.5
+                       "transfer", "budget", "passes", "lr_grid", "fp_convergence", "t5", "comparisons",
+                       "comparisons_note", "collapsed", "runs"]
+    budget = m["budget"]["t"]
+    assert budget["equal_passes"] and budget["passes"] == 8
+    assert {a: (v["steps"], v["passes"]) for a, v in budget["arms"].items()} == {
+        "FP": (8, 8), "LSQ W3A3": (8, 8), "this method": (2, 8), "supernet without pre-training": (2, 8)}
+    assert m["passes"] == {"grid": 8, "compared runs": 3 * 4 * 8, "longer FP runs": 16, "total": 8 + 96 + 16}
+    assert m["lr_grid"]["chosen"] == {"t": {"FP": 0.05, "LSQ": 0.03, "supernet": 0.01}}
+    assert [c["seed"] for c in m["collapsed"]] == [2] and m["collapsed"][0]["arm"] == "supernet without pre-training"
+    rows = m["comparisons"]
+    assert rows[0]["verdict"]["word"] in ("holds", "inconclusive", "reversed here") and rows[0]["verdict"]["n"] == 3
+    assert rows[0]["verdict"]["expected"] == 1 and rows[1]["verdict"]["expected"] == 0
+    assert m["comparisons_note"].startswith("3 comparisons")
+    assert m["t5"][0]["G-BitOPs"] is None                                  # NaN written as null
+    assert m["stage_seconds"] == 12.3 and len(m["runs"]) == len(result.records)
+    assert not {"preds", "labels", "heldout_correct", "curve"} & set(m["runs"][0])
+    assert m["runs"][0]["test_acc"] == 1.0 and m["runs"][0]["passes"] == 8
+    json.dumps(m, allow_nan=False)                                         # strict: no NaN token anywhere
     write_json(m, tmp_path / "transfer.json")
     back = json.loads((tmp_path / "transfer.json").read_text())
-    assert back["t5"][0]["top-1 mean"] == 87.5 and back["comparisons"][0]["mean (points)"] == 37.5
+    assert back["budget"]["t"]["arms"]["this method"]["passes"] == 8
+    assert back["fp_convergence"]["rows"][0]["flattened"] is False
 
 
-def test_transfer_findings_name_each_comparison_then_the_fp_model():
-    records = _records()
-    t5, comparisons = t5_table(records), comparison_table(records, ("t",), (3,), (0, 1), (3,))
-    assert transfer_findings(comparisons, t5, ("t", "absent")) == [
-        "t: this method (no retraining) minus LSQ W3A3 at level 3: +37.50 points (per seed +25.00 / +50.00, "
-        f"{seed_verdict([25.0, 50.0])}); supernet without pre-training at level 3: +62.50 points (per seed "
-        f"+50.00 / +75.00, {seed_verdict([50.0, 75.0])})",
-        "t: the FP model fine-tuned reaches 87.50%"]
+def test_transfer_findings_state_budget_rates_convergence_verdicts_and_collapses():
+    result = _result()
+    tr = TransferConfig(seeds=(0, 1, 2), levels=(3,), baseline_bits=(3,), fp_lrs=(0.02, 0.05), lsq_lrs=(0.01, 0.03),
+                        supernet_lrs=(0.01, 0.03))
+    comparisons = paired_comparisons(result.records, ("t",), (3,), (0, 1, 2), (3,))
+    lines = transfer_findings(result, tr, t5_table(result.records), comparisons, convergence_table(result, 1.0))
+    assert lines[0] == ("t: every arm made 8 forward/backward passes over the same 2 batches per epoch (FP and LSQ: "
+                        "4 epochs, 8 steps; the supernets: 1 epochs, 2 steps of 4 passes)")
+    assert lines[1] == "the stage made 120 passes: grid 8, compared runs 96, longer FP runs 16"
+    assert lines[2].startswith("t: rates chosen on held-out training images (seed 100, 50% of the training images): "
+                               "FP 0.05 of [0.02, 0.05]") and "at the grid's edge: FP, LSQ, supernet" in lines[2]
+    assert "90.00% on held-out images at the budget and 93.00% with 2x the passes (+3.00" in lines[3]
+    assert "still rising" in lines[3]
+    assert lines[4] == (f"t: this method (no retraining) minus LSQ W3A3 at level 3: {comparisons[0]['verdict'].text()} "
+                        "(per seed +25.00 / +50.00 / +50.00)")
+    assert "1 collapsed run(s) included" in lines[5]
+    assert lines[6].startswith("comparisons: 2 comparisons")
+    assert lines[7].startswith("1 of 12 runs collapsed, kept in every mean and verdict: t supernet without "
+                               "pre-training seed 2 (held-out top-1 50.00%")
+    assert lines[8] == "t: the FP model fine-tuned reaches 91.67% on the test images (per seed 100.00 / 75.00 / 100.00)"
+    healthy = [dict(r, collapsed=False, collapse=None) for r in result.records]
+    assert "none of the 12 runs collapsed" in transfer_findings(_result(healthy), tr, t5_table(healthy), [],
+                                                                convergence_table(result, 1.0))[-2]
 
 
-def test_transfer_front_one_panel_per_target_with_fp_line():
+def test_transfer_figure_front_with_seed_dots_and_collapses_above_the_fp_curves():
     import matplotlib.pyplot as plt
 
-    t5 = t5_table(_records())
-    fig = transfer_front(t5, ["t"], "title")
-    (ax,) = fig.axes
-    assert ax.get_title() == "t" and [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "FP fine-tuned", "LSQ W3A3", "this method, no retraining", "supernet without pre-training, no retraining"]
-    assert ax.lines[-1].get_ydata()[0] == 87.5
+    result = _result()
+    fig = transfer_figure(result.records, fp_curves(result), result.budgets, ["t"], "title")
+    front, curve = fig.axes
+    assert front.get_title() == "t" and curve.get_title() == "t: FP fine-tuning"
+    assert [t.get_text() for t in front.get_legend().get_texts()] == [
+        "LSQ W3A3", "this method, no retraining", "supernet without pre-training, no retraining", "FP fine-tuned"]
+    assert front.lines[-1].get_ydata()[0] == pytest.approx(275 / 3)
+    crosses = [c for c in front.collections if c.get_offsets().shape[0] == 2]      # seed dots: 3, 6 and 4 per arm
+    assert len(crosses) == 1 and list(crosses[0].get_offsets()[:, 1]) == [0.0, 0.0]   # the collapsed seed, both levels
+    assert len(curve.lines) == 5 and curve.lines[-1].get_xdata()[0] == 8                 # 4 curves and the budget
     plt.close(fig)
 
 
@@ -234,12 +435,19 @@ def _sections(**transfer):
 
 
 def test_transfer_setup_reads_the_sections_and_refuses_what_no_stage_trains():
-    sections = _sections(epochs=3, lr=0.01, step_lr=0.001, ema_decay=0.8)
+    sections = _sections(ema_decay=0.8, step_lr_ratio=0.1)
     setup = transfer_setup(**sections, device=torch.device("cpu"))
     assert (setup.spec.name, setup.spec.width_mult, tuple(setup.input_size)) == ("resnet20", 0.25, (1, 28, 28))
     tune = setup.tune
-    assert (tune.epochs, tune.lr, tune.step_lr, tune.ema_decay, tune.train_size) == (3, 0.01, 0.001, 0.8, None)
+    assert (tune.ema_decay, tune.train_size) == (0.8, None)
     assert tune.num_random_paths == setup.oneshot.num_random_paths and tune.w_bit_choices == setup.oneshot.w_bit_choices
+    from mpq.studies.transfer import recipe
+
+    lsq = recipe(setup, "LSQ W3A3", 0.03, 8)
+    assert (lsq.epochs, lsq.lr, lsq.num_random_paths, lsq.w_bit_choices) == (8, 0.03, 0, (3,))
+    ours = recipe(setup, "this method", 0.02, 2)
+    assert (ours.epochs, ours.lr, ours.num_random_paths) == (2, 0.02, setup.oneshot.num_random_paths)
+    assert (lsq.step_lr, ours.step_lr) == (pytest.approx(0.003), pytest.approx(0.002))     # rate x step_lr_ratio
     with pytest.raises(ValueError, match=r"baseline_bits \[3\] have no LSQ model"):
         transfer_setup(**{**sections, "baselines": {**sections["baselines"], "levels": [4]},
                           "transfer": {**sections["transfer"], "baseline_bits": [3, 4]}}, device=torch.device("cpu"))
@@ -248,13 +456,17 @@ def test_transfer_setup_reads_the_sections_and_refuses_what_no_stage_trains():
                        device=torch.device("cpu"))
 
 
-@pytest.mark.timeout(120)
-def test_run_transfer_tiny_folder_every_arm_in_order(tmp_path):
+@pytest.mark.timeout(300)
+def test_run_transfer_tiny_folder_equal_passes_heldout_rates_every_arm(tmp_path, monkeypatch):
+    import mpq.studies.transfer as transfer
+
     root = _image_folder(tmp_path / "pets")            # 24 images: train 10, score 4, calib 4, test 6
-    sections = _sections(targets=["folder"], root=str(root), seeds=[0], epochs=1, train_size=None, score_size=4,
-                         calib_size=4, test_fraction=0.25, levels=[3], baseline_bits=[3])
-    # one step per run (10 training images, batches of 8), two candidates per layer (none frozen), one random
-    # path: quick
+    sections = _sections(targets=["folder"], root=str(root), seeds=[0], budget_passes=2, fp_lrs=[0.05, 0.1],
+                         lsq_lrs=[0.01], supernet_lrs=[0.01, 0.02], grid_seed=5, grid_images=0.5, curve_multiple=2,
+                         train_size=None, score_size=4, calib_size=4, test_fraction=0.25, levels=[3],
+                         baseline_bits=[3])
+    # one batch per epoch (10 training images, batches of 8), two candidates per layer (none frozen), one random
+    # path (two passes per supernet step): quick
     sections["data"] = {**sections["data"], "batch_size": 8}
     sections["oneshot"] = {**sections["oneshot"], "w_bit_choices": [3, 4], "a_bit_choices": [3, 4],
                            "num_random_paths": 1, "scheduler": False}
@@ -275,26 +487,62 @@ def test_run_transfer_tiny_folder_every_arm_in_order(tmp_path):
                   meta={"model": "resnet20", "width_mult": 0.25, "num_classes": 10, "data": {}})
     (ckpt / "baselines").mkdir()
     shutil.copy(ckpt / "supernet" / "resnet20.pt", ckpt / "baselines" / "resnet20_w3a3.pt")   # any supernet loads
+    grid_calls = []
+    real_grid = transfer.lr_grid
 
-    records, seconds = run_transfer(setup, 0, checkpoints=str(ckpt))
+    def spy(setup, target, train, heldout, calib, *args, **kwargs):
+        grid_calls.append((train, heldout, calib))
+        return real_grid(setup, target, train, heldout, calib, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "lr_grid", spy)
+    result = run_transfer(setup, 0, checkpoints=str(ckpt))
+    records = result.records
     assert [(r["target"], r["seed"], r["arm"], r["level"]) for r in records] == [
         ("folder", 0, "FP", 32), ("folder", 0, "LSQ W3A3", 3), ("folder", 0, "this method", 3),
         ("folder", 0, "supernet without pre-training", 3)]
-    assert seconds > 0 and all(r["labels"] is records[0]["labels"] and r["preds"].shape == (6,) for r in records)
+    assert result.seconds > 0 and all(r["labels"] is records[0]["labels"] and r["preds"].shape == (6,) for r in records)
     assert records[0]["gbitops"] is None and records[1]["gbitops"] > 0
+    # equal passes: a budget of 2 passes is one supernet epoch (one step of 2 passes), two single-path steps
+    budget = result.budgets["folder"]
+    assert (budget.steps_per_epoch, budget.paths, budget.supernet_epochs, budget.passes) == (1, 2, 1, 2)
+    assert [(r["epochs"], r["steps"], r["passes"]) for r in records] == [(2, 2, 2), (2, 2, 2), (1, 1, 2), (1, 1, 2)]
+    # the rates: chosen on the held-out scoring images (the test split never reaches the grid), at the grid seed
+    ((train, heldout, calib),) = grid_calls
+    assert torch.equal(heldout.images, splits.score.images) and torch.equal(calib.images, splits.calib.images)
+    assert torch.equal(train.images, splits.train.images) and heldout.images.shape != splits.test.images.shape
+    assert [(r["arm"], r["lr"], r["seed"]) for r in result.grid] == [
+        ("FP", 0.05, 5), ("FP", 0.1, 5), ("LSQ W3A3", 0.01, 5), ("this method", 0.01, 5), ("this method", 0.02, 5)]
+    assert all(r["train images"] == 8 and r["passes"] == 2 for r in result.grid)          # 8 of 10 images: one batch
+    for family in ("FP", "LSQ", "supernet"):
+        best = max(r["heldout top-1"] for r in result.grid if r["family"] == family)
+        chosen = [r for r in result.grid if r["family"] == family and r["chosen"]]
+        assert len(chosen) == 1 and chosen[0]["heldout top-1"] == best
+        assert chosen[0]["lr"] == result.lrs["folder"][family]
+    assert [r["lr"] for r in records] == [result.lrs["folder"][f] for f in ("FP", "LSQ", "supernet", "supernet")]
+    # health of every run; the FP curve and the longer FP run
+    assert all(r["losses finite"] and 0 <= r["heldout top-1"] <= 100 and r["collapsed"] is False for r in records)
+    assert len(records[0]["curve"]) == 2 and records[0]["heldout_correct"].shape == (4,)
+    (longer,) = result.longer
+    assert (longer["seed"], longer["epochs"], longer["passes"], len(longer["curve"])) == (0, 4, 4, 4)
+    assert stage_passes(result) == {"grid": 10, "compared runs": 8, "longer FP runs": 4, "total": 22}
     ours = records[2]
-    assert list(ours)[-3:] == ["search_seconds", "found_level", "bit_cfg"] and ours["found_level"] <= 3 + 1e-9
+    assert list(ours)[-5:] == ["search_seconds", "found_level", "bit_cfg", "collapsed", "collapse"]
+    assert ours["found_level"] <= 3 + 1e-9
     assert {p.name for p in (ckpt / "transfer").iterdir()} == {"resnet20_folder_transferred_seed0.pt",
                                                                "resnet20_folder_from-fp_seed0.pt"}
-    # the FP arm by hand: seed, new classifier, fine-tuning with the same seed give the same predictions
+    # the FP arm by hand: seed, new classifier, fine-tuning with the same seed, rate and epochs: the same predictions
     torch.manual_seed(0)
     model = fresh_float_model(load_fp_model(str(ckpt / "fp" / "resnet20.pt")), 2)
-    train_fp(model, splits.train, splits.test, epochs=1, batch_size=8, lr=setup.transfer.fp_lr,
+    train_fp(model, splits.train, splits.score, epochs=2, batch_size=8, lr=result.lrs["folder"]["FP"],
              momentum=setup.fp.momentum, weight_decay=setup.fp.weight_decay, warmup_epochs=setup.fp.warmup_epochs,
              label_smoothing=setup.fp.label_smoothing, pad=setup.data.pad, flip=False, seed=0,
              device=torch.device("cpu"), progress=False)
     assert torch.equal(predictions(model, splits.test), records[0]["preds"])
-    assert len(t5_table(records)) == 4 and len(comparison_table(records, ("folder",), (3,), (0,), (3,))) == 2
+    comparisons = paired_comparisons(records, ("folder",), (3,), (0,), (3,))
+    assert len(t5_table(records)) == 4 and len(comparisons) == 2
+    m = transfer_metrics(profile="tiny", seed=0, spec=setup.spec, device="cpu", transfer=setup.transfer, result=result,
+                         t5=t5_table(records), comparisons=comparisons, convergence=convergence_table(result, 1.0))
+    assert m["budget"]["folder"]["equal_passes"] and json.dumps(m, allow_nan=False)
     # the command line finds a configuration for another budget on the user's folder, and asks for the folder
     from mpq.__main__ import main
 

@@ -10,7 +10,8 @@
   gradient reaches the teacher. Weight 0.01 in the paper's code. ``capture_bn_outputs`` records the BN
   outputs during a forward pass; ``lowest_bit_layers`` picks the layers at their lowest candidate.
 - ``quantization_error``: a term of the official code, not of the paper's text, that pulls latent
-  weights towards their quantization grid late in training; ``qe_weight_at`` is its ramp.
+  weights towards the quantization grid the layer's lowest bit-width shares, late in training
+  (``coupled_rounding_error`` per layer); ``qe_weight_at`` is its ramp.
 
 ``mpq.training.oneshot.train_step`` combines them; which terms apply on which path is its business.
 """
@@ -72,27 +73,62 @@ def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0
                     reduction="batchmean") * t * t
 
 
-def quantization_error(supernet) -> Tensor:
-    """Sum over searchable layers of mean(((w - q(w)) / s)^2) at each layer's current weight bit-width.
+def quantization_error(supernet, candidates: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None) -> Tensor:
+    """The official code's quantization-error term at each searchable layer's current weight bit-width.
 
-    Normalised by the step size so layers and bit-widths weigh alike; the quantized value is a constant,
-    so the gradient pulls the latent weights towards their grid points.
+    Per layer at weight bit-width b, with the layer's lowest *current* weight candidate b_min (``candidates``,
+    as the scheduler left them; None: the supernet's full lists): ``coupled_rounding_error`` of its latent
+    weight. Summed over layers. The gradient reaches the latent weights only (DESIGN.md section 2 (a)).
     """
     from mpq.method.layers import quant_layers
 
+    cands = candidates or supernet.choices
     layers = quant_layers(supernet.model)
-    chosen = [layers[name] for name in supernet.searchable]
-    steps = [layer.weight_quantizer.step_size[str(layer.weight_quantizer.bits)] for layer in chosen]
-    return scaled_rounding_error(zip(chosen, steps), next(supernet.parameters()).device)
-
-
-def scaled_rounding_error(layers_and_steps: Iterable[tuple[nn.Module, Tensor]], device: torch.device) -> Tensor:
-    """``quantization_error``'s sum over ``(layer, step size)`` pairs, each layer quantized at its current
-    weight bit-width and divided by the step size given (a 0-d tensor; no gradient flows into it)."""
-    total = torch.zeros((), device=device)
-    for layer, step in layers_and_steps:
-        total = total + ((layer.weight - layer.quantized_weight().detach()) / step.detach()).pow(2).mean()
+    total = torch.zeros((), device=next(supernet.parameters()).device)
+    for name in supernet.searchable:
+        layer = layers[name]
+        q = layer.weight_quantizer
+        total = total + coupled_rounding_error(layer.weight, q.step_size[str(q.bits)], *grid(q.bits, min(cands[name][0])))
     return total
+
+
+def grid(bits: int, lowest_bits: int) -> tuple[int, int, int, int]:
+    """``(qmin, qmax, spacing, top)`` of ``coupled_rounding_error`` for signed weights at ``bits`` in a layer
+    whose lowest current candidate is ``lowest_bits``: codes that are multiples of ``spacing = 2^(bits -
+    lowest_bits)`` up to ``top`` are the ones the lowest bit-width shares (``k * spacing`` for k in its range).
+
+    >>> grid(4, 2)      # 4-bit codes -8..7; the 2-bit grid -2..1 times 4: -8, -4, 0, 4
+    (-8, 7, 4, 4)
+    >>> grid(2, 2)
+    (-2, 1, 1, 1)
+    """
+    from mpq.method.quantizer import int_range
+
+    if lowest_bits > bits:
+        raise ValueError(f"a layer at {bits}-bit weights cannot have a lowest candidate of {lowest_bits} bits")
+    qmin, qmax = int_range(bits, True)
+    spacing = 2 ** (bits - lowest_bits)
+    return qmin, qmax, spacing, int_range(lowest_bits, True)[1] * spacing
+
+
+def coupled_rounding_error(weight: Tensor, step_size: Tensor, qmin, qmax, spacing, top) -> Tensor:
+    """One layer's quantization-error term, as the official code computes it (DESIGN.md section 2 (a)).
+
+    The latent weight is clipped to the bit-width's range ``[qmin * s, qmax * s]``; its target is its
+    quantized value ``s * round(clamp(w / s, qmin, qmax))``, detached. Only weights whose integer code is a
+    multiple of ``spacing`` no higher than ``top`` (``grid``: the codes the layer's lowest candidate shares)
+    are pulled; at the lowest candidate itself (spacing 1) every weight is. The squared error is summed over
+    output channels (dim 0), then averaged over the rest; the step size gets no gradient from this term and
+    the error is not divided by it. ``qmin``, ``qmax``, ``spacing`` and ``top`` may be numbers or 0-d tensors
+    (the graphed step passes tensors, so one recording serves every bit-width).
+    """
+    s = step_size.detach()
+    clipped = torch.clamp(weight, qmin * s, qmax * s)
+    with torch.no_grad():
+        code = torch.clamp(weight / s, qmin, qmax).round_()
+        pulled = (torch.remainder(code, spacing) == 0) & (code <= top)
+        target = torch.where(pulled, code * s, clipped)
+    return (clipped - target).pow(2).sum(0).mean()
 
 
 def qe_weight_at(step: int, total_steps: int, start: float, weight: float, ramp: str = "cosine") -> float:

@@ -36,16 +36,20 @@ Choices = tuple[tuple[int, ...], tuple[int, ...]]      # (weight candidates, act
 class SchedulerConfig:
     """When and how hard the scheduler freezes; times are fractions of the whole training run.
 
-    The paper calls the scheduler every 2 epochs early and less often late, after a few warm-up epochs,
-    in a 150-epoch run (about every 1.3% of training). Our runs have a few hundred steps, so the
-    calls are placed by fraction of training rather than by epoch: ``warmup`` before the first call,
-    ``every`` between calls until ``late_from``, ``every_late`` after it.
+    The official code calls the scheduler every 2 epochs of a 150-epoch run, the first time after the
+    first 7 epochs (``warmup`` about 0.04), until 72% of training (``late_from``), and every 15 epochs after
+    (``every_late`` 0.1); ``every`` is 2/150. There a decision lasts thousands of optimizer steps, and
+    weights move between calls. Our runs have a few hundred steps, where those proportions would replace a
+    decision every few steps (a rotation, not a response to turbulence), so ``min_steps`` spaces consecutive
+    calls at least that many optimizer steps apart: about the EMA horizon (1 / (1 - ema_decay)). Where the
+    two conflict, persistence wins (DESIGN.md section 2) and the run has fewer calls.
     """
 
-    warmup: float = 0.1
-    every: float = 0.02
-    late_from: float = 0.5
-    every_late: float = 0.05
+    warmup: float = 0.04
+    every: float = 0.0133
+    late_from: float = 0.72
+    every_late: float = 0.1
+    min_steps: int = 100               # fewest optimizer steps between two calls (a decision's persistence)
     ratio_start: float = 0.5           # fraction of layers frozen at the first call (paper: 0.5)
     ratio_end: float = 0.2             # ... at the end of training (paper: 0.2)
     band: float = 0.125                # "near a threshold": within band * step size (paper: 0.125)
@@ -56,6 +60,8 @@ class SchedulerConfig:
                 raise ValueError(f"scheduler.{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.every <= 1.0 or not 0.0 < self.every_late <= 1.0:
             raise ValueError("scheduler.every and every_late must lie in (0, 1]")
+        if self.min_steps < 1:
+            raise ValueError(f"scheduler.min_steps must be at least 1, got {self.min_steps}")
         if not 0.0 < self.band < 0.5:
             raise ValueError(f"scheduler.band must lie in (0, 0.5), got {self.band}")
 
@@ -63,14 +69,29 @@ class SchedulerConfig:
 def call_steps(total_steps: int, cfg: SchedulerConfig) -> list[int]:
     """The training steps (0-based) at which the scheduler is called.
 
-    >>> call_steps(100, SchedulerConfig(warmup=0.1, every=0.2, late_from=0.5, every_late=0.25))
+    The first at ``warmup * total_steps``; then every ``every * total_steps`` steps until ``late_from``,
+    ``every_late * total_steps`` after; never two calls closer than ``min_steps``.
+
+    >>> call_steps(100, SchedulerConfig(warmup=0.1, every=0.2, late_from=0.5, every_late=0.25, min_steps=1))
     [10, 30, 50, 75]
+    >>> call_steps(100, SchedulerConfig(warmup=0.1, every=0.2, late_from=0.5, every_late=0.25, min_steps=30))
+    [10, 40, 70]
     """
-    steps, t = [], cfg.warmup
-    while t < 1.0 - 1e-9:
-        steps.append(int(round(t * total_steps)))
-        t += cfg.every if t < cfg.late_from - 1e-9 else cfg.every_late
+    steps, t = [], cfg.warmup * total_steps
+    while t < total_steps - 1e-9:
+        steps.append(int(round(t)))
+        gap = cfg.every if t < cfg.late_from * total_steps - 1e-9 else cfg.every_late
+        t += max(gap * total_steps, cfg.min_steps)
     return sorted({s for s in steps if s < total_steps})
+
+
+def persistence(calls: Sequence[int], total_steps: int) -> list[int]:
+    """Optimizer steps each decision lasts: until the next call, the last one until the end of training.
+
+    >>> persistence([10, 40, 70], 100)
+    [30, 30, 30]
+    """
+    return [b - a for a, b in zip(calls, [*calls[1:], total_steps])]
 
 
 def freeze_ratio(progress: float, start: float = 0.5, end: float = 0.2) -> float:

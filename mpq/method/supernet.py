@@ -211,8 +211,10 @@ class Supernet(nn.Module):
     def max_config(self) -> BitCfg:
         return {n: (max(w), max(a)) for n, (w, a) in self.choices.items()}
 
-    def min_config(self) -> BitCfg:
-        return {n: (min(w), min(a)) for n, (w, a) in self.choices.items()}
+    def min_config(self, candidates: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None) -> BitCfg:
+        """Every searchable layer at its lowest candidates: of ``candidates`` (a scheduler's decision applied,
+        ``scheduler.apply_decision``: the supernet's own lowest point) or, without, of its full lists."""
+        return {n: (min(w), min(a)) for n, (w, a) in (candidates or self.choices).items()}
 
     def sample_config(self, gen: torch.Generator,
                       candidates: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None) -> BitCfg:

@@ -7,10 +7,14 @@ epoch (``ablation.train_size``), with its own training seed; the data split is t
 so every run is scored and tested on the same images and runs compare pairwise. It records:
 
 - the oscillation of the integer weight levels at 4-6 bits during training (``OscillationMonitor``);
-- test predictions at uniform W2A2 and W3A3 and for the greedy no-retraining configuration at each of
-  ``ablation.levels`` (searched on the held-out scoring images, within the scheduler's last decision);
-- the distortion of BN outputs at the lowest configuration against the max path on calibration
-  images, per layer, and a sample of one layer's values for the density figure (F3/F4).
+- test predictions at the run's own lowest point (each layer at its lowest current candidate, the
+  scheduler's last decision applied), at uniform W2A2 (which ignores that decision; shown beside only)
+  and W3A3, and for the greedy no-retraining configuration at each of ``ablation.levels`` (searched on the
+  held-out scoring images, within the scheduler's last decision);
+- the distortion of BN outputs at the own lowest point against the max path on calibration images, per
+  layer (and at the uniform lowest point, beside it), and a sample of one layer's values for the density
+  figure (F3/F4);
+- the run's health (``health.training_health``): finite losses, its max path on held-out images.
 
 Command line (one DVC matrix stage per cell and seed)::
 
@@ -47,7 +51,8 @@ from mpq.method.scheduler import OscillationMonitor
 from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
 from mpq.method.supernet import Supernet
-from mpq.training.fp import load_fp_model, pick_device, to_device
+from mpq.studies.health import training_health
+from mpq.training.fp import evaluate, load_fp_model, pick_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     train = training_subset(splits.train, cfg.train_size)
     classes = len(splits.train.classes)
     float_model = load_fp_model(f"checkpoints/fp/{spec.name}.pt", spec.name, spec.width_mult, classes)
+    fp_heldout = evaluate(float_model, splits.calib)
     torch.manual_seed(seed)
     supernet = build_supernet(float_model, cfg.supernet_spec(), splits.calib, model_entry(spec.name).input_size)
     monitor = OscillationMonitor(ab.monitor_bits, ab.monitor_every)
@@ -126,8 +132,11 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
         log.warning("%s-%d resumed mid-run: its oscillation record covers only the last part", cell, seed)
     ema, table = run.ema, run.ema.cost_table
     eval_start = time.perf_counter()
+    health = training_health(run.history.loss, ema, splits.calib, fp_heldout)       # before any recalibration
+    # uniform W2A2 ignores the scheduler's last decision; "lowest" is each layer's lowest current candidate
     configs = {f"W{b}A{b}": ema.uniform_config(b) for b in (2, 3)
                if b in cfg.a_bit_choices and b >= min(cfg.w_bit_choices)}
+    configs["lowest"] = ema.min_config(run.candidates())
     search_seconds, searched = 0.0, {}
     if cell != "no2bit":
         score_set = splits.score.subset(torch.arange(min(search_cfg.score_size, len(splits.score))))
@@ -146,8 +155,11 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
              for name, c in configs.items()}
     accuracy = {name: float((p == splits.test.labels).float().mean()) for name, p in preds.items()}
     sample_layer = ema.searchable[len(ema.searchable) // 2]
-    distortion, low_sample, high_sample = bn_distortion(ema, ema.min_config(), ema.max_config(), splits.calib,
-                                                        min(ab.feature_images, len(splits.calib)), sample_layer)
+    feature_images = min(ab.feature_images, len(splits.calib))
+    distortion, low_sample, high_sample = bn_distortion(ema, configs["lowest"], ema.max_config(), splits.calib,
+                                                        feature_images, sample_layer)
+    distortion_uniform = bn_distortion(ema, ema.min_config(), ema.max_config(), splits.calib, feature_images,
+                                       sample_layer)[0]
     result = {"cell": cell, "seed": seed, "model": spec.name, "width_mult": spec.width_mult,
               "train_images": len(train), "epochs": cfg.epochs, "scheduler": cfg.scheduler, "idm": cfg.idm,
               "w_bit_choices": list(cfg.w_bit_choices), "train_seconds": round(run.seconds, 1),
@@ -156,7 +168,9 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
               "test_images": len(splits.test), "test_acc": accuracy, "searched": searched,
               "frozen_at_end": run.frozen, "oscillation": monitor.as_dict(),
               "bn_distortion": distortion, "distortion_sample_layer": sample_layer,
-              "low_config": "uniform lowest candidates", "history": run.history.as_dict()}
+              "low_config": "each layer's lowest current candidate (the scheduler's last decision applied)",
+              "bn_distortion_uniform_lowest": distortion_uniform, "health": health,
+              "history": run.history.as_dict()}
     np.savez(work / "predictions.npz", labels=splits.test.labels.numpy().astype(np.int16),
              **{name: p.cpu().numpy().astype(np.int16) for name, p in preds.items()})
     np.savez(work / "features.npz", low=low_sample, high=high_sample)

@@ -12,7 +12,10 @@ pure functions of their arguments and a seed. ``toy_example`` (F1's figure), ``t
 ``toy_verdicts`` are notebook 05's toy experiments.
 
 The second half of the module reads the runs of ``mpq.studies.ablation`` on ResNet-20 (F2-F4, T1, T6) and turns
-them into tables with seed spreads, paired differences, verdicts, findings and figures.
+them into tables with seed spreads, paired differences, verdicts, findings and figures. Every verdict comes from
+``mpq.studies.stats``: T6 pairs the stored test predictions image by image over seeds (both noise sources); the
+flip rate counts every weight (no sampling over images) and the distortion's calibration images are the same for
+every run and not kept per image, so those two verdicts rest on the spread over seeds alone, as they say.
 """
 from __future__ import annotations
 
@@ -28,7 +31,16 @@ import torch
 from torch import Tensor
 
 from mpq.method.quantizer import int_range
-from mpq.studies.stats import seed_verdict
+from mpq.studies.stats import json_ready, paired_verdict, rows_note, verdict
+
+# The paper's direction of each comparison (``expected`` of mpq.studies.stats): C2, the 2-bit candidate makes the
+# other bit-widths' quantized weights oscillate (more crossings, more gradient variance, a higher flip rate, in
+# every cell that keeps 2-bit weights: the scheduler freezes 2-bit for some layers some of the time, it does not
+# remove it); C3/C4, the scheduler and IDM raise accuracy; C4, IDM lowers the low bit-width's distortion.
+TOY_EXPECTED = 1
+FLIP_EXPECTED = 1
+T6_EXPECTED = {"sched": 1, "idm": 1, "both": 1}
+DISTORTION_EXPECTED = -1
 
 
 @dataclass(frozen=True)
@@ -172,18 +184,21 @@ def toy_verdicts(rows: Sequence[Mapping], lrs: Sequence[float], reference: str =
                  columns: Sequence[str] = ("crossings_w4_second_half", "crossings_w6_second_half",
                                            "grad_var_second_half")) -> list[str]:
     """What the toy shows (claim C2), one sentence per learning rate and column: the means over seeds of the
-    ``reference`` and ``coupled`` candidate sets, "more/fewer with 2-bit" only when they differ by more than the
-    larger of the two seed SDs."""
+    ``reference`` and ``coupled`` candidate sets and the verdict on ``coupled`` minus ``reference``, paired by seed
+    (the same seed draws the same data and bit-widths' order for both sets; a simulation: no image noise, the
+    spread over seeds is the only noise). ``TOY_EXPECTED``: more with 2-bit."""
     runs = pd.DataFrame(rows)
     lines = []
     for lr in lrs:
         for column in columns:
-            a = runs[(runs.lr == lr) & (runs.candidates == reference)][column]
-            b = runs[(runs.lr == lr) & (runs.candidates == coupled)][column]
-            spread = max(a.std(ddof=1) if len(a) > 1 else 0.0, b.std(ddof=1) if len(b) > 1 else 0.0)
-            verdict = ("more with 2-bit" if b.mean() - a.mean() > spread else
-                       "fewer with 2-bit" if a.mean() - b.mean() > spread else "no difference beyond the seed spread")
-            lines.append(f"{column} at lr {lr}: {reference} {a.mean():.4g} vs {coupled} {b.mean():.4g} ({verdict})")
+            a = runs[(runs.lr == lr) & (runs.candidates == reference)].set_index("seed")[column]
+            b = runs[(runs.lr == lr) & (runs.candidates == coupled)].set_index("seed")[column]
+            seeds = [s for s in a.index if s in b.index]
+            grad = column.startswith("grad")
+            v = verdict([b[s] - a[s] for s in seeds], [0.0] * len(seeds), TOY_EXPECTED,
+                        unit="variance units" if grad else "crossings")
+            lines.append(f"{column} at lr {lr}: {reference} {a.mean():.4g} vs {coupled} {b.mean():.4g}, with 2-bit "
+                         f"minus without {v.text(4 if grad else 1)}")
     return lines
 
 
@@ -213,32 +228,27 @@ def load_runs(folder: str | Path, cells: Sequence[str], seeds: Sequence[int]) ->
 
 def ablation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int],
                   metrics: Sequence[str], reference: str = "plain") -> list[dict]:
-    """T6: per cell and metric, top-1 mean and SD over seeds, and the paired difference to ``reference``.
+    """T6: per cell and metric, top-1 mean and SD over seeds, and the verdict on the difference to ``reference``.
 
-    Per seed the difference is taken on the same test images (both runs share the seed and the data),
-    with its paired standard error over images; across seeds, the mean difference, its SD, and the verdict.
+    Per seed the difference is taken on the same test images (both runs share the seed and the data); the
+    verdict pairs every image over the seeds (``paired_verdict``: the seed spread and the test images' noise),
+    in the paper's direction ``T6_EXPECTED`` (0 for a cell it makes no claim about).
     """
     rows = []
     for cell in cells:
         for metric in metrics:
-            accs, diffs, ses = [], [], []
-            for seed in seeds:
-                run, ref = runs[(cell, seed)], runs[(reference, seed)]
-                labels = run["preds"]["labels"]
-                correct = (run["preds"][metric] == labels).astype(float)
-                accs.append(100 * correct.mean())
-                if cell != reference:
-                    d = correct - (ref["preds"][metric] == labels).astype(float)
-                    diffs.append(100 * d.mean())
-                    ses.append(100 * d.std(ddof=1) / math.sqrt(len(d)))
+            correct = np.stack([runs[(cell, s)]["preds"][metric] == runs[(cell, s)]["preds"]["labels"]
+                                for s in seeds])                                  # (seeds, images)
+            accs = 100 * correct.mean(1)
             row = {"cell": cell, "metric": metric, "seeds": len(accs), "top-1 mean": float(np.mean(accs)),
                    "top-1 SD": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
                    "per seed": " / ".join(f"{a:.2f}" for a in accs)}
-            if diffs:
-                row.update({f"minus {reference}": float(np.mean(diffs)),
-                            "diff SD over seeds": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan"),
-                            "paired SE per seed": " / ".join(f"{s:.2f}" for s in ses),
-                            "verdict": seed_verdict(diffs)})
+            if cell != reference:
+                ref = np.stack([runs[(reference, s)]["preds"][metric] == runs[(reference, s)]["preds"]["labels"]
+                                for s in seeds])
+                d = correct.astype(float) - ref                                  # (seeds, images)
+                row |= {"paired SE per seed": " / ".join(f"{100 * x.std(ddof=1) / math.sqrt(len(x)):.2f}" for x in d),
+                        "verdict": paired_verdict(correct, ref, T6_EXPECTED.get(cell, 0)).as_dict()}
             rows.append(row)
     return rows
 
@@ -293,13 +303,31 @@ def ablation_setup(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], s
 
 
 def run_overview(runs: Mapping[tuple[str, int], dict]) -> pd.DataFrame:
-    """One row per ablation run: cell, seed, training and search seconds, layers frozen at the end, and the test
-    top-1 (%) of each evaluated configuration."""
+    """One row per ablation run: cell, seed, training and search seconds, layers frozen at the end, the test
+    top-1 (%) of each evaluated configuration ("lowest": each layer's lowest current candidate; "W2A2": uniform,
+    ignoring the scheduler's last decision) and whether the run stayed healthy (``health.training_health``)."""
     return pd.DataFrame([{"cell": c, "seed": s, "train s": r["result"]["train_seconds"],
                           "search s": r["result"]["search_seconds"],
                           "layers frozen at end": len(r["result"]["frozen_at_end"]),
-                          **{f"{m} top-1": 100 * r["result"]["test_acc"][m] for m in r["result"]["test_acc"]}}
+                          **{f"{m} top-1": 100 * r["result"]["test_acc"][m] for m in r["result"]["test_acc"]},
+                          "run": health_word(r["result"].get("health"))}
                          for (c, s), r in runs.items()])
+
+
+def health_word(health: Mapping | None) -> str:
+    """"healthy", "collapsed: <why>", or "not recorded" (a run from before health was recorded)."""
+    if health is None:
+        return "not recorded"
+    return f"collapsed: {health['why']}" if health["collapsed"] else "healthy"
+
+
+def collapse_line(runs: Mapping[tuple[str, int], dict]) -> str:
+    """Findings line: how many runs collapsed, and which (each is kept in every table, never dropped)."""
+    bad = [f"{c}-{s} ({r['result']['health']['why']})" for (c, s), r in runs.items()
+           if (r["result"].get("health") or {}).get("collapsed")]
+    return (f"Runs: {len(runs)}, {len(bad)} collapsed" + (": " + "; ".join(bad) + " (kept in every table)" if bad else "")
+            + ". A run collapses when a loss goes non-finite or its max path ends more than 5 points under FP on "
+            "held-out images.")
 
 
 def late_flip_rate(run: Mapping, bits: str, after: float = 0.5) -> float:
@@ -310,37 +338,42 @@ def late_flip_rate(run: Mapping, bits: str, after: float = 0.5) -> float:
 
 
 def flip_comparisons(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int],
-                     after: float = 0.5) -> dict[str, dict]:
-    """F2/T1 verdicts (claim C2): per cell with 2-bit weights (plain, sched, both) and weight bit-width, the late
-    flip rate minus the no2bit run's with the same seed, in points, and its verdict over seeds; empty without a
-    no2bit cell. Keys: "<cell> vs no2bit, <bits>-bit"."""
+                     after: float = 0.5) -> list[dict]:
+    """F2/T1 judged (claim C2): per cell with 2-bit weights (plain, sched, both) and weight bit-width, the late
+    flip rate minus the no2bit run's with the same seed (points), and the verdict over seeds (``FLIP_EXPECTED``:
+    higher with 2-bit). The flip rate counts every weight, so the spread over seeds is its only noise. Empty
+    without a no2bit cell."""
     first = runs[(cells[0], seeds[0])]["result"]
-    verdicts = {}
+    rows = []
     for cell in [c for c in ("plain", "sched", "both") if c in cells and "no2bit" in cells]:
         for bits in first["oscillation"]["flip_rate"]:
             diffs = [late_flip_rate(runs[(cell, s)], bits, after) - late_flip_rate(runs[("no2bit", s)], bits, after)
                      for s in seeds]
-            verdicts[f"{cell} vs no2bit, {bits}-bit"] = {"diffs": diffs, "verdict": seed_verdict(diffs)}
-            print(f"{bits}-bit flip rate in the second half, {cell} minus no2bit (same seed), points per seed: "
-                  + ", ".join(f"{d:+.3f}" for d in diffs) + f": {seed_verdict(diffs)}")
-    return verdicts
+            v = verdict(diffs, [0.0] * len(diffs), FLIP_EXPECTED)
+            rows.append({"comparison": f"{cell} minus no2bit", "w bits": int(bits), "verdict": v.as_dict()})
+            print(f"{bits}-bit flip rate in the second half, {cell} minus no2bit (same seed), points per seed "
+                  + ", ".join(f"{d:+.3f}" for d in diffs) + f": {v.text(3)}")
+    return rows
 
 
 def distortion_comparisons(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int]
-                           ) -> dict[str, dict]:
-    """F3/F4 verdicts (claim C4): BN-output distortion (mean over layers) of idm minus plain and of both minus
-    sched, per seed, and the verdict over seeds; a pair is left out when one of its cells did not run."""
+                           ) -> list[dict]:
+    """F3/F4 judged (claim C4): BN-output distortion (mean over layers, in % of the feature variance) of idm minus
+    plain and of both minus sched, per seed, and the verdict over seeds (``DISTORTION_EXPECTED``: lower with IDM);
+    a pair is left out when one of its cells did not run. Every run measures the same calibration images, not
+    kept per image: the spread over seeds is the only noise counted."""
     first = runs[(cells[0], seeds[0])]["result"]
-    verdicts = {}
+    rows = []
     for cell, ref in (("idm", "plain"), ("both", "sched")):
         if cell in cells and ref in cells:
-            diffs = [float(sum(runs[(cell, s)]["result"]["bn_distortion"].values()) -
-                           sum(runs[(ref, s)]["result"]["bn_distortion"].values())) / len(first["bn_distortion"])
+            diffs = [100 * float(sum(runs[(cell, s)]["result"]["bn_distortion"].values()) -
+                                 sum(runs[(ref, s)]["result"]["bn_distortion"].values())) / len(first["bn_distortion"])
                      for s in seeds]
-            verdicts[f"{cell} vs {ref}"] = {"diffs": diffs, "verdict": seed_verdict(diffs)}
-            print(f"distortion, {cell} minus {ref} (same seed): " + ", ".join(f"{d:+.4f}" for d in diffs)
-                  + f": {seed_verdict(diffs)}")
-    return verdicts
+            v = verdict(diffs, [0.0] * len(diffs), DISTORTION_EXPECTED, unit="points of relative MSE")
+            rows.append({"comparison": f"{cell} minus {ref}", "verdict": v.as_dict()})
+            print(f"distortion (% of the feature variance), {cell} minus {ref} (same seed): "
+                  + ", ".join(f"{d:+.2f}" for d in diffs) + f": {v.text()}")
+    return rows
 
 
 def t6_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int]) -> list[dict]:
@@ -350,34 +383,62 @@ def t6_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: S
     return ablation_rows(runs, present_cells(cells, ("plain", "sched", "idm", "both")), seeds, list(first["test_acc"]))
 
 
-RECORD_KEYS = ("test_acc", "train_seconds", "search_seconds", "frozen_at_end", "searched", "cpu_capability")
+RECORD_KEYS = ("test_acc", "train_seconds", "search_seconds", "frozen_at_end", "searched", "cpu_capability", "health")
 
 
 def run_records(runs: Mapping[tuple[str, int], dict]) -> dict[str, dict]:
     """What reports/metrics/ablation.json keeps of each run, keyed "<cell>-<seed>"."""
-    return {f"{c}-{s}": {k: r["result"][k] for k in RECORD_KEYS} for (c, s), r in runs.items()}
+    return {f"{c}-{s}": {k: r["result"].get(k) for k in RECORD_KEYS} for (c, s), r in runs.items()}
 
 
-def ablation_findings(t6: pd.DataFrame, flip_verdicts: Mapping[str, Mapping],
-                      distortion_verdicts: Mapping[str, Mapping], toy_lines: Sequence[str]) -> list[str]:
-    """Notebook 05's findings (claims C2-C4): T6 per cell minus plain, how many F2/T1 comparisons lie beyond the
-    seed spread, the F3/F4 distortion differences, and the toy's sentences (F1)."""
+def ablation_metrics(profile: str, setup: str, cells: Sequence[str], seeds: Sequence[int],
+                     runs: Mapping[tuple[str, int], dict], t6: Sequence[Mapping], t1: pd.DataFrame,
+                     distortion: pd.DataFrame, flips: Sequence[Mapping], distortions: Sequence[Mapping]) -> dict:
+    """reports/metrics/ablation.json: the scale, every run's record, T1 and the distortion per cell, and the three
+    tables of verdicts (T6, F2/T1, F3/F4), each with its note. Strict JSON (no NaN)."""
+    return json_ready({"profile": profile, "setup": setup, "seeds": list(seeds), "cells": list(cells),
+                       "runs": run_records(runs), "t6": {"rows": list(t6), "note": rows_note(t6)},
+                       "t1": t1.to_dict(orient="records"), "distortion": distortion.to_dict(orient="records"),
+                       "flip_verdicts": {"rows": list(flips), "note": rows_note(flips)},
+                       "distortion_verdicts": {"rows": list(distortions), "note": rows_note(distortions)}})
+
+
+def _words(rows: Sequence[Mapping]) -> str:
+    words = [r["verdict"]["word"] for r in rows]
+    return (f"{words.count('holds')} hold, {words.count('inconclusive')} inconclusive, {words.count('reversed here')} "
+            f"reversed here of {len(words)}")
+
+
+def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortions: Sequence[Mapping],
+                      toy_lines: Sequence[str], runs: Mapping[tuple[str, int], dict] | None = None) -> list[str]:
+    """Notebook 05's findings (claims C2-C4): T6's verdicts per cell minus plain, the F2/T1 verdicts counted (and
+    those clear of zero named), the F3/F4 verdicts with every seed's value, each table's note, and the toy's
+    sentences (F1)."""
     lines = []
-    for cell in ("sched", "idm", "both"):
-        rows = t6[t6.cell == cell]
-        if len(rows):
-            lines.append(f"T6 {cell} minus plain: " + "; ".join(
-                f"{r.metric} {r['minus plain']:+.2f} (SD over seeds {r['diff SD over seeds']:.2f}, {r.verdict})"
-                for _, r in rows.iterrows()))
-    if flip_verdicts:
-        beyond = [k for k, v in flip_verdicts.items() if "beyond" in v["verdict"]]
-        lines.append(f"F2/T1 late flip rate with 2-bit candidates minus without (no2bit): {len(beyond)} of "
-                     f"{len(flip_verdicts)} comparisons beyond the seed spread"
-                     + (f" ({', '.join(beyond)})" if beyond else ""))
-    for name, v in distortion_verdicts.items():
-        lines.append(f"F3/F4 BN-output distortion, {name}: per seed " + ", ".join(f"{d:+.4f}" for d in v["diffs"])
-                     + f" ({v['verdict']})")
+    judged = [r for r in t6 if "verdict" in r]
+    for cell in dict.fromkeys(r["cell"] for r in judged):
+        lines.append(f"T6 {cell} minus plain (the paper: higher): " + "; ".join(
+            f"{r['metric']} {r['verdict']['text']}" for r in judged if r["cell"] == cell))
+    if judged:
+        lines.append(f"T6: {rows_note(judged)}.")
+    if flips:
+        clear = [f"{r['comparison']}, {r['w bits']}-bit: {r['verdict']['word']}" for r in flips
+                 if r["verdict"]["word"] != "inconclusive"]
+        lines.append("F2/T1 late flip rate with 2-bit candidates minus without (no2bit), per cell and weight "
+                     f"bit-width (the paper: higher with 2-bit; the spread over seeds is the only noise): {_words(flips)}"
+                     + (f" ({'; '.join(clear)})" if clear else "") + f"; {rows_note(flips)}.")
+    for r in distortions:
+        lines.append(f"F3/F4 BN-output distortion (% of the feature variance), {r['comparison']} (the paper: lower "
+                     f"with IDM): {r['verdict']['text']} (per seed "
+                     + " / ".join(f"{d:+.2f}" for d in r["verdict"]["per_seed"]) + ")")
+    if distortions:
+        lines.append(f"F3/F4: {rows_note(distortions)}; the calibration images' own noise is not counted (the "
+                     "same images for every run, not kept per image).")
     lines.append("F1 toy: " + "; ".join(toy_lines))
+    if runs is not None:
+        lines.append(collapse_line(runs))
+    lines.append("T6's \"lowest\" is each layer's lowest current candidate (the scheduler's last decision applied, "
+                 "the supernet's own space); its uniform \"W2A2\" ignores that decision and is shown beside it only.")
     return lines
 
 
@@ -417,7 +478,7 @@ def density_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], s
         run = runs[(cell, seed)]
         layer = run["result"]["distortion_sample_layer"]
         sns.kdeplot(x=run["features"]["high"], ax=ax, label="max path (W6A6)", fill=True, alpha=0.3)
-        sns.kdeplot(x=run["features"]["low"], ax=ax, label="lowest (W2A2)", fill=True, alpha=0.3)
+        sns.kdeplot(x=run["features"]["low"], ax=ax, label="lowest point", fill=True, alpha=0.3)
         distortion = run["result"]["bn_distortion"][layer]
         ax.set(xlabel=f"BN output of {layer}", title=f"{cell}: relative MSE {distortion:.3f}")
         ax.grid(alpha=0.3)

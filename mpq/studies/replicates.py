@@ -15,8 +15,9 @@ The supernet's checkpoint stays in the folder (``supernet.pt``, for ``mpq.studie
 are deleted once measured.
 
 Only the training seed differs (model initialisation of new parts, batch order, random paths), so the
-spread over replicates is training noise; pooled with the main run (seed ``seed``), notebook 04 gives each
-level's mean gap with a 95% t interval over seeds (``pool_gaps``).
+spread over replicates is training noise; pooled with the main run (seed ``seed``) by
+``mpq.studies.replicate_tables``, notebook 04 judges each level's gap with both noise sources. This module only
+trains: nothing here reads the statistics, so the training stages do not depend on them.
 
 The training-budget curve (F7, beyond the paper) reuses the same run with every training budget multiplied
 (``replicates.budgets``): the supernet's epochs, and with them the LSQ baselines' and the retrainings' (one
@@ -33,7 +34,6 @@ The folder appears whole or not at all (written beside its place and renamed); t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -56,8 +56,8 @@ from mpq.training.recipe import OneShotConfig
 from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, training_subset
 from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
-from mpq.studies.stats import mean_sd_half, seed_verdict
-from mpq.training.fp import load_fp_model, pick_device
+from mpq.studies.health import COLLAPSE_MARGIN, training_health
+from mpq.training.fp import evaluate, load_fp_model, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
     classes, input_size = len(splits.train.classes), model_entry(spec.name).input_size
     fp_path = f"checkpoints/fp/{spec.name}.pt"
     labels = splits.test.labels
-    preds, seconds = {}, {}
+    preds, seconds, health = {}, {}, {}
+    fp_heldout = evaluate(load_fp_model(fp_path, spec.name, spec.width_mult, classes), splits.calib)
 
     def fit(name: str, recipe: OneShotConfig, **build) -> object:
         torch.manual_seed(seed)
@@ -119,6 +120,8 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
                             seed=seed, device=device, checkpoint=work / f"{name}.pt",
                             meta=run_meta(spec.name, spec.width_mult, splits, train))
         seconds[name] = round(run.seconds, 1)
+        health[name] = training_health(run.history.loss, run.ema, splits.calib, fp_heldout,   # before recalibration
+                                       margin=None if recipe.num_random_paths == 0 else COLLAPSE_MARGIN)
         return run
 
     def predict(name: str, supernet, bit_cfg) -> None:
@@ -128,6 +131,7 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
     ema, table = run.ema, run.ema.cost_table
     for bits in eval_cfg.levels:
         predict(f"supernet W{bits}A{bits}", ema, ema.uniform_config(bits))
+    predict("supernet lowest", ema, ema.min_config(run.candidates()))     # its own space: the decision applied
     score_set = splits.score.subset(torch.arange(min(search_cfg.score_size, len(splits.score))))
     targets = [level_bitops(table, level) for level in search_cfg.levels]
     start = time.perf_counter()
@@ -160,7 +164,7 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
               "train_images": len(train), "test_images": len(labels), "device": str(device),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "seconds": seconds,
               "test_acc": {k: float((p == labels).float().mean()) for k, p in preds.items()},
-              "searched": searched, "gaps": gaps, "frozen_at_end": run.frozen}
+              "searched": searched, "gaps": gaps, "frozen_at_end": run.frozen, "health": health}
     np.savez(work / "predictions.npz", labels=labels.numpy().astype(np.int16),
              **{k: p.cpu().numpy().astype(np.int16) for k, p in preds.items()})
     write_json(result, work / "result.json")
@@ -168,114 +172,6 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
         shutil.rmtree(out)
     os.replace(work, out)
     return result
-
-
-def main_run_record(model: str, seed: int, supernet: Mapping, baselines: Mapping, search: Mapping) -> dict:
-    """The main run of ``model`` (``reports/metrics/{supernet,baselines,search}.json``, their ``models``
-    entries) in a replicate's shape, so it pools with the replicates."""
-    acc = {f"supernet W{b}A{b}": u["test_acc"] for b, u in supernet[model]["uniform"].items()}
-    acc |= {f"LSQ W{b}A{b}": r["test_acc"] for b, r in baselines[model].items()}
-    gaps = {}
-    for level, e in search[model]["levels"].items():
-        acc[f"greedy {level}"] = e["greedy"]["test_acc"]
-        if "retrained" in e:
-            acc[f"retrained {level}"] = e["retrained"]["test_acc"]
-            gaps[level] = {k: e["retrained"][k] for k in ("no_retrain_minus_retrained", "paired_se")}
-    return {"seed": seed, "model": model, "test_acc": acc, "gaps": gaps}
-
-
-def load_replicates(root: str | Path, seeds: Sequence[int]) -> list[dict]:
-    """``result.json`` of each seed's folder under ``root``, with a clear error for a missing one."""
-    out = []
-    for seed in seeds:
-        path = Path(root) / f"seed-{seed}" / "result.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run `dvc repro replicate@{seed}` (or the whole pipeline)")
-        out.append(json.loads(path.read_text()))
-    return out
-
-
-def load_budget_runs(root: str | Path, budgets: Sequence[int]) -> list[dict]:
-    """``result.json`` of each budget's folder (``root/x<budget>``), with a clear error for a missing one."""
-    out = []
-    for budget in budgets:
-        path = Path(root) / f"x{budget}" / "result.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run `dvc repro budget@{budget}` (or the whole pipeline)")
-        out.append(json.loads(path.read_text()))
-    return out
-
-
-def budget_points(records: Sequence[Mapping]) -> list[dict]:
-    """F7's points: per record (the main run and seed replicates at budget 1, the budget runs) and comparison,
-    in points: no-retrain minus retrained per level, and the supernet minus LSQ alone per uniform bit-width."""
-    points = []
-    for r in records:
-        budget = int(r.get("budget", 1))
-        for level, gap in r["gaps"].items():
-            points.append({"budget (x)": budget, "seed": r["seed"], "comparison": f"greedy {level} minus retrained",
-                           "points": 100 * gap["no_retrain_minus_retrained"]})
-        for name, acc in r["test_acc"].items():
-            lsq = "LSQ" + name[len("supernet"):]
-            if name.startswith("supernet W") and lsq in r["test_acc"]:
-                points.append({"budget (x)": budget, "seed": r["seed"], "comparison": f"{name} minus LSQ alone",
-                               "points": 100 * (acc - r["test_acc"][lsq])})
-    return points
-
-
-def budget_rows(points: Sequence[Mapping], epochs: int) -> list[dict]:
-    """F7's table from ``budget_points``: per comparison and budget, the mean over the seeds run at that budget,
-    their SD and per-seed values (``epochs``: the default budget's)."""
-    groups: dict[tuple[str, int], list[Mapping]] = {}
-    for p in points:
-        groups.setdefault((p["comparison"], p["budget (x)"]), []).append(p)
-    rows = []
-    for (what, budget), group in groups.items():
-        mean, sd, _ = mean_sd_half([p["points"] for p in group])
-        rows.append({"comparison": what, "budget (x)": budget, "epochs": budget * epochs, "seeds": len(group),
-                     "mean (points)": mean, "SD over seeds": sd,
-                     "per seed": " / ".join(f"{p['seed']}: {p['points']:+.2f}" for p in group)})
-    return sorted(rows, key=lambda r: (r["comparison"], r["budget (x)"]))
-
-
-def seed_rows(records: Sequence[Mapping]) -> list[dict]:
-    """Per T2 row (every accuracy the records share): mean, SD over seeds and per-seed values, in %."""
-    names = [k for k in records[0]["test_acc"] if all(k in r["test_acc"] for r in records)]
-    rows = []
-    for name in names:
-        vals = [100 * r["test_acc"][name] for r in records]
-        mean, sd, _ = mean_sd_half(vals)
-        rows.append({"row": name, "seeds": len(vals), "top-1 mean (%)": mean, "SD over seeds (points)": sd,
-                     "per seed (%)": " / ".join(f"{v:.2f}" for v in vals)})
-    return rows
-
-
-def pool_gaps(records: Sequence[Mapping]) -> list[dict]:
-    """Per level: no-retrain minus retrained over seeds (points): mean, SD, 95% t interval, verdict.
-
-    The interval is the t interval of the per-seed paired differences, so it includes seed-to-seed
-    (training) variance, not only the test-set noise of one run's paired SE."""
-    levels = [lv for lv in records[0]["gaps"] if all(lv in r["gaps"] for r in records)]
-    rows = []
-    for level in levels:
-        diffs = [100 * r["gaps"][level]["no_retrain_minus_retrained"] for r in records]
-        ses = [100 * r["gaps"][level]["paired_se"] for r in records]
-        mean, sd, half = mean_sd_half(diffs)
-        rows.append({"BitOPs level": level, "seeds": len(diffs), "no-retrain minus retrained (points)": mean,
-                     "SD over seeds": sd, "95% interval low": mean - half, "95% interval high": mean + half,
-                     "per seed": " / ".join(f"{d:+.2f}" for d in diffs),
-                     "paired SE per seed": " / ".join(f"{s:.2f}" for s in ses),
-                     "verdict": _gap_verdict(diffs)})
-    return rows
-
-
-def _gap_verdict(diffs: Sequence[float]) -> str:
-    v = seed_verdict(diffs)
-    if v.startswith("lower"):
-        return "retrained is better (no-retrain lower, beyond the seed spread)"
-    if v.startswith("higher"):
-        return "no retraining is better (beyond the seed spread)"
-    return "no difference beyond the seed spread" if len(diffs) > 1 else v
 
 
 def main(argv: Sequence[str] | None = None) -> int:

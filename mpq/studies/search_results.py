@@ -6,6 +6,8 @@ subset and cost accounting; every chosen configuration measured on the test imag
 recalibrated only); the greedy configurations retrained from the FP checkpoint with the uniform baselines'
 recipe, compared on the same test images (paired). Then the tables, the ``search.json`` summary and the findings
 lines, each a function from plain data to plain data (records, data frames), so notebook 04 only narrates.
+Every comparison is judged by ``mpq.studies.stats`` (both noise sources, the paper's direction, the table's
+count of comparisons); the findings are written from ``reports/metrics/search.json``'s content (``summary``).
 
 ``results`` (``search_models``, then ``retrain_greedy``) maps model -> {"levels": {level: {method: entry}},
 "greedy_seconds", "start_bits", "greedy_evaluations", "total_macs"[, "retrain_seconds"]}, methods "greedy",
@@ -14,6 +16,7 @@ lines, each a function from plain data to plain data (records, data frames), so 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -35,17 +39,21 @@ from mpq.search.greedy import greedy_front
 from mpq.search.sampling import evolutionary_search, random_search
 from mpq.search.space import cfg_to_json
 from mpq.studies.model_bits import check_shared, model_bits
-from mpq.studies.replicates import (ReplicateConfig, budget_points, budget_rows, load_budget_runs, load_replicates,
-                                    main_run_record, pool_gaps, seed_rows)
-from mpq.studies.search_study import SearchStudyConfig, study_rows
+from mpq.studies.replicate_tables import (RETRAIN_EXPECTED, budget_points, budget_rows, load_budget_runs,
+                                          load_replicates, main_run_record, pool_gaps, seed_rows)
+from mpq.studies.replicates import ReplicateConfig
+from mpq.studies.health import training_health
+from mpq.studies.search_study import EQUAL_COMPUTE, SearchStudyConfig
+from mpq.studies.stats import json_ready, paired_verdict, rows_note, verdict
 from mpq.training.checkpoint import write_json
-from mpq.training.fp import load_fp_model
+from mpq.training.fp import evaluate, load_fp_model
 from mpq.training.hardware import place
 from mpq.training.oneshot import (build_supernet, checkpoint_candidates, load_supernet, train_oneshot,
                                   training_subset)
 from mpq.training.recipe import OneShotConfig
 
 METHODS = ("greedy", "random", "evolutionary")
+SAMPLING_EXPECTED = 1        # F5: the paper's greedy search finds better configurations than random or evolutionary
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -188,8 +196,9 @@ def retrain_greedy(results: Mapping[str, Mapping], specs: Sequence[ModelSpec],
     (max path only, ``torch.manual_seed(seed)`` before each build) and pair it with the no-retraining one.
 
     Returns ``results`` with a "retrained" entry per level (test accuracy, seconds, epochs, no-retrain minus
-    retrained and its paired SE) and each model's "retrain_seconds" (0 with ``retrain`` off); ``results`` is
-    left as it was. Feeds T2-T4's retrained rows and the paired comparison.
+    retrained, its paired SE, its one-run verdict (``RETRAIN_EXPECTED``: the paper claims at least on par) and the
+    test predictions) and each model's "retrain_seconds" (0 with ``retrain`` off); ``results`` is left as it was.
+    Feeds T2-T4's retrained rows and the paired comparison.
     """
     out = {}
     for spec in specs:
@@ -208,14 +217,22 @@ def retrain_greedy(results: Mapping[str, Mapping], specs: Sequence[ModelSpec],
                                    layer_choices={k: ((w,), (a,)) for k, (w, a) in bit_cfg.items()})
             run = train_oneshot(model, train, fixed, batch_size=data.batch_size, pad=data.pad, flip=data.flip,
                                 seed=seed, device=device, checkpoint=None)
+            health = training_health(run.history.loss, run.ema, splits.calib,
+                                     evaluate(load_fp_model(f"{fp_root}/{spec.name}.pt", spec.name, spec.width_mult,
+                                                            len(splits.train.classes)), splits.calib),
+                                     margin=None)
             preds = test_predictions(run.ema, bit_cfg, splits.calib, splits.test, batch_size=eval_batch_size)
-            diff, se = paired_difference(entry["greedy"]["preds"], preds, splits.test.labels)
-            levels[level] = {**entry, "retrained": {"test_acc": float((preds == splits.test.labels).float().mean()),
+            labels = splits.test.labels
+            diff, se = paired_difference(entry["greedy"]["preds"], preds, labels)
+            v = paired_verdict((entry["greedy"]["preds"] == labels).numpy(), (preds == labels).numpy(),
+                               RETRAIN_EXPECTED)
+            levels[level] = {**entry, "retrained": {"test_acc": float((preds == labels).float().mean()),
                                                     "train_seconds": round(run.seconds, 1), "epochs": fixed.epochs,
-                                                    "no_retrain_minus_retrained": diff, "paired_se": se}}
+                                                    "no_retrain_minus_retrained": diff, "paired_se": se,
+                                                    "verdict": v.as_dict(), "preds": preds, "health": health}}
             seconds += run.seconds
             print(spec.name, f"level {level}: retrained {100 * levels[level]['retrained']['test_acc']:.2f}%, "
-                  f"no-retrain minus retrained {100 * diff:+.2f} +- {100 * se:.2f} points")
+                  f"no-retrain minus retrained {v.text()}")
         out[spec.name] = {**r, "levels": levels, "retrain_seconds": seconds}
     return out
 
@@ -260,13 +277,38 @@ def main_tables(main_table: pd.DataFrame, ids: Sequence[str] = ("T2", "T3", "T4"
 
 
 def paired_rows(results: Mapping[str, Mapping]) -> list[dict]:
-    """The paired comparison (points): per retrained model-level, no retraining, retrained, their paired
-    difference on the same test images and its SE."""
-    return [{"model": n, "BitOPs level": l, "no retraining (%)": 100 * e["greedy"]["test_acc"],
-             "retrained (%)": 100 * e["retrained"]["test_acc"],
-             "no-retrain minus retrained (points)": 100 * e["retrained"]["no_retrain_minus_retrained"],
-             "paired SE (points)": 100 * e["retrained"]["paired_se"]}
+    """The paired comparison per retrained model-level: no retraining and retrained top-1 (%), and the verdict on
+    their difference on the same test images (one run: test-image noise only)."""
+    return [{"model": n, "BitOPs level": str(l), "no retraining (%)": 100 * e["greedy"]["test_acc"],
+             "retrained (%)": 100 * e["retrained"]["test_acc"], "verdict": e["retrained"]["verdict"]}
             for n, r in results.items() for l, e in r["levels"].items() if "retrained" in e]
+
+
+def sampling_verdicts(results: Mapping[str, Mapping], labels: torch.Tensor) -> list[dict]:
+    """F5 judged: per model-level, greedy minus random and minus evolutionary search at equal BitOPs, one run each,
+    paired over the test images (``labels``). ``SAMPLING_EXPECTED`` +1: the paper's Figure 5 puts its greedy
+    search above both. Their search compute differs (``search_evaluations``)."""
+    rows = []
+    for name, r in results.items():
+        for level, e in r["levels"].items():
+            greedy = (e["greedy"]["preds"] == labels).numpy()
+            for other in METHODS[1:]:
+                v = paired_verdict(greedy, (e[other]["preds"] == labels).numpy(), SAMPLING_EXPECTED)
+                rows.append({"model": name, "BitOPs level": str(level), "comparison": f"greedy minus {other}",
+                             "evaluations (greedy / other)": f"{e['greedy']['evaluations']} / {e[other]['evaluations']}",
+                             "verdict": v.as_dict()})
+    return rows
+
+
+def search_evaluations(models: Mapping[str, Mapping]) -> dict[str, list[int]]:
+    """The forward evaluations each search spent, as its results recorded them (``models``: ``results`` or
+    search.json's "models"): per method the fewest and most over model-levels behind one level's result (greedy:
+    counted along its walk up to that level; evolutionary: its first population too), and the fewest and most of a
+    whole greedy walk, which serves every level. The one source of these counts for notebook 04's findings and
+    the entry page (search.json's "evaluations")."""
+    per = {m: [e[m]["evaluations"] for r in models.values() for e in r["levels"].values()] for m in METHODS}
+    walks = [r["greedy_evaluations"] for r in models.values()]
+    return {**{m: [min(v), max(v)] for m, v in per.items()}, "greedy walk": [min(walks), max(walks)]}
 
 
 def cost_rows(results: Mapping[str, Mapping], sn_metrics: Mapping) -> list[dict]:
@@ -290,65 +332,111 @@ def write_configs(results: Mapping[str, Mapping], root: str | Path = "reports/co
 
 
 def search_summary(results: Mapping[str, Mapping], sn_metrics: Mapping, *, profile: str, seed: int, device: Any,
-            test_images: int, scoring_images: int, stage_seconds: float) -> dict:
-    """``reports/metrics/search.json`` before its seed, budget and search-setting sections: the run's scale and
-    per model the greedy walk and every method's measurements per level (no predictions or bits)."""
-    return {"profile": profile, "seed": seed, "device": str(device), "test_images": test_images,
-            "scoring_images": scoring_images, "stage_seconds": stage_seconds,
-            "supernet_train_seconds": {n: sn_metrics[n]["train_seconds"] for n in results},
-            "models": {n: {"greedy_seconds": r["greedy_seconds"], "greedy_evaluations": r["greedy_evaluations"],
-                           "start_bits": r["start_bits"],
-                           "retrain_seconds": round(r["retrain_seconds"], 1),
-                           "levels": {str(l): {m: {k: v for k, v in e.items() if k not in ("preds", "bit_cfg")}
-                                               for m, e in lv.items()} for l, lv in r["levels"].items()}}
-                       for n, r in results.items()}}
+                   labels: torch.Tensor, scoring_images: int, stage_seconds: float) -> dict:
+    """``reports/metrics/search.json`` before its seed, budget and search-setting sections: the run's scale, per
+    model the greedy walk and every method's measurements per level (no predictions or bits), the searches'
+    evaluations (``search_evaluations``) and two tables of verdicts, each with its note: no retraining minus
+    retrained (``paired_rows``) and greedy minus the sampling searches (``sampling_verdicts``; ``labels``: the
+    test labels). Strict JSON (no NaN)."""
+    paired, sampling = paired_rows(results), sampling_verdicts(results, labels)
+    return json_ready({
+        "profile": profile, "seed": seed, "device": str(device), "test_images": len(labels),
+        "scoring_images": scoring_images, "stage_seconds": stage_seconds,
+        "supernet_train_seconds": {n: sn_metrics[n]["train_seconds"] for n in results},
+        "models": {n: {"greedy_seconds": r["greedy_seconds"], "greedy_evaluations": r["greedy_evaluations"],
+                       "start_bits": r["start_bits"],
+                       "retrain_seconds": round(r["retrain_seconds"], 1),
+                       "levels": {str(l): {m: {k: v for k, v in e.items() if k not in ("preds", "bit_cfg")}
+                                           for m, e in lv.items()} for l, lv in r["levels"].items()}}
+                   for n, r in results.items()},
+        "evaluations": search_evaluations(results),
+        "retrained": {"rows": paired, "note": rows_note(paired)},
+        "f5": {"rows": sampling, "note": rows_note(sampling)}})
 
 
 # ---------------------------------------------------------------------------------------------------
 # T2 with seeds, F7 (training budget) and S1 (search settings)
 
 def load_seed_records(model: str, seed: int, seeds: Sequence[int], sn_metrics: Mapping, base_metrics: Mapping,
-                 search_models: Mapping, root: str | Path = "checkpoints/replicates") -> list[dict]:
-    """T2 of ``model`` over training seeds: the main run (``search_models``: search.json's "models") in a
-    replicate's shape, then each replicate of ``seeds`` (``root/seed-<s>/result.json``)."""
-    records = [main_run_record(model, seed, sn_metrics, base_metrics, search_models)]
-    return records + load_replicates(root, seeds)
+                      results: Mapping[str, Mapping], labels: torch.Tensor,
+                      root: str | Path = "checkpoints/replicates") -> list[dict]:
+    """T2 of ``model`` over training seeds: the main run (``results``, with its greedy and retrained predictions on
+    the test images, ``labels``) in a replicate's shape, then each replicate of ``seeds`` (``root/seed-<s>``, with
+    its predictions), so the gaps pair over images exactly."""
+    levels = {str(lv): e for lv, e in results[model]["levels"].items()}
+    correct = {f"{arm} {lv}": (e[arm]["preds"] == labels).numpy()
+               for lv, e in levels.items() for arm in ("greedy", "retrained") if "preds" in e.get(arm, {})}
+    main = main_run_record(model, seed, sn_metrics, base_metrics, {model: {"levels": levels}},
+                           test_images=len(labels), correct=correct)
+    return [main, *load_replicates(root, seeds)]
 
 
-def seed_tables(records: Sequence[Mapping]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """T2 over training seeds (per row: mean, SD, per-seed values) and the no-retrain minus retrained gap per
-    level pooled over seeds with its 95% interval and verdict (``mpq.studies.replicates``)."""
-    return pd.DataFrame(seed_rows(records)), pd.DataFrame(pool_gaps(records))
+def seed_tables(records: Sequence[Mapping]) -> tuple[pd.DataFrame, list[dict]]:
+    """T2 over training seeds (per row: mean, SD, per-seed values) and the no-retrain minus retrained verdict per
+    level (``mpq.studies.replicate_tables.pool_gaps``)."""
+    return pd.DataFrame(seed_rows(records)), pool_gaps(records)
 
 
-def seeds_summary(model: str, records: Sequence[Mapping], table: pd.DataFrame, pooled: pd.DataFrame) -> dict:
-    """search.json's "seeds" section: the seeds, T2 over seeds, the pooled gaps and the replicates' seconds."""
-    return {"model": model, "seeds": [r["seed"] for r in records],
-            "rows": table.to_dict(orient="records"), "gaps": pooled.to_dict(orient="records"),
-            "replicate_seconds": {str(r["seed"]): r["seconds"] for r in records[1:]}}
+def seeds_summary(model: str, records: Sequence[Mapping], table: pd.DataFrame, pooled: Sequence[Mapping]) -> dict:
+    """search.json's "seeds" section: the seeds, T2 over seeds, the pooled gaps with their note and the
+    replicates' seconds."""
+    return json_ready({"model": model, "seeds": [r["seed"] for r in records],
+                       "rows": table.to_dict(orient="records"), "gaps": list(pooled), "note": rows_note(pooled),
+                       "replicate_seconds": {str(r["seed"]): r["seconds"] for r in records[1:]}})
 
 
 def budget_tables(records: Sequence[Mapping], budgets: Sequence[int], epochs: int,
-                  root: str | Path = "checkpoints/budget") -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
-    """F7's data: the budget runs (``root/x<b>/result.json``), the points of ``records`` (main run and seed
-    replicates) and of those runs, and the table per comparison and budget (``epochs``: the default budget's)."""
+                  root: str | Path = "checkpoints/budget") -> tuple[list[dict], pd.DataFrame, list[dict]]:
+    """F7's data: the budget runs (``root/x<b>``), the points of ``records`` (main run and seed replicates) and of
+    those runs, and the verdicts per comparison and budget (``epochs``: the default budget's)."""
     runs = load_budget_runs(root, budgets)
-    points = pd.DataFrame(budget_points([*records, *runs]))
-    return runs, points, pd.DataFrame(budget_rows(points.to_dict(orient="records"), epochs))
+    return runs, pd.DataFrame(budget_points([*records, *runs])), budget_rows([*records, *runs], epochs)
 
 
-def budget_summary(model: str, budgets: Sequence[int], epochs: int, seed: int, table: pd.DataFrame,
+def budget_summary(model: str, budgets: Sequence[int], epochs: int, seed: int, rows: Sequence[Mapping],
                    points: pd.DataFrame, runs: Sequence[Mapping]) -> dict:
-    """search.json's "budget" section (F7)."""
-    return {"model": model, "budgets": [1, *budgets], "epochs": epochs, "seed": seed,
-            "rows": table.to_dict(orient="records"), "points": points.to_dict(orient="records"),
-            "seconds": {f"x{r['budget']}": r["seconds"] for r in runs}}
+    """search.json's "budget" section (F7), with the note of its verdicts."""
+    return json_ready({"model": model, "budgets": [1, *budgets], "epochs": epochs, "seed": seed,
+                       "rows": list(rows), "note": rows_note(rows), "points": points.to_dict(orient="records"),
+                       "seconds": {f"x{r['budget']}": r["seconds"] for r in runs}})
 
 
-def study_tables(study: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """S1's tables from the search_study result: each alternative minus the default per level, paired per seed
-    (``mpq.studies.search_study.study_rows``), and each setting's means (``per_variant``)."""
-    return pd.DataFrame(study_rows(study)), per_variant(study["runs"])
+def study_rows(result: Mapping) -> list[dict]:
+    """S1 judged: per (alternative, level) of the search_study result, the test accuracy minus the default's
+    (points) over the seeds searched, from the per-seed paired SEs (``verdict``), and the search time and
+    evaluations relative to the default's (mean over seeds of the per-seed ratios).
+
+    Directions: random and evolutionary search given the greedy walk's evaluations, minus greedy: -1 (the
+    paper's greedy search is the better one, F5); another scoring-set size or start: 0 (the paper fixes its
+    settings without claiming what others would do: "higher"/"lower").
+    """
+    runs = result["runs"]
+    default = {(r["seed"], r["level"]): r for r in runs if r["variant"] == "default"}
+    rows = []
+    for name in [v[0] for v in result["variants"] if v[0] != "default"]:
+        for level in result["levels"]:
+            group = [r for r in runs if r["variant"] == name and r["level"] == level]
+            if not group:
+                continue
+            v = verdict([100 * r["minus_default"] for r in group], [100 * r["paired_se"] for r in group],
+                        expected=-SAMPLING_EXPECTED if name in EQUAL_COMPUTE else 0)
+            base = [default[(r["seed"], level)] for r in group]
+            rows.append({"setting": name, "BitOPs level": level, "seeds": len(group),
+                         "paired SE per seed": " / ".join(f"{100 * r['paired_se']:.2f}" for r in group),
+                         # the greedy rows time the whole walk (every level); the equal-compute ones one level
+                         "search time x default": math.nan if name in EQUAL_COMPUTE else float(np.mean(
+                             [r["search_seconds"] / b["search_seconds"] for r, b in zip(group, base)])),
+                         "evaluations x default": float(np.mean([r["evaluations"] / r.get("greedy_evaluations",
+                                                                                           b["evaluations"])
+                                                                 for r, b in zip(group, base)])),
+                         "verdict": v.as_dict()})
+    return rows
+
+
+def study_tables(study: Mapping) -> tuple[list[dict], pd.DataFrame]:
+    """S1's tables from the search_study result: each alternative minus the default per level, judged over seeds
+    (``study_rows``), and each setting's means (``per_variant``)."""
+    return study_rows(study), per_variant(study["runs"])
 
 
 def per_variant(runs: Sequence[Mapping]) -> pd.DataFrame:
@@ -362,119 +450,126 @@ def per_variant(runs: Sequence[Mapping]) -> pd.DataFrame:
                              "found_level": "found BitOPs level"}))
 
 
-def study_summary(study: Mapping, settings: pd.DataFrame, variants: pd.DataFrame) -> dict:
-    """search.json's "search_study" section (S1): the study's model, variants, seeds and both tables."""
-    return {"model": study["model"], "variants": study["variants"], "stage_seconds": study["stage_seconds"],
-            "seeds": sorted(pd.DataFrame(study["runs"]).seed.unique().tolist()),
-            "rows": settings.to_dict(orient="records"), "per_variant": variants.to_dict(orient="records")}
+def study_summary(study: Mapping, settings: Sequence[Mapping], variants: pd.DataFrame) -> dict:
+    """search.json's "search_study" section (S1): the study's model, variants, seeds, the verdicts with their note
+    and each setting's means."""
+    return json_ready({"model": study["model"], "variants": study["variants"], "stage_seconds": study["stage_seconds"],
+                       "seeds": sorted(pd.DataFrame(study["runs"]).seed.unique().tolist()),
+                       "rows": list(settings), "note": rows_note(settings),
+                       "per_variant": variants.to_dict(orient="records")})
 
 
 # ---------------------------------------------------------------------------------------------------
-# findings
+# findings: written from search.json's content (``summary``), as the entry page is
 
-def search_lines(results: Mapping[str, Mapping], random_samples: int, evo_evaluations: int) -> list[str]:
-    """Per model its levels' no-retraining accuracy and gap to the retrained configuration (a verdict at two
-    paired SE), then how often greedy is at least as accurate as random and evolutionary search."""
+def _span(lo_hi: Sequence[int]) -> str:
+    lo, hi = lo_hi
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def _counts(rows: Sequence[Mapping]) -> str:
+    words = [r["verdict"]["word"] for r in rows]
+    return (f"holds at {words.count('holds')}, inconclusive at {words.count('inconclusive')}, reversed at "
+            f"{words.count('reversed here')} of {len(words)}")
+
+
+def search_lines(summary: Mapping) -> list[str]:
+    """Per model its levels' no-retraining accuracy and its verdict against the same configuration retrained
+    (one run), the count of those verdicts, then F5: greedy minus random and evolutionary search (one run each)
+    with the searches' evaluations (``search_evaluations``)."""
     lines = []
-    for name, r in results.items():
+    for name, r in summary["models"].items():
         parts = []
         for level, e in r["levels"].items():
             text = f"level {level}: {100 * e['greedy']['test_acc']:.2f}% with no retraining"
             if "retrained" in e:
-                d, se = e["retrained"]["no_retrain_minus_retrained"], e["retrained"]["paired_se"]
-                word = "below" if d < -2 * se else "above" if d > 2 * se else "within two paired SE of"
-                text += (f", {100 * d:+.2f} ± {100 * se:.2f} points against the same configuration retrained "
-                         f"({word} it)")
+                text += f", minus the same configuration retrained {e['retrained']['verdict']['text']}"
             parts.append(text)
         lines.append(f"{name}: " + "; ".join(parts))
-    wins = sum(e["greedy"]["test_acc"] >= max(e["random"]["test_acc"], e["evolutionary"]["test_acc"])
-               for r in results.values() for e in r["levels"].values())
-    total = sum(len(r["levels"]) for r in results.values())
-    evaluations = [r["greedy_evaluations"] for r in results.values()]
-    lines.append(f"Greedy search is at least as accurate as random and evolutionary search at {wins} of {total} "
-                 f"model-levels, at equal BitOPs; it spends more forward evaluations (the whole walk: "
-                 f"{min(evaluations)}-{max(evaluations)}"
-                 f") than random ({random_samples}) or evolutionary search "
-                 f"({evo_evaluations}), so search compute is not equal.")
+    if summary["retrained"]["rows"]:
+        lines.append("C6, no retraining minus retrained, one run per model-level (the paper: at least on par; "
+                     f"\"holds\" means no retraining is ahead): {_counts(summary['retrained']['rows'])}; "
+                     f"{summary['retrained']['note']}.")
+    f5, ev = summary["f5"], summary["evaluations"]
+    parts = [f"{what}: {_counts([r for r in f5['rows'] if r['comparison'] == what])}"
+             for what in dict.fromkeys(r["comparison"] for r in f5["rows"])]
+    lines.append(f"F5, greedy search minus random and evolutionary search at equal BitOPs, one run each (the paper: "
+                 f"greedy ahead): {'; '.join(parts)}; {f5['note']}. Search compute is not equal: greedy spent "
+                 f"{_span(ev['greedy'])} forward evaluations up to a level's result (one walk of "
+                 f"{_span(ev['greedy walk'])} serves every level), random {_span(ev['random'])}, evolutionary "
+                 f"{_span(ev['evolutionary'])}.")
     return lines
 
 
-def seed_lines(pooled: pd.DataFrame, model: str) -> list[str]:
-    """C6 over training seeds: per level the pooled gap, its 95% interval and verdict."""
-    lines = [f"{model}, {g.seeds} training seeds, level {g['BitOPs level']}: no-retrain minus retrained "
-             f"{g['no-retrain minus retrained (points)']:+.2f} points, 95% interval over seeds "
-             f"[{g['95% interval low']:+.2f}, {g['95% interval high']:+.2f}] (per seed {g['per seed']}): {g.verdict}"
-             for _, g in pooled.iterrows()]
-    return lines + ["The other models' gaps are one seed each: their paired SE covers test-set noise only."]
+def seed_lines(seeds: Mapping) -> list[str]:
+    """C6 over training seeds (search.json's "seeds"): per level the verdict on no-retrain minus retrained, with
+    every seed's value, and the table's note."""
+    lines = [f"{seeds['model']}, training seeds {seeds['seeds']}, level {g['BitOPs level']}: no-retrain minus "
+             f"retrained {g['verdict']['text']} (per seed {' / '.join(f'{d:+.2f}' for d in g['verdict']['per_seed'])})"
+             for g in seeds["gaps"]]
+    return lines + [f"T2 with seeds: {seeds['note']}. The other models' gaps are one run each: test-image noise "
+                    "only, no training noise."]
 
 
-def budget_lines(table: pd.DataFrame, points: pd.DataFrame, seed: int) -> list[str]:
-    """F7 per comparison: the default budget's mean over seeds (SD, the main seed's value), then each larger
-    budget (the main seed only)."""
+def budget_lines(budget: Mapping) -> list[str]:
+    """F7 per comparison (search.json's "budget"): the default budget's verdict over seeds, then each larger
+    budget's (the main seed only: its paired interval)."""
     lines = []
-    for what, g in table.groupby("comparison", sort=False):
-        base, more = g[g["budget (x)"] == 1].iloc[0], g[g["budget (x)"] > 1]
-        main_1x = points[(points.comparison == what) & (points["budget (x)"] == 1)
-                         & (points.seed == seed)].points.iloc[0]
-        lines.append(f"F7, {what}: {base['mean (points)']:+.2f} points at {base.epochs} epochs "
-                     f"(mean of {base.seeds} seeds, SD {base['SD over seeds']:.2f}; seed {seed} {main_1x:+.2f}); "
-                     + "; ".join(f"{r['mean (points)']:+.2f} at {r.epochs} epochs (seed {seed} only)"
-                                 for _, r in more.iterrows()))
-    return lines
+    rows = budget["rows"]
+    for what in dict.fromkeys(r["comparison"] for r in rows):
+        got = [r for r in rows if r["comparison"] == what]
+        lines.append(f"F7, {what}: " + "; ".join(
+            f"at {r['epochs']} epochs {r['verdict']['text']} (per seed {r['per seed (seed: points)']})" for r in got))
+    return (lines + [f"F7: {budget['note']}."]) if lines else lines
 
 
-def _where(rows: pd.DataFrame) -> str:
-    return ", ".join(f"{r.setting} at level {r['BitOPs level']}" for _, r in rows.iterrows())
+def _where(rows: Sequence[Mapping]) -> str:
+    return ", ".join(f"{r['setting']} at level {r['BitOPs level']}" for r in rows)
 
 
-def settings_lines(settings: pd.DataFrame, study_model: str, study_seeds: Sequence[int], seed: int,
-                   profile: str) -> list[str]:
-    """S1: each alternative search setting minus the default per level (the equal-compute random and
-    evolutionary rows: F5 at equal search compute), then the verdict over the alternatives."""
-    lines = []
-    for name, g in settings.groupby("setting", sort=False):
-        if "equal evaluations" in name:
-            lines.append(f"F5 at equal search compute ({study_model}, seed {seed}): {name} minus greedy: "
-                         + "; ".join(f"level {r['BitOPs level']} {r['minus default (points)']:+.2f} "
-                                     f"± {r['paired SE per seed']}" for _, r in g.iterrows())
-                         + " points (paired SE: test-set noise only, one seed)")
-            continue
-        lines.append(f"Search setting '{name}' ({study_model}, seeds {study_seeds}) minus the default: "
-                     + "; ".join(f"level {r['BitOPs level']} {r['minus default (points)']:+.2f} "
-                                 f"[{r['95% interval low']:+.2f}, {r['95% interval high']:+.2f}] ({r.verdict})"
-                                 for _, r in g.iterrows())
-                     + f"; search time x{g['search time x default'].mean():.1f}")
-    alternatives = settings[~settings.setting.str.contains("equal evaluations")]
-    better = alternatives[alternatives.verdict.str.startswith("higher")]
-    worse = alternatives[alternatives.verdict.str.startswith("lower")]
-    if alternatives.empty:
+def settings_lines(study: Mapping, seed: int, profile: str) -> list[str]:
+    """S1 (search.json's "search_study"): each alternative search setting minus the default per level (the
+    equal-compute random and evolutionary rows: F5 at equal search compute), the conclusion over the
+    alternatives, and the table's note."""
+    lines, rows = [], study["rows"]
+    for name in dict.fromkeys(r["setting"] for r in rows):
+        got = [r for r in rows if r["setting"] == name]
+        levels = "; ".join(f"level {r['BitOPs level']} {r['verdict']['text']}" for r in got)
+        if name in EQUAL_COMPUTE:
+            lines.append(f"F5 at equal search compute ({study['model']}, seed {seed}): {name} minus greedy (the "
+                         f"paper: lower): {levels}")
+        else:
+            lines.append(f"Search setting '{name}' ({study['model']}, seeds {study['seeds']}) minus the default: "
+                         f"{levels}; search time x{np.mean([r['search time x default'] for r in got]):.1f}")
+    alternatives = [r for r in rows if r["setting"] not in EQUAL_COMPUTE]
+    better = [r for r in alternatives if r["verdict"]["word"] == "higher"]
+    worse = [r for r in alternatives if r["verdict"]["word"] == "lower"]
+    if not alternatives:
         lines.append(f"S1: no alternative search setting in the {profile} profile (search_study.score_sizes and "
                      "start_bits are empty); profiles/large.yaml compares its settings with the default profile's.")
-    elif better.empty:
-        lines.append("No alternative search setting found better configurations beyond the seed spread"
-                     + (f" (worse: {_where(worse)})" if not worse.empty else "") + ": the cheaper defaults stand.")
-    elif worse.empty:
-        lines.append(f"Better configurations beyond the seed spread with {_where(better)}, worse nowhere: worth the "
-                     "search time where the budget allows.")
+    elif not better:
+        lines.append("No alternative search setting found better configurations clear of zero"
+                     + (f" (worse: {_where(worse)})" if worse else "") + ": the cheaper defaults stand.")
+    elif not worse:
+        lines.append(f"Better configurations clear of zero with {_where(better)}, worse nowhere: worth the search "
+                     "time where the budget allows.")
     else:
-        lines.append(f"Mixed: better configurations beyond the seed spread with {_where(better)}, worse with "
-                     f"{_where(worse)}; no alternative is better at every level, so the cheaper defaults stand.")
-    return lines
+        lines.append(f"Mixed: better configurations clear of zero with {_where(better)}, worse with {_where(worse)}; "
+                     "no alternative is better at every level, so the cheaper defaults stand.")
+    return lines + ([f"S1: {study['note']}."] if rows else [])
 
 
-def findings_lines(results: Mapping[str, Mapping], pooled: pd.DataFrame, budget_table: pd.DataFrame,
-                   budget_points: pd.DataFrame, settings: pd.DataFrame, *, model: str, seed: int, profile: str,
-                   budgets: Sequence[int], epochs: int, random_samples: int, evo_evaluations: int,
-                   study_model: str, study_seeds: Sequence[int]) -> list[str]:
-    """Notebook 04's findings (C5-C6, T2-T4, F5-F7, S1), written from this run's numbers: ``search_lines``,
-    ``seed_lines``, ``budget_lines`` (only with larger ``budgets``), ``settings_lines`` and F7's caveat."""
-    lines = search_lines(results, random_samples, evo_evaluations) + seed_lines(pooled, model)
+def findings_lines(summary: Mapping, *, seed: int, profile: str, budgets: Sequence[int], epochs: int) -> list[str]:
+    """Notebook 04's findings (C5-C6, T2-T4, F5-F7, S1), written from search.json's content (``summary``):
+    ``search_lines``, ``seed_lines``, ``budget_lines`` (only with larger ``budgets``), ``settings_lines`` and F7's
+    caveat."""
+    lines = search_lines(summary) + seed_lines(summary["seeds"])
     if budgets:          # without larger budgets, F7's default-budget points are the C6 lines above
-        lines += budget_lines(budget_table, budget_points, seed)
-    lines += settings_lines(settings, study_model, study_seeds, seed, profile)
+        lines += budget_lines(summary["budget"])
+    lines += settings_lines(summary["search_study"], seed, profile)
     if budgets:
-        lines.append(f"F7 has one seed per larger budget: a change smaller than the seed SD at {epochs} epochs is "
-                     "within training noise.")
+        lines.append("F7 has one seed per larger budget: its interval there holds the test images' noise only, not "
+                     f"the training noise that the seeds at {epochs} epochs show.")
     else:
         lines.append(f"F7: no training budget beyond the default in the {profile} profile (replicates.budgets is "
                      "empty); profiles/large.yaml runs it.")

@@ -7,8 +7,10 @@ start, which cost search time on two cores. This study measures the trade on the
 replicates', ``checkpoints/replicates/seed-<s>/supernet.pt``): on each supernet, the greedy front at
 ``search.levels`` with the default settings and with each alternative of ``search_study`` (another scoring-set
 size, another start, one change at a time). Every configuration found is recalibrated and tested; per
-(alternative, level) the test accuracy minus the default's on the same supernet and test images, pooled over
-seeds with a 95% t interval, and the search's wall time relative to the default's in the same process.
+(alternative, level) the test accuracy minus the default's on the same supernet and test images with its paired
+SE, and the search's wall time. Notebook 04 pools them over seeds and judges them
+(``mpq.studies.search_results.study_rows``); this module only searches, so its stage does not depend on the
+statistics.
 
 With ``equal_compute``, the main seed's supernet is also searched by random and evolutionary search given as
 many evaluations per level as the default greedy walk spent up to that level's result (the F5 baselines of
@@ -31,13 +33,11 @@ import os
 import shutil
 import sys
 import time
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 
 from mpq.training.checkpoint import write_json
@@ -52,7 +52,6 @@ from mpq.studies.replicates import ReplicateConfig
 from mpq.search.space import cfg_to_json
 from mpq.search.sampling import evolutionary_search, random_search
 from mpq.search.greedy import greedy_front
-from mpq.studies.stats import mean_sd_half, seed_verdict
 from mpq.training.fp import pick_device
 
 log = logging.getLogger(__name__)
@@ -210,36 +209,6 @@ def _equal_compute(ema, space, scorer, table, front, search_cfg: SearchConfig, s
     return rows
 
 
-def study_rows(result: Mapping) -> list[dict]:
-    """Per (alternative, level): test accuracy minus the default's (points), pooled over seeds, and the search
-    time and evaluations relative to the default's (mean over seeds of the per-seed ratios)."""
-    runs = result["runs"]
-    default = {(r["seed"], r["level"]): r for r in runs if r["variant"] == "default"}
-    rows = []
-    for name in [v[0] for v in result["variants"] if v[0] != "default"]:
-        for level in result["levels"]:
-            group = [r for r in runs if r["variant"] == name and r["level"] == level]
-            if not group:
-                continue
-            diffs = [100 * r["minus_default"] for r in group]
-            mean, sd, half = mean_sd_half(diffs)
-            half = half if len(diffs) > 1 else math.nan          # one seed: no interval over seeds
-            base = [default[(r["seed"], level)] for r in group]
-            rows.append({"setting": name, "BitOPs level": level, "seeds": len(group),
-                         "minus default (points)": mean, "SD over seeds": sd,
-                         "95% interval low": mean - half, "95% interval high": mean + half,
-                         "per seed": " / ".join(f"{d:+.2f}" for d in diffs),
-                         "paired SE per seed": " / ".join(f"{100 * r['paired_se']:.2f}" for r in group),
-                         "verdict": seed_verdict(diffs),
-                         # the greedy rows time the whole walk (every level); the equal-compute ones one level
-                         "search time x default": math.nan if name in EQUAL_COMPUTE else float(np.mean(
-                             [r["search_seconds"] / b["search_seconds"] for r, b in zip(group, base)])),
-                         "evaluations x default": float(np.mean([r["evaluations"] / r.get("greedy_evaluations",
-                                                                                           b["evaluations"])
-                                                                 for r, b in zip(group, base)]))})
-    return rows
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpq.studies.search_study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (replaced when the study completes)")
@@ -251,9 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for row in study_rows(result):
-        log.info("%s, level %s: %+.2f points (%s), search time x%.2f", row["setting"], row["BitOPs level"],
-                 row["minus default (points)"], row["per seed"], row["search time x default"])
+    for run in (r for r in result["runs"] if "minus_default" in r):    # judged in notebook 04 (search_results)
+        log.info("seed %d, %s, level %s: %+.2f points against the default", run["seed"], run["variant"], run["level"],
+                 100 * run["minus_default"])
     return 0
 
 

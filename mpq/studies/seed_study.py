@@ -7,7 +7,8 @@ every run), and honours ``model_bits``: MobileNetV2's replicates train candidate
 model's settings written into the shared sections (``model_params``), so the recipe, split and FP checkpoint
 are the main run's and only the training seed differs. The main run's numbers are read from
 ``reports/metrics`` (run ``dvc repro search`` first) and pooled with the new seeds: per row the mean and SD
-over seeds, per level no-retrain minus retrained with its 95% t interval over seeds (``pool_gaps``).
+over seeds, per level no-retrain minus retrained judged with both noise sources
+(``mpq.studies.replicate_tables.pool_gaps``; the per-seed paired SEs, as the seeds' predictions are not kept).
 
 Command line::
 
@@ -33,7 +34,9 @@ from mpq.training.checkpoint import write_json
 from mpq.config import BaselineConfig, EvalConfig, SearchConfig, from_dict, load_params
 from mpq.studies.model_bits import model_bits
 from mpq.training.recipe import OneShotConfig
-from mpq.studies.replicates import main_run_record, pool_gaps, run_replicate, seed_rows
+from mpq.studies.replicate_tables import main_run_record, pool_gaps, seed_rows
+from mpq.studies.replicates import run_replicate
+from mpq.studies.stats import json_ready, rows_note
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,8 @@ def main_record(metrics: str | Path, model: str) -> dict:
     if model not in loaded["search"]["models"]:
         raise ValueError(f"{root}/search.json has no model {model!r}; run `dvc repro search` with it in `models`")
     return main_run_record(model, loaded["search"]["seed"], loaded["supernet"]["models"],
-                           loaded["baselines"]["models"], loaded["search"]["models"])
+                           loaded["baselines"]["models"], loaded["search"]["models"],
+                           test_images=loaded["search"]["test_images"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -97,12 +101,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         shutil.rmtree(folder)
         log.info("seed %d done: %s", seed, {k: round(100 * v["no_retrain_minus_retrained"], 2)
                                              for k, v in records[-1]["gaps"].items()})
+    gaps = pool_gaps(records)
     result = {"study": "seeds", "model": args.model, "profile": params.get("profile"), "split_seed": params["seed"],
               "seeds": [r["seed"] for r in records], "model_bits": params.get("model_bits", {}).get(args.model),
-              "rows": seed_rows(records), "gaps": pool_gaps(records), "records": records,
+              "rows": seed_rows(records), "gaps": gaps, "gaps_note": rows_note(gaps), "records": records,
               "wall_seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
-    write_json(result, args.out)
+    write_json(json_ready(result), args.out)
     log.info("wrote %s", args.out)
 
 

@@ -22,6 +22,7 @@ from mpq.method.cost import bitops, cost_rows, model_size_mib
 from mpq.method.supernet import Supernet
 from mpq.models import model_entry
 from mpq.search.evaluation import recalibrated_accuracy
+from mpq.studies.health import training_health
 from mpq.studies.model_bits import model_bits
 from mpq.training.fp import evaluate, load_fp_model
 from mpq.training.oneshot import build_supernet, run_meta, train_oneshot
@@ -56,6 +57,18 @@ def uniform_accuracies(supernet: Supernet, levels: Sequence[int], calib: ImageSe
     return uniform
 
 
+def lowest_point(supernet: Supernet, candidates: Mapping[str, tuple[Sequence[int], Sequence[int]]], calib: ImageSet,
+                 test: ImageSet, *, batch_size: int) -> dict[str, Any]:
+    """The supernet's own lowest point: every layer at the lowest of its current candidates (``candidates``,
+    the scheduler's last decision applied), as the official evaluation measures it. Test top-1 (BN
+    recalibrated), G-BitOPs, size, and how many layers sit above the uniform lowest weight bit-width."""
+    bit_cfg = supernet.min_config(candidates)
+    floor = supernet.min_config()
+    return {"test_acc": recalibrated_accuracy(supernet, bit_cfg, calib, test, batch_size=batch_size),
+            "gbitops": bitops(supernet.cost_table, bit_cfg) / 1e9, "size_mib": model_size_mib(supernet.cost_table, bit_cfg),
+            "layers_above_floor": sum(bit_cfg[n][0] > floor[n][0] for n in bit_cfg)}
+
+
 def train_supernets(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
                     model_cfg: Mapping[str, OneShotConfig], model_eval: Mapping[str, EvalConfig],
                     data_cfg: DataConfig, *, eval_batch_size: int, seed: int, device: torch.device,
@@ -74,6 +87,7 @@ def train_supernets(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
         float_model = load_fp_model(f"{fp_folder}/{spec.name}.pt", spec.name, spec.width_mult,
                                     len(splits.train.classes))
         fp_acc = evaluate(float_model.to(device), splits.test)
+        fp_heldout = evaluate(float_model, splits.calib)
         torch.manual_seed(seed)
         mcfg = model_cfg[spec.name]
         supernet = build_supernet(float_model.cpu(), mcfg.supernet_spec(), splits.calib,
@@ -82,13 +96,15 @@ def train_supernets(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
                             flip=data_cfg.flip, seed=seed, device=device, checkpoint=Path(folder) / f"{spec.name}.pt",
                             meta=run_meta(spec.name, spec.width_mult, splits, train))
         eval_start = time.perf_counter()
+        health = training_health(run.history.loss, run.ema, splits.calib, fp_heldout)   # before any recalibration
         uniform = uniform_accuracies(run.ema, model_eval[spec.name].levels, splits.calib, splits.test,
                                      batch_size=eval_batch_size)
+        lowest = lowest_point(run.ema, run.candidates(), splits.calib, splits.test, batch_size=eval_batch_size)
         results[spec.name] = {
             "fp_test_acc": fp_acc, "uniform": uniform, "train_images": len(train), "epochs": mcfg.epochs,
             "train_seconds": round(run.seconds, 1), "eval_seconds": round(time.perf_counter() - eval_start, 1),
             "steps": mcfg.epochs * (len(train) // data_cfg.batch_size), "width_mult": spec.width_mult,
-            "frozen_at_end": run.frozen,
+            "frozen_at_end": run.frozen, "lowest": lowest, "health": health,
             "w_bit_choices": list(mcfg.w_bit_choices), "a_bit_choices": list(mcfg.a_bit_choices),
             **{f"gap_w{b}a{b}_points": round(100 * (fp_acc - uniform[b]["test_acc"]), 2) for b in (4, 2)
                if b in uniform},
@@ -108,11 +124,14 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def supernet_table(results: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Notebook 02's table: per model, FP and uniform WkAk top-1 (%), training time, layers without 2-bit."""
+    """Notebook 02's table: per model, FP and uniform WkAk top-1 (%) (the lowest uniform row ignores the
+    scheduler's last decision), the supernet's own lowest point, training time, layers without 2-bit, health."""
     return pd.DataFrame([{"model": name, "FP (%)": 100 * r["fp_test_acc"],
                           **{f"W{b}A{b} (%)": 100 * u["test_acc"] for b, u in r["uniform"].items()},
+                          "own lowest point (%)": 100 * r["lowest"]["test_acc"],
                           "training (s)": r["train_seconds"],
-                          "layers without 2-bit at the end": len(r["frozen_at_end"])}
+                          "layers without 2-bit at the end": len(r["frozen_at_end"]),
+                          "run": "collapsed" if r["health"]["collapsed"] else "healthy"}
                          for name, r in results.items()])
 
 
@@ -130,9 +149,15 @@ def supernet_findings(results: Mapping[str, Mapping]) -> list[str]:
                      + " points under FP" + ("" if 2 in r["w_bit_choices"] else
                                               f" (candidates {min(r['w_bit_choices'])}..{max(r['w_bit_choices'])}: "
                                               "model_bits)"))
-    lines.append("The lowest uniform point (W2A2; W3A3 for a model with a 3-bit floor) includes the layers whose "
-                 "lowest-bit weights the scheduler's last decision removed, so for these supernets it lies outside "
-                 "their final search space; notebook 03 sets these rows beside LSQ models trained alone.")
+    for name, r in results.items():
+        low, health = r["lowest"], r["health"]
+        lines.append(f"{name}: its own lowest point (each layer at the lowest of its candidates after the scheduler's "
+                     f"last decision, {low['layers_above_floor']} layers above the uniform floor) scores "
+                     f"{100 * low['test_acc']:.2f}% at {low['gbitops']:.4f} G-BitOPs; the uniform lowest row above "
+                     "ignores that decision and is shown beside it only.")
+        lines.append(f"{name}: training " + ("collapsed: " + health["why"] if health["collapsed"] else
+                     f"stayed healthy (finite losses; max path {100 * health['max_path_heldout_acc']:.2f}% on "
+                     f"{health['heldout_images']} held-out images, FP {100 * health['fp_heldout_acc']:.2f}%)"))
     return lines
 
 
@@ -146,7 +171,7 @@ def train_baselines(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
     Each starts from ``fp_folder/<model>.pt`` with the global torch seed ``seed`` and trains ``cfg.baseline(k)``
     (the supernet's recipe and budget, max path only) on ``train``; checkpoint ``folder/<model>_w<k>a<k>.pt``.
     Returns model -> k -> {test top-1 (BN recalibrated on the calibration images), training seconds, epochs,
-    G-BitOPs, size in MiB}.
+    G-BitOPs, size in MiB, the run's health (``health.training_health``)}.
     """
     results = {}
     for spec in specs:
@@ -155,18 +180,20 @@ def train_baselines(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
             base = cfg.baseline(bits)
             float_model = load_fp_model(f"{fp_folder}/{spec.name}.pt", spec.name, spec.width_mult,
                                         len(splits.train.classes))
+            fp_heldout = evaluate(float_model, splits.calib)
             torch.manual_seed(seed)
             model = build_supernet(float_model, base.supernet_spec(), splits.calib, model_entry(spec.name).input_size)
             run = train_oneshot(model, train, base, batch_size=data_cfg.batch_size, pad=data_cfg.pad,
                                 flip=data_cfg.flip, seed=seed, device=device,
                                 checkpoint=Path(folder) / f"{spec.name}_w{bits}a{bits}.pt",
                                 meta=run_meta(spec.name, spec.width_mult, splits, train))
+            health = training_health(run.history.loss, run.ema, splits.calib, fp_heldout, margin=None)
             bit_cfg = run.ema.uniform_config(bits)
             acc = recalibrated_accuracy(run.ema, bit_cfg, splits.calib, splits.test, batch_size=eval_batch_size)
             results[spec.name][bits] = {"test_acc": acc, "train_seconds": round(run.seconds, 1),
                                         "epochs": base.epochs,
                                         "gbitops": bitops(run.ema.cost_table, bit_cfg) / 1e9,
-                                        "size_mib": model_size_mib(run.ema.cost_table, bit_cfg)}
+                                        "size_mib": model_size_mib(run.ema.cost_table, bit_cfg), "health": health}
             print(spec.name, f"W{bits}A{bits}", f"{100 * acc:.2f}%", f"{run.seconds:.0f}s")
     return results
 

@@ -39,9 +39,9 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from mpq.method.layers import SwitchableBatchNorm2d, bn_key, nchw_bn_below, quant_layers
-from mpq.method.losses import capture_bn_outputs, distillation_loss, scaled_rounding_error
+from mpq.method.losses import capture_bn_outputs, coupled_rounding_error, distillation_loss, grid
 from mpq.training.recipe import OneShotConfig
-from mpq.training.steps import decay_weights, step_stats
+from mpq.training.steps import clip_gradients, decay_weights, step_stats
 from mpq.method.quantizer import LSQQuantizer, int_range
 from mpq.method.supernet import Supernet
 
@@ -176,6 +176,8 @@ class GraphedStep:
         # per (path, layer): weight row, activation row, BN row; and the IDM mask (1: layer at its lowest weight)
         self.index = torch.zeros(self.paths, len(self.names), 3, dtype=torch.long, device=device)
         self.idm_mask = torch.zeros(self.paths, len(self.names), device=device)
+        # per (path, layer): the quantization-error term's code spacing and highest pulled code (losses.grid)
+        self.qe_grid = torch.zeros(self.paths, len(self.names), 2, device=device)
         self.qe_weight = torch.zeros((), device=device)
         self.x: Tensor | None = None                          # the batch, copied in (static for a graph)
         self.y: Tensor | None = None
@@ -205,10 +207,15 @@ class GraphedStep:
             module.forward = forward
         return [module for module, _ in routes]
 
-    def _quantization_error(self) -> Tensor:
-        """``losses.quantization_error`` with each layer's step size read from its row."""
-        steps = (rows.steps.index_select(0, rows.slot).reshape(()) for rows in self.w_rows)
-        return scaled_rounding_error(zip(self.layers, steps), self.device)
+    def _quantization_error(self, path: int) -> Tensor:
+        """``losses.quantization_error`` on ``path``, each layer's step size and range read from its rows."""
+        total = torch.zeros((), device=self.device)
+        for j, (layer, rows) in enumerate(zip(self.layers, self.w_rows)):
+            bounds = rows.bounds.index_select(0, rows.slot)                    # (1, 2)
+            step = rows.steps.index_select(0, rows.slot).reshape(())
+            total = total + coupled_rounding_error(layer.weight, step, bounds[0, 0], bounds[0, 1],
+                                                   self.qe_grid[path, j, 0], self.qe_grid[path, j, 1])
+        return total
 
     def _body(self) -> Tensor:
         """Every path of one step, forward and backward; returns ``[loss_max, random losses..., IDM terms...]``."""
@@ -222,7 +229,7 @@ class GraphedStep:
             teacher_features = {n: f.detach() for n, f in features.items()}
             loss = F.cross_entropy(logits, self.y)
             if cfg.quant_error_penalty and cfg.qe_max_path:
-                loss = loss + self.qe_weight * self._quantization_error()
+                loss = loss + self.qe_weight * self._quantization_error(0)
             loss.backward()
             teacher = logits.detach()
             values, idm_terms = [loss.detach()], []
@@ -233,7 +240,7 @@ class GraphedStep:
                 loss = ((1 - cfg.kd_weight) * F.cross_entropy(out, self.y)
                         + cfg.kd_weight * distillation_loss(out, teacher, cfg.kd_temperature))
                 if cfg.quant_error_penalty:        # weight 0 early in the ramp: adds exact zeros
-                    loss = loss + self.qe_weight * self._quantization_error()
+                    loss = loss + self.qe_weight * self._quantization_error(path)
                 if bns:
                     mask = self.idm_mask[path]     # eager code sums the masked-in layers; + 0 * term is exact
                     terms = [mask[j] * F.mse_loss(features[n], teacher_features[n])
@@ -270,14 +277,16 @@ class GraphedStep:
     # --- one step ------------------------------------------------------------------------------------------
 
     def _write_configs(self, configs: Sequence[Mapping[str, Sequence[int]]], cands: Mapping[str, Choices]) -> None:
-        rows, mask = [], []
+        rows, mask, qe = [], [], []
         for bit_cfg in configs:
             rows.append([(w.row[bit_cfg[n][0]], a.row[bit_cfg[n][1]],
                           self.bn_rows[n].row[bn_key(*bit_cfg[n])] if n in self.bn_rows else 0)
                          for n, w, a in zip(self.names, self.w_rows, self.a_rows)])
             mask.append([float(bit_cfg[n][0] == min(cands[n][0])) for n in self.names])
+            qe.append([grid(bit_cfg[n][0], min(cands[n][0]))[2:] for n in self.names])
         self.index.copy_(torch.tensor(rows))
         self.idm_mask.copy_(torch.tensor(mask))
+        self.qe_grid.copy_(torch.tensor(qe, dtype=self.qe_grid.dtype))
 
     def __call__(self, x: Tensor, y: Tensor, gen: torch.Generator, qe_weight: float,
                  candidates: Mapping[str, Choices] | None = None) -> dict[str, float]:
@@ -305,6 +314,7 @@ class GraphedStep:
                 t.grad = None
             out = self._body()
         self._hand_out_grads(configs)
+        clip_gradients(sn, cfg.clip_grad_value)
         decay_weights(sn, cfg, configs[1:])
         return step_stats(out.tolist(), self.paths - 1)
 

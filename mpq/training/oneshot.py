@@ -42,7 +42,7 @@ from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, 
 from mpq.method.scheduler import (Choices, SchedulerConfig, apply_decision, call_steps, decide_frozen, freeze_ratio,
                                   layer_scores)
 from mpq.method.supernet import Supernet, SupernetSpec
-from mpq.training.steps import decay_weights, step_stats
+from mpq.training.steps import clip_gradients, decay_weights, step_stats
 from mpq.training.graphed import GraphedStep
 from mpq.training.fp import History, to_device, warmup_cosine
 
@@ -90,7 +90,7 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
     teacher_features = {n: f.detach() for n, f in teacher_features.items()}
     loss = F.cross_entropy(logits, y)
     if qe_weight > 0 and cfg.qe_max_path:
-        loss = loss + qe_weight * quantization_error(supernet)
+        loss = loss + qe_weight * quantization_error(supernet, cands)
     loss.backward()
     teacher = logits.detach()
     loss_max = loss.detach()
@@ -103,7 +103,7 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
             out = supernet(x)
         loss = (1 - cfg.kd_weight) * F.cross_entropy(out, y) + cfg.kd_weight * distillation_loss(out, teacher, cfg.kd_temperature)
         if qe_weight > 0:
-            loss = loss + qe_weight * quantization_error(supernet)
+            loss = loss + qe_weight * quantization_error(supernet, cands)
         if use_idm:
             idm = idm_loss(features, teacher_features, [n for n in lowest_bit_layers(bit_cfg, cands) if n in bns])
             loss = loss + cfg.idm_weight * idm
@@ -112,6 +112,7 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
         rand_losses.append(loss.detach())
     if grad_sync is not None:
         grad_sync(supernet.parameters())
+    clip_gradients(supernet, cfg.clip_grad_value)
     decay_weights(supernet, cfg, random_configs)
     # the step's numbers reach the host together: one device sync per step, not one per path
     return step_stats(torch.stack([loss_max, *rand_losses, *idm_terms]).tolist(), len(rand_losses))

@@ -37,12 +37,14 @@ class OneShotConfig:
     a_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
     depthwise_min_bits: int = 3
     grad_scaling: bool = False         # LSQ gradient scaling, off in the official configs
+    clip_grad_value: float | None = 1.0  # official code: every gradient element clamped to [-1, 1] after all paths
     # bit-width scheduler (C3, mpq.method.scheduler); times are fractions of the whole run (SchedulerConfig says why)
     scheduler: bool = True
-    sched_warmup: float = 0.1
-    sched_every: float = 0.02
-    sched_late_from: float = 0.5
-    sched_every_late: float = 0.05
+    sched_warmup: float = 0.04
+    sched_every: float = 0.0133
+    sched_late_from: float = 0.72
+    sched_every_late: float = 0.1
+    sched_min_steps: int = 100           # fewest optimizer steps between calls: about the EMA horizon
     sched_ratio_start: float = 0.5
     sched_ratio_end: float = 0.2
     sched_band: float = 0.125
@@ -61,13 +63,15 @@ class OneShotConfig:
             raise ValueError("oneshot: kd_weight and qe_start must lie in [0, 1], ema_decay in (0, 1)")
         if self.qe_ramp not in ("cosine", "linear"):
             raise ValueError(f"oneshot.qe_ramp must be 'cosine' or 'linear', got {self.qe_ramp!r}")
+        if self.clip_grad_value is not None and not self.clip_grad_value > 0:
+            raise ValueError(f"oneshot.clip_grad_value must be positive (or null: no clipping), got {self.clip_grad_value}")
         if self.idm_weight < 0:
             raise ValueError(f"oneshot.idm_weight must be >= 0, got {self.idm_weight}")
         self.scheduler_config()           # validates the sched_* fields
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(warmup=self.sched_warmup, every=self.sched_every, late_from=self.sched_late_from,
-                               every_late=self.sched_every_late, ratio_start=self.sched_ratio_start,
+                               every_late=self.sched_every_late, min_steps=self.sched_min_steps, ratio_start=self.sched_ratio_start,
                                ratio_end=self.sched_ratio_end, band=self.sched_band)
 
     def supernet_spec(self) -> SupernetSpec:

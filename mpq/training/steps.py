@@ -1,4 +1,5 @@
-"""What the eager and the graphed one-shot steps share: the weight decay of a step and the step's numbers."""
+"""What the eager and the graphed one-shot steps share: gradient clipping, the weight decay of a step and the
+step's numbers."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -25,6 +26,16 @@ def decay_weights(supernet: Supernet, cfg: OneShotConfig, random_configs: Sequen
     except, with ``cfg.cancel_2bit_decay``, the layers some random path sampled at 2-bit weights."""
     two_bit = {n for c in random_configs for n, (w, _) in c.items() if w == 2} if cfg.cancel_2bit_decay else set()
     apply_weight_decay(supernet, cfg.weight_decay, two_bit, cfg.decay_linear)
+
+
+def clip_gradients(supernet: Supernet, value: float | None) -> None:
+    """Clamp every gradient element of the supernet into ``[-value, value]`` (None: no clipping).
+
+    The official step does this (``clip_grad_value_`` at 1.0) once, after every path's gradients have
+    accumulated and before the optimisers step; weight decay, added to the gradients after it here, is
+    applied after the clip there too (by the optimiser)."""
+    if value is not None:
+        torch.nn.utils.clip_grad_value_(supernet.parameters(), value)
 
 
 def step_stats(values: Sequence[float], num_random: int) -> dict[str, float]:

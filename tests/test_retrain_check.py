@@ -1,0 +1,51 @@
+"""The retraining check: a configuration that holds uniform WkAk, retrained with seeds beside WkAk."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mpq.config import DataConfig, ModelSpec
+from mpq.method.supernet import Supernet
+from mpq.models import create_model
+from mpq.studies.retrain_check import (RetrainCheckConfig, run_retrain_check, retrain_check_finding,
+                                       retrain_check_table)
+from mpq.training.recipe import OneShotConfig
+from test_supernets import fp_folder, small          # noqa: F401 (fixtures)
+
+SPEC = ModelSpec("resnet20", 0.25)
+CFG = OneShotConfig(epochs=1, num_random_paths=0, scheduler=False, idm=False)
+
+
+def test_config_refuses_a_uniform_model_not_under_its_level():
+    with pytest.raises(ValueError, match="below its level"):
+        RetrainCheckConfig(level=3, uniform_bits=3)
+    with pytest.raises(ValueError, match="distinct"):
+        RetrainCheckConfig(seeds=(1, 1))
+    assert RetrainCheckConfig(model=None, seeds=()).model is None
+
+
+@pytest.mark.timeout(120)
+def test_check_retrains_both_arms_per_seed_and_gives_a_paired_verdict(small, fp_folder):   # noqa: F811
+    names = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28)).searchable
+    mixed = {n: (4 if i % 2 else 3, 3) for i, n in enumerate(names)}
+    results = {"resnet20": {"levels": {3.5: {"greedy": {"bit_cfg": {k: list(v) for k, v in mixed.items()}}}}}}
+    check = RetrainCheckConfig(model="resnet20", level=3.5, uniform_bits=3, seeds=(0, 1))
+    out = run_retrain_check(results, [SPEC], {"resnet20": CFG}, small, small.train, DataConfig(batch_size=16), check,
+                        eval_batch_size=256, device=torch.device("cpu"), fp_root=fp_folder)
+    assert out["seeds"] == [0, 1] and len(out["test_acc"]["configuration"]) == 2
+    assert out["gbitops"]["configuration"] > out["gbitops"]["uniform"]
+    v = out["verdict"]
+    diffs = [100 * (a - b) for a, b in zip(out["test_acc"]["configuration"], out["test_acc"]["uniform"])]
+    assert v["per_seed"] == pytest.approx(diffs) and v["n"] == 2
+    json.dumps(out, allow_nan=False)                     # strict JSON for the metrics
+    table = retrain_check_table(out)
+    assert table["difference (points)"].tolist() == pytest.approx(diffs)
+    assert retrain_check_finding(out).startswith("resnet20: the level-3.5 configuration retrained")
+    # a configuration with a layer under the uniform bit-width does not hold it: refused
+    bad = {"resnet20": {"levels": {3.5: {"greedy": {"bit_cfg": {**results["resnet20"]["levels"][3.5]["greedy"]["bit_cfg"],
+                                                              names[0]: [2, 3]}}}}}}
+    with pytest.raises(ValueError, match="under uniform"):
+        run_retrain_check(bad, [SPEC], {"resnet20": CFG}, small, small.train, DataConfig(batch_size=16), check,
+                      eval_batch_size=256, device=torch.device("cpu"), fp_root=fp_folder)
