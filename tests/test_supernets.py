@@ -169,13 +169,13 @@ def test_lowest_point_keeps_the_decision_and_health_flags_a_collapse(small):
     low = lowest_point(sn, apply_decision(sn.choices, frozen), small.calib, small.test, batch_size=256)
     assert low["layers_above_floor"] == 3
     assert low["gbitops"] > bitops(sn.cost_table, sn.min_config()) / 1e9
-    healthy = training_health([1.0, 0.5], sn, small.calib, fp_heldout_acc=0.0)
+    healthy = training_health([1.0, 0.5], sn, small.calib, small.test, fp_heldout_acc=0.0)
     assert not healthy["collapsed"] and healthy["why"] == ""
-    collapsed = training_health([1.0, 0.5], sn, small.calib, fp_heldout_acc=1.0)   # max path far under FP
+    collapsed = training_health([1.0, 0.5], sn, small.calib, small.test, fp_heldout_acc=1.0)   # max path far under FP
     assert collapsed["collapsed"] and "under FP" in collapsed["why"]
     # a fixed-precision model is judged only by finite losses and being above twice chance (10 classes: 20%)
     acc = healthy["max_path_heldout_acc"]
-    fixed = training_health([1.0], sn, small.calib, fp_heldout_acc=1.0, margin=None)
+    fixed = training_health([1.0], sn, small.calib, small.test, fp_heldout_acc=1.0, margin=None)
     assert fixed["collapsed"] == (acc <= 0.2) and ("twice chance" in fixed["why"]) == (acc <= 0.2)
-    nan = training_health([1.0, float("nan")], sn, small.calib, fp_heldout_acc=0.5)
+    nan = training_health([1.0, float("nan")], sn, small.calib, small.test, fp_heldout_acc=0.5)
     assert nan["collapsed"] and not nan["finite"] and nan["max_path_heldout_acc"] is None

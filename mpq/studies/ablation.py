@@ -121,7 +121,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     train = training_subset(splits.train, cfg.train_size)
     classes = len(splits.train.classes)
     float_model = load_fp_model(f"checkpoints/fp/{spec.name}.pt", spec.name, spec.width_mult, classes)
-    fp_heldout = evaluate(float_model, splits.calib)
+    fp_heldout = evaluate(float_model, splits.score)
     torch.manual_seed(seed)
     supernet = build_supernet(float_model, cfg.supernet_spec(), splits.calib, model_entry(spec.name).input_size)
     monitor = OscillationMonitor(ab.monitor_bits, ab.monitor_every)
@@ -132,7 +132,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
         log.warning("%s-%d resumed mid-run: its oscillation record covers only the last part", cell, seed)
     ema, table = run.ema, run.ema.cost_table
     eval_start = time.perf_counter()
-    health = training_health(run.history.loss, ema, splits.calib, fp_heldout)       # before any recalibration
+    health = training_health(run.history.loss, ema, splits.calib, splits.score, fp_heldout)
     # uniform W2A2 ignores the scheduler's last decision; "lowest" is each layer's lowest current candidate
     configs = {f"W{b}A{b}": ema.uniform_config(b) for b in (2, 3)
                if b in cfg.a_bit_choices and b >= min(cfg.w_bit_choices)}

@@ -110,7 +110,7 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
     fp_path = f"checkpoints/fp/{spec.name}.pt"
     labels = splits.test.labels
     preds, seconds, health = {}, {}, {}
-    fp_heldout = evaluate(load_fp_model(fp_path, spec.name, spec.width_mult, classes), splits.calib)
+    fp_heldout = evaluate(load_fp_model(fp_path, spec.name, spec.width_mult, classes), splits.score)
 
     def fit(name: str, recipe: OneShotConfig, **build) -> object:
         torch.manual_seed(seed)
@@ -120,7 +120,7 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
                             seed=seed, device=device, checkpoint=work / f"{name}.pt",
                             meta=run_meta(spec.name, spec.width_mult, splits, train))
         seconds[name] = round(run.seconds, 1)
-        health[name] = training_health(run.history.loss, run.ema, splits.calib, fp_heldout,   # before recalibration
+        health[name] = training_health(run.history.loss, run.ema, splits.calib, splits.score, fp_heldout,
                                        margin=None if recipe.num_random_paths == 0 else COLLAPSE_MARGIN)
         return run
 

@@ -56,13 +56,13 @@ def retrain_config(bit_cfg: Mapping[str, Sequence[int]], spec: ModelSpec, fixed:
     """Train one fixed configuration alone from the FP checkpoint (``fixed``: the recipe, max path only; global
     torch seed and data order ``seed``) and return its test predictions, seconds and health."""
     float_model = load_fp_model(f"{fp_root}/{spec.name}.pt", spec.name, spec.width_mult, len(splits.train.classes))
-    fp_heldout = evaluate(float_model, splits.calib)
+    fp_heldout = evaluate(float_model, splits.score)
     torch.manual_seed(seed)
     model = build_supernet(float_model, fixed.supernet_spec(), splits.calib, model_entry(spec.name).input_size,
                            layer_choices={k: ((w,), (a,)) for k, (w, a) in bit_cfg.items()})
     run = train_oneshot(model, train, fixed, batch_size=data.batch_size, pad=data.pad, flip=data.flip, seed=seed,
                         device=device, checkpoint=None, progress=False)
-    health = training_health(run.history.loss, run.ema, splits.calib, fp_heldout, margin=None)
+    health = training_health(run.history.loss, run.ema, splits.calib, splits.score, fp_heldout, margin=None)
     preds = test_predictions(run.ema, dict(bit_cfg), splits.calib, splits.test, batch_size=eval_batch_size)
     return {"preds": preds, "seconds": run.seconds, "health": health,
             "gbitops": bitops(run.ema.cost_table, dict(bit_cfg)) / 1e9}

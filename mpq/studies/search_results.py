@@ -217,9 +217,9 @@ def retrain_greedy(results: Mapping[str, Mapping], specs: Sequence[ModelSpec],
                                    layer_choices={k: ((w,), (a,)) for k, (w, a) in bit_cfg.items()})
             run = train_oneshot(model, train, fixed, batch_size=data.batch_size, pad=data.pad, flip=data.flip,
                                 seed=seed, device=device, checkpoint=None)
-            health = training_health(run.history.loss, run.ema, splits.calib,
+            health = training_health(run.history.loss, run.ema, splits.calib, splits.score,
                                      evaluate(load_fp_model(f"{fp_root}/{spec.name}.pt", spec.name, spec.width_mult,
-                                                            len(splits.train.classes)), splits.calib),
+                                                            len(splits.train.classes)), splits.score),
                                      margin=None)
             preds = test_predictions(run.ema, bit_cfg, splits.calib, splits.test, batch_size=eval_batch_size)
             labels = splits.test.labels

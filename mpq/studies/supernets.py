@@ -87,7 +87,7 @@ def train_supernets(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
         float_model = load_fp_model(f"{fp_folder}/{spec.name}.pt", spec.name, spec.width_mult,
                                     len(splits.train.classes))
         fp_acc = evaluate(float_model.to(device), splits.test)
-        fp_heldout = evaluate(float_model, splits.calib)
+        fp_heldout = evaluate(float_model, splits.score)
         torch.manual_seed(seed)
         mcfg = model_cfg[spec.name]
         supernet = build_supernet(float_model.cpu(), mcfg.supernet_spec(), splits.calib,
@@ -96,7 +96,7 @@ def train_supernets(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
                             flip=data_cfg.flip, seed=seed, device=device, checkpoint=Path(folder) / f"{spec.name}.pt",
                             meta=run_meta(spec.name, spec.width_mult, splits, train))
         eval_start = time.perf_counter()
-        health = training_health(run.history.loss, run.ema, splits.calib, fp_heldout)   # before any recalibration
+        health = training_health(run.history.loss, run.ema, splits.calib, splits.score, fp_heldout)
         uniform = uniform_accuracies(run.ema, model_eval[spec.name].levels, splits.calib, splits.test,
                                      batch_size=eval_batch_size)
         lowest = lowest_point(run.ema, run.candidates(), splits.calib, splits.test, batch_size=eval_batch_size)
@@ -180,14 +180,14 @@ def train_baselines(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
             base = cfg.baseline(bits)
             float_model = load_fp_model(f"{fp_folder}/{spec.name}.pt", spec.name, spec.width_mult,
                                         len(splits.train.classes))
-            fp_heldout = evaluate(float_model, splits.calib)
+            fp_heldout = evaluate(float_model, splits.score)
             torch.manual_seed(seed)
             model = build_supernet(float_model, base.supernet_spec(), splits.calib, model_entry(spec.name).input_size)
             run = train_oneshot(model, train, base, batch_size=data_cfg.batch_size, pad=data_cfg.pad,
                                 flip=data_cfg.flip, seed=seed, device=device,
                                 checkpoint=Path(folder) / f"{spec.name}_w{bits}a{bits}.pt",
                                 meta=run_meta(spec.name, spec.width_mult, splits, train))
-            health = training_health(run.history.loss, run.ema, splits.calib, fp_heldout, margin=None)
+            health = training_health(run.history.loss, run.ema, splits.calib, splits.score, fp_heldout, margin=None)
             bit_cfg = run.ema.uniform_config(bits)
             acc = recalibrated_accuracy(run.ema, bit_cfg, splits.calib, splits.test, batch_size=eval_batch_size)
             results[spec.name][bits] = {"test_acc": acc, "train_seconds": round(run.seconds, 1),
