@@ -144,7 +144,7 @@ def test_scheduler_decision_is_saved_and_bounds_the_search(tiny_splits, tmp_path
     from mpq.method.scheduler import freeze_ratio
 
     run = _short(tiny_splits, tmp_path, "sched", scheduler=True, sched_warmup=0.0, sched_every=0.5,
-                 sched_late_from=1.0, idm=True)
+                 sched_late_from=1.0, sched_min_steps=1, idm=True)
     n = len(run.ema.searchable)
     # 4 steps, calls at steps 0 and 2: the last decision froze round(ratio(0.5) * n) layers
     assert len(run.frozen) == round(freeze_ratio(0.5) * n) and set(run.frozen) <= set(run.ema.searchable)
