@@ -33,7 +33,6 @@ from mpq.config import (BaselineConfig, DataConfig, EvalConfig, ModelSpec, Searc
 from mpq.data.datasets import ImageSet, Splits, make_splits
 from mpq.method.cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
 from mpq.method.supernet import Supernet
-from mpq.models import model_entry
 from mpq.search.evaluation import make_scorer, paired_difference, search_space, test_predictions
 from mpq.search.greedy import greedy_front
 from mpq.search.sampling import evolutionary_search, random_search
@@ -42,14 +41,12 @@ from mpq.studies.model_bits import check_shared, model_bits
 from mpq.studies.replicate_tables import (RETRAIN_EXPECTED, budget_points, budget_rows, load_budget_runs,
                                           load_replicates, main_run_record, pool_gaps, seed_rows)
 from mpq.studies.replicates import ReplicateConfig
-from mpq.studies.health import training_health
+from mpq.studies.retrain_check import retrain_config
 from mpq.studies.search_study import EQUAL_COMPUTE, SearchStudyConfig
 from mpq.studies.stats import json_ready, paired_verdict, rows_note, verdict
 from mpq.training.checkpoint import write_json
-from mpq.training.fp import evaluate, load_fp_model
 from mpq.training.hardware import place
-from mpq.training.oneshot import (build_supernet, checkpoint_candidates, load_supernet, train_oneshot,
-                                  training_subset)
+from mpq.training.oneshot import checkpoint_candidates, load_supernet, training_subset
 from mpq.training.recipe import OneShotConfig
 
 METHODS = ("greedy", "random", "evolutionary")
@@ -210,27 +207,18 @@ def retrain_greedy(results: Mapping[str, Mapping], specs: Sequence[ModelSpec],
                 continue
             bit_cfg = {k: tuple(v) for k, v in entry["greedy"]["bit_cfg"].items()}
             fixed = model_oneshot[spec.name].fixed_config()
-            torch.manual_seed(seed)
-            model = build_supernet(load_fp_model(f"{fp_root}/{spec.name}.pt", spec.name, spec.width_mult,
-                                                 len(splits.train.classes)),
-                                   fixed.supernet_spec(), splits.calib, model_entry(spec.name).input_size,
-                                   layer_choices={k: ((w,), (a,)) for k, (w, a) in bit_cfg.items()})
-            run = train_oneshot(model, train, fixed, batch_size=data.batch_size, pad=data.pad, flip=data.flip,
-                                seed=seed, device=device, checkpoint=None)
-            health = training_health(run.history.loss, run.ema, splits.calib, splits.score,
-                                     evaluate(load_fp_model(f"{fp_root}/{spec.name}.pt", spec.name, spec.width_mult,
-                                                            len(splits.train.classes)), splits.score),
-                                     margin=None)
-            preds = test_predictions(run.ema, bit_cfg, splits.calib, splits.test, batch_size=eval_batch_size)
+            retrained = retrain_config(bit_cfg, spec, fixed, splits, train, data, seed=seed, device=device,
+                                       eval_batch_size=eval_batch_size, fp_root=fp_root)
+            preds, health, train_seconds = retrained["preds"], retrained["health"], retrained["seconds"]
             labels = splits.test.labels
             diff, se = paired_difference(entry["greedy"]["preds"], preds, labels)
             v = paired_verdict((entry["greedy"]["preds"] == labels).numpy(), (preds == labels).numpy(),
                                RETRAIN_EXPECTED)
             levels[level] = {**entry, "retrained": {"test_acc": float((preds == labels).float().mean()),
-                                                    "train_seconds": round(run.seconds, 1), "epochs": fixed.epochs,
+                                                    "train_seconds": round(train_seconds, 1), "epochs": fixed.epochs,
                                                     "no_retrain_minus_retrained": diff, "paired_se": se,
                                                     "verdict": v.as_dict(), "preds": preds, "health": health}}
-            seconds += run.seconds
+            seconds += train_seconds
             print(spec.name, f"level {level}: retrained {100 * levels[level]['retrained']['test_acc']:.2f}%, "
                   f"no-retrain minus retrained {v.text()}")
         out[spec.name] = {**r, "levels": levels, "retrain_seconds": seconds}
