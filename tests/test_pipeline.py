@@ -86,13 +86,15 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
     assert {r["candidates"] for r in toy["runs"]} == {"{4,6}", "{2,4,6}"}
     ablation = json.loads((work / "reports/metrics/ablation.json").read_text())
     assert set(ablation["runs"]) == {f"{c}-{s}" for c in ("plain", "both", "no2bit") for s in (0, 1)}
-    assert {(r["cell"], r["metric"]) for r in ablation["t6"]} == {
-        (c, m) for c in ("plain", "both") for m in ("W2A2", "W3A3", "greedy 2.9")}
+    assert {(r["cell"], r["metric"]) for r in ablation["t6"]["rows"]} == {
+        (c, m) for c in ("plain", "both") for m in ("W2A2", "W3A3", "greedy 2.9", "lowest")}
+    assert all(r["health"]["finite"] for r in ablation["runs"].values())
     assert {r["w bits"] for r in ablation["t1"]} == {4, 5, 6}
     assert not list((work / "checkpoints/ablation").glob(".*partial"))     # every run completed and renamed
     assert json.loads((work / "reports/metrics/throughput.json").read_text())["ratio_fq_vs_fp_train"] > 0
     transfer = json.loads((work / "reports/metrics/transfer.json").read_text())
     assert {r["target"] for r in transfer["t5"]} == {"animal_mnist"}
+    assert all(b["equal_passes"] for b in transfer["budget"].values())
     assert {r["method"] for r in transfer["t5"]} >= {"FP", "LSQ W2A2", "this method, no retraining",
                                                      "supernet without pre-training, no retraining"}
     # nothing changed: a second repro runs no stage; a changed data file marks exactly what reads it
