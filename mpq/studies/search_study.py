@@ -70,8 +70,8 @@ class SearchStudyConfig:
         object.__setattr__(self, "start_bits", tuple(self.start_bits))
         for name in ("score_sizes", "start_bits"):
             values = getattr(self, name)
-            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-                raise ValueError(f"search_study.{name} must hold positive ints, got {list(values)}")
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values) or len(set(values)) != len(values):
+                raise ValueError(f"search_study.{name} must hold distinct positive ints, got {list(values)}")
 
 
 def variants(search_cfg: SearchConfig, study: SearchStudyConfig) -> list[tuple[str, int, int]]:
