@@ -65,9 +65,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from mpq.config import (BaselineConfig, DataConfig, EvalConfig, FPConfig, ModelSpec, SearchConfig, _positive, from_dict,
-                        model_specs)
-from mpq.data.datasets import NAMED_DATASETS, DataError, ImageSet, Splits, make_splits
+from mpq.config import (BaselineConfig, DataConfig, EvalConfig, FPConfig, ModelSpec, SearchConfig, _positive, distinct,
+                        from_dict, model_specs, require)
+from mpq.data.datasets import NAMED_DATASETS, ImageSet, Splits, make_splits
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
 from mpq.method.layers import quant_layers
 from mpq.method.supernet import Supernet
@@ -141,6 +141,10 @@ class TransferConfig:
         if self.curve_multiple < 2:
             raise ValueError(f"transfer.curve_multiple must be 2 or more (the longer FP run's budgets), got "
                              f"{self.curve_multiple}")
+        require(bool(self.levels) and min(self.levels) >= 1 and distinct(self.levels), "transfer.levels",
+                list(self.levels), "a non-empty list of distinct BitOPs levels >= 1")
+        require(all(b >= 2 for b in self.baseline_bits) and distinct(self.baseline_bits), "transfer.baseline_bits",
+                list(self.baseline_bits), "a list of distinct bit-widths >= 2")
         if self.grid_seed in self.seeds:
             raise ValueError(f"transfer.grid_seed {self.grid_seed} is one of transfer.seeds {list(self.seeds)}: the "
                              f"rate chosen on a run would favour that seed's compared run; pick another seed")
@@ -150,20 +154,14 @@ def load_target(name: str, cfg: TransferConfig, seed: int) -> Splits:
     """The target's seeded splits: training, held-out scoring and calibration subsets, test.
 
     An image folder is read in grey at 28x28 (colour images are converted, any size is resized); a
-    folder with fewer than two classes, no images, or a file that is not a readable image is refused
-    with the problem and the fix named.
+    folder with fewer than two classes, an empty class folder, or a file that is not a readable image is
+    refused with one ``DataError`` naming the problem and the fix (``mpq.data.datasets.image_files``).
     """
     if name not in TARGETS:
         raise ValueError(f"unknown transfer target {name!r}; choose from {list(TARGETS)}")
     root = Path(cfg.root) if name == "folder" else None
-    try:
-        return make_splits(name, seed=seed, train_size=cfg.train_size, score_size=cfg.score_size,
-                           calib_size=cfg.calib_size, test_fraction=cfg.test_fraction, root=root)
-    except (OSError, SyntaxError) as exc:     # what PIL raises for an unreadable or broken image file
-        if isinstance(exc, DataError) or name != "folder":
-            raise
-        raise DataError(f"image folder {root}: {exc}; remove or replace the file (every file with an image "
-                        f"suffix must be a readable image)") from None
+    return make_splits(name, seed=seed, train_size=cfg.train_size, score_size=cfg.score_size,
+                       calib_size=cfg.calib_size, test_fraction=cfg.test_fraction, root=root)
 
 
 def head_name(model: nn.Module) -> str:

@@ -318,8 +318,11 @@ def training_subset(train: ImageSet, train_size: int | None) -> ImageSet:
     """The images one-shot training (and every baseline and retraining) sees: a prefix of the split.
 
     One function for the notebooks and ``mpq.training.distributed``, so both train on the same images.
+    ``train_size`` None: the whole split; zero or less is refused (it once meant "all" by accident).
     """
-    return train.subset(torch.arange(min(train_size or len(train), len(train))))
+    if train_size is not None and train_size <= 0:
+        raise ValueError(f"train_size must be a positive number of images (or None: the whole split), got {train_size}")
+    return train.subset(torch.arange(min(len(train) if train_size is None else train_size, len(train))))
 
 
 def run_meta(model: str, width_mult: float, splits: Splits, train: ImageSet, **extra) -> dict:
