@@ -445,7 +445,7 @@ def fine_tune(setup: TransferSetup, arm: str, train: ImageSet, heldout: ImageSet
         model = fresh_float_model(sources.fp_model, classes)
         history = train_fp(model, train, heldout, epochs=epochs, lr=lr, momentum=setup.fp.momentum,
                            weight_decay=setup.fp.weight_decay, warmup_epochs=setup.fp.warmup_epochs,
-                           label_smoothing=setup.fp.label_smoothing, seed=seed, **kw)
+                           label_smoothing=setup.fp.label_smoothing, seed=seed, stop_on_nonfinite=False, **kw)
         return Tuned(arm, lr, seed, epochs, budget.steps(1), budget.passes, list(history.loss), sum(history.seconds),
                      curve=[100 * a for a in history.test_acc], model=model)
     calib_x = to_device(calib.images[:256], calib.labels[:256], torch.device("cpu"))[0]
@@ -461,7 +461,9 @@ def fine_tune(setup: TransferSetup, arm: str, train: ImageSet, heldout: ImageSet
     else:       # ``target_model`` is still built (and draws from the generator) as the transferred arm's is
         net = build_supernet(fresh_float_model(sources.fp_model, classes), setup.tune.supernet_spec(), calib,
                              setup.input_size)
-    run = train_oneshot(net, train, recipe(setup, arm, lr, epochs), seed=seed, checkpoint=checkpoint, meta=meta, **kw)
+    # a run that goes non-finite is recorded and counted as collapsed (every run counts), not stopped
+    run = train_oneshot(net, train, recipe(setup, arm, lr, epochs), seed=seed, checkpoint=checkpoint, meta=meta,
+                        stop_on_nonfinite=False, **kw)
     return Tuned(arm, lr, seed, epochs, budget.steps(paths), budget.passes, list(run.history.loss), run.seconds,
                  run=run)
 
