@@ -75,7 +75,7 @@ def test_command_line_search(trained, tmp_path, capsys):
     (["--level", "3", "--seed", "1"], "--seed 1 conflicts with the checkpoint"),
     (["--level", "3", "--dataset", "mnist5k"], "--dataset mnist5k conflicts with the checkpoint"),
     (["--level", "3", "--score-size", "4000"], "use at most 128"),     # tiny_splits hold 128 scoring images
-    (["--level", "3", "--calib-size", "0"], "use at most 128"),
+    (["--level", "3", "--calib-size", "0"], "--calib-size 0: must be a positive number of images"),
 ])
 def test_command_line_mistakes_are_one_line_errors(trained, capsys, args, message):
     _, path = trained

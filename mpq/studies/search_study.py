@@ -40,7 +40,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from mpq.training.checkpoint import write_json
+from mpq.training.checkpoint import check_output, run_command, write_json
 from mpq.config import DataConfig, EvalConfig, SearchConfig, from_dict, load_params, model_specs
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
 from mpq.data.datasets import make_splits
@@ -215,11 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        result = run_study(load_params(args.params), args.out)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _run(args), "mpq.studies.search_study", sys.argv[1:] if argv is None else argv,
+                       resumes=False)        # searches only: its output appears when the study completes
+
+
+def _run(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    check_output(args.out, folder=True, inputs=[args.params, "checkpoints/supernet", "checkpoints/replicates"])
+    result = run_study(params, args.out)
     for run in (r for r in result["runs"] if "minus_default" in r):    # judged in notebook 04 (search_results)
         log.info("seed %d, %s, level %s: %+.2f points against the default", run["seed"], run["variant"], run["level"],
                  100 * run["minus_default"])
