@@ -131,8 +131,10 @@ class DataConfig:
     flip: bool = True                  # random horizontal flip (off for digits)
 
     def __post_init__(self) -> None:
-        _positive("data", train_size=self.train_size, score_size=self.score_size, calib_size=self.calib_size,
-                  test_size=self.test_size, batch_size=self.batch_size)
+        for name in ("train_size", "test_size"):      # null means all images; zero is no spelling of it
+            value = getattr(self, name)
+            require(value is None or value > 0, f"data.{name}", value, "a positive number of images, or null for all")
+        _positive("data", score_size=self.score_size, calib_size=self.calib_size, batch_size=self.batch_size)
         if self.pad < 0:
             raise ValueError(f"data.pad must be >= 0, got {self.pad}")
         from mpq.data.datasets import NAMED_DATASETS
@@ -147,7 +149,7 @@ class ModelSpec:
     width_mult: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive("models", width_mult=self.width_mult)
+        _positive(f"models.{self.name}", width_mult=self.width_mult)
 
 
 def model_specs(models: Mapping[str, Mapping[str, Any]]) -> list[ModelSpec]:

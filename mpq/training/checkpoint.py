@@ -132,11 +132,13 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), flag: str = "--out",
-                 folder: bool = False) -> Path:
+                 folder: bool = False, result: str = "result.json") -> Path:
     """Refuse, before any work, an output location the work could not end in: one of the command's
     ``inputs`` (writing there would destroy it), for a file output an existing folder, for a folder output
-    (``folder``: replaced as a whole when the work completes) an existing file or a folder holding an input,
-    and a place where no file can be created (a missing or read-only folder, a file in the way).
+    (``folder``: replaced as a whole when the work completes) an existing file, a folder that holds an
+    input, or a non-empty folder that is not an earlier output of the command (no ``result`` file in it:
+    replacing it would delete someone else's files), and a place where no file can be created (a missing or
+    read-only folder, a file in the way).
 
     Nothing is created: the parent folder is probed with a temporary file that is removed at once.
     """
@@ -145,10 +147,13 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), 
         if given is None:
             continue
         src = Path(given)
-        if _same_place(out, src) or (folder and src.exists() and _inside(src, out)):
+        if _same_place(out, src) or (folder and _inside(src, out)):
             raise OutputError(f"{flag} {out} would overwrite the input {src}; write the output elsewhere")
     if folder and out.exists() and not out.is_dir():
         raise OutputError(f"{flag} {out} is a file, but the output is a folder; pass a folder path")
+    if folder and out.is_dir() and any(out.iterdir()) and not (out / result).is_file():
+        raise OutputError(f"{flag} {out} is a folder holding other files (no {result} of an earlier run); it would "
+                          "be replaced as a whole when the work completes: pass a new or empty folder")
     if not folder and out.is_dir():
         raise OutputError(f"{flag} {out} is a folder; pass a file path (e.g. {out / 'result.json'})")
     parent = out.resolve().parent
