@@ -136,7 +136,7 @@ class DataConfig:
             require(value is None or value > 0, f"data.{name}", value, "a positive number of images, or null for all")
         _positive("data", score_size=self.score_size, calib_size=self.calib_size, batch_size=self.batch_size)
         if self.pad < 0:
-            raise ValueError(f"data.pad must be >= 0, got {self.pad}")
+            raise ValueError(f"data.pad must be >= 0, got {self.pad!r}")
         from mpq.data.datasets import NAMED_DATASETS
 
         if self.dataset not in NAMED_DATASETS:
@@ -305,7 +305,8 @@ class InterferenceConfig:
         require(bool(self.toy_lrs) and all(finite(r) and r > 0 for r in self.toy_lrs), "interference.toy_lrs",
                 list(self.toy_lrs), "a non-empty list of finite learning rates > 0")
         if not 1 < self.toy_window <= self.toy_steps // 2:
-            raise ValueError(f"interference.toy_window must lie in (1, toy_steps / 2], got {self.toy_window}")
+            raise ValueError(f"interference.toy_window must lie in (1, interference.toy_steps / 2] with toy_steps "
+                             f"{self.toy_steps}, got {self.toy_window}")
 
 
 ABLATION_CELLS = ("plain", "sched", "idm", "both", "no2bit")
@@ -335,11 +336,12 @@ class AblationConfig:
         _positive("ablation", train_size=self.train_size, feature_images=self.feature_images)
         unknown = sorted(set(self.cells) - set(ABLATION_CELLS))
         if unknown or not self.cells:
-            raise ValueError(f"ablation.cells: unknown cells {unknown}; choose from {list(ABLATION_CELLS)}")
+            raise ValueError(f"ablation.cells: unknown cells {unknown} in {list(self.cells)}; choose from "
+                             f"{list(ABLATION_CELLS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"ablation.seeds must be distinct seeds, got {list(self.seeds)}")
         if not 0.0 < self.monitor_every <= 1.0:
-            raise ValueError(f"ablation.monitor_every must lie in (0, 1], got {self.monitor_every}")
+            raise ValueError(f"ablation.monitor_every must lie in (0, 1], got {self.monitor_every!r}")
         require(bool(self.levels) and min(self.levels) >= 1 and distinct(self.levels), "ablation.levels",
                 list(self.levels), "a non-empty list of distinct BitOPs levels >= 1")
         require(bool(self.monitor_bits) and distinct(self.monitor_bits), "ablation.monitor_bits",

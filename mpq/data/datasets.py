@@ -305,8 +305,8 @@ def split_indices(n: int, gen: torch.Generator, score_size: int, calib_size: int
     """
     for key, value in (("score_size", score_size), ("calib_size", calib_size), ("train_size", train_size)):
         if value is not None and value <= 0:
-            raise ValueError(f"{key} must be a positive number of images{' (or None: all)' if key == 'train_size' else ''}, "
-                             f"got {value}")
+            all_of = " (or None: all)" if key == "train_size" else ""
+            raise ValueError(f"{key} must be a positive number of images{all_of}, got {value}")
     if score_size + calib_size >= n:
         raise ValueError(f"score_size + calib_size = {score_size + calib_size} leaves no training images "
                          f"out of {n}; lower them")
@@ -326,7 +326,8 @@ def make_splits(name: str, *, seed: int, train_size: int | None, score_size: int
     (a seeded subset).
     """
     if test_size is not None and test_size <= 0:
-        raise ValueError(f"test_size must be a positive number of images (or None: the whole test set), got {test_size}")
+        raise ValueError(f"test_size must be a positive number of images (or None: the whole test set), "
+                         f"got {test_size}")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     train, test = load_dataset(name, root)

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # what a notebook raises for a mistake in its inputs, not in the code: reported as one line
-USER_ERROR_NAMES = ("ValueError", "DataError", "CheckpointError", "OutputError", "TrainingDiverged", "FileNotFoundError")
+USER_ERROR_NAMES = ("ValueError", "DataError", "CheckpointError", "OutputError", "TrainingDiverged",
+                    "FileNotFoundError")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ from typing import Mapping, Sequence
 import torch
 
 from mpq.training.checkpoint import check_output, run_command, write_json
-from mpq.config import DataConfig, EvalConfig, SearchConfig, from_dict, load_params, model_specs
+from mpq.config import DataConfig, EvalConfig, SearchConfig, distinct, from_dict, load_params, model_specs
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
 from mpq.data.datasets import make_splits
 from mpq.search.evaluation import make_scorer, paired_difference, search_space, test_predictions
@@ -70,7 +70,7 @@ class SearchStudyConfig:
         object.__setattr__(self, "start_bits", tuple(self.start_bits))
         for name in ("score_sizes", "start_bits"):
             values = getattr(self, name)
-            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values) or len(set(values)) != len(values):
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values) or not distinct(values):
                 raise ValueError(f"search_study.{name} must hold distinct positive ints, got {list(values)}")
 
 

@@ -126,10 +126,10 @@ class TransferConfig:
                 raise ValueError(f"transfer.{name} must list distinct positive learning rates, got {list(rates)}")
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets:
-            raise ValueError(f"transfer.targets: unknown {unknown}; choose from {list(TARGETS)}")
+            raise ValueError(f"transfer.targets: unknown {unknown} in {list(self.targets)}; choose from {list(TARGETS)}")
         if "folder" in self.targets and not self.root:
-            raise ValueError("transfer.targets names 'folder' but transfer.root is empty; set it to a folder "
-                             "holding one sub-folder of images per class")
+            raise ValueError(f"transfer.targets {list(self.targets)} names 'folder' but transfer.root is empty "
+                             f"({self.root!r}); set it to a folder holding one sub-folder of images per class")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"transfer.ema_decay must lie in (0, 1), got {self.ema_decay}")
         if not 0.0 < self.test_fraction < 1.0:
