@@ -84,8 +84,8 @@ def _search(args: argparse.Namespace) -> int:
         unfinished = (f"checkpoint {args.checkpoint} is unfinished: it holds epoch {epoch} of {epochs} (its training "
                       "was stopped or is still running)")
         if not args.allow_unfinished:
-            raise UsageError(f"{unfinished}; finish it by running its training again (it resumes from the "
-                             "checkpoint), or pass --allow-unfinished to search it as it is")
+            raise UsageError(f"{unfinished}; finish its training (the command that trains it resumes from this "
+                             "file), or pass --allow-unfinished to search it as it is")
         warning = f"{unfinished}; searched as it is (--allow-unfinished)"
         log.warning("warning: %s", warning)
     meta = checkpoint_meta(args.checkpoint)
@@ -100,7 +100,7 @@ def _search(args: argparse.Namespace) -> int:
     score_size = _subset_size(args.score_size, identity["score_size"], "--score-size", "scoring",
                               default=min(DEFAULT_SCORE_SIZE, identity["score_size"]))
     calib_size = _subset_size(args.calib_size, identity["calib_size"], "--calib-size", "calibration")
-    supernet = load_supernet(args.checkpoint)
+    supernet = load_supernet(args.checkpoint, allow_unfinished=args.allow_unfinished)
     table = supernet.cost_table
     space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
     lo, hi = bitops(table, space.cfg(space.lowest_key())), bitops(table, space.cfg(space.highest_key()))

@@ -99,8 +99,9 @@ def _tiny(tiny_splits, path, *, epochs=2, lr=0.04, images=8, **kwargs):
     cfg = OneShotConfig(epochs=epochs, lr=lr, num_random_paths=1, scheduler=False)
     sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28),
                         calib_images=16)
-    return train_oneshot(sn, tiny_splits.train.subset(torch.arange(images)), cfg, batch_size=8, pad=2, flip=True,
-                         seed=0, device=torch.device("cpu"), checkpoint=path, progress=False, **kwargs)
+    train = tiny_splits.train.subset(torch.arange(images))
+    return train_oneshot(sn, train, cfg, batch_size=8, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                         checkpoint=path, progress=False, meta=run_meta("resnet20", 0.25, tiny_splits, train), **kwargs)
 
 
 @pytest.mark.timeout(60)
@@ -118,6 +119,9 @@ def test_ctrl_c_names_the_last_complete_checkpoint_which_says_whether_it_is_fini
     assert state["finished"] is False and training_progress(state) == (1, 2, False)
     del state["finished"]                               # a file written before the flag: judged by its epoch
     assert training_progress(state) == (1, 2, False)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} is unfinished: it holds epoch 1 of 2"):
+        load_supernet(path)                             # notebooks and the search command: not without a word
+    assert load_supernet(path, allow_unfinished=True).searchable
     _tiny(tiny_splits, path)                            # the same call resumes to the end
     state = load_checkpoint(path)
     assert state["finished"] is True and training_progress(state) == (2, 2, True)

@@ -34,8 +34,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.std import tqdm
 
 from mpq.training.recipe import OneShotConfig
-from mpq.training.checkpoint import (TrainingInterrupted, check_matches, load_checkpoint, require_keys,
-                                     save_checkpoint)
+from mpq.training.checkpoint import (CheckpointError, TrainingInterrupted, check_matches, load_checkpoint,
+                                     require_keys, save_checkpoint)
 from mpq.data.datasets import ImageSet, Splits, augment, batches
 from mpq.training.hardware import place
 from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, lowest_bit_layers, qe_weight_at,
@@ -392,16 +392,22 @@ SUPERNET_FIX = "re-run the stage that trains it (`dvc repro supernet`)"
 
 def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = None, width_mult: float | None = None,
                   spec: SupernetSpec | None = None, num_classes: int | None = None,
-                  data: Mapping | None = None) -> Supernet:
+                  data: Mapping | None = None, allow_unfinished: bool = False) -> Supernet:
     """Rebuild a trained supernet from a one-shot checkpoint (``which``: "ema", the default, or "supernet").
 
     Each given expectation (model name, width, candidates as a ``SupernetSpec``, number of classes, the
-    data identity of ``Splits.identity``) must match the checkpoint, or it is refused naming both sides.
+    data identity of ``Splits.identity``) must match the checkpoint, or it is refused naming both sides. A
+    checkpoint whose training has not finished (``training_progress``) is refused unless ``allow_unfinished``.
     """
     from mpq.models import create_model, model_entry
 
     state = load_checkpoint(path, fix=SUPERNET_FIX)
     require_keys(state, CHECKPOINT_KEYS, path, SUPERNET_FIX)
+    epoch, epochs, finished = training_progress(state)
+    if not finished and not allow_unfinished:
+        raise CheckpointError(f"checkpoint {path} is unfinished: it holds epoch {epoch} of {epochs}; finish its "
+                              "training (the command that trains it resumes from this file), or allow an unfinished "
+                              "checkpoint explicitly")
     meta = state["meta"]
     require_keys(meta, ("model", "width_mult", "num_classes", "data"), path, SUPERNET_FIX)
     cfg = OneShotConfig(**state["config"])
