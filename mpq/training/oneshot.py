@@ -266,7 +266,8 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         history.seconds = [math.nan] * len(history.epoch)     # earlier epochs' wall times are not stored
         start_epoch, frozen = state["epoch"], list(state["frozen"])
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
-    saved = start_epoch if checkpoint is not None and Path(checkpoint).is_file() else None   # last complete epoch on disk
+    # the last complete epoch on disk (None: no checkpoint yet), for the messages when training stops early
+    saved = start_epoch if checkpoint is not None and Path(checkpoint).is_file() else None
     step_fn = None
     if graphed:
         step_fn = GraphedStep(supernet, cfg)     # before the EMA's tensor lists: they alias the stacked rows
