@@ -220,3 +220,28 @@ def test_the_training_launcher_refuses_zero_overrides_and_an_output_over_its_inp
     assert main(["--model", "resnet20", "--params", params, "--out", params]) == 2
     assert f"--out {params} would overwrite the input {params}" in capsys.readouterr().err
     assert not (tmp_path / "sn.pt").exists()
+
+
+def test_the_notebook_runner_reports_a_notebooks_bad_input_and_ctrl_c_in_one_line(monkeypatch, capsys, tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    import mpq.pages.pipeline as pipeline
+
+    def kernel_raises(ename, evalue):
+        def run(*args, **kwargs):
+            raise PapermillExecutionError(3, 4, "train_supernets(...)", ename, evalue, [])
+        return run
+
+    monkeypatch.chdir(tmp_path)                       # the newest checkpoint is looked for under ./checkpoints
+    monkeypatch.setattr(pipeline, "run_notebook", kernel_raises("TrainingDiverged", "one-shot training diverged: x"))
+    assert pipeline.main(["notebooks/02_supernet.ipynb"]) == 2
+    assert capsys.readouterr().err == ("error: notebooks/02_supernet.ipynb, cell 4: TrainingDiverged: one-shot "
+                                       "training diverged: x\n")
+    monkeypatch.setattr(pipeline, "run_notebook", kernel_raises(
+        "TrainingInterrupted", "interrupted during training; the last complete checkpoint is c.pt (epoch 1 of 3)"))
+    assert pipeline.main(["notebooks/02_supernet.ipynb"]) == 130
+    assert capsys.readouterr().err == ("interrupted during training; the last complete checkpoint is c.pt (epoch 1 "
+                                       "of 3); resume with: python -m mpq.pages.pipeline notebooks/02_supernet.ipynb\n")
+    monkeypatch.setattr(pipeline, "run_notebook", kernel_raises("IndexError", "a bug"))
+    with pytest.raises(PapermillExecutionError):       # not a bad input: the traceback stays
+        pipeline.main(["notebooks/02_supernet.ipynb"])
