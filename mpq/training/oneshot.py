@@ -337,7 +337,9 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                                  "adam": adam.state_dict(), "sched": sched.state_dict(),
                                  "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
                                  "history": history.as_dict(times=False), "epoch": epoch + 1,
-                                 "finished": epoch + 1 == cfg.epochs,
+                                 # only an unfinished file carries the flag, so a finished one keeps the bytes it
+                                 # had before the flag existed (training_progress reads both the same way)
+                                 **({} if epoch + 1 == cfg.epochs else {"finished": False}),
                                  "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen)},
                                 checkpoint)
                 saved = epoch + 1
@@ -452,9 +454,10 @@ def checkpoint_meta(path: str | Path) -> dict:
 def training_progress(state: Mapping) -> tuple[int, int, bool]:
     """``(epochs trained, epochs planned, finished)`` of a one-shot checkpoint's ``state``.
 
-    Checkpoints carry a ``finished`` flag. Files written before it still say the same thing exactly: every
-    one was written after a whole epoch with that epoch's number and the run's config, so such a file is
-    finished when its epoch is the config's last (not merely because the flag is missing)."""
+    An unfinished checkpoint carries ``finished: False``; a finished one carries no flag, so its bytes are
+    those it had before the flag existed. Every file is written after a whole epoch with that epoch's number
+    and the run's config, so a file without the flag is finished when its epoch is the config's last (not
+    merely because the flag is missing)."""
     epoch, epochs = int(state["epoch"]), int(state["config"]["epochs"])
     return epoch, epochs, bool(state.get("finished", epoch >= epochs))
 
