@@ -412,7 +412,7 @@ def _c1_line(m: dict) -> str | None:
     parts = ([f"at W4A4 and W3A3: {verdict_summary(main)}"] if main else []) \
         + ([f"{'At' if main else 'at'} W2A2, where C2 expects the coupling to hurt: {verdict_summary(low)}"]
            if low else [])
-    return (f"**{TITLES['C1']}** (the supernet at uniform bits minus LSQ trained alone for that bit-width, top-1 "
+    return (f"**{TITLES['C1']}** (the supernet at uniform bits minus LSQ trained alone at those bits, top-1 "
             "points; the paper: on par or above, so \"holds\" means the supernet is ahead and \"inconclusive\" is on "
             f"par; {_c1_scope(m)}; test-image noise from the two accuracies, an upper bound): "
             + ". ".join(parts) + ".")
@@ -791,11 +791,13 @@ def verdict_figure(table: VerdictTable) -> bytes:
 
     from matplotlib.figure import Figure
 
+    groups = _groups(table.rows)
     entries: list[tuple[str, Judged | None]] = []
-    for group, rows in _groups(table.rows).items():
-        if group:
-            entries.append((group, None))
-        entries += [(r.label, r) for r in rows]
+    if all(len(rows) == 1 for rows in groups.values()):          # no header for groups of one
+        entries = [(", ".join(x for x in (r.group, r.label) if x), r) for r in table.rows]
+    else:
+        for group, rows in groups.items():
+            entries += ([(group, None)] if group else []) + [(r.label, r) for r in rows]
     right = ["" if r is None else f"{r.verdict['word']}  {_interval(r.verdict)}"
              + (f"  MDE {r.verdict['mde']:.2f}" if r.verdict["word"] == "inconclusive" else "") for _, r in entries]
     n, width = len(entries), FIGURE_WIDTH_IN
@@ -870,6 +872,7 @@ class Item:
     verdicts: Callable[[dict], list[VerdictTable | None]] | None = None
     notes: Callable[[dict], list[str]] | None = None
     source: tuple[str, str] | None = None       # (metrics file, stage) whose verdicts the item draws
+    short: str = ""                             # its entry in the table of contents
 
 
 def _f1_frames(m):
@@ -946,45 +949,50 @@ def _has_f7(m) -> bool:
 ITEMS = [
     Item("C1", "the uniform rows of Tables 2-4 (weight coupling)", "C1",
          "one supernet per model at uniform bit-widths against uniform LSQ trained alone for each bit-width",
-         "03_baselines", ["baselines_vs_supernet.png"], [], verdicts=lambda m: [c1_table(m)]),
+         "03_baselines", ["baselines_vs_supernet.png"], [], verdicts=lambda m: [c1_table(m)],
+         short="supernet vs LSQ alone, uniform bits"),
     Item("F1", "Figure 1 (toy illustration of bit-width interference)", "C2",
          "two shared weights trained with candidate sets {4,6} vs {2,4,6}: threshold crossings, gradient variance",
-         "05_bit_interference", ["interference_toy.png"], [], frames=_f1_frames, verdicts=lambda m: [toy_table(m)]),
+         "05_bit_interference", ["interference_toy.png"], [], frames=_f1_frames, verdicts=lambda m: [toy_table(m)],
+         short="toy interference"),
     Item("F2-T1", "Figure 2 and Table 1 (weight oscillation when 2-bit joins)", "C2",
          "flip rate of integer weight levels at 4-6 bits over training, ResNet-20 cells with and without 2-bit",
          "05_bit_interference", ["oscillation.png"], ["oscillation_t1.csv"], verdicts=lambda m: [flip_table(m)],
-         source=("ablation", "bit_interference")),
+         source=("ablation", "bit_interference"), short="weight oscillation with 2-bit"),
     Item("F3-F4", "Figures 3-4 (low-bit BN outputs drift; IDM pulls them back)", "C4",
          "densities of BN outputs at the lowest point vs the max path, without and with IDM; distortion per cell",
          "05_bit_interference", ["bn_density.png"], [], frames=_f3_frames, verdicts=lambda m: [distortion_table(m)],
-         source=("ablation", "bit_interference")),
+         source=("ablation", "bit_interference"), short="BN distortion and IDM"),
     Item("T2-T4", "Tables 2-4 (main results per model)", "C1, C5, C6",
          "per model: FP; uniform LSQ trained alone; the supernet's greedy configurations with no retraining; the "
          "same configurations retrained", "04_search", [], ["main_results.csv", "main_seeds.csv"],
-         verdicts=lambda m: [seeds_gap_table(m), retrained_table(m)], notes=_t2_notes, source=("search", "search")),
+         verdicts=lambda m: [seeds_gap_table(m), retrained_table(m)], notes=_t2_notes, source=("search", "search"),
+         short="main results"),
     Item("T5", "Table 5 (transfer learning)", "C6",
          "the Fashion-MNIST supernet fine-tuned on Animal-MNIST and MNIST-5k, then searched without retraining",
          "06_transfer", ["transfer.png"], ["transfer_t5.csv"], verdicts=lambda m: [t5_table(m)],
-         source=("transfer", "transfer")),
+         source=("transfer", "transfer"), short="transfer"),
     Item("T6", "Table 6 (ablation: scheduler and IDM)", "C3, C4",
          "2x2 scheduler x IDM on ResNet-20, with seeds", "05_bit_interference", [], ["ablation_t6.csv"],
-         verdicts=lambda m: [t6_table(m)], source=("ablation", "bit_interference")),
+         verdicts=lambda m: [t6_table(m)], source=("ablation", "bit_interference"), short="scheduler x IDM ablation"),
     Item("F5", "Figure 5 (accuracy vs BitOPs)", "C5",
          "greedy vs random vs evolutionary search vs uniform precision", "04_search", ["search_front.png"], [],
-         verdicts=lambda m: [f5_table(m)], notes=_f5_notes, source=("search", "search")),
+         verdicts=lambda m: [f5_table(m)], notes=_f5_notes, source=("search", "search"),
+         short="greedy vs random vs evolutionary"),
     Item("F6", "Figure 6 (per-layer bit allocation)", "C5", "the greedy configurations at each level",
-         "04_search", ["bit_allocation.png"], [], frames=_f6_frames),
+         "04_search", ["bit_allocation.png"], [], frames=_f6_frames, short="bit allocation"),
     Item("F7", "none (beyond the paper)", "C6",
          "no-retrain minus retrained, and supernet vs LSQ alone, as the training budget of both sides grows",
          "04_search", ["budget_curve.png"], ["budget_curve.csv"], verdicts=lambda m: [f7_table(m)],
-         notes=_per_budget_note, source=("search", "search")),
+         notes=_per_budget_note, source=("search", "search"), short="training budget"),
     Item("S1", "none (checks of this study's search: equal search compute, scaled-down defaults)", "C5",
          "random and evolutionary search given the greedy walk's evaluations, and (where search_study lists them) "
          "the greedy search with more scoring images or from the W5A5 start, against the default greedy search, "
          "paired per training seed", "04_search", [], ["search_settings.csv"], verdicts=lambda m: [s1_table(m)],
-         source=("search", "search")),
+         source=("search", "search"), short="search settings"),
     Item("A1", "the paper's argument, measured", "C6",
-         "seconds to serve K budgets: one supernet training + K searches vs K retrainings", "04_search"),
+         "seconds to serve K budgets: one supernet training + K searches vs K retrainings", "04_search",
+         short="one-shot vs retraining time"),
 ]
 SUPPORTING = [("fp_curves.png", "01_fp_train", "full-precision training curves"),
               ("supernet_curves.png", "02_supernet", "one-shot training loss")]
@@ -995,8 +1003,15 @@ table{border-collapse:collapse;font-size:.85em;margin:.6em 0}td,th{border:1px so
 th{background:#f4f4f4}td{white-space:nowrap}td.t{white-space:normal}td.t,td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee}
 figure{margin:.8em 0}figcaption{font-size:.85em;color:#444}
-nav ol{columns:2;font-size:.9em;margin:.4em 0}.held li{margin:.4em 0}
+nav ol{columns:3;column-gap:2.5em;font-size:.9em;margin:.4em 0}.held li{margin:.4em 0}
 .meta{color:#555;font-size:.9em}.pending{background:#fff6e0;padding:.6em;border-left:4px solid #e0a000}"""
+
+
+TABLE_CAPTIONS = {"oscillation_t1.csv": "T1: flip rates per cell and weight bit-width, mean over seeds",
+                  "ablation_t6.csv": "T6: top-1 (%) per cell and measure",
+                  "transfer_t5.csv": "T5: top-1 (%) per target and arm",
+                  "budget_curve.csv": "F7: each comparison per training budget",
+                  "search_settings.csv": "S1: each search setting minus the default"}
 
 
 def _csv_tables(path: Path, drawn: bool = False) -> list[tuple[str, str, bool]]:
@@ -1006,7 +1021,7 @@ def _csv_tables(path: Path, drawn: bool = False) -> list[tuple[str, str, bool]]:
     df = pd.read_csv(path)
     shown = without_verdict_columns(df) if drawn else df
     cut = shown.shape[1] < df.shape[1]
-    groups = [(path.name, shown)]
+    groups = [(TABLE_CAPTIONS.get(path.name, path.name), shown)]
     if "model" in df.columns and path.name == "main_results.csv":
         ids = dict(zip(MODEL_NAMES, ("T2", "T3", "T4")))
         groups = [(f"{ids.get(n, '')} {_model(n)}".strip(), g.drop(columns="model"))
@@ -1119,14 +1134,10 @@ def _environment_html(m: dict, envs: dict) -> str:
 
 
 def _contents(m: dict) -> str:
-    entries = [("held", "What held and what did not")] + [(i.id, f"{i.id}: {i.here}") for i in ITEMS] \
+    entries = [("held", "What held and what did not")] + [(i.id, f"{i.id}: {i.short or i.here}") for i in ITEMS] \
         + [("supporting", "Supporting figures"), ("environment", "Environment and wall times")]
     return ("<nav id='contents'><b>Contents</b><ol>"
-            + "".join(f"<li><a href='#{a}'>{html.escape(_short(t))}</a></li>" for a, t in entries) + "</ol></nav>")
-
-
-def _short(text: str, width: int = 70) -> str:
-    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + " …"
+            + "".join(f"<li><a href='#{a}'>{html.escape(t)}</a></li>" for a, t in entries) + "</ol></nav>")
 
 
 def _held_html(m: dict) -> str:
@@ -1136,11 +1147,11 @@ def _held_html(m: dict) -> str:
         anchor = next((a for t, a in anchors.items() if line.startswith(f"**{t}")), None)
         items.append(f"<li>{_md_inline(line)}" + (f" <a href='#{anchor}'>→ {anchor}</a>" if anchor else "") + "</li>")
     return ("<h2 id='held'>What held and what did not</h2><p class='meta'>One line per claim, in the words of "
-            "<a href='../docs/method.md'>docs/method.md</a>, section 5: <b>holds</b> (the paper's direction, the 95% "
-            "interval clear of zero), <b>reversed here</b> (the opposite direction, clear of zero), "
-            "<b>inconclusive</b> (the interval holds zero) with the smallest effect the design could have detected "
-            "(80% power, 5% two-sided); where the paper states no direction, <b>higher</b> or <b>lower</b>. Differences in points; "
-            "every interval holds the test images' noise, and the training seeds' spread where there are seeds.</p>"
+            "<a href='../docs/method.md'>docs/method.md</a>, section 5: <b>holds</b> (the paper's direction, 95% "
+            "interval clear of zero), <b>reversed here</b> (the opposite, clear of zero), <b>inconclusive</b> (the "
+            "interval holds zero; with the smallest effect the design could detect, 80% power, 5% two-sided); "
+            "<b>higher</b> or <b>lower</b> where the paper states no direction. Every interval holds the test images' "
+            "noise, and the training seeds' spread where there are seeds.</p>"
             f"<ul class='held'>{''.join(items)}</ul>")
 
 
