@@ -78,8 +78,10 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
     index = (work / "reports/index.html").read_text()
     for item in ("F1", "F2-T1", "F3-F4", "T2-T4", "T5", "T6", "F5", "F6", "F7", "S1", "A1"):
         assert f"id='{item}'" in index, item
-    f7 = index[index.index("id='F7'"):index.index("id='S1'")]
-    assert "Not produced by this run" in f7 and "<img" not in f7
+    f7 = index[index.index("id='F7'"):index.index("id='S1'")]        # the default budget's seeds, drawn; no curve
+    assert "Only the default budget" in f7 and "data:image/png" in f7 and "figures/budget_curve.png" not in f7
+    held = index[index.index("id='held'"):index.index("id='C1'")]     # every claim has its verdict words
+    assert held.count("<li>") == 6 and "no verdict yet" not in held
     page = (work / "reports/04_search.html").read_text()
     assert "Findings (" in page and "search_models(" not in page                 # findings shown, code hidden
     toy = json.loads((work / "reports/metrics/interference.json").read_text())

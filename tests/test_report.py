@@ -110,13 +110,16 @@ def test_committed_entry_page_shows_every_item_and_no_missing_image(root):
     assert {"held", "environment"} <= page.ids
     assert page.images, "no figure on the entry page"
     for src in page.images:
-        assert (page_path.parent / src).is_file(), f"missing image {src}"
+        assert src.startswith("data:image/png;base64,") or (page_path.parent / src).is_file(), f"missing image {src}"
     for href in page.links:
         if not href.startswith(("http", "#")):
             assert (page_path.parent / href).exists(), f"broken link {href}"
 
 
-def test_entry_page_regenerates_from_the_committed_metrics(root):
+def test_entry_page_regenerates_from_the_committed_metrics(root, monkeypatch):
+    from mpq.pages import report
+
+    monkeypatch.setattr(report, "verdict_figure", lambda table: b"\x89PNG-stand-in")    # drawn: test_front_door
     page = _parse(build_index(root / "reports"))
     assert {item.id for item in ITEMS} <= page.ids
 
@@ -241,51 +244,44 @@ def _f7_rows():
              "per seed (seed: points)": "0: -1.29", "verdict": verdict([-1.29], [0.2], 1).as_dict()}]
 
 
-def test_f7_line_compares_the_main_seed_across_budgets():
-    """The summary's F7 line follows the main seed from the default budget to the larger ones (the only seed run
-    there) and gives the default budget's verdict over seeds beside it, not the mean joined to one seed."""
-    from mpq.pages.report import _f7_numbers, _per_seed
+def test_f7_draws_each_budget_with_its_seeds():
+    """F7's table of verdicts: one row per comparison and budget, labelled with its epochs and seeds (one seed
+    beyond the default budget: its paired interval alone), and no line of its own among the claims."""
+    from mpq.pages.report import f7_table
 
-    assert _per_seed("0: -1.50 / 1: -0.12 / 2: +0.47") == {0: -1.5, 1: -0.12, 2: 0.47}
     rows = _f7_rows()
-    lines = held_lines({"search": {"budget": {"model": "resnet20", "seed": 0, "rows": rows, "note": "NOTE"}}})
-    line = next(x for x in lines if "F7" in x)
-    assert (f"greedy 3 minus retrained -0.96 → -1.29 (at 3 epochs over 3 seeds: {rows[0]['verdict']['text']})"
-            in line)
-    numbers = _f7_numbers({"search": {"budget": {"rows": rows, "note": "NOTE"}}})
-    assert numbers[0].startswith("greedy 3 minus retrained at 3 epochs (3 seeds): ") and numbers[2] == "Table of NOTE."
-
-
-def test_f7_is_pending_without_a_budget_beyond_the_default():
-    """The default profile lists no larger budget: F7's rows hold the default budget only, so neither the
-    summary nor the entry page may present them as a budget curve."""
-    from mpq.pages.report import _f7_numbers
-
-    rows = _f7_rows()[:1]
-    m = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1], "rows": rows, "note": "NOTE"}}}
+    m = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1, 2], "rows": rows, "note": "NOTE"}}}
+    table = f7_table(m)
+    assert [(r.group, r.label) for r in table.rows] == [("greedy 3 minus retrained", "3 epochs, 3 seeds"),
+                                                        ("greedy 3 minus retrained", "6 epochs, 1 seed")]
+    assert table.rows[1].verdict["per_seed"] == [-1.29] and table.note == "NOTE"
     assert not any("F7" in line for line in held_lines(m))
-    assert _f7_numbers(m) == []
-    m2 = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1, 2], "rows": _f7_rows(), "note": "N"}}}
-    assert any("F7" in line for line in held_lines(m2)) and _f7_numbers(m2)
 
 
-def test_entry_page_says_why_f7_is_missing(root, tmp_path):
-    """Built from the committed metrics with F7 cut to the default budget, the entry page keeps the F7 section and
+def test_entry_page_shows_the_default_budget_when_f7_has_no_curve(root, tmp_path, monkeypatch):
+    """Built from the committed metrics with F7 cut to the default budget and its verdicts in the current form, the
+    entry page shows the default budget's seeds as a figure of verdicts (not the notebook's figure of the curve) and
     says which parameter and profile produce the curve."""
+    from mpq.pages import report
+
+    monkeypatch.setattr(report, "verdict_figure", lambda table: b"\x89PNG-stand-in")
     reports = tmp_path / "reports"
-    shutil.copytree(root / "reports", reports)
+    shutil.copytree(root / "reports" / "metrics", reports / "metrics")
+    shutil.copytree(root / "reports" / "tables", reports / "tables")
     search = json.loads((reports / "metrics" / "search.json").read_text())
-    search["budget"]["rows"] = [r for r in search["budget"]["rows"] if r["budget (x)"] == 1]
+    search["budget"] = {"model": "resnet20", "seed": 0, "budgets": [1], "rows": _f7_rows()[:1], "note": "NOTE-F7"}
     (reports / "metrics" / "search.json").write_text(json.dumps(search))
     page = build_index(reports)
     section = page[page.index("id='F7'"):page.index("id='S1'")]
-    assert "replicates.budgets" in section and "profiles/large.yaml" in section and "<img" not in section
+    assert "replicates.budgets" in section and "profiles/large.yaml" in section and "Only the default budget" in section
+    assert "data:image/png" in section and "NOTE-F7" in section and "figures/budget_curve.png" not in section
 
 
-def test_held_lines_and_entry_numbers_read_the_stored_verdicts():
-    """C2 (F2/T1) and C3/C4 (T6) on the entry page and in the README: counts of the stored verdicts' words, the ones
-    clear of zero named, each table's note; a row without a verdict (the reference cell) is skipped."""
-    from mpq.pages.report import _t6_numbers
+def test_held_lines_and_entry_figures_read_the_stored_verdicts():
+    """C2 (F2/T1) and C3/C4 (T6) on the entry page and in the README: counts of the stored verdicts' words per cell,
+    the ones clear of zero named with their intervals, the span of the smallest detectable effects; a row without a
+    verdict (the reference cell) is no comparison."""
+    from mpq.pages.report import flip_table, t6_table
     from mpq.studies.stats import rows_note, verdict
 
     flips = [{"comparison": "plain minus no2bit", "w bits": b, "verdict": verdict(d, [0.0] * 3, 1).as_dict()}
@@ -296,17 +292,19 @@ def test_held_lines_and_entry_numbers_read_the_stored_verdicts():
     m = {"ablation": {"seeds": [0, 1, 2], "flip_verdicts": {"rows": flips, "note": rows_note(flips)},
                       "t6": {"rows": t6, "note": rows_note(t6)}}}
     lines = held_lines(m)
-    assert lines[0].startswith("**C2 on ResNet-20 (F2/T1, 3 seeds)**: the late-training flip rate with 2-bit "
-                               "candidates minus without them (the paper: higher), per cell and 4/5/6-bit weights: "
-                               "1 hold, 1 inconclusive, 0 reversed here of 2; 2 comparisons")
-    assert lines[1] == ("**C3/C4 scheduler and IDM (T6, 3 seeds, ResNet-20)**: each cell minus the plain supernet, "
-                        "points (the paper: higher): 0 hold, 1 inconclusive, 0 reversed here of 1; smallest "
-                        f"detectable effect of the inconclusive ones {t6[1]['verdict']['mde']:.2f} points; "
-                        f"{rows_note(t6)}.")
-    numbers = _t6_numbers(m)
-    assert numbers[0] == "plain W3A3: 88.00 ± 0.10 (a)" and numbers[1].startswith("both W3A3: 87.90 ± 0.10 (b), "
-                                                                                   "minus plain inconclusive (")
-    assert numbers[2] == f"Table of {rows_note(t6)}."
+    clear = flips[0]["verdict"]
+    assert lines[0] == ("**C2 bit-width interference**: On ResNet-20 (3 seeds), the late-training flip rate of 4/5/6-bit "
+                        "weights with 2-bit candidates minus without them, per cell, points of flip rate (the paper: "
+                        "higher): 1 hold, 0 reversed here, 1 inconclusive of 2 (plain minus no2bit 4-bit weights holds "
+                        f"{clear['diff']:+.2f} [{clear['low']:+.2f}, {clear['high']:+.2f}]); smallest detectable effect "
+                        f"of the inconclusive one {flips[1]['verdict']['mde']:.2f} points.")
+    assert lines[1] == ("**C3/C4 scheduler and IDM** (T6, ResNet-20, 3 seeds: each cell minus the plain supernet at "
+                        "W3A3, top-1 points; the paper: higher, about +0.8 for the scheduler, +0.4 for IDM, +1.2 "
+                        "together): scheduler and IDM minus plain: 0 hold, 0 reversed here, 1 inconclusive of 1; "
+                        f"smallest detectable effect of the inconclusive one {t6[1]['verdict']['mde']:.2f} points.")
+    table = t6_table(m)
+    assert [(r.group, r.label) for r in table.rows] == [("scheduler and IDM minus plain", "W3A3")]
+    assert table.note == rows_note(t6) and len(flip_table(m).rows) == 2
 
 
 def test_verdict_tables_flatten_the_stored_verdicts_and_caption_the_note():

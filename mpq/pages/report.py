@@ -6,9 +6,11 @@ writes, atomically:
 
 - ``reports/<notebook>.html`` for each executed notebook: no input cells, no logs or progress bars (stream
   outputs), the cell tagged ``findings`` first, tables and figures inline;
-- ``reports/index.html``: every figure and table of the study beside the paper's counterpart and claim,
-  the measured numbers with seeds and spread, what held and what did not (written here from the numbers),
-  the amortisation table A1, the environment and each stage's wall time.
+- ``reports/index.html``: a table of contents; what held and what did not, one line per claim in the verdict
+  words of DESIGN.md section 5 (written here from the numbers); every figure and table of the study beside the
+  paper's counterpart and claim, its tables formatted for reading (``table_html``) and each table of verdicts
+  drawn as per-seed dots with the interval against zero (``verdict_figure``, embedded PNG); the amortisation
+  table A1, the environment and each stage's wall time.
 
 ``python -m mpq.pages.report --readme`` rewrites the generated summary block of ``README.md`` from the metrics
 (a test checks that the committed block matches them). Nothing here trains or evaluates a model.
@@ -16,14 +18,19 @@ writes, atomically:
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import html
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
 
 from mpq.training.checkpoint import atomic_path
 
@@ -102,13 +109,11 @@ def load_metrics(reports: str | Path) -> dict:
 
 def notebook_environments(reports: str | Path) -> dict:
     """``metadata.mpq`` of each executed notebook present (stage wall time and machine)."""
-    import nbformat
-
     out = {}
     for stem in NOTEBOOKS:
         path = Path(reports, f"{stem}.ipynb")
         if path.is_file():
-            env = nbformat.read(str(path), as_version=4).metadata.get("mpq")
+            env = json.loads(path.read_text()).get("metadata", {}).get("mpq")      # no validation: metadata only
             if env:
                 out[stem] = env
     return out
@@ -134,147 +139,410 @@ def verdict_rows(section) -> list[dict]:
     return [r for r in rows if isinstance(r.get("verdict"), dict)]
 
 
-def _counts(rows: list[dict]) -> str:
-    words = [r["verdict"]["word"] for r in rows]
-    return (f"{words.count('holds')} hold, {words.count('inconclusive')} inconclusive, "
-            f"{words.count('reversed here')} reversed here of {len(words)}")
+# -------------------------------------------------------------------------------------- verdicts for reading
+
+@dataclass(frozen=True)
+class Judged:
+    """One comparison of a table of verdicts: its group (a model, a cell, a comparison; "" for none), its label
+    within the group, and its verdict (``Verdict.as_dict()`` of mpq.studies.stats)."""
+
+    group: str
+    label: str
+    verdict: dict
+
+    @property
+    def name(self) -> str:
+        return f"{self.group} {self.label}".strip()
 
 
-def _mde_span(rows: list[dict]) -> str:
-    mdes = [r["verdict"]["mde"] for r in rows if r["verdict"]["word"] == "inconclusive"]
+@dataclass(frozen=True)
+class VerdictTable:
+    """A table of verdicts as the entry page draws it: what each row compares (unit, the paper's direction),
+    its rows, and its note (how many comparisons, how many clear of zero by chance, after Holm)."""
+
+    title: str
+    rows: list[Judged]
+    note: str
+
+
+def _stored(section, group: Callable[[dict], str], label: Callable[[dict], str]) -> list[Judged]:
+    """The rows of a stored table of verdicts (``verdict_rows``) as ``Judged``."""
+    return [Judged(group(r), label(r), r["verdict"]) for r in verdict_rows(section)]
+
+
+def _table_note(rows: Sequence[Judged]) -> str:
+    from mpq.studies.stats import Verdict, table_note
+
+    return table_note([Verdict.from_dict(r.verdict) for r in rows])
+
+
+def _model(name: str) -> str:
+    return MODEL_NAMES.get(name, name)
+
+
+def _seeds_text(seeds: Sequence) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+C1_EXPECTED = 1     # C1: one set of weights serves each uniform bit-width at least as well as LSQ trained for it alone
+
+
+def c1_table(m: dict) -> VerdictTable | None:
+    """C1 judged: per model and uniform bit-width, the supernet minus LSQ trained alone (points), with the paper's
+    direction taken as "on par or above" (``C1_EXPECTED``; "inconclusive" is what on par looks like).
+
+    The replicated model (search.json's "seeds") is judged over its training seeds, the others on their one run.
+    No per-image predictions of these models were kept, so each run's noise over test images is the unpaired SE of
+    its two accuracies (``stats.unpaired_se``, an upper bound of the paired one)."""
+    from mpq.studies.stats import unpaired_se, verdict
+
+    sn, base = m.get("supernet", {}).get("models", {}), m.get("baselines", {}).get("models", {})
+    if not sn or not base:
+        return None
+    images = m["baselines"].get("test_images") or m["supernet"].get("test_images")
+    if not images:
+        return None
+    seeds = m.get("search", {}).get("seeds", {})
+    per_seed = {r["row"]: [float(x) / 100 for x in r["per seed (%)"].split(" / ")] for r in seeds.get("rows", [])
+                if isinstance(r.get("per seed (%)"), str)}
+    rows = []
+    for name in [n for n in MODEL_NAMES if n in sn] + [n for n in sn if n not in MODEL_NAMES]:
+        for bits in ("4", "3", "2"):
+            if bits not in sn[name]["uniform"] or bits not in base.get(name, {}):
+                continue
+            arm, ref = f"supernet W{bits}A{bits}", f"LSQ W{bits}A{bits}"
+            if name == seeds.get("model") and arm in per_seed and ref in per_seed:
+                a, b = per_seed[arm], per_seed[ref]
+            else:
+                a, b = [sn[name]["uniform"][bits]["test_acc"]], [base[name][bits]["test_acc"]]
+            v = verdict([100 * (x - y) for x, y in zip(a, b)], [unpaired_se(x, y, images) for x, y in zip(a, b)],
+                        C1_EXPECTED)
+            rows.append(Judged(_model(name), f"W{bits}A{bits}", v.as_dict()))
+    if not rows:
+        return None
+    return VerdictTable(f"C1: the supernet at uniform bits minus LSQ trained alone, top-1 points ({_c1_scope(m)}; "
+                        "test-image noise from the two accuracies, an upper bound; the paper: on par or above)", rows,
+                        _table_note(rows))
+
+
+def _c1_scope(m: dict) -> str:
+    seeds = m.get("search", {}).get("seeds", {})
+    if seeds.get("model") in m.get("supernet", {}).get("models", {}) and seeds.get("rows"):
+        return (f"{_model(seeds['model'])} over training seeds {_seeds_text(seeds['seeds'])}, the other models one run "
+                "each")
+    return _seed_note(m)
+
+
+def toy_table(m: dict) -> VerdictTable | None:
+    """F1 judged per learning rate: 4-bit threshold crossings in the second half with candidates {2,4,6} minus
+    {4,6}, paired by seed (a simulation: no test images, the seeds' spread is its only noise)."""
+    from mpq.studies.stats import verdict
+
+    runs = m.get("interference", {}).get("runs", [])
+    rows = []
+    for lr in sorted({r["lr"] for r in runs}, reverse=True):
+        by = {(r["candidates"], r["seed"]): r["crossings_w4_second_half"] for r in runs if r["lr"] == lr}
+        seeds = sorted(s for c, s in by if c == "{2,4,6}" and ("{4,6}", s) in by)
+        if seeds:
+            v = verdict([by["{2,4,6}", s] - by["{4,6}", s] for s in seeds], [0.0] * len(seeds), 1, unit="crossings")
+            rows.append(Judged("", f"lr {lr:g}", v.as_dict()))
+    return VerdictTable("F1: 4-bit threshold crossings in the second half, candidates {2,4,6} minus {4,6} (the paper: "
+                        "more)", rows, _table_note(rows)) if rows else None
+
+
+def flip_table(m: dict) -> VerdictTable | None:
+    ab = m.get("ablation", {})
+    rows = _stored(ab.get("flip_verdicts"), lambda r: r["comparison"], lambda r: f"{r['w bits']}-bit weights")
+    return VerdictTable(f"F2/T1: late-training flip rate (% of weights) with 2-bit candidates minus without them, "
+                        f"ResNet-20, {len(ab.get('seeds', []))} seeds (the spread over seeds is the only noise of a "
+                        "flip rate, which counts every weight; the paper: higher)", rows,
+                        ab["flip_verdicts"]["note"]) if rows else None
+
+
+CELL_NAMES = {"sched": "scheduler", "idm": "IDM", "both": "scheduler and IDM"}
+
+
+def t6_table(m: dict) -> VerdictTable | None:
+    ab = m.get("ablation", {})
+    rows = _stored(ab.get("t6"), lambda r: f"{CELL_NAMES.get(r['cell'], r['cell'])} minus plain",
+                   lambda r: r["metric"])
+    return VerdictTable(f"T6: each cell minus the plain supernet, top-1 points, ResNet-20, {len(ab.get('seeds', []))} "
+                        "seeds (the paper: higher, about +0.8 for the scheduler, +0.4 for IDM, +1.2 together)", rows,
+                        ab["t6"]["note"]) if rows else None
+
+
+def distortion_table(m: dict) -> VerdictTable | None:
+    ab = m.get("ablation", {})
+    rows = _stored(ab.get("distortion_verdicts"), lambda r: "", lambda r: r["comparison"])
+    return VerdictTable("F3/F4: BN output distortion at the lowest point (% of the feature variance), with IDM minus "
+                        "without (the paper: lower)", rows, ab["distortion_verdicts"]["note"]) if rows else None
+
+
+def seeds_gap_table(m: dict) -> VerdictTable | None:
+    pooled = m.get("search", {}).get("seeds", {})
+    rows = [Judged(f"{_model(pooled['model'])}, seeds {_seeds_text(pooled['seeds'])}", f"level {g['BitOPs level']}",
+                   g["verdict"]) for g in pooled.get("gaps", []) if isinstance(g.get("verdict"), dict)]
+    return VerdictTable("T2 over training seeds: no retraining minus the same configuration retrained, top-1 points "
+                        "(both noise sources; the paper: at least on par)", rows, pooled["note"]) if rows else None
+
+
+def retrained_table(m: dict) -> VerdictTable | None:
+    search = m.get("search", {})
+    rows = _stored(search.get("retrained"), lambda r: _model(r["model"]), lambda r: f"level {r['BitOPs level']}")
+    return VerdictTable(f"T2-T4, one run per model-level ({_seed_note(m)}; test-image noise only): no retraining "
+                        "minus the same configuration retrained, top-1 points (the paper: at least on par)", rows,
+                        search["retrained"]["note"]) if rows else None
+
+
+def f5_table(m: dict) -> VerdictTable | None:
+    search = m.get("search", {})
+    rows = _stored(search.get("f5"), lambda r: _model(r["model"]),
+                   lambda r: f"{r['comparison'].replace('greedy ', '')}, level {r['BitOPs level']}")
+    return VerdictTable(f"F5: greedy minus random and evolutionary search at equal BitOPs, top-1 points, one run per "
+                        f"model-level ({_seed_note(m)}; test-image noise only; the paper: greedy ahead)", rows,
+                        search["f5"]["note"]) if rows else None
+
+
+def s1_table(m: dict) -> VerdictTable | None:
+    study = m.get("search", {}).get("search_study", {})
+    rows = _stored(study, lambda r: r["setting"], lambda r: f"level {r['BitOPs level']}")
+    return VerdictTable(f"S1: each search setting minus the default greedy search, top-1 points, "
+                        f"{_model(study.get('model'))}, seeds {_seeds_text(study.get('seeds', []))} (equal-evaluation "
+                        "random and evolutionary search: the paper, lower; other settings: no direction)", rows,
+                        study["note"]) if rows else None
+
+
+def f7_table(m: dict) -> VerdictTable | None:
+    budget = m.get("search", {}).get("budget", {})
+    rows = _stored(budget, lambda r: r["comparison"],
+                   lambda r: f"{r['epochs']} epochs, {r['seeds']} seed{'s' if r['seeds'] > 1 else ''}")
+    return VerdictTable(f"F7: each comparison per training budget, top-1 points, {_model(budget.get('model'))} "
+                        "(no retraining minus retrained: the paper, at least on par; supernet minus LSQ alone: no "
+                        "direction)", rows, budget["note"]) if rows else None
+
+
+def t5_table(m: dict) -> VerdictTable | None:
+    tr = m.get("transfer", {})
+    comparisons = tr.get("comparisons") or []
+    if not comparisons or not all(isinstance(c.get("verdict"), dict) for c in comparisons):
+        return None
+    rows = [Judged(c["target"], f"level {c['level']} minus {c['this method minus']}", c["verdict"])
+            for c in comparisons]
+    seeds = tr.get("transfer", {}).get("seeds", [])
+    return VerdictTable(f"T5: this method (no retraining) minus each other arm on the target, top-1 points, "
+                        f"{len(seeds)} fine-tuning seeds, equal passes per arm (minus LSQ fine-tuned: the paper, "
+                        "above; minus a supernet trained without pre-training: no direction)", rows,
+                        tr.get("comparisons_note") or _table_note(rows))
+
+
+def word_counts(verdicts: Sequence[Mapping]) -> str:
+    """How many verdicts say each of DESIGN.md section 5's words, e.g. "0 hold, 1 reversed here, 8 inconclusive of 9";
+    comparisons where the paper states no direction count "higher" and "lower" instead."""
+    words = [v["word"] for v in verdicts]
+    parts = []
+    if any(v["expected"] for v in verdicts):
+        parts += [f"{words.count('holds')} hold", f"{words.count('reversed here')} reversed here"]
+    if not all(v["expected"] for v in verdicts):
+        parts += [f"{words.count('higher')} higher", f"{words.count('lower')} lower"]
+    return ", ".join(parts + [f"{words.count('inconclusive')} inconclusive"]) + f" of {len(words)}"
+
+
+def mde_span(verdicts: Sequence[Mapping]) -> str:
+    """"smallest detectable effects of the inconclusive ones 0.78-16.70 points" (empty when none is inconclusive)."""
+    mdes = [v["mde"] for v in verdicts if v["word"] == "inconclusive" and v["mde"] is not None]
     if not mdes:
         return ""
-    span = f"{min(mdes):.2f}" if f"{min(mdes):.2f}" == f"{max(mdes):.2f}" else f"{min(mdes):.2f}-{max(mdes):.2f}"
-    return f"; smallest detectable effect{'s' if len(mdes) > 1 else ''} of the inconclusive ones {span} points"
+    lo, hi = f"{min(mdes):.2f}", f"{max(mdes):.2f}"
+    unit = next(v.get("unit", "points") for v in verdicts if v["word"] == "inconclusive")
+    if len(mdes) == 1:
+        return f"smallest detectable effect of the inconclusive one {lo} {unit}"
+    return f"smallest detectable effects of the inconclusive ones {lo if lo == hi else f'{lo}-{hi}'} {unit}"
+
+
+def _interval(v: Mapping) -> str:
+    return f"{v['diff']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
+
+
+def verdict_summary(rows: Sequence[Judged]) -> str:
+    """One comparison: its verdict's text (word, difference, interval, and the smallest detectable effect where
+    inconclusive). Several: the counts of each word, the ones clear of zero named with their intervals, and the span
+    of the smallest detectable effects."""
+    if len(rows) <= 1:
+        return rows[0].verdict["text"] if rows else "no comparison"
+    verdicts = [r.verdict for r in rows]
+    return "; ".join([word_counts(verdicts) + _clear(rows)] + ([mde_span(verdicts)] if mde_span(verdicts) else []))
+
+
+def _clear(rows: Sequence[Judged], most: int = 3) -> str:
+    """" (<name> <word> <interval>; ...)" of the comparisons clear of zero, "" for none or more than ``most`` (the
+    counts say how many; the entry page's figures name each)."""
+    clear = [f"{r.name} {r.verdict['word']} {_interval(r.verdict)}" for r in rows
+             if r.verdict["word"] != "inconclusive"]
+    return f" ({'; '.join(clear)})" if 0 < len(clear) <= most else ""
+
+
+def _counts_by_group(rows: Sequence[Judged]) -> str:
+    """The counts of each group (``word_counts``), then the ones clear of zero and the span of the smallest detectable
+    effects over all groups."""
+    span = mde_span([r.verdict for r in rows])
+    return ("; ".join(f"{group}: {word_counts([r.verdict for r in got])}" for group, got in _groups(rows).items())
+            + _clear(rows) + (f"; {span}" if span else ""))
+
+
+def _groups(rows: Sequence[Judged]) -> dict[str, list[Judged]]:
+    out: dict[str, list[Judged]] = {}
+    for r in rows:
+        out.setdefault(r.group, []).append(r)
+    return out
+
+
+# the claims as "What held and what did not" names them: (key, title, the entry page's section)
+CLAIMS = (("C1", "C1 weight coupling", "C1"), ("C2", "C2 bit-width interference", "F2-T1"),
+          ("C3/C4", "C3/C4 scheduler and IDM", "T6"), ("C5", "C5 inference-only greedy search", "F5"),
+          ("C6 retrained", "C6 no retraining vs retrained", "T2-T4"), ("C6 transfer", "C6 transfer", "T5"))
+TITLES = {key: title for key, title, _ in CLAIMS}
+
+
+def _c1_line(m: dict) -> str | None:
+    table = c1_table(m)
+    if table is None:
+        return None
+    main = [r for r in table.rows if r.label != "W2A2"]
+    low = [r for r in table.rows if r.label == "W2A2"]
+    parts = ([f"at W4A4 and W3A3: {verdict_summary(main)}"] if main else []) \
+        + ([f"{'At' if main else 'at'} W2A2, where C2 expects the coupling to hurt: {verdict_summary(low)}"]
+           if low else [])
+    return (f"**{TITLES['C1']}** (the supernet at uniform bits minus LSQ trained alone at those bits, top-1 "
+            "points; the paper: on par or above, so \"holds\" means the supernet is ahead and \"inconclusive\" is on "
+            f"par; {_c1_scope(m)}; test-image noise from the two accuracies, an upper bound): "
+            + ". ".join(parts) + ".")
+
+
+def _c2_line(m: dict) -> str | None:
+    flips, toy = flip_table(m), toy_table(m)
+    if flips is None and (toy is None or m.get("ablation")):
+        return None                       # the ablation's verdicts are the claim's; the toy only illustrates it
+    sentences = []
+    if flips:
+        sentences.append(f"On ResNet-20 ({len(m['ablation']['seeds'])} seeds), the late-training flip rate of "
+                         "4/5/6-bit weights with 2-bit candidates minus without them, per cell, points of flip rate "
+                         f"(the paper: higher): {verdict_summary(flips.rows)}")
+    if toy:
+        sentences.append(f"In the toy of F1 ({m['interference'].get('seeds')} seeds per learning rate, a simulation), "
+                         "4-bit threshold crossings in the second half with candidates {2,4,6} minus {4,6}: "
+                         + "; ".join(f"{r.label} {r.verdict['text']}" for r in toy.rows))
+    return f"**{TITLES['C2']}**: " + ". ".join(sentences) + "."
+
+
+def _c34_line(m: dict) -> str | None:
+    t6 = t6_table(m)
+    if t6 is None:
+        return None
+    metrics = ", ".join(dict.fromkeys(r.label for r in t6.rows))
+    line = (f"**{TITLES['C3/C4']}** (T6, ResNet-20, {len(m['ablation']['seeds'])} seeds: each cell minus the plain "
+            f"supernet at {metrics}, top-1 points; the paper: higher, about +0.8 for the scheduler, +0.4 for IDM, +1.2 "
+            f"together): {_counts_by_group(t6.rows)}")
+    dist = distortion_table(m)
+    if dist:
+        line += (". IDM's pull on the BN outputs (F3/F4, distortion in % of the feature variance, the paper: lower): "
+                 + "; ".join(f"{r.label} {r.verdict['text']}" for r in dist.rows))
+    return line + "."
+
+
+def _c5_line(m: dict) -> str | None:
+    search = m.get("search", {})
+    f5, s1 = f5_table(m), s1_table(m)
+    equal = [r for r in (s1.rows if s1 else []) if "equal evaluations" in r.group]
+    if f5 is None and not equal:
+        return None
+    parts = []
+    if f5:
+        by_method = [Judged(f"greedy {r.label.split(', ')[0]}", f"{r.group} {r.label.split(', ')[1]}", r.verdict)
+                     for r in f5.rows]
+        parts.append(f"F5, greedy minus random and evolutionary search at equal BitOPs, one run per model-level "
+                     f"({_seed_note(m)}; test-image noise only), top-1 points (the paper: greedy ahead): "
+                     + _counts_by_group(by_method))
+        ev = search.get("evaluations")
+        if ev:
+            parts.append(f"Search compute is not equal: greedy {_span(ev['greedy'])} forward evaluations up to a "
+                         f"level's result (one walk of {_span(ev['greedy walk'])} serves every level), random "
+                         f"{_span(ev['random'])}, evolutionary {_span(ev['evolutionary'])}")
+    if equal:
+        study = search["search_study"]
+        parts.append(f"Given as many evaluations as the greedy walk (S1, {_model(study['model'])}, seeds "
+                     f"{_seeds_text(study['seeds'])}), minus greedy (the paper: lower): "
+                     + _counts_by_group([Judged(r.group.split(" search")[0], r.label, r.verdict) for r in equal]))
+    return f"**{TITLES['C5']}**: " + ". ".join(parts) + "."
+
+
+def _c6_retrained_line(m: dict) -> str | None:
+    seeds, one = seeds_gap_table(m), retrained_table(m)
+    if seeds is None and one is None:
+        return None
+    pooled = m["search"].get("seeds", {})
+    parts = []
+    if seeds:
+        parts.append(f"{_model(pooled['model'])} over training seeds {_seeds_text(pooled['seeds'])} (both noise "
+                     f"sources): {verdict_summary(seeds.rows)}")
+    others = [r for r in (one.rows if one else []) if not (seeds and r.group == _model(pooled["model"]))]
+    if others:
+        models = list(dict.fromkeys(r.group for r in others))
+        parts.append(f"{' and '.join(models)}, one run per level ({_seed_note(m)}; test-image noise only): "
+                     f"{verdict_summary(others)}")
+    return (f"**{TITLES['C6 retrained']}** (no retraining minus the same configuration retrained, top-1 points; the "
+            "paper: at least on par, so \"holds\" means no retraining is ahead and \"inconclusive\" is on par): "
+            + "; ".join(parts) + ".")
+
+
+def _c6_transfer_line(m: dict) -> str | None:
+    t5 = t5_table(m)
+    if t5 is None:
+        return None
+    tr = m["transfer"]
+    lsq = [r for r in t5.rows if "LSQ" in r.label]
+    other = [r for r in t5.rows if "LSQ" not in r.label]
+    parts = ([f"minus LSQ fine-tuned on the target (the paper: above): {verdict_summary(lsq)}"] if lsq else []) + \
+        ([f"minus a supernet trained on the target without the pre-training (no direction): {verdict_summary(other)}"]
+         if other else [])
+    return (f"**{TITLES['C6 transfer']}** (T5, {len(tr.get('transfer', {}).get('seeds', []))} fine-tuning seeds, equal "
+            f"passes per arm, top-1 points of this method with no retraining): " + "; ".join(parts) + ".")
+
+
+def held_lines(m: dict) -> list[str]:
+    """What held and what did not: one line per claim (C6 has two: retraining and transfer), each with section 5's
+    verdict words, written from the metrics alone; the same lines open the entry page and the README's block. A
+    claim with several comparisons gives the count of each word, the comparisons clear of zero with their
+    intervals and the span of the smallest detectable effects; one comparison gives its verdict's text. A claim
+    whose metrics predate the verdicts says so (``pending_line``)."""
+    builders = {"C1": _c1_line, "C2": _c2_line, "C3/C4": _c34_line, "C5": _c5_line,
+                "C6 retrained": _c6_retrained_line, "C6 transfer": _c6_transfer_line}
+    lines = []
+    for key, _, _ in CLAIMS:
+        line = builders[key](m) or pending_line(m, key)
+        if line:
+            lines.append(line)
+    return lines
+
+
+# claims whose verdicts come from one metrics file: claim -> (metrics file, the stage that writes it)
+VERDICT_SOURCES = {"C2": ("ablation", "bit_interference"), "C3/C4": ("ablation", "bit_interference"),
+                   "C5": ("search", "search"), "C6 retrained": ("search", "search"),
+                   "C6 transfer": ("transfer", "transfer")}
+
+
+def pending_line(m: dict, claim: str) -> str | None:
+    """The line of a claim whose metrics file exists but holds no verdict in the current form (written before
+    verdicts counted the test images' noise, DESIGN.md section 5): the page says so instead of dropping it."""
+    if claim not in VERDICT_SOURCES or not m.get(VERDICT_SOURCES[claim][0]):
+        return None
+    key, stage = VERDICT_SOURCES[claim]
+    return (f"**{TITLES[claim]}**: no verdict yet: reports/metrics/{key}.json was written before the verdicts counted "
+            f"the test images' noise; `dvc repro {stage}` writes it anew.")
 
 
 def _span(lo_hi: list[int]) -> str:
     lo, hi = lo_hi
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
-
-
-def held_lines(m: dict) -> list[str]:
-    """What held and what did not, one sentence per claim, written from the metrics alone."""
-    lines = []
-    sn, base = m.get("supernet", {}).get("models", {}), m.get("baselines", {}).get("models", {})
-    if sn and base:
-        def gaps(bits):
-            return [sn[n]["uniform"][str(bits)]["test_acc"] - base[n][str(bits)]["test_acc"]
-                    for n in sn if str(bits) in sn[n]["uniform"] and str(bits) in base.get(n, {})]
-        hi = gaps(3) + gaps(4)
-        lo = gaps(2)
-        if hi:
-            lines.append(f"**C1 weight coupling** ({_seed_note(m)}): one supernet per model, at uniform W3A3 and "
-                         f"W4A4, lies {_pts(min(hi), True)} to {_pts(max(hi), True)} points from LSQ trained alone for "
-                         f"that bit-width" + (f"; at W2A2, {_pts(min(lo), True)} to {_pts(max(lo), True)} points."
-                                               if lo else "."))
-    toy = m.get("interference", {}).get("runs", [])
-    if toy:
-        def mean(cands, key):
-            vals = [r[key] for r in toy if r["candidates"] == cands]
-            return sum(vals) / len(vals) if vals else math.nan
-        lines.append(f"**C2 interference, toy (F1, {m['interference'].get('seeds')} seeds x "
-                     f"{len({r['lr'] for r in toy})} learning rates)**: 4-bit threshold crossings in the second half "
-                     f"{mean('{4,6}', 'crossings_w4_second_half'):.1f} with candidates {{4,6}} vs "
-                     f"{mean('{2,4,6}', 'crossings_w4_second_half'):.1f} with {{2,4,6}}; shared-gradient variance "
-                     f"{mean('{4,6}', 'grad_var_second_half'):.4f} vs {mean('{2,4,6}', 'grad_var_second_half'):.4f}.")
-    ab = m.get("ablation", {})
-    flips = verdict_rows(ab.get("flip_verdicts"))
-    if flips:
-        lines.append(f"**C2 on ResNet-20 (F2/T1, {len(ab['seeds'])} seeds)**: the late-training flip rate with 2-bit "
-                     f"candidates minus without them (the paper: higher), per cell and 4/5/6-bit weights: "
-                     f"{_counts(flips)}; {ab['flip_verdicts']['note']} (the spread over seeds is the only noise of a "
-                     "flip rate, which counts every weight).")
-    t6 = verdict_rows(ab.get("t6"))
-    if t6:
-        clear = [f"{r['cell']} at {r['metric']} {r['verdict']['word']} ({r['verdict']['diff']:+.2f} "
-                 f"[{r['verdict']['low']:+.2f}, {r['verdict']['high']:+.2f}])" for r in t6
-                 if r["verdict"]["word"] != "inconclusive"]
-        lines.append(f"**C3/C4 scheduler and IDM (T6, {len(ab['seeds'])} seeds, ResNet-20)**: each cell minus the "
-                     f"plain supernet, points (the paper: higher): {_counts(t6)}"
-                     + (f" ({'; '.join(clear)})" if clear else "") + f"{_mde_span(t6)}; {ab['t6']['note']}.")
-    pooled = m.get("search", {}).get("seeds", {})
-    gaps = [g for g in pooled.get("gaps", []) if isinstance(g.get("verdict"), dict)]
-    if gaps:
-        lines.append(f"**C6 no retraining vs retrained, with seeds (T2, {MODEL_NAMES.get(pooled['model'], pooled['model'])}, "
-                     f"training seeds {pooled['seeds']})**: no-retrain minus retrained, points (the paper: at least on "
-                     "par; \"holds\" means no retraining is ahead), with the seeds' spread and the test images' noise: "
-                     + "; ".join(f"level {g['BitOPs level']} {g['verdict']['text']}" for g in gaps)
-                     + f"; {pooled['note']}.")
-    budget = m.get("search", {}).get("budget", {})
-    if _has_f7(m):
-        rows, seed = budget["rows"], budget["seed"]
-
-        def trend(what):        # seed to seed: the larger budgets ran at the main seed only
-            got = [r for r in rows if r["comparison"] == what]
-            same_seed = " → ".join(f"{_per_seed(r['per seed (seed: points)'])[seed]:+.2f}" for r in got)
-            return (f"{what} {same_seed} (at {got[0]['epochs']} epochs over {got[0]['seeds']} seeds: "
-                    f"{got[0]['verdict']['text']})")
-        epochs = sorted({r["epochs"] for r in rows})
-        gap_names = [w for w in dict.fromkeys(r["comparison"] for r in rows) if w.endswith("minus retrained")]
-        lines.append(f"**F7 training budget ({MODEL_NAMES.get(budget['model'], budget['model'])}, "
-                     f"{' → '.join(str(e) for e in epochs)} epochs for both sides, training seed {seed}; one seed "
-                     f"beyond the default budget)**: " + "; ".join(trend(w) for w in gap_names) + " points.")
-    study = m.get("search", {}).get("search_study", {})
-    settings = [r for r in verdict_rows(study) if "equal evaluations" not in r["setting"]]
-    if settings:
-        lines.append(f"**Search settings (S1, {MODEL_NAMES.get(study['model'], study['model'])}, seeds {study['seeds']})**: "
-                     "each alternative minus the default settings, points (the paper states no direction): "
-                     + "; ".join(f"{r['setting']} at level {r['BitOPs level']} {r['verdict']['text']}" for r in settings)
-                     + f"; {study['note']}.")
-    search = m.get("search", {})
-    retrained = verdict_rows(search.get("retrained"))
-    if retrained:
-        lines.append(f"**C6 no retraining vs retrained, one run per model (T2-T4, {_seed_note(m)})**: no-retrain "
-                     f"minus retrained over {len(retrained)} model-levels (the paper: at least on par; \"holds\" means "
-                     f"no retraining is ahead): {_counts(retrained)}{_mde_span(retrained)}; "
-                     f"{search['retrained']['note']}. One run carries the test images' noise only"
-                     + ("; the seeds above add the training noise, for "
-                        f"{MODEL_NAMES.get(pooled['model'], pooled['model'])} only." if gaps else "."))
-    f5 = verdict_rows(search.get("f5"))
-    if f5 and search.get("evaluations"):
-        ev = search["evaluations"]
-        parts = [f"{what}: {_counts([r for r in f5 if r['comparison'] == what])}"
-                 for what in dict.fromkeys(r["comparison"] for r in f5)]
-        lines.append(f"**C5 greedy search (F5, {_seed_note(m)})**: greedy minus random and evolutionary search at "
-                     f"equal BitOPs, one run per model-level (the paper: greedy ahead): {'; '.join(parts)}; "
-                     f"{search['f5']['note']}. Search compute is not equal: greedy {_span(ev['greedy'])} forward "
-                     f"evaluations up to a level's result (one walk of {_span(ev['greedy walk'])} serves every level), "
-                     f"random {_span(ev['random'])}, evolutionary {_span(ev['evolutionary'])}.")
-    equal = [r for r in verdict_rows(study) if "equal evaluations" in r["setting"]]
-    if equal:
-        lines.append(f"**C5 at equal search compute (S1, {MODEL_NAMES.get(study['model'], study['model'])}, "
-                     f"seed {study['seeds'][0]})**: given as many evaluations as the greedy walk, minus greedy, "
-                     "points (the paper: lower): " + "; ".join(
-                         f"{r['setting'].split(' search')[0]} at level {r['BitOPs level']} {r['verdict']['text']}"
-                         for r in equal) + ".")
-    tr = m.get("transfer", {})
-    comparisons = tr.get("comparisons") or []
-    if comparisons and all(isinstance(c.get("verdict"), dict) for c in comparisons):
-        parts = [f"{c['target']} level {c['level']} minus {c['this method minus']} {c['verdict']['text']}"
-                 for c in comparisons]
-        lines.append(f"**C6 transfer (T5, {len(tr['transfer']['seeds'])} fine-tuning seeds, equal passes per arm)**: "
-                     "this method (no retraining) minus the other arms, points (the paper: above LSQ fine-tuned on the "
-                     "target): " + "; ".join(parts) + (f"; {tr['comparisons_note']}" if tr.get("comparisons_note") else "")
-                     + ".")
-    return lines + pending_lines(m, lines)
-
-
-# claims whose verdicts come from one metrics file: (claim as the lines start, metrics file, the stage that writes it)
-VERDICT_SOURCES = (("C2 on ResNet-20", "ablation", "bit_interference"), ("C3/C4", "ablation", "bit_interference"),
-                   ("C5", "search", "search"), ("C6 no retraining vs retrained", "search", "search"),
-                   ("C6 transfer", "transfer", "transfer"))
-
-
-def pending_lines(m: dict, lines: Sequence[str]) -> list[str]:
-    """A line for each claim whose metrics file exists but holds no verdict in the current form (written before
-    verdicts counted the test images' noise, DESIGN.md section 5): the page says so instead of dropping it."""
-    out = []
-    for claim, key, stage in VERDICT_SOURCES:
-        if m.get(key) and not any(line.startswith(f"**{claim}") for line in [*lines, *out]):
-            out.append(f"**{claim}**: no verdict yet: reports/metrics/{key}.json was written before the verdicts "
-                       f"counted the test images' noise; `dvc repro {stage}` writes it anew.")
-    return out
 
 
 def amortisation_rows(m: dict, ks: range = range(1, 11)) -> list[dict]:
@@ -399,10 +667,200 @@ def readme_block(readme: str | Path) -> str:
     return text.split(README_START, 1)[1].split(README_END, 1)[0].strip("\n")
 
 
+# --------------------------------------------------------------------------------------- tables for reading
+
+LABEL_COLUMNS = {"BitOPs level", "level", "target level", "W/A level", "w bits", "budget (x)", "lr"}
+
+
+def column_decimals(name: str) -> int | None:
+    """Decimals of a table column, from its name: None for labels written as they are (levels, bit-widths, rates),
+    3 for p-values, 4 for G-BitOPs and MiB, 1 for seconds, 2 for the rest (points, percentages, ratios).
+
+    >>> [column_decimals(c) for c in ("top-1 (%)", "p", "G-BitOPs", "training (s)", "search s", "BitOPs level")]
+    [2, 3, 4, 1, 1, None]
+    """
+    if name in LABEL_COLUMNS:
+        return None
+    if name == "p":
+        return 3
+    if "G-BitOPs" in name or "MiB" in name:
+        return 4
+    if re.search(r"\bs\b", name) or "seconds" in name:
+        return 1
+    return 2
+
+
+def _missing(x) -> bool:
+    if x is None or x is pd.NA:
+        return True
+    if isinstance(x, str):
+        return not x.strip()
+    return isinstance(x, float) and math.isnan(x)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def format_column(name: str, values: Sequence) -> list[str]:
+    """A column's cells as text: missing values empty (never NaN or <NA>), numbers with the column's decimals
+    (``column_decimals``; whole numbers only: integers; p under 0.001 as "<0.001"), text as it is.
+
+    >>> format_column("top-1 (%)", [90.134, None, 88.0])
+    ['90.13', '', '88.00']
+    >>> format_column("seeds", [3.0, float("nan")]), format_column("BitOPs level", [3.5, 4.0])
+    (['3', ''], ['3.5', '4'])
+    """
+    decimals = column_decimals(name)
+    numbers = [float(v) for v in values if _is_number(v) and not _missing(v)]
+    whole = bool(numbers) and all(v.is_integer() for v in numbers) and name != "p"
+
+    def cell(v) -> str:
+        if _missing(v):
+            return ""
+        if not _is_number(v):
+            return str(v)
+        v = float(v)
+        if decimals is None:
+            return f"{v:g}"
+        if whole:
+            return f"{v:.0f}"
+        if name == "p" and v < 0.001:
+            return "<0.001"
+        text = f"{v:.{decimals}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text
+    return [cell(v) for v in values]
+
+
+def reading_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as the text a reader sees: columns with no value dropped, every column formatted (``format_column``),
+    no index."""
+    keep = [c for c in df.columns if not all(_missing(v) for v in df[c].tolist())]
+    return pd.DataFrame({c: format_column(str(c), df[c].tolist()) for c in keep}, columns=keep)
+
+
+def table_html(df: pd.DataFrame) -> str:
+    """An HTML table of ``reading_frame(df)``: columns of words aligned left and free to wrap, numbers (and lists of
+    numbers such as "89.75 / 89.80") right and on one line."""
+    text = reading_frame(df)
+    words = {c: any(re.search(r"[A-Za-z]", v) for v in text[c]) for c in text.columns}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in text.columns)
+    body = "".join("<tr>" + "".join(f"<td{' class=t' if words[c] else ''}>{html.escape(v)}</td>"
+                                    for c, v in zip(text.columns, row)) + "</tr>"
+                   for row in text.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# the columns ``mpq.pages.verdicts.verdict_columns`` adds to a table of verdicts: the entry page draws them instead
+VERDICT_COLUMNS = ("difference", "95% low", "95% high", "per seed", "SE", "SE over images", "smallest detectable", "p",
+                   "verdict")
+
+
+def without_verdict_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """A table of verdicts (``verdict_frame``'s CSV) less the columns its figure draws; other tables as they are."""
+    if not {"smallest detectable", "verdict"} <= set(df.columns):
+        return df
+    return df.drop(columns=[c for c in VERDICT_COLUMNS if c in df.columns])
+
+
+# ------------------------------------------------------------------------------------------ verdict figures
+
+WORD_COLOURS = {"holds": "#1b7f3b", "reversed here": "#c0392b", "higher": "#1f5fa8", "lower": "#b8620b",
+                "inconclusive": "#707070"}
+FIGURE_WIDTH_IN = 10.6          # at 100 dpi the page (1100 px wide) shows it at its own size: 11 pt text stays 11 pt
+
+
+def _x_limit(rows: Sequence[Judged]) -> float:
+    """Half the width of the x axis: room for every mean, and for the interval and seeds of every row of typical
+    width; a row whose interval is more than three times the median half-width runs off the edge (arrows, its
+    seeds at the edge), its numbers stay beside it."""
+    halves = sorted(r.verdict["high"] - r.verdict["diff"] for r in rows)
+    typical = 3 * halves[len(halves) // 2]
+    ends = [abs(r.verdict["diff"]) for r in rows]
+    ends += [abs(x) for r in rows if r.verdict["high"] - r.verdict["diff"] <= typical
+             for x in (r.verdict["low"], r.verdict["high"], *r.verdict["per_seed"])]
+    return 1.08 * max(max(ends), 1e-3)
+
+
+def verdict_figure(table: VerdictTable) -> bytes:
+    """A PNG of a table of verdicts: one row per comparison (under a bold header per group), each seed's difference
+    as an open dot, the mean as a diamond and its 95% interval as a bar, coloured by the verdict's word, against a
+    line at zero; on the right the word, the difference, the interval and, where inconclusive, the smallest
+    detectable effect (MDE). 11-point text at 100 dpi, as wide as the entry page shows it."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    groups = _groups(table.rows)
+    entries: list[tuple[str, Judged | None]] = []
+    if all(len(rows) == 1 for rows in groups.values()):          # no header for groups of one
+        entries = [(", ".join(x for x in (r.group, r.label) if x), r) for r in table.rows]
+    else:
+        for group, rows in groups.items():
+            entries += ([(group, None)] if group else []) + [(r.label, r) for r in rows]
+    right = ["" if r is None else f"{r.verdict['word']}  {_interval(r.verdict)}"
+             + (f"  MDE {r.verdict['mde']:.2f}" if r.verdict["word"] == "inconclusive" else "") for _, r in entries]
+    n, width = len(entries), FIGURE_WIDTH_IN
+    height = 0.8 + 0.27 * n
+    # margins from the longest labels (about 0.085 in per character at 11 pt, bold wider), so no layout pass is needed
+    left = 0.25 + max(len(label) * (0.085 if r else 0.095) for label, r in entries)
+    right_in = 0.25 + 0.078 * max(len(t) for t in right)
+    fig = Figure(figsize=(width, height), dpi=100)
+    ax = fig.add_axes((left / width, 0.55 / height, 1 - (left + right_in) / width, 1 - 0.65 / height))
+    lim = _x_limit(table.rows)
+    ys = list(range(n - 1, -1, -1))
+    for y, (_, r) in zip(ys, entries):
+        if r is None:
+            continue
+        v = r.verdict
+        colour = WORD_COLOURS.get(v["word"], "#333333")
+        ax.plot([max(v["low"], -lim), min(v["high"], lim)], [y, y], color=colour, lw=3, solid_capstyle="butt")
+        if v["low"] < -lim:
+            ax.plot(-lim, y, "<", color=colour, ms=8)
+        if v["high"] > lim:
+            ax.plot(lim, y, ">", color=colour, ms=8)
+        seeds = [min(max(d, -lim), lim) for d in v["per_seed"]]
+        ax.scatter(seeds, [y + 0.25] * len(seeds), s=30, facecolors="white", edgecolors=colour, linewidths=1.3,
+                   zorder=3)
+        ax.plot(min(max(v["diff"], -lim), lim), y, "D", color=colour, ms=7, zorder=4)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_yticks(ys, [label for label, _ in entries], fontsize=11)
+    ax.tick_params(axis="x", labelsize=11)
+    ax.tick_params(axis="y", length=0)
+    ax.set_xlabel(table.rows[0].verdict.get("unit", "points"), fontsize=11, labelpad=2)
+    ax.grid(axis="x", alpha=0.3)
+    for y, tick, (_, r), text in zip(ys, ax.get_yticklabels(), entries, right):
+        if r is None:
+            tick.set_fontweight("bold")
+        else:
+            ax.annotate(text, (1, y), xycoords=("axes fraction", "data"), xytext=(8, 0), textcoords="offset points",
+                        va="center", fontsize=10.5, color=WORD_COLOURS.get(r.verdict["word"], "#333333"))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _png_img(png: bytes, alt: str) -> str:
+    return f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' alt='{html.escape(alt)}'>"
+
+
+def verdict_block(table: VerdictTable) -> str:
+    """A table of verdicts on the entry page: its figure, captioned with what it compares and its note."""
+    return (f"<figure>{_png_img(verdict_figure(table), table.title)}<figcaption>{html.escape(table.title)}; "
+            f"{html.escape(table.note)}. Open dots: each seed (or the one run); diamond and bar: the mean and its 95% "
+            "interval with both noise sources; MDE: the smallest effect the design detects (80% power, 5% two-sided)."
+            "</figcaption></figure>")
+
+
 # --------------------------------------------------------------------------------------------- entry page
 
 @dataclass
 class Item:
+    """One figure or table of the paper (or beyond it) on the entry page: the notebook's figures and CSV tables,
+    tables built from the metrics, the tables of verdicts drawn as figures, and short notes that no table holds."""
+
     id: str
     paper: str
     claims: str
@@ -410,195 +868,215 @@ class Item:
     notebook: str
     figures: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
-    numbers: Callable[[dict], list[str]] | None = None
+    frames: Callable[[dict], list[tuple[str, pd.DataFrame]]] | None = None
+    verdicts: Callable[[dict], list[VerdictTable | None]] | None = None
+    notes: Callable[[dict], list[str]] | None = None
+    source: tuple[str, str] | None = None       # (metrics file, stage) whose verdicts the item draws
+    short: str = ""                             # its entry in the table of contents
 
 
-def _f1_numbers(m):
+def _f1_frames(m):
     runs = m.get("interference", {}).get("runs", [])
-    out = []
+    rows = []
     for lr in sorted({r["lr"] for r in runs}, reverse=True):
         for cands in ("{4,6}", "{2,4,6}"):
             sel = [r for r in runs if r["lr"] == lr and r["candidates"] == cands]
             if sel:
-                c4 = [r["crossings_w4_second_half"] for r in sel]
-                gv = [r["grad_var_second_half"] for r in sel]
-                out.append(f"lr {lr}, candidates {cands}: 4-bit crossings in the second half {_mean_sd(c4, 1)}, "
-                           f"gradient variance {_mean_sd(gv, 4)} ({len(sel)} seeds, mean ± SD)")
-    return out
+                rows.append({"lr": lr, "candidates": cands, "seeds": len(sel),
+                             "4-bit crossings, 2nd half (mean ± SD)": _mean_sd([r["crossings_w4_second_half"]
+                                                                                for r in sel], 1),
+                             "gradient variance, 2nd half (mean ± SD)": _mean_sd([r["grad_var_second_half"]
+                                                                                  for r in sel], 4)})
+    return [("F1 per learning rate and candidate set", pd.DataFrame(rows))] if rows else []
 
 
 def _mean_sd(vals, digits):
     n = len(vals)
     mu = sum(vals) / n
-    sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (n - 1)) if n > 1 else math.nan
-    return f"{mu:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{mu:.{digits}f}"
+    if n < 2:
+        return f"{mu:.{digits}f}"
+    sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (n - 1))
+    return f"{mu:.{digits}f} ± {sd:.{digits}f}"
 
 
-def _verdict_lines(section, name: Callable[[dict], str]) -> list[str]:
-    """One line per stored verdict of a table (``name`` says which comparison), then the table's note."""
-    rows = verdict_rows(section)
-    return [f"{name(r)}: {r['verdict']['text']} (per seed "
-            + " / ".join(f"{d:+.2f}" for d in r["verdict"]["per_seed"]) + ")" for r in rows] \
-        + ([f"Table of {section['note']}."] if rows else [])
+def _f3_frames(m):
+    rows = [{"cell": r["cell"], "seeds": r["seeds"], "distortion (%)": 100 * r["distortion mean"], "SD": 100 * r["SD"],
+             "per seed (%)": " / ".join(f"{100 * float(x):.1f}" for x in r["per seed"].split(" / "))}
+            for r in m.get("ablation", {}).get("distortion", [])]
+    return [("Distortion at the lowest point per cell, % of the feature variance (mean, SD over seeds)",
+             pd.DataFrame(rows))] if rows else []
 
 
-def _t2_numbers(m):
-    pooled = m.get("search", {}).get("seeds", {})
-    model = MODEL_NAMES.get(pooled.get("model"), pooled.get("model"))
-    seeds = _verdict_lines({"rows": pooled.get("gaps", []), "note": pooled.get("note")},
-                           lambda g: f"{model} over training seeds {pooled['seeds']}, level {g['BitOPs level']}: "
-                                     "no-retrain minus retrained")
-    one = _verdict_lines(m.get("search", {}).get("retrained"),
-                         lambda r: f"{MODEL_NAMES.get(r['model'], r['model'])} level {r['BitOPs level']}: no retraining "
-                                   f"{r['no retraining (%)']:.2f}, retrained {r['retrained (%)']:.2f}, difference "
-                                   f"({_seed_note(m)})")
-    return seeds + one
+def _f6_frames(m):
+    models = m.get("search", {}).get("models", {})
+    rows = [{"model": _model(name), "target level": float(lv),
+             "found level": models[name]["levels"][lv]["greedy"]["level"],
+             "G-BitOPs": models[name]["levels"][lv]["greedy"]["gbitops"]}
+            for name in [n for n in MODEL_NAMES if n in models] + [n for n in models if n not in MODEL_NAMES]
+            for lv in _levels(models[name])]
+    return [("The greedy configurations: BitOPs level asked and found", pd.DataFrame(rows))] if rows else []
 
 
-def _t6_numbers(m):
-    t6 = m.get("ablation", {}).get("t6", {})
-    return [f"{r['cell']} {r['metric']}: {r['top-1 mean']:.2f}"
-            + (f" ± {r['top-1 SD']:.2f}" if r.get("top-1 SD") is not None else "") + f" ({r['per seed']})"
-            + (f", minus plain {r['verdict']['text']}" if isinstance(r.get("verdict"), dict) else "")
-            for r in (t6.get("rows", []) if isinstance(t6, dict) else [])] \
-        + ([f"Table of {t6['note']}."] if verdict_rows(t6) else [])
+def _t2_notes(m):
+    check = m.get("search", {}).get("retrain_check")
+    if not isinstance(check, dict) or not isinstance(check.get("verdict"), dict):
+        return []
+    k = check["uniform_bits"]
+    return [f"Retraining check: {_model(check['model'])}'s level-{check['level']} configuration, which holds uniform "
+            f"W{k}A{k} layer by layer, retrained minus uniform W{k}A{k} LSQ trained alone, {len(check['seeds'])} seeds "
+            f"each (the expectation: at least as good): {check['verdict']['text']}."]
 
 
-def _t5_numbers(m):
-    return [f"{c['target']} level {c['level']}: this method minus {c['this method minus']} "
-            f"{c['mean (points)']:+.2f} points (per seed {c['per seed']}): "
-            + (c["verdict"]["text"] if isinstance(c["verdict"], dict) else c["verdict"])
-            for c in m.get("transfer", {}).get("comparisons", [])]
+def _f5_notes(m):
+    ev = m.get("search", {}).get("evaluations")
+    if not ev:
+        return []
+    return [f"Search compute is not equal: greedy {_span(ev['greedy'])} forward evaluations up to a level's result "
+            f"(one walk of {_span(ev['greedy walk'])} serves every level), random {_span(ev['random'])}, evolutionary "
+            f"{_span(ev['evolutionary'])}; S1 gives random and evolutionary search the greedy walk's evaluations."]
 
 
-def _f5_numbers(m):
-    out = []
-    for name, r in m.get("search", {}).get("models", {}).items():
-        for lv in _levels(r):
-            e = r["levels"][lv]
-            out.append(f"{MODEL_NAMES.get(name, name)} level {lv}: " + ", ".join(
-                f"{meth} {_pts(e[meth]['test_acc'])} ({e[meth]['evaluations']} evaluations)"
-                for meth in ("greedy", "random", "evolutionary")))
-    return out + _verdict_lines(m.get("search", {}).get("f5"),
-                                lambda r: f"{MODEL_NAMES.get(r['model'], r['model'])} level {r['BitOPs level']}, "
-                                          f"{r['comparison']} search")
-
-
-def _f6_numbers(m):
-    out = []
-    for name, r in m.get("search", {}).get("models", {}).items():
-        out.append(f"{MODEL_NAMES.get(name, name)}: " + ", ".join(
-            f"level {lv} found at {r['levels'][lv]['greedy']['level']:.2f} "
-            f"({r['levels'][lv]['greedy']['gbitops']:.4f} G-BitOPs)" for lv in _levels(r)))
-    return out
-
-
-def _per_seed(text: str) -> dict[int, float]:
-    """F7's "per seed" cell, e.g. "0: -1.50 / 1: -0.12", as {seed: points}."""
-    return {int(k): float(v) for k, v in (part.split(":") for part in text.split(" / "))}
+def _per_budget_note(m):
+    return ["One seed per larger budget: its interval holds the test images' noise only, not the training noise."] \
+        if _has_f7(m) else []
 
 
 def _has_f7(m) -> bool:
-    """Whether the run trained beyond the default budget (``replicates.budgets``), which F7 needs."""
+    """Whether the run trained beyond the default budget (``replicates.budgets``), which F7's curve needs."""
     return any(r["budget (x)"] > 1 for r in m.get("search", {}).get("budget", {}).get("rows", []))
 
 
-def _f7_numbers(m):
-    if not _has_f7(m):
-        return []
-    budget = m["search"]["budget"]
-    return _verdict_lines(budget, lambda r: f"{r['comparison']} at {r['epochs']} epochs ({r['seeds']} seed"
-                                            f"{'s' if r['seeds'] > 1 else ''})") \
-        + ["One seed per larger budget: its interval holds the test images' noise only, not the training noise."]
-
-
-def _s1_numbers(m):
-    study = m.get("search", {}).get("search_study", {})
-
-    def name(r):
-        cost = (f"search time x{r['search time x default']:.1f}" if r.get("search time x default") is not None
-                else f"{r['evaluations x default']:.2f}x the greedy walk's evaluations")
-        return f"{r['setting']}, level {r['BitOPs level']} ({cost}), minus the default"
-    return _verdict_lines(study, name)
-
-
 ITEMS = [
+    Item("C1", "the uniform rows of Tables 2-4 (weight coupling)", "C1",
+         "one supernet per model at uniform bit-widths against uniform LSQ trained alone for each bit-width",
+         "03_baselines", ["baselines_vs_supernet.png"], [], verdicts=lambda m: [c1_table(m)],
+         short="supernet vs LSQ alone, uniform bits"),
     Item("F1", "Figure 1 (toy illustration of bit-width interference)", "C2",
          "two shared weights trained with candidate sets {4,6} vs {2,4,6}: threshold crossings, gradient variance",
-         "05_bit_interference", ["interference_toy.png"], [], _f1_numbers),
+         "05_bit_interference", ["interference_toy.png"], [], frames=_f1_frames, verdicts=lambda m: [toy_table(m)],
+         short="toy interference"),
     Item("F2-T1", "Figure 2 and Table 1 (weight oscillation when 2-bit joins)", "C2",
          "flip rate of integer weight levels at 4-6 bits over training, ResNet-20 cells with and without 2-bit",
-         "05_bit_interference", ["oscillation.png"], ["oscillation_t1.csv"],
-         lambda m: _verdict_lines(m.get("ablation", {}).get("flip_verdicts"),
-                                  lambda r: f"late flip rate, {r['comparison']}, {r['w bits']}-bit weights")),
+         "05_bit_interference", ["oscillation.png"], ["oscillation_t1.csv"], verdicts=lambda m: [flip_table(m)],
+         source=("ablation", "bit_interference"), short="weight oscillation with 2-bit"),
     Item("F3-F4", "Figures 3-4 (low-bit BN outputs drift; IDM pulls them back)", "C4",
          "densities of BN outputs at the lowest point vs the max path, without and with IDM; distortion per cell",
-         "05_bit_interference", ["bn_density.png"], [],
-         lambda m: [f"{r['cell']}: distortion {r['distortion mean']:.3f} ± {r['SD']:.3f} ({r['per seed']})"
-                    for r in m.get("ablation", {}).get("distortion", [])]
-         + _verdict_lines(m.get("ablation", {}).get("distortion_verdicts"),
-                          lambda r: f"distortion (% of the feature variance), {r['comparison']}")),
+         "05_bit_interference", ["bn_density.png"], [], frames=_f3_frames, verdicts=lambda m: [distortion_table(m)],
+         source=("ablation", "bit_interference"), short="BN distortion and IDM"),
     Item("T2-T4", "Tables 2-4 (main results per model)", "C1, C5, C6",
          "per model: FP; uniform LSQ trained alone; the supernet's greedy configurations with no retraining; the "
-         "same configurations retrained", "04_search", [], ["main_results.csv", "main_seeds.csv"], _t2_numbers),
+         "same configurations retrained", "04_search", [], ["main_results.csv", "main_seeds.csv"],
+         verdicts=lambda m: [seeds_gap_table(m), retrained_table(m)], notes=_t2_notes, source=("search", "search"),
+         short="main results"),
     Item("T5", "Table 5 (transfer learning)", "C6",
          "the Fashion-MNIST supernet fine-tuned on Animal-MNIST and MNIST-5k, then searched without retraining",
-         "06_transfer", ["transfer.png"], ["transfer_t5.csv"], _t5_numbers),
+         "06_transfer", ["transfer.png"], ["transfer_t5.csv"], verdicts=lambda m: [t5_table(m)],
+         source=("transfer", "transfer"), short="transfer"),
     Item("T6", "Table 6 (ablation: scheduler and IDM)", "C3, C4",
-         "2x2 scheduler x IDM on ResNet-20, with seeds", "05_bit_interference", [], ["ablation_t6.csv"], _t6_numbers),
+         "2x2 scheduler x IDM on ResNet-20, with seeds", "05_bit_interference", [], ["ablation_t6.csv"],
+         verdicts=lambda m: [t6_table(m)], source=("ablation", "bit_interference"), short="scheduler x IDM ablation"),
     Item("F5", "Figure 5 (accuracy vs BitOPs)", "C5",
          "greedy vs random vs evolutionary search vs uniform precision", "04_search", ["search_front.png"], [],
-         _f5_numbers),
+         verdicts=lambda m: [f5_table(m)], notes=_f5_notes, source=("search", "search"),
+         short="greedy vs random vs evolutionary"),
     Item("F6", "Figure 6 (per-layer bit allocation)", "C5", "the greedy configurations at each level",
-         "04_search", ["bit_allocation.png"], [], _f6_numbers),
+         "04_search", ["bit_allocation.png"], [], frames=_f6_frames, short="bit allocation"),
     Item("F7", "none (beyond the paper)", "C6",
          "no-retrain minus retrained, and supernet vs LSQ alone, as the training budget of both sides grows",
-         "04_search", ["budget_curve.png"], ["budget_curve.csv"], _f7_numbers),
+         "04_search", ["budget_curve.png"], ["budget_curve.csv"], verdicts=lambda m: [f7_table(m)],
+         notes=_per_budget_note, source=("search", "search"), short="training budget"),
     Item("S1", "none (checks of this study's search: equal search compute, scaled-down defaults)", "C5",
          "random and evolutionary search given the greedy walk's evaluations, and (where search_study lists them) "
          "the greedy search with more scoring images or from the W5A5 start, against the default greedy search, "
-         "paired per training seed", "04_search", [], ["search_settings.csv"], _s1_numbers),
+         "paired per training seed", "04_search", [], ["search_settings.csv"], verdicts=lambda m: [s1_table(m)],
+         source=("search", "search"), short="search settings"),
     Item("A1", "the paper's argument, measured", "C6",
-         "seconds to serve K budgets: one supernet training + K searches vs K retrainings", "04_search"),
+         "seconds to serve K budgets: one supernet training + K searches vs K retrainings", "04_search",
+         short="one-shot vs retraining time"),
 ]
 SUPPORTING = [("fp_curves.png", "01_fp_train", "full-precision training curves"),
-              ("supernet_curves.png", "02_supernet", "one-shot training loss"),
-              ("supernet_uniform.png", "02_supernet", "the supernet at uniform bit-widths (C1)"),
-              ("baselines_vs_supernet.png", "03_baselines", "supernet vs LSQ trained alone (C1)")]
+              ("supernet_curves.png", "02_supernet", "one-shot training loss")]
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}td,th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+th{background:#f4f4f4}td{white-space:nowrap}td.t{white-space:normal}td.t,td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee}
+figure{margin:.8em 0}figcaption{font-size:.85em;color:#444}
+nav ol{columns:3;column-gap:2.5em;font-size:.9em;margin:.4em 0}.held li{margin:.4em 0}
 .meta{color:#555;font-size:.9em}.pending{background:#fff6e0;padding:.6em;border-left:4px solid #e0a000}"""
 
 
-def _csv_tables(path: Path) -> list[tuple[str, str]]:
-    """(caption, HTML) of a CSV table; the main results split per model (T2, T3, T4)."""
-    import pandas as pd
+TABLE_CAPTIONS = {"oscillation_t1.csv": "T1: flip rates per cell and weight bit-width, mean over seeds",
+                  "ablation_t6.csv": "T6: top-1 (%) per cell and measure",
+                  "transfer_t5.csv": "T5: top-1 (%) per target and arm",
+                  "budget_curve.csv": "F7: each comparison per training budget",
+                  "search_settings.csv": "S1: each search setting minus the default"}
 
-    from mpq.pages.display import tidy
 
+def _csv_tables(path: Path, drawn: bool = False) -> list[tuple[str, str, bool]]:
+    """(caption, HTML, whether verdict columns were left out) of a CSV table for reading (``table_html``); the main
+    results split per model (T2, T3, T4). ``drawn``: the page draws the table's verdicts, so their columns stay in the
+    CSV only."""
     df = pd.read_csv(path)
-    groups = [(None, df)]
+    shown = without_verdict_columns(df) if drawn else df
+    cut = shown.shape[1] < df.shape[1]
+    groups = [(TABLE_CAPTIONS.get(path.name, path.name), shown)]
     if "model" in df.columns and path.name == "main_results.csv":
         ids = dict(zip(MODEL_NAMES, ("T2", "T3", "T4")))
-        groups = [(f"{ids.get(n, '')} {MODEL_NAMES.get(n, n)}".strip(), g.drop(columns="model"))
-                  for n, g in df.groupby("model", sort=False)]
+        groups = [(f"{ids.get(n, '')} {_model(n)}".strip(), g.drop(columns="model"))
+                  for n, g in shown.groupby("model", sort=False)]
     elif path.name == "main_seeds.csv":
-        groups = [("T2 over training seeds (ResNet-20's rows, pooled with the replicates)", df)]
-    out = []
-    for caption, g in groups:
-        out.append((caption or path.name, tidy(g).to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}",
-                                                           border=0)))
-    return out
+        groups = [("T2 over training seeds (ResNet-20's rows, pooled with the replicates)", shown)]
+    return [(caption, table_html(g), cut) for caption, g in groups]
+
+
+def _f7_pending(m: dict) -> str:
+    """F7 when the run trained at the default budget only: what it has, and how to get the curve."""
+    if m.get("search", {}).get("budget", {}).get("rows"):
+        return ("<p class='pending'>Only the default budget in this run: below, its seeds' comparisons (the points F7 "
+                "starts from, also in T2 over training seeds). The curve over budgets comes from the "
+                "<code>budget</code> stages (<code>replicates.budgets</code>), which this profile does not list (one "
+                "seed per factor cannot carry a verdict, and twice the budget costs about 12 minutes on two cores); "
+                "<code>profiles/large.yaml</code> runs them.</p>")
+    return ("<p class='pending'>Not produced by this run: the training-budget curve comes from the <code>budget</code> "
+            "stages (<code>replicates.budgets</code>); <code>profiles/large.yaml</code> runs them.</p>")
+
+
+def _item_html(item: Item, m: dict, reports: Path) -> list[str]:
+    """An item's section: heading and sources, the notebook's figures, its tables, then its tables of verdicts drawn
+    (``verdict_block``) where a list of the same numbers used to follow, and its notes."""
+    parts = [f"<h2 id='{item.id}'>{item.id}: {html.escape(item.here)}</h2>",
+             f"<p class='meta'>Paper: {html.escape(item.paper)} · claims {item.claims} · notebook "
+             f"<a href='{item.notebook}.html'>{item.notebook}</a></p>"]
+    if item.id == "A1":
+        return parts + [_amortisation_html(m)]
+    drawn = [t for t in (item.verdicts(m) if item.verdicts else []) if t is not None and t.rows]
+    figures = item.figures
+    if item.id == "F7" and not _has_f7(m):
+        parts.append(_f7_pending(m))
+        if drawn:           # the default budget's verdicts say what the notebook's figure of it shows
+            figures = []
+    if not drawn and item.source and m.get(item.source[0]):
+        key, stage = item.source
+        parts.append(f"<p class='pending'>No verdicts yet: reports/metrics/{key}.json was written before the verdicts "
+                     f"counted the test images' noise; <code>dvc repro {stage}</code> writes it anew.</p>")
+    parts += [f"<img src='figures/{fig}' alt='{item.id}: {fig}'>" for fig in figures]
+    for caption, frame in (item.frames(m) if item.frames else []):
+        parts.append(f"<p><b>{html.escape(caption)}</b></p>{table_html(frame)}")
+    for table in item.tables:
+        if not (reports / "tables" / table).is_file():
+            parts.append(f"<p class='pending'>{table} is missing: run its stage (<code>dvc repro</code>).</p>")
+            continue
+        for caption, body, cut in _csv_tables(reports / "tables" / table, drawn=bool(drawn)):
+            parts.append(f"<p><b>{html.escape(caption)}</b> (<a href='tables/{table}'>{table}</a>"
+                         + ("; its verdicts are drawn below" if cut else "") + f")</p>{body}")
+    parts += [verdict_block(t) for t in drawn]
+    parts += [f"<p>{html.escape(n)}</p>" for n in (item.notes(m) if item.notes else [])]
+    return parts
 
 
 def _amortisation_html(m: dict) -> str:
-    import pandas as pd
-
-    from mpq.pages.display import tidy
-
     rows = amortisation_rows(m)
     if not rows:
         return "<p class='pending'>Not available: the search stage recorded no retraining times.</p>"
@@ -628,7 +1106,7 @@ def _amortisation_html(m: dict) -> str:
             "Accuracies of the two routes are in T2-T4 above. Here one-shot training runs 4 paths per step for as "
             "many epochs as one retraining, so it costs several retrainings; the paper trains its supernet 150 "
             "epochs against 90 per retraining, which counted in epochs alone breaks even at K = 2.</p>"
-            + tidy(wide).to_html(index=False, float_format=lambda x: f"{x:.2f}", border=0))
+            + table_html(wide))
 
 
 def _environment_html(m: dict, envs: dict) -> str:
@@ -655,6 +1133,28 @@ def _environment_html(m: dict, envs: dict) -> str:
             "twice as long as AVX-512 for the same stages.</p>")
 
 
+def _contents(m: dict) -> str:
+    entries = [("held", "What held and what did not")] + [(i.id, f"{i.id}: {i.short or i.here}") for i in ITEMS] \
+        + [("supporting", "Supporting figures"), ("environment", "Environment and wall times")]
+    return ("<nav id='contents'><b>Contents</b><ol>"
+            + "".join(f"<li><a href='#{a}'>{html.escape(t)}</a></li>" for a, t in entries) + "</ol></nav>")
+
+
+def _held_html(m: dict) -> str:
+    anchors = {title: anchor for _, title, anchor in CLAIMS}
+    items = []
+    for line in held_lines(m):
+        anchor = next((a for t, a in anchors.items() if line.startswith(f"**{t}")), None)
+        items.append(f"<li>{_md_inline(line)}" + (f" <a href='#{anchor}'>→ {anchor}</a>" if anchor else "") + "</li>")
+    return ("<h2 id='held'>What held and what did not</h2><p class='meta'>One line per claim, in the words of "
+            "<a href='../docs/method.md'>docs/method.md</a>, section 5: <b>holds</b> (the paper's direction, 95% "
+            "interval clear of zero), <b>reversed here</b> (the opposite, clear of zero), <b>inconclusive</b> (the "
+            "interval holds zero; with the smallest effect the design could detect, 80% power, 5% two-sided); "
+            "<b>higher</b> or <b>lower</b> where the paper states no direction. Every interval holds the test images' "
+            "noise, and the training seeds' spread where there are seeds.</p>"
+            f"<ul class='held'>{''.join(items)}</ul>")
+
+
 def build_index(reports: str | Path) -> str:
     reports = Path(reports)
     m = load_metrics(reports)
@@ -668,34 +1168,9 @@ def build_index(reports: str | Path) -> str:
              "<a href='../docs/method.md'>docs/method.md</a>.</p>",
              "<p class='meta'>Pages: " + " · ".join(f"<a href='{s}.html'>{s}</a>" for s in NOTEBOOKS
                                                     if (reports / f"{s}.html").exists() or s in envs) + "</p>",
-             "<h2 id='held'>What held and what did not</h2><ul>"]
-    parts += [f"<li>{_md_bold(line)}</li>" for line in held_lines(m)]
-    parts.append("</ul>")
+             _contents(m), _held_html(m)]
     for item in ITEMS:
-        parts.append(f"<h2 id='{item.id}'>{item.id}: {html.escape(item.here)}</h2>")
-        parts.append(f"<p class='meta'>Paper: {html.escape(item.paper)} · claims {item.claims} · notebook "
-                     f"<a href='{item.notebook}.html'>{item.notebook}</a></p>")
-        if item.id == "F7" and not _has_f7(m):
-            parts.append("<p class='pending'>Not produced by this run: the training-budget curve comes from the "
-                         "<code>budget</code> stages (<code>replicates.budgets</code>), which this profile does not "
-                         "list (one seed per factor cannot carry a verdict, and twice the budget costs about 12 "
-                         "minutes on two cores); <code>profiles/large.yaml</code> runs them. The default budget's seeds are in "
-                         "T2.</p>")
-            continue
-        if item.id == "A1":
-            parts.append(_amortisation_html(m))
-            continue
-        for fig in item.figures:
-            parts.append(f"<img src='figures/{fig}' alt='{item.id}: {fig}'>")
-        for table in item.tables:
-            if not (reports / "tables" / table).is_file():
-                parts.append(f"<p class='pending'>{table} is missing: run its stage (`dvc repro`).</p>")
-                continue
-            for caption, body in _csv_tables(reports / "tables" / table):
-                parts.append(f"<p><b>{html.escape(caption)}</b> (<a href='tables/{table}'>{table}</a>)</p>{body}")
-        numbers = item.numbers(m) if item.numbers else []
-        if numbers:
-            parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in numbers) + "</ul>")
+        parts += _item_html(item, m, reports)
     parts.append("<h2 id='supporting'>Supporting figures</h2>")
     for fig, nb, what in SUPPORTING:
         parts.append(f"<p>{html.escape(what)} (<a href='{nb}.html'>{nb}</a>)</p><img src='figures/{fig}' alt='{fig}'>")
@@ -704,10 +1179,12 @@ def build_index(reports: str | Path) -> str:
     return "\n".join(parts)
 
 
-def _md_bold(text: str) -> str:
-    """``**x**`` to <b>x</b>, everything escaped."""
+def _md_inline(text: str) -> str:
+    """``**x**`` to <b>x</b> and ```x``` to <code>x</code>, everything escaped."""
     pieces = html.escape(text).split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(pieces))
+    bold = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(pieces))
+    code = bold.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(code))
 
 
 def write_reports(reports: str | Path = "reports") -> list[Path]:
