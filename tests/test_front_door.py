@@ -3,6 +3,7 @@ that states a verdict for every claim, draws each table of verdicts, and formats
 from __future__ import annotations
 
 import copy
+import html
 import re
 import struct
 from html.parser import HTMLParser
@@ -115,8 +116,10 @@ def _new_format(m: dict) -> dict:
     def per(text):
         return [float(x.split(":")[-1]) for x in text.split(" / ")]
 
+    if "retrained" in s:                                 # search.json already in the current form
+        s = None
     retrained, f5 = [], []
-    for name, r in s["models"].items():
+    for name, r in (s["models"] if s else {}).items():
         for lv, e in r["levels"].items():
             g = e["greedy"]["test_acc"]
             if "retrained" in e:
@@ -127,6 +130,8 @@ def _new_format(m: dict) -> dict:
                 o = e[other]["test_acc"]
                 f5.append({"model": name, "BitOPs level": lv, "comparison": f"greedy minus {other}",
                            "verdict": verdict([100 * (g - o)], [unpaired_se(g, o, n)], 1).as_dict()})
+    if s is None:
+        return _new_transfer(m)
     s["retrained"] = {"rows": retrained, "note": "NOTE-T2"}
     s["f5"] = {"rows": f5, "note": "NOTE-F5"}
     s["evaluations"] = search_evaluations(s["models"])
@@ -144,7 +149,17 @@ def _new_format(m: dict) -> dict:
     s["search_study"]["note"] = "NOTE-S1"
     s["retrain_check"] = {"model": "mobilenetv2_28", "level": 3.5, "uniform_bits": 3, "seeds": [0, 1, 2],
                           "verdict": verdict([-0.2, 0.1, 0.3], [0.3] * 3, 1).as_dict()}
+    return _new_transfer(m)
+
+
+def _new_transfer(m: dict) -> dict:
+    """``m`` with transfer.json's comparisons as stored verdict dicts (unless they already are)."""
+    def per(text):
+        return [float(x.split(":")[-1]) for x in text.split(" / ")]
+
     t = m["transfer"]
+    if "comparisons_note" in t:
+        return m
     for c in t["comparisons"]:
         d = per(c["per seed"])
         c["verdict"] = verdict(d, [0.5] * len(d), 1 if "LSQ" in c["this method minus"] else 0).as_dict()
@@ -178,8 +193,11 @@ def test_entry_page_draws_every_table_of_verdicts_and_repeats_none_in_bullets(ne
     assert parsed.lists == 1
     drawn = [src for src in parsed.images if src.startswith("data:image/png;base64,")]
     assert len(drawn) == 11        # C1, F1, F2/T1, F3/F4, T2 with seeds, T2-T4 one run, T5, T6, F5, F7, S1
-    for note in ("NOTE-T2", "NOTE-F5", "NOTE-SEEDS", "NOTE-F7", "NOTE-S1", "NOTE-T5"):
-        assert page.count(note) == 1, note
+    m = load_metrics(new_reports)
+    s = m["search"]
+    for note in (s["retrained"]["note"], s["f5"]["note"], s["seeds"]["note"], s["budget"]["note"],
+                 s["search_study"]["note"], m["transfer"]["comparisons_note"]):
+        assert page.count(html.escape(note, quote=True)) == 1, note
     f7 = page[page.index("id='F7'"):page.index("id='S1'")]
     assert "Only the default budget" in f7 and "replicates.budgets" in f7 and "figures/budget_curve.png" not in f7
     assert "data:image/png" in f7 and "Not produced" not in f7
