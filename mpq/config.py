@@ -313,12 +313,46 @@ ABLATION_CELLS = ("plain", "sched", "idm", "both", "no2bit")
 
 
 @dataclass(frozen=True)
+class PilotConfig:
+    """The ablation's pilot (``python -m mpq.studies.ablation_pilot``; docs/method.md, "Designing the ablation"):
+    a few seeds of the T6 cells at the full run's length, whose seed spread and test-image noise set the seeds
+    and evaluation images of the full run before it starts (DESIGN.md section 5, "Power before compute")."""
+
+    seeds: tuple[int, ...] = (100, 101, 102)        # pilot training seeds (2 or more)
+    cells: tuple[str, ...] = ("plain", "sched", "idm", "both")   # plain and the cells compared with it
+    metrics: tuple[str, ...] = ("greedy 3", "W3A3")  # evaluated configurations whose contrasts are planned
+    target_mde: float = 0.5                          # points: every contrast's minimal detectable effect at most this
+    image_options: tuple[int, ...] = (10000, 20000, 31000)   # evaluation images considered (test + held-out training)
+    max_seeds: int = 30                              # seeds per cell beyond which a design counts as out of reach
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "cells", "metrics", "image_options"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        require(len(self.seeds) >= 2 and distinct(self.seeds), "ablation.pilot.seeds", list(self.seeds),
+                "2 or more distinct seeds (one seed has no spread to measure)")
+        require("plain" in self.cells and len(self.cells) >= 2 and distinct(self.cells)
+                and set(self.cells) <= set(ABLATION_CELLS) - {"no2bit"}, "ablation.pilot.cells", list(self.cells),
+                "distinct T6 cells (plain, sched, idm, both), plain and at least one other")
+        require(bool(self.metrics) and distinct(self.metrics), "ablation.pilot.metrics", list(self.metrics),
+                "a non-empty list of distinct evaluated configurations (e.g. 'greedy 3', 'W3A3')")
+        require(finite(self.target_mde) and self.target_mde > 0, "ablation.pilot.target_mde", self.target_mde,
+                "a finite number of points > 0")
+        require(bool(self.image_options) and distinct(self.image_options) and min(self.image_options) > 1,
+                "ablation.pilot.image_options", list(self.image_options), "a non-empty list of distinct image counts > 1")
+        require(self.max_seeds >= 2, "ablation.pilot.max_seeds", self.max_seeds, "an integer >= 2")
+
+
+@dataclass(frozen=True)
 class AblationConfig:
     """The interference experiments on a real model (``mpq.studies.ablation``, notebook 05: F2-F4, T1, T6).
 
     One run per (cell, seed): cells "plain", "sched", "idm", "both" are the 2x2 of T6 (scheduler off/on
     x IDM off/on); "no2bit" trains without the 2-bit weight candidate for F2/T1. Every other setting
-    comes from the ``oneshot`` section; ``train_size`` overrides its images per epoch (the budget).
+    comes from the ``oneshot`` section; ``train_size`` overrides its images per epoch, ``epochs`` its epochs,
+    ``batch_size`` the images per step (``data.batch_size``) and ``sched_min_steps`` its scheduler spacing (null:
+    the profile's value), so that the ablation's scheduler acts
+    on its own time scale (each decision outlasting the EMA horizon, ``min_sched_calls`` calls or more: a run
+    whose schedule gives fewer is refused before training).
     """
 
     model: str = "resnet20"            # registry name; its width comes from the ``models`` section
@@ -329,11 +363,32 @@ class AblationConfig:
     monitor_every: float = 0.05        # oscillation measurements, as a fraction of training
     monitor_bits: tuple[int, ...] = (4, 5, 6)
     feature_images: int = 256          # calibration images whose BN outputs measure distortion (F3/F4)
+    epochs: int | None = None          # one-shot epochs per run (null: oneshot.epochs)
+    batch_size: int | None = None      # images per optimizer step in these runs (null: data.batch_size)
+    sched_min_steps: int | None = None  # fewest optimizer steps between scheduler calls (null: oneshot.sched_min_steps)
+    min_sched_calls: int = 10          # a run whose scheduler would be called fewer times is refused
+    windows: int = 4                   # dense oscillation windows per run (mpq.method.oscillation; 0: none)
+    window_steps: int = 20             # optimizer steps per window, every one measured
+    extra_eval_images: int = 0         # held-out training images (beyond data.train_size) joining the test images
+    pilot: PilotConfig | None = None   # the pilot that designs the full run (null: none)
 
     def __post_init__(self) -> None:
         for name in ("seeds", "cells", "levels", "monitor_bits"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        _positive("ablation", train_size=self.train_size, feature_images=self.feature_images)
+        _positive("ablation", train_size=self.train_size, feature_images=self.feature_images, epochs=self.epochs,
+                  batch_size=self.batch_size, sched_min_steps=self.sched_min_steps, min_sched_calls=self.min_sched_calls,
+                  window_steps=self.window_steps)
+        require(self.windows >= 0, "ablation.windows", self.windows, "an integer >= 0 (0: no dense windows)")
+        require(self.extra_eval_images >= 0, "ablation.extra_eval_images", self.extra_eval_images,
+                "an integer >= 0 (held-out training images added to the test images)")
+        if isinstance(self.pilot, Mapping):
+            try:
+                object.__setattr__(self, "pilot", from_dict(PilotConfig, self.pilot, "ablation.pilot"))
+            except ValueError as exc:       # name the whole value too: the message must say what was given
+                raise ValueError(f"{exc} (ablation.pilot was {dict(self.pilot)!r})") from None
+        require(self.pilot is None or isinstance(self.pilot, PilotConfig), "ablation.pilot", self.pilot,
+                "a mapping of the pilot's settings (seeds, cells, metrics, target_mde, image_options, max_seeds), "
+                "or null")
         unknown = sorted(set(self.cells) - set(ABLATION_CELLS))
         if unknown or not self.cells:
             raise ValueError(f"ablation.cells: unknown cells {unknown} in {list(self.cells)}; choose from "

@@ -34,3 +34,101 @@ def test_ablation_config_checks():
 def test_command_refuses_a_cell_or_seed_not_in_params(root, capsys):
     assert main(["--cell", "both", "--seed", "99", "--out", "unused", "--params", str(root / "params.yaml")]) == 2
     assert "seed 99" in capsys.readouterr().err
+
+
+# --- the powered design (issue 26): run length and spacing, the pilot, evaluation images ------------------------
+
+import numpy as np
+
+from mpq.config import PilotConfig
+from mpq.method.scheduler import SchedulerConfig, schedule_design
+from mpq.studies.ablation import check_schedule
+from mpq.studies.ablation_pilot import pilot_summary
+from mpq.studies.stats import noise_components, paired_verdict
+
+
+@pytest.mark.timeout(10)
+def test_cells_take_the_ablations_run_length_and_spacing():
+    base = OneShotConfig(epochs=3, sched_min_steps=100)
+    cfg = cell_config(base, "both", 500, epochs=6, sched_min_steps=150)
+    assert (cfg.epochs, cfg.sched_min_steps, cfg.train_size) == (6, 150, 500) and cfg.scheduler and cfg.idm
+    same = cell_config(base, "plain", 500)                            # None: the oneshot section's values
+    assert (same.epochs, same.sched_min_steps) == (3, 100)
+
+
+@pytest.mark.timeout(10)
+def test_a_design_with_too_few_scheduler_calls_is_refused():
+    few = schedule_design(470, SchedulerConfig(min_steps=100), 0.99)    # calls at 19, 119, 219, 319, 419
+    with pytest.raises(ValueError, match=r"called 5 times in 470 steps .* ablation.min_sched_calls asks for 10"):
+        check_schedule(few, 10, "plain")
+    check_schedule(schedule_design(1200, SchedulerConfig(min_steps=100), 0.99), 10, "sched")     # 12 calls
+
+
+@pytest.mark.timeout(10)
+def test_ablation_and_pilot_settings_are_checked():
+    ab = from_dict(AblationConfig, {"pilot": {"seeds": [5, 6], "cells": ["plain", "idm"]}, "epochs": 4,
+                                    "batch_size": 32, "windows": 0}, "ablation")
+    assert ab.pilot == PilotConfig(seeds=(5, 6), cells=("plain", "idm")) and ab.epochs == 4
+    assert AblationConfig().pilot is None and AblationConfig().min_sched_calls == 10
+    for values, message in (({"epochs": 0}, "ablation.epochs must be a positive integer, got 0"),
+                            ({"sched_min_steps": -1}, "ablation.sched_min_steps must be a positive integer"),
+                            ({"windows": -1}, "ablation.windows must be an integer >= 0"),
+                            ({"extra_eval_images": -5}, "ablation.extra_eval_images must be an integer >= 0"),
+                            ({"pilot": "yes"}, "ablation.pilot must be a mapping"),
+                            ({"pilot": {"seeds": [1]}}, r"ablation.pilot.seeds must be 2 or more distinct seeds"),
+                            ({"pilot": {"cells": ["sched", "both"]}}, "plain and at least one other"),
+                            ({"pilot": {"cells": ["plain", "no2bit"]}}, "distinct T6 cells"),
+                            ({"pilot": {"target_mde": 0}}, "ablation.pilot.target_mde must be a finite number"),
+                            ({"pilot": {"seedz": [1, 2]}}, r"unknown keys \['seedz'\].*ablation.pilot was")):
+        with pytest.raises(ValueError, match=message):
+            from_dict(AblationConfig, values, "ablation")
+
+
+def _pilot_runs(seeds=(0, 1, 2), images=400):
+    """Constructed pilot runs: plain and sched, the sched cell right on 5 more images in every 100 (greedy 3)
+    and on the same ones as plain at W3A3; per-seed noise in which images each run gets right."""
+    rng = np.random.default_rng(1)
+    labels = np.zeros(images, dtype=np.int16)
+    runs = {}
+    for seed in seeds:
+        base = rng.random(images) < 0.8
+        for cell in ("plain", "sched"):
+            greedy = base | ((np.arange(images) % 20 == seed) if cell == "sched" else False)
+            greedy = greedy ^ (rng.random(images) < 0.02)
+            preds = {"labels": labels, "greedy 3": np.where(greedy, 0, 1).astype(np.int16),
+                     "W3A3": np.where(base, 0, 1).astype(np.int16)}
+            log = {"summary": {"calls": 12, "total_steps": 1200, "steps_between": [100] * 11,
+                               "median_persistence": 100, "min_persistence": 12, "overlap": [3] * 11,
+                               "chance_overlap": [2.0] * 11, "mean_jaccard": 0.4, "mean_overlap": 3.0,
+                               "mean_chance_overlap": 2.0, "mean_score_gap": 0.01, "mean_full_score_gap": 0.005,
+                               "refrozen_by_full_scores": [0.5] * 11}} if cell == "sched" else {"summary": {"calls": 0}}
+            runs[(cell, seed)] = {"preds": preds, "features": {}, "result": {
+                "test_acc": {m: float((p == labels).mean()) for m, p in preds.items() if m != "labels"},
+                "epochs": 3, "train_images": 12800, "test_images": images, "scheduler_log": log,
+                "schedule_design": {"total_steps": 1200},
+                "health": {"collapsed": (cell, seed) == ("plain", 2), "why": "constructed"}}}
+    return runs
+
+
+@pytest.mark.timeout(60)
+def test_pilot_summary_measures_noise_and_plans_the_design():
+    runs = _pilot_runs()
+    pilot = PilotConfig(seeds=(0, 1, 2), cells=("plain", "sched"), metrics=("greedy 3", "W3A3"),
+                        image_options=(400, 4000, 40000), target_mde=1.0, max_seeds=40)
+    out = pilot_summary(runs, pilot, available=10000)
+    assert out["image_options_left_out"] == [40000] and out["available_images"] == 10000
+    assert [(c["cell"], c["metric"]) for c in out["contrasts"]] == [("sched", "greedy 3"), ("sched", "W3A3")]
+    greedy = out["contrasts"][0]
+    correct = lambda cell: np.stack([runs[(cell, s)]["preds"]["greedy 3"] == 0 for s in (0, 1, 2)])
+    assert greedy["components"] == noise_components(correct("sched"), correct("plain")).as_dict()
+    assert greedy["pilot_verdict"]["diff"] == pytest.approx(paired_verdict(correct("sched"), correct("plain")).diff)
+    # the W3A3 predictions are identical in both cells: no noise at all, and no seeds needed beyond 2
+    assert out["contrasts"][1]["components"]["within_var"] == 0 and out["plan"]["options"][0]["per_comparison"][
+        "sched / W3A3"] == 2
+    plan = out["plan"]
+    assert [o["images"] for o in plan["options"]] == [400, 4000] and plan["target"] == 1.0
+    assert plan["seeds"] is None or max(plan["mde"].values()) <= 1.0
+    assert out["scheduler"]["plain-0"] is None and out["scheduler"]["sched-1"]["calls"] == 12
+    assert out["collapsed"] == ["plain-2"]
+    with pytest.raises(ValueError, match=r"metrics \['greedy 2.5'\] were not evaluated"):
+        pilot_summary(runs, PilotConfig(seeds=(0, 1, 2), cells=("plain", "sched"), metrics=("greedy 2.5",)), 400)

@@ -222,3 +222,40 @@ def test_a_rerun_writes_the_same_checkpoint_bytes(tiny_splits, tmp_path):
     _short(tiny_splits, tmp_path, "a", images=64)
     _short(tiny_splits, tmp_path, "b", images=64)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def _logged(tiny_splits, tmp_path, name, sched_log=None, epochs=2, stop_after=None):
+    torch.manual_seed(0)
+    cfg = OneShotConfig(**{**TINY, "epochs": epochs, "scheduler": True, "sched_warmup": 0.0, "sched_every": 0.25,
+                           "sched_late_from": 1.0, "sched_min_steps": 1})
+    sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
+    train = tiny_splits.train.subset(torch.arange(64))
+    return train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                         checkpoint=tmp_path / f"{name}.pt", progress=False, stop_after_epoch=stop_after,
+                         meta=run_meta("resnet20", 0.25, tiny_splits, train), sched_log=sched_log)
+
+
+@pytest.mark.timeout(120)
+def test_scheduler_log_records_every_call_changes_nothing_else_and_survives_a_resume(tiny_splits, tmp_path):
+    from mpq.method.scheduler import SchedulerLog, decide_frozen, layer_scores
+    from mpq.training.checkpoint import load_checkpoint
+
+    plain = _logged(tiny_splits, tmp_path, "plain")                                 # 2 epochs x 2 steps
+    log = SchedulerLog()
+    logged = _logged(tiny_splits, tmp_path, "logged", log)
+    assert _same_weights(plain, logged) and plain.frozen == logged.frozen
+    assert "sched_log" not in load_checkpoint(tmp_path / "plain.pt")            # unasked: the same checkpoint keys
+    assert [c.step for c in log.calls] == [0, 1, 2, 3] and list(log.calls[-1].frozen) == logged.frozen
+    for call in log.calls:                      # each decision is the one its recorded scores give
+        assert list(call.frozen) == decide_frozen(call.scores, call.ratio)
+        assert list(call.scores) == list(logged.ema.searchable) and list(call.full_scores) == list(call.scores)
+    # a frozen layer is scored without its lowest candidate, so its score differs from its full-list one
+    first = set(log.calls[0].frozen)
+    assert first and all(log.calls[1].scores[n] != log.calls[1].full_scores[n] for n in first)
+    assert all(log.calls[1].scores[n] == log.calls[1].full_scores[n] for n in log.calls[1].scores if n not in first)
+    assert load_checkpoint(tmp_path / "logged.pt")["sched_log"] == log.state()
+    # interrupted after epoch 1 and resumed with a fresh log: the calls of epoch 1 come back from the checkpoint
+    _logged(tiny_splits, tmp_path, "part", SchedulerLog(), stop_after=1)
+    resumed_log = SchedulerLog()
+    _logged(tiny_splits, tmp_path, "part", resumed_log)
+    assert resumed_log.state() == log.state()

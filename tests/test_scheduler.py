@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import doctest
+import json
 
 import pytest
 import torch
@@ -161,3 +162,53 @@ def test_idm_loss_properties():
     assert float(idm_loss(student, teacher, [])) == 0.0
     if other:
         assert float(idm_loss(student, teacher, layers + other).detach()) > float(loss.detach())
+
+
+# --- the scheduler's record: calls, spacing, overlap of consecutive decisions, score gaps ----------------------
+
+from mpq.method.scheduler import (SchedulerLog, chance_overlap, frozen_overlap, schedule_design, schedule_summary,
+                                  score_gap)
+
+
+@pytest.mark.timeout(10)
+def test_overlap_chance_and_gap_by_hand():
+    assert frozen_overlap(["a", "b"], ["b", "c", "d"]) == (1, 0.25)
+    assert frozen_overlap([], []) == (0, 1.0) and frozen_overlap(["a"], []) == (0, 0.0)
+    assert chance_overlap(2, 3, 6) == 1.0 and chance_overlap(2, 3, 0) == 0.0
+    assert score_gap({"a": 0.4, "b": 0.2, "c": 0.0}, ["a"]) == pytest.approx(0.3)
+    assert score_gap({"a": 0.4}, ["a"]) is None and score_gap({"a": 0.4}, []) is None
+
+
+@pytest.mark.timeout(10)
+def test_schedule_summary_of_hand_made_calls():
+    log = SchedulerLog()
+    # four layers; call 1 freezes a, b; call 2 (a rotation: a and b scored without their lowest candidate)
+    # freezes c, d although on the full lists a and b are still the most turbulent; call 3 freezes a, c
+    log.record(10, 0.5, ["a", "b"], {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1}, {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1})
+    log.record(110, 0.5, ["c", "d"], {"a": 0.1, "b": 0.1, "c": 0.3, "d": 0.2}, {"a": 0.4, "b": 0.3, "c": 0.3, "d": 0.2})
+    log.record(260, 0.5, ["a", "c"], {"a": 0.5, "b": 0.1, "c": 0.3, "d": 0.1}, {"a": 0.5, "b": 0.1, "c": 0.3, "d": 0.1})
+    s = log.as_dict(300)["summary"]
+    assert s["calls"] == 3 and s["call_steps"] == [10, 110, 260] and s["steps_between"] == [100, 150]
+    assert s["persistence"] == [100, 150, 40] and s["median_persistence"] == 100 and s["min_persistence"] == 40
+    assert s["overlap"] == [0, 1] and s["jaccard"] == [0.0, pytest.approx(1 / 3)]
+    assert s["chance_overlap"] == [1.0, 1.0] and s["mean_chance_overlap"] == 1.0
+    assert s["score_gap"] == [pytest.approx(0.2), pytest.approx(0.15), pytest.approx(0.3)]
+    # on the full lists the second decision picked the less turbulent half: a negative gap
+    assert s["full_score_gap"][1] == pytest.approx(0.25 - 0.35)
+    # the full scores would have frozen a, b at call 2 (none shared with c, d) and a, c at call 3
+    assert s["refrozen_by_full_scores"] == [0.0, 1.0]
+    assert json.loads(json.dumps(log.as_dict(300), allow_nan=False)) == log.as_dict(300)    # strict JSON
+    again = SchedulerLog()
+    again.load_state(log.state())
+    assert again.as_dict(300) == log.as_dict(300)
+    empty = SchedulerLog().as_dict(50)["summary"]
+    assert empty["calls"] == 0 and empty["median_persistence"] is None and empty["mean_jaccard"] is None
+
+
+@pytest.mark.timeout(10)
+def test_schedule_design_counts_calls_and_compares_persistence_with_the_ema_horizon():
+    design = schedule_design(1200, SchedulerConfig(min_steps=100), 0.99)
+    assert design["calls"] == 12 and design["call_steps"][:2] == [48, 148] and design["call_steps"][-3:] == [948, 1068, 1188]
+    assert design["median_persistence"] == 100 and design["decisions_outlast_ema"]
+    short = schedule_design(470, SchedulerConfig(min_steps=100), 0.995)      # horizon 200 steps
+    assert short["calls"] == 5 and not short["decisions_outlast_ema"]

@@ -156,3 +156,61 @@ def test_unpaired_se_bounds_the_paired_se_when_both_models_miss_the_same_images(
     paired = paired_verdict(arm, ref).se_images
     assert unpaired_se(0.87, 0.85, 1000) == pytest.approx(100 * math.sqrt((0.87 * 0.13 + 0.85 * 0.15) / 1000))
     assert unpaired_se(0.87, 0.85, 1000) > paired
+
+
+# --- power before compute: noise components from a pilot, and the design they imply --------------------------
+
+from mpq.studies.stats import NoiseComponents, mde, noise_components, plan_design, predicted_se, required_seeds
+
+
+def test_noise_components_by_hand():
+    # 2 seeds x 3 images, the reference always wrong: D / 100 = [[1, 1, 0], [1, 0, 0]]
+    # seed means 2/3, 1/3 (SD^2 = 1/18); image means 1, 1/2, 0 (V = 1/4); grand mean 1/2
+    # residuals D - seed - image + grand: [[-1/6, 1/3, -1/6], [1/6, -1/3, 1/6]], squares sum 1/3 over 2 df
+    arm = np.array([[1, 1, 0], [1, 0, 0]])
+    c = noise_components(arm, np.zeros_like(arm))
+    assert c.within_var == pytest.approx(1e4 / 6)                          # (1/3) / 2, in points^2
+    assert c.seed_var == pytest.approx(0.0, abs=1e-9)                      # 1/18 - (1/6) / 3
+    assert c.image_var == pytest.approx(1e4 * (1 / 4 - 1 / 12))           # 1/4 - (1/6) / 2
+    assert (c.diff, c.seeds, c.images) == (50.0, 2, 3)
+    # at the pilot's own design the prediction is paired_verdict's SE: SD^2/n + V/m = 555.6/2 + 2500/3
+    assert predicted_se(c, 2, 3) == pytest.approx(math.sqrt(1e4 / 36 + 1e4 / 12))
+    assert predicted_se(c, 2, 3) == pytest.approx(paired_verdict(arm, np.zeros_like(arm)).se)
+    with pytest.raises(ValueError, match="2\\+ seeds"):
+        noise_components(arm[:1], np.zeros_like(arm[:1]))
+
+
+def test_predicted_se_reproduces_paired_verdict_on_a_simulated_pilot():
+    """Seeds shift the difference, images carry their own part, and each (seed, image) flips alone: wherever no
+    component is clipped at 0, the prediction at the pilot's design is the verdict's SE exactly."""
+    rng = np.random.default_rng(0)
+    n, m = 4, 3000
+    hard = rng.random(m) < 0.3                                             # images the arm tends to get right
+    ref = rng.random((n, m)) < 0.85
+    arm = rng.random((n, m)) < (0.85 + 0.05 * hard + rng.normal(0, 0.01, (n, 1)))
+    c = noise_components(arm, ref)
+    assert c.seed_var > 0 and c.image_var > 0 and c.within_var > 0
+    v = paired_verdict(arm, ref)
+    assert predicted_se(c, n, m) == pytest.approx(v.se, rel=1e-9)
+    assert mde(c, n, m) == pytest.approx(v.mde, rel=1e-9)
+    # more seeds or more images never widen the design
+    assert mde(c, 8, m) < mde(c, 4, m) and mde(c, 4, 3 * m) < mde(c, 4, m)
+
+
+def test_required_seeds_and_the_plan():
+    images_bound = NoiseComponents(seed_var=0.0, image_var=1e4, within_var=0.0, diff=0.0, seeds=3, images=100)
+    # SE = sqrt(1e4 / m): 100 images give 10 points, beyond any seed count's reach
+    assert required_seeds(images_bound, 0.5, 100) is None
+    # a million images: SE 0.1, and the t quantiles ask for 4 seeds: (3.182 + 0.978) * 0.1 = 0.416, 3 give 0.536
+    assert required_seeds(images_bound, 0.5, 10**6) == 4
+    seeds_bound = NoiseComponents(seed_var=0.09, image_var=0.0, within_var=0.0, diff=0.0, seeds=3, images=100)
+    n = required_seeds(seeds_bound, 0.5, 100)
+    assert mde(seeds_bound, n, 100) <= 0.5 < mde(seeds_bound, n - 1, 100)
+    plan = plan_design({"a": images_bound, "b": seeds_bound}, 0.5, [100, 10**6, 2 * 10**6])
+    assert plan["seeds"] == n and plan["images"] == 10**6                  # the fewest images needing n seeds
+    assert plan["options"][0]["seeds"] is None and plan["options"][0]["per_comparison"]["b"] == n
+    assert plan["mde"]["b"] <= 0.5 and plan["limiting"] == "b"
+    unreachable = plan_design({"a": images_bound}, 0.5, [100])
+    assert unreachable["seeds"] is None and unreachable["mde"] is None
+    with pytest.raises(ValueError, match="2 or more seeds"):
+        mde(seeds_bound, 1, 100)

@@ -240,3 +240,145 @@ class OscillationMonitor:
         return {"steps": list(self.steps), "progress": list(self.progress),
                 "flip_rate": {str(b): list(v) for b, v in self.flip_rate.items()},
                 "distance": {str(b): list(v) for b, v in self.distance.items()}}
+
+
+# --- what the scheduler did: one record per call, and whether it followed turbulence or rotated -----------------
+
+def frozen_overlap(before: Sequence[str], after: Sequence[str]) -> tuple[int, float]:
+    """Layers two consecutive decisions share, and their Jaccard index (shared / either; 1.0 for two empty sets).
+
+    >>> frozen_overlap(["a", "b", "c"], ["b", "c", "d"])
+    (2, 0.5)
+    """
+    a, b = set(before), set(after)
+    return len(a & b), (len(a & b) / len(a | b) if a | b else 1.0)
+
+
+def chance_overlap(k_before: int, k_after: int, layers: int) -> float:
+    """Expected shared layers of two decisions of these sizes drawn at random from ``layers``: k1 k2 / n.
+
+    >>> chance_overlap(9, 8, 18)
+    4.0
+    """
+    return k_before * k_after / layers if layers else 0.0
+
+
+def score_gap(scores: Mapping[str, float], frozen: Sequence[str]) -> float | None:
+    """Mean score of the frozen layers minus that of the others (None when either group is empty).
+
+    >>> round(score_gap({"a": 0.3, "b": 0.1, "c": 0.2}, ["a"]), 3)
+    0.15
+    """
+    inside = [v for k, v in scores.items() if k in set(frozen)]
+    outside = [v for k, v in scores.items() if k not in set(frozen)]
+    if not inside or not outside:
+        return None
+    return sum(inside) / len(inside) - sum(outside) / len(outside)
+
+
+@dataclass(frozen=True)
+class SchedulerCall:
+    """One scheduler call: when, how hard, what it froze, and the layer scores it saw.
+
+    ``scores`` are what the decision used: each layer's turbulence over its *current* candidates, so a layer
+    frozen by the previous call is scored without its lowest bit-width, whose term (turbulence / b at the
+    smallest b) is usually the largest. ``full_scores`` are over every layer's full candidate list, comparable
+    between layers and calls whatever the previous decision: they tell a decision that follows turbulence from
+    one that rotates because freezing a layer lowers its own score.
+    """
+
+    step: int                          # optimizer step (0-based) before which the decision takes effect
+    ratio: float                       # fraction of layers frozen (``freeze_ratio``)
+    frozen: tuple[str, ...]
+    scores: dict[str, float]
+    full_scores: dict[str, float]
+
+
+class SchedulerLog:
+    """Every scheduler call of a training run (``train_oneshot(..., sched_log=log)``), and its summary.
+
+    ``as_dict(total_steps)`` gives the calls and ``schedule_summary``'s numbers, JSON-ready (finite floats,
+    None where a number does not exist); ``state``/``load_state`` carry it through a checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[SchedulerCall] = []
+
+    def record(self, step: int, ratio: float, frozen: Sequence[str], scores: Mapping[str, float],
+               full_scores: Mapping[str, float]) -> None:
+        self.calls.append(SchedulerCall(int(step), float(ratio), tuple(frozen), dict(scores), dict(full_scores)))
+
+    def state(self) -> list[dict]:
+        return [{"step": c.step, "ratio": c.ratio, "frozen": list(c.frozen), "scores": dict(c.scores),
+                 "full_scores": dict(c.full_scores)} for c in self.calls]
+
+    def load_state(self, state: Sequence[Mapping]) -> None:
+        self.calls = [SchedulerCall(int(c["step"]), float(c["ratio"]), tuple(c["frozen"]), dict(c["scores"]),
+                                    dict(c["full_scores"])) for c in state]
+
+    def as_dict(self, total_steps: int) -> dict:
+        return {"calls": self.state(), "summary": schedule_summary(self.calls, total_steps)}
+
+
+def _median(values: Sequence[float]) -> float | None:
+    v = sorted(values)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return float(v[mid]) if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return sum(v) / len(v) if v else None
+
+
+def schedule_summary(calls: Sequence[SchedulerCall], total_steps: int) -> dict:
+    """What a run's scheduler did, in numbers (the powered ablation's record; docs/method.md section 2).
+
+    - ``steps_between``: optimizer steps between consecutive calls; ``persistence``: steps each decision lasts
+      (the last until the end of training), and their median and minimum;
+    - ``overlap`` and ``jaccard`` of consecutive frozen sets, with ``chance_overlap``, the shared layers two
+      random decisions of those sizes would have: a scheduler that follows persistent turbulence keeps layers
+      frozen (overlap well above chance), a rotation swaps them (overlap at or below chance);
+    - ``score_gap``: mean score of the frozen layers minus the others', per call, on the scores the decision
+      used and on ``full_scores``; ``refrozen_by_full_scores``: per consecutive pair, the Jaccard index of the
+      decision made with what the previous decision left against the one the full scores would give (1: the
+      previous freeze did not change who is most turbulent).
+    """
+    steps = [c.step for c in calls]
+    keep = persistence(steps, total_steps) if calls else []
+    pairs = list(zip(calls, calls[1:]))
+    overlaps = [frozen_overlap(a.frozen, b.frozen) for a, b in pairs]
+    layers = len(calls[0].scores) if calls else 0
+    full_decisions = [decide_frozen(c.full_scores, c.ratio) for c in calls]
+    return {"calls": len(calls), "total_steps": int(total_steps), "call_steps": steps,
+            "steps_between": [b - a for a, b in zip(steps, steps[1:])], "persistence": keep,
+            "median_persistence": _median(keep), "min_persistence": min(keep) if keep else None,
+            "frozen_sizes": [len(c.frozen) for c in calls], "layers": layers,
+            "overlap": [o for o, _ in overlaps], "jaccard": [j for _, j in overlaps],
+            "chance_overlap": [chance_overlap(len(a.frozen), len(b.frozen), layers) for a, b in pairs],
+            "mean_overlap": _mean([o for o, _ in overlaps]), "mean_jaccard": _mean([j for _, j in overlaps]),
+            "mean_chance_overlap": _mean([chance_overlap(len(a.frozen), len(b.frozen), layers) for a, b in pairs]),
+            "score_gap": [score_gap(c.scores, c.frozen) for c in calls],
+            "full_score_gap": [score_gap(c.full_scores, c.frozen) for c in calls],
+            "mean_score_gap": _mean([score_gap(c.scores, c.frozen) for c in calls]),
+            "mean_full_score_gap": _mean([score_gap(c.full_scores, c.frozen) for c in calls]),
+            "refrozen_by_full_scores": [frozen_overlap(c.frozen, f)[1] for c, f in zip(calls, full_decisions)][1:]}
+
+
+def schedule_design(total_steps: int, cfg: SchedulerConfig, ema_decay: float) -> dict:
+    """The scheduler's timing in a run of ``total_steps``, before training: its calls, each decision's persistence
+    and the EMA horizon ``1 / (1 - ema_decay)`` that a decision should outlast (DESIGN.md section 2).
+
+    >>> d = schedule_design(1500, SchedulerConfig(min_steps=100), 0.99)
+    >>> d["calls"], d["median_persistence"], d["ema_horizon"], d["decisions_outlast_ema"]
+    (14, 100.0, 100.0, True)
+    """
+    steps = call_steps(total_steps, cfg)
+    keep = persistence(steps, total_steps)
+    horizon = round(1.0 / (1.0 - ema_decay), 6)        # 1 / (1 - 0.99) is 99.99999999999991 in floats
+    median = _median(keep)
+    return {"total_steps": int(total_steps), "call_steps": steps, "calls": len(steps), "persistence": keep,
+            "median_persistence": median, "ema_horizon": horizon,
+            "decisions_outlast_ema": median is not None and median >= horizon}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -41,13 +42,14 @@ import torch
 from mpq.training.checkpoint import check_output, run_command, write_json
 from mpq.config import AblationConfig, DataConfig, EvalConfig, SearchConfig, from_dict, load_params, model_specs
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
-from mpq.data.datasets import ImageSet, batches, make_splits
+from mpq.data.datasets import ImageSet, Splits, batches, make_splits
 from mpq.search.evaluation import make_scorer, recalibrate, search_space, test_predictions
 from mpq.method.losses import capture_bn_outputs
 from mpq.models import model_entry
 from mpq.training.recipe import OneShotConfig
-from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, training_subset
-from mpq.method.scheduler import OscillationMonitor
+from mpq.training.oneshot import build_supernet, load_supernet, run_meta, train_oneshot, training_subset
+from mpq.method.oscillation import WindowMonitor, window_starts
+from mpq.method.scheduler import Choices, OscillationMonitor, SchedulerLog, apply_decision, schedule_design
 from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
 from mpq.method.supernet import Supernet
@@ -57,14 +59,20 @@ from mpq.training.fp import evaluate, load_fp_model, pick_device, to_device
 log = logging.getLogger(__name__)
 
 
-def cell_config(cfg: OneShotConfig, cell: str, train_size: int) -> OneShotConfig:
-    """The one-shot recipe of an ablation cell: ``cfg`` with the cell's switches and ``train_size``."""
+def cell_config(cfg: OneShotConfig, cell: str, train_size: int, *, epochs: int | None = None,
+                sched_min_steps: int | None = None) -> OneShotConfig:
+    """The one-shot recipe of an ablation cell: ``cfg`` with the cell's switches and ``train_size``, and the
+    ablation's run length (``epochs``) and scheduler spacing (``sched_min_steps``) where given (None: ``cfg``'s)."""
     switches = {"plain": (False, False), "sched": (True, False), "idm": (False, True), "both": (True, True),
                 "no2bit": (False, False)}
     if cell not in switches:
         raise ValueError(f"unknown ablation cell {cell!r}; choose one of {list(switches)}")
     scheduler, idm = switches[cell]
     changes = {"scheduler": scheduler, "idm": idm, "train_size": train_size}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if sched_min_steps is not None:
+        changes["sched_min_steps"] = sched_min_steps
     if cell == "no2bit":          # interference is a matter of the shared weights: drop 2-bit weights only
         w = tuple(b for b in cfg.w_bit_choices if b != 2)
         if not w:
@@ -100,6 +108,64 @@ def bn_distortion(supernet: Supernet, low: Mapping[str, Sequence[int]], high: Ma
     return distortion, flat_low[idx].cpu().numpy(), flat_high[idx].cpu().numpy()
 
 
+def evaluation_images(params: Mapping, splits: Splits, extra: int) -> ImageSet:
+    """The images an ablation run is evaluated on: the test set, then the first ``extra`` held-out training
+    images, those beyond ``data.train_size`` (no stage trains, scores or calibrates on them; the learning-rate
+    study of docs/method.md section 7 compared two rates on them). ``extra`` 0: the test set alone."""
+    if extra == 0:
+        return splits.test
+    data_cfg = from_dict(DataConfig, params["data"], "data")
+    whole = make_splits(data_cfg.dataset, seed=params["seed"], train_size=None, score_size=data_cfg.score_size,
+                        calib_size=data_cfg.calib_size).train
+    spare = len(whole) - len(splits.train)
+    if extra > spare:
+        raise ValueError(f"ablation.extra_eval_images {extra} exceeds the {spare} training images beyond "
+                         f"data.train_size {data_cfg.train_size}; lower it (or data.train_size)")
+    if not torch.equal(whole.labels[:len(splits.train)], splits.train.labels):   # the prefix property, checked
+        raise RuntimeError("the capped training split is not a prefix of the whole one; see data.split_indices")
+    held = whole.subset(torch.arange(len(splits.train), len(splits.train) + extra))
+    return ImageSet(torch.cat([splits.test.images, held.images]), torch.cat([splits.test.labels, held.labels]),
+                    splits.test.classes)
+
+
+def greedy_configs(ema: Supernet, candidates: Mapping[str, Choices], score_set: ImageSet, levels: Sequence[float],
+                   search_cfg: SearchConfig) -> tuple[dict[str, dict], dict[str, dict], float]:
+    """The greedy no-retraining configuration of ``ema`` at each BitOPs level, searched inside ``candidates``
+    (a scheduler's final space, its own or another run's) on ``score_set``: ``({"greedy <level>": bit_cfg},
+    {"greedy <level>": what was found}, seconds)``."""
+    table = ema.cost_table
+    space = search_space(ema, candidates)
+    targets = [level_bitops(table, level) for level in levels]
+    start = time.perf_counter()
+    front = greedy_front(space, make_scorer(ema, score_set, metric=search_cfg.metric), lambda c: bitops(table, c),
+                         targets, [phase1_budget(table, t, a_bits=search_cfg.start_bits) for t in targets],
+                         start_bits=search_cfg.start_bits, alpha=search_cfg.alpha)
+    configs, searched = {}, {}
+    for level, res in zip(levels, front):
+        configs[f"greedy {level}"] = res.bit_cfg
+        searched[f"greedy {level}"] = {"level": bitops_level(table, res.cost), "gbitops": res.cost / 1e9,
+                                       "bit_cfg": cfg_to_json(res.bit_cfg), "evaluations": res.evaluations}
+    return configs, searched, time.perf_counter() - start
+
+
+def score_subset(splits: Splits, search_cfg: SearchConfig) -> ImageSet:
+    """The held-out scoring images the greedy search uses (a prefix of the scoring subset)."""
+    return splits.score.subset(torch.arange(min(search_cfg.score_size, len(splits.score))))
+
+
+def check_schedule(design: Mapping, min_calls: int, cell: str) -> None:
+    """Refuse a run length and spacing that give the scheduler fewer than ``min_calls`` calls (every cell:
+    the cells share the run length, so a plain run is refused as its sched run would be); warn when the median
+    decision does not outlast the EMA horizon."""
+    if design["calls"] < min_calls:
+        raise ValueError(f"the ablation's scheduler would be called {design['calls']} times in "
+                         f"{design['total_steps']} steps (at steps {design['call_steps']}); ablation.min_sched_calls "
+                         f"asks for {min_calls}: raise ablation.epochs or train_size, or lower ablation.sched_min_steps")
+    if not design["decisions_outlast_ema"]:
+        log.warning("%s: the median scheduler decision lasts %s steps, under the EMA horizon of %s steps",
+                    cell, design["median_persistence"], design["ema_horizon"])
+
+
 def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress: bool = False) -> dict:
     """Train, measure and search one (cell, seed); write ``out/`` (result.json, predictions.npz,
     features.npz, supernet.pt) and return the result."""
@@ -111,7 +177,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     spec = next((s for s in model_specs(params["models"]) if s.name == ab.model), None)
     if spec is None:
         raise ValueError(f"ablation.model {ab.model!r} is not in the models section {list(params['models'])}")
-    cfg = cell_config(base, cell, ab.train_size)
+    cfg = cell_config(base, cell, ab.train_size, epochs=ab.epochs, sched_min_steps=ab.sched_min_steps)
     out = Path(out)
     work = out.with_name(f".{out.name}.partial")        # resumable; renamed to ``out`` when complete
     work.mkdir(parents=True, exist_ok=True)
@@ -119,18 +185,37 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     splits = make_splits(data_cfg.dataset, seed=params["seed"], train_size=data_cfg.train_size,
                          score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
     train = training_subset(splits.train, cfg.train_size)
+    batch_size = ab.batch_size or data_cfg.batch_size
+    total_steps = cfg.epochs * (len(train) // batch_size)
+    design = schedule_design(total_steps, cfg.scheduler_config(), cfg.ema_decay)
+    check_schedule(design, ab.min_sched_calls, cell)
+    if ab.windows:           # refused before training, not at the first window
+        try:
+            window_starts(total_steps, ab.windows, ab.window_steps)
+        except ValueError as exc:
+            raise ValueError(f"ablation.windows {ab.windows} x window_steps {ab.window_steps}: {exc}") from None
+    evaluated = evaluation_images(params, splits, ab.extra_eval_images)
     classes = len(splits.train.classes)
     float_model = load_fp_model(f"checkpoints/fp/{spec.name}.pt", spec.name, spec.width_mult, classes)
     fp_heldout = evaluate(float_model, splits.score)
     torch.manual_seed(seed)
     supernet = build_supernet(float_model, cfg.supernet_spec(), splits.calib, model_entry(spec.name).input_size)
     monitor = OscillationMonitor(ab.monitor_bits, ab.monitor_every)
-    run = train_oneshot(supernet, train, cfg, batch_size=data_cfg.batch_size, pad=data_cfg.pad, flip=data_cfg.flip,
+    windows = WindowMonitor(ab.monitor_bits, ab.windows, ab.window_steps) if ab.windows else None
+    sched_log = SchedulerLog()
+
+    def on_step(step: int, steps: int, net: Supernet) -> None:
+        monitor(step, steps, net)
+        if windows is not None:
+            windows(step, steps, net)
+
+    run = train_oneshot(supernet, train, cfg, batch_size=batch_size, pad=data_cfg.pad, flip=data_cfg.flip,
                         seed=seed, device=device, checkpoint=work / "supernet.pt", progress=progress,
-                        meta=run_meta(spec.name, spec.width_mult, splits, train, cell=cell), on_step=monitor)
-    if monitor.steps and monitor.steps[-1] != cfg.epochs * (len(train) // data_cfg.batch_size):
+                        meta=run_meta(spec.name, spec.width_mult, splits, train, cell=cell), on_step=on_step,
+                        sched_log=sched_log)
+    if monitor.steps and monitor.steps[-1] != total_steps:
         log.warning("%s-%d resumed mid-run: its oscillation record covers only the last part", cell, seed)
-    ema, table = run.ema, run.ema.cost_table
+    ema = run.ema
     eval_start = time.perf_counter()
     health = training_health(run.history.loss, ema, splits.calib, splits.score, fp_heldout)
     # uniform W2A2 ignores the scheduler's last decision; "lowest" is each layer's lowest current candidate
@@ -139,21 +224,12 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     configs["lowest"] = ema.min_config(run.candidates())
     search_seconds, searched = 0.0, {}
     if cell != "no2bit":
-        score_set = splits.score.subset(torch.arange(min(search_cfg.score_size, len(splits.score))))
-        space = search_space(ema, run.candidates())
-        targets = [level_bitops(table, level) for level in ab.levels]
-        start = time.perf_counter()
-        front = greedy_front(space, make_scorer(ema, score_set, metric=search_cfg.metric), lambda c: bitops(table, c),
-                             targets, [phase1_budget(table, t, a_bits=search_cfg.start_bits) for t in targets],
-                             start_bits=search_cfg.start_bits, alpha=search_cfg.alpha)
-        search_seconds = time.perf_counter() - start
-        for level, res in zip(ab.levels, front):
-            configs[f"greedy {level}"] = res.bit_cfg
-            searched[f"greedy {level}"] = {"level": bitops_level(table, res.cost), "gbitops": res.cost / 1e9,
-                                           "bit_cfg": cfg_to_json(res.bit_cfg), "evaluations": res.evaluations}
-    preds = {name: test_predictions(ema, c, splits.calib, splits.test, batch_size=eval_cfg.batch_size)
+        greedy, searched, search_seconds = greedy_configs(ema, run.candidates(), score_subset(splits, search_cfg),
+                                                          ab.levels, search_cfg)
+        configs |= greedy
+    preds = {name: test_predictions(ema, c, splits.calib, evaluated, batch_size=eval_cfg.batch_size)
              for name, c in configs.items()}
-    accuracy = {name: float((p == splits.test.labels).float().mean()) for name, p in preds.items()}
+    accuracy = {name: float((p == evaluated.labels).float().mean()) for name, p in preds.items()}
     sample_layer = ema.searchable[len(ema.searchable) // 2]
     feature_images = min(ab.feature_images, len(splits.calib))
     distortion, low_sample, high_sample = bn_distortion(ema, configs["lowest"], ema.max_config(), splits.calib,
@@ -161,17 +237,21 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     distortion_uniform = bn_distortion(ema, ema.min_config(), ema.max_config(), splits.calib, feature_images,
                                        sample_layer)[0]
     result = {"cell": cell, "seed": seed, "model": spec.name, "width_mult": spec.width_mult,
-              "train_images": len(train), "epochs": cfg.epochs, "scheduler": cfg.scheduler, "idm": cfg.idm,
+              "train_images": len(train), "epochs": cfg.epochs, "batch_size": batch_size,
+              "scheduler": cfg.scheduler, "idm": cfg.idm,
               "w_bit_choices": list(cfg.w_bit_choices), "train_seconds": round(run.seconds, 1),
               "search_seconds": round(search_seconds, 1), "eval_seconds": round(time.perf_counter() - eval_start, 1),
               "device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "test_images": len(splits.test), "test_acc": accuracy, "searched": searched,
+              "test_images": len(evaluated), "test_acc": accuracy, "searched": searched,
+              "eval_images": {"test": len(splits.test), "held_out_training": len(evaluated) - len(splits.test)},
               "frozen_at_end": run.frozen, "oscillation": monitor.as_dict(),
+              "schedule_design": design, "scheduler_log": sched_log.as_dict(total_steps),
+              "oscillation_windows": windows.as_dict() if windows is not None else None,
               "bn_distortion": distortion, "distortion_sample_layer": sample_layer,
               "low_config": "each layer's lowest current candidate (the scheduler's last decision applied)",
               "bn_distortion_uniform_lowest": distortion_uniform, "health": health,
               "history": run.history.as_dict()}
-    np.savez(work / "predictions.npz", labels=splits.test.labels.numpy().astype(np.int16),
+    np.savez(work / "predictions.npz", labels=evaluated.labels.numpy().astype(np.int16),
              **{name: p.cpu().numpy().astype(np.int16) for name, p in preds.items()})
     np.savez(work / "features.npz", low=low_sample, high=high_sample)
     write_json(result, work / "result.json")
@@ -181,17 +261,73 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     return result
 
 
+def search_in_space(params: Mapping, run_dir: str | Path, space_of: str | Path, out: str | Path | None = None) -> dict:
+    """The T6 confound separated: the trained supernet of ``run_dir`` (e.g. ``plain-0``) searched inside the final
+    space of the run ``space_of`` (e.g. ``sched-0``: its scheduler's last decision applied), with the same
+    scoring, calibration and evaluation images as the runs. A sched cell minus plain searched in sched's own
+    space is then the training effect at a fixed space; plain in sched's space minus plain in its own is the
+    space's share.
+
+    Returns (and, with ``out``, writes as ``out/result.json`` and ``out/predictions.npz``, which holds
+    ``labels`` and one array per greedy level) the searched configurations, their accuracy on the evaluation
+    images and whose space they were searched in.
+    """
+    ab = from_dict(AblationConfig, params["ablation"], "ablation")
+    data_cfg = from_dict(DataConfig, params["data"], "data")
+    eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
+    search_cfg = from_dict(SearchConfig, params["search"], "search")
+    run_dir, space_of = Path(run_dir), Path(space_of)
+    own = json.loads((run_dir / "result.json").read_text())
+    other = json.loads((space_of / "result.json").read_text())
+    splits = make_splits(data_cfg.dataset, seed=params["seed"], train_size=data_cfg.train_size,
+                         score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
+    ema = load_supernet(run_dir / "supernet.pt", data=splits.identity)   # the same data split, or refused
+    candidates = apply_decision(ema.choices, other["frozen_at_end"])
+    configs, searched, seconds = greedy_configs(ema, candidates, score_subset(splits, search_cfg), ab.levels,
+                                                search_cfg)
+    evaluated = evaluation_images(params, splits, ab.extra_eval_images)
+    preds = {name: test_predictions(ema, c, splits.calib, evaluated, batch_size=eval_cfg.batch_size)
+             for name, c in configs.items()}
+    result = {"cell": own["cell"], "seed": own["seed"], "space_of": {"cell": other["cell"], "seed": other["seed"]},
+              "frozen": list(other["frozen_at_end"]), "searched": searched, "search_seconds": round(seconds, 1),
+              "test_images": len(evaluated),
+              "test_acc": {name: float((p == evaluated.labels).float().mean()) for name, p in preds.items()}}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(out / "predictions.npz", labels=evaluated.labels.numpy().astype(np.int16),
+                 **{name: p.cpu().numpy().astype(np.int16) for name, p in preds.items()})
+        write_json(result, out / "result.json")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpq.studies.ablation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cell", required=True, help="plain, sched, idm, both or no2bit")
-    parser.add_argument("--seed", type=int, required=True, help="training seed of this run")
+    parser.add_argument("--cell", help="plain, sched, idm, both or no2bit")
+    parser.add_argument("--seed", type=int, help="training seed of this run")
     parser.add_argument("--out", required=True, help="output folder (replaced when the run completes)")
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("--run", help="with --space-of: a finished run's folder whose supernet is searched")
+    parser.add_argument("--space-of", help="search the supernet of --run inside this run's final space (no training)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.space_of is not None:
+        if args.run is None:
+            parser.error("--space-of needs --run, the run whose supernet is searched")
+        return run_command(lambda: _search_in_space(args), "mpq.studies.ablation", sys.argv[1:] if argv is None else argv)
+    if args.cell is None or args.seed is None:
+        parser.error("--cell and --seed are required (or --run and --space-of)")
     out = Path(args.out)
     return run_command(lambda: _run(args), "mpq.studies.ablation", sys.argv[1:] if argv is None else argv,
                        checkpoints=[out.with_name(f".{out.name}.partial")])
+
+
+def _search_in_space(args: argparse.Namespace) -> int:
+    check_output(args.out, folder=True, inputs=[args.params, args.run, args.space_of])
+    result = search_in_space(load_params(args.params), args.run, args.space_of, args.out)
+    log.info("%s-%d searched in the space of %s-%d: %s", result["cell"], result["seed"], result["space_of"]["cell"],
+             result["space_of"]["seed"], {k: round(100 * v, 2) for k, v in result["test_acc"].items()})
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

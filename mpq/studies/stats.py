@@ -240,3 +240,118 @@ def json_ready(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
+
+
+# --- power before compute: a pilot's noise, and the seeds and images a design needs (DESIGN.md section 5) --------
+
+@dataclass(frozen=True)
+class NoiseComponents:
+    """The variance components of a paired comparison, in points squared, estimated from a pilot.
+
+    The per-image difference of seed s on image i is modelled as ``D_si = mu + t_s + b_i + w_si``: ``seed_var``
+    is the variance of ``t_s`` (training seeds move the whole difference), ``image_var`` that of ``b_i`` (some
+    images favour one arm whatever the seed; this part does not average out over seeds), ``within_var`` that of
+    ``w_si`` (an image flips with the seed). ``predicted_se`` turns them into the SE that ``paired_verdict`` will
+    compute for n seeds and m images.
+    """
+
+    seed_var: float
+    image_var: float
+    within_var: float
+    diff: float                # the pilot's mean difference (points)
+    seeds: int                 # the pilot's seeds and images
+    images: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def noise_components(correct_arm: np.ndarray, correct_ref: np.ndarray) -> NoiseComponents:
+    """Variance components from per-image correctness ``(seeds, images)`` of two arms (two seeds or more).
+
+    Two-way analysis of variance of ``D = 100 (arm - ref)``: the residual mean square (after removing seed and
+    image means) estimates ``within_var``; the spread of the seed means, ``SD^2 = seed_var + within_var / m``;
+    that of the image means, ``V = image_var + within_var / n``; negative estimates are set to 0.
+    """
+    a = np.atleast_2d(np.asarray(correct_arm, dtype=float))
+    b = np.atleast_2d(np.asarray(correct_ref, dtype=float))
+    if a.shape != b.shape or a.shape[0] < 2 or a.shape[1] < 2:
+        raise ValueError(f"both arms need the same (seeds, images) shape with 2+ seeds and 2+ images, "
+                         f"got {a.shape} and {b.shape}")
+    d = 100 * (a - b)                                                 # (seeds, images), points
+    n, m = d.shape
+    seed_means, image_means = d.mean(1), d.mean(0)
+    residual = d - seed_means[:, None] - image_means[None, :] + d.mean()
+    within = float((residual ** 2).sum() / ((n - 1) * (m - 1)))
+    seed = max(float(seed_means.var(ddof=1)) - within / m, 0.0)
+    image = max(float(image_means.var(ddof=1)) - within / n, 0.0)
+    return NoiseComponents(seed_var=seed, image_var=image, within_var=within, diff=float(d.mean()), seeds=n, images=m)
+
+
+def predicted_se(c: NoiseComponents, seeds: int, images: int) -> float:
+    """The SE (points) ``paired_verdict`` is expected to give with ``seeds`` seeds and ``images`` images.
+
+    Its SE is ``sqrt(SD^2 / n + V / m)``, with ``E[SD^2] = seed_var + within_var / m`` and
+    ``E[V] = image_var + within_var / n``, so ``SE^2 = seed_var / n + image_var / m + 2 within_var / (n m)``.
+
+    >>> predicted_se(NoiseComponents(0.36, 600.0, 2000.0, 0.0, 3, 10000), 4, 10000)   # 0.09 + 0.06 + 0.1
+    0.5
+    """
+    if seeds < 1 or images < 1:
+        raise ValueError(f"seeds and images must be positive, got {seeds} and {images}")
+    return math.sqrt(c.seed_var / seeds + c.image_var / images + 2 * c.within_var / (seeds * images))
+
+
+def mde(c: NoiseComponents, seeds: int, images: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """Minimal detectable effect (points) at ``power`` and two-sided ``alpha`` with ``seeds`` (2 or more) and
+    ``images``: ``(t(1 - alpha/2, n-1) + t(power, n-1)) * predicted_se``, as ``Verdict.mde`` computes it.
+
+    >>> round(mde(NoiseComponents(0.36, 600.0, 2000.0, 0.0, 3, 10000), 4, 10000), 3)   # (3.182 + 0.978) * 0.5
+    2.08
+    """
+    if seeds < 2:
+        raise ValueError("a design for a verdict needs 2 or more seeds (one run has no seed term in its interval)")
+    df = seeds - 1
+    return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * predicted_se(c, seeds, images)
+
+
+def required_seeds(c: NoiseComponents, target: float, images: int, max_seeds: int = 64, power: float = 0.8,
+                   alpha: float = 0.05) -> int | None:
+    """The fewest seeds (2 or more) whose ``mde`` with ``images`` images is at most ``target`` points; None when
+    even ``max_seeds`` do not reach it (the images' own term ``image_var / m`` sets a floor no seed count lowers).
+
+    >>> required_seeds(NoiseComponents(0.04, 1.0, 2000.0, 0.0, 3, 10000), 0.5, 30000)
+    8
+    """
+    for n in range(2, max_seeds + 1):
+        if mde(c, n, images, power, alpha) <= target:
+            return n
+    return None
+
+
+def plan_design(components: Mapping[str, NoiseComponents], target: float, image_options: Sequence[int],
+                max_seeds: int = 64, power: float = 0.8, alpha: float = 0.05) -> dict:
+    """Seeds per cell and evaluation images that bring every comparison's MDE to ``target`` points or less.
+
+    ``components``: one ``NoiseComponents`` per comparison (e.g. "sched / greedy 3"). For each image count in
+    ``image_options`` the seeds needed are the largest over the comparisons; the plan takes the fewest seeds
+    (training runs are the cost) and, among the image counts that need that many, the fewest images. Returns
+    the plan (``seeds``, ``images``, every comparison's MDE there, and which comparison set the seeds) and the
+    per-option table; ``seeds`` is None when no option reaches the target within ``max_seeds``.
+    """
+    if not components or not image_options:
+        raise ValueError("plan_design needs at least one comparison and one image count")
+    rows = []
+    for m in sorted(set(int(x) for x in image_options)):
+        need = {name: required_seeds(c, target, m, max_seeds, power, alpha) for name, c in components.items()}
+        reachable = all(v is not None for v in need.values())
+        rows.append({"images": m, "seeds": max(need.values()) if reachable else None, "per_comparison": need})
+    feasible = [r for r in rows if r["seeds"] is not None]
+    plan = {"target": target, "power": power, "alpha": alpha, "max_seeds": max_seeds, "options": rows,
+            "seeds": None, "images": None, "mde": None, "limiting": None}
+    if feasible:
+        best = min(feasible, key=lambda r: (r["seeds"], r["images"]))
+        mdes = {name: mde(c, best["seeds"], best["images"], power, alpha) for name, c in components.items()}
+        plan |= {"seeds": best["seeds"], "images": best["images"], "mde": mdes,
+                 "limiting": max(mdes, key=mdes.get)}
+    return plan

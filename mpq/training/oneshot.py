@@ -40,8 +40,8 @@ from mpq.data.datasets import ImageSet, Splits, augment, batches
 from mpq.training.hardware import place
 from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, lowest_bit_layers, qe_weight_at,
                                quantization_error)
-from mpq.method.scheduler import (Choices, SchedulerConfig, apply_decision, call_steps, decide_frozen, freeze_ratio,
-                                  layer_scores)
+from mpq.method.scheduler import (Choices, SchedulerConfig, SchedulerLog, apply_decision, call_steps, decide_frozen,
+                                  freeze_ratio, layer_scores)
 from mpq.method.supernet import Supernet, SupernetSpec
 from mpq.training.steps import clip_gradients, decay_weights, step_stats
 from mpq.training.graphed import GraphedStep
@@ -151,10 +151,18 @@ class EmaUpdate:
         self.ema.n_averaged += 1
 
 
-def schedule(supernet: Supernet, candidates: Mapping[str, Choices], progress: float, cfg: SchedulerConfig) -> list[str]:
-    """One scheduler call: measure turbulence over the current candidates, decide which layers to freeze."""
-    return decide_frozen(layer_scores(supernet, candidates, cfg.band),
-                         freeze_ratio(progress, cfg.ratio_start, cfg.ratio_end))
+def schedule(supernet: Supernet, candidates: Mapping[str, Choices], progress: float, cfg: SchedulerConfig,
+             sched_log: SchedulerLog | None = None, step: int = 0) -> list[str]:
+    """One scheduler call: measure turbulence over the current candidates, decide which layers to freeze.
+
+    With ``sched_log``, the call is recorded (``step``, the ratio, the decision, the scores it used, and every layer's
+    score over its full candidate list, which the decision does not use)."""
+    scores = layer_scores(supernet, candidates, cfg.band)
+    ratio = freeze_ratio(progress, cfg.ratio_start, cfg.ratio_end)
+    frozen = decide_frozen(scores, ratio)
+    if sched_log is not None:
+        sched_log.record(step, ratio, frozen, scores, layer_scores(supernet, None, cfg.band))
+    return frozen
 
 
 @dataclass
@@ -199,7 +207,8 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                   progress: bool = True, shard: tuple[int, int] | None = None, grad_sync: GradSync | None = None,
                   stop_after_epoch: int | None = None,
                   on_step: Callable[[int, int, Supernet], None] | None = None,
-                  graphed: bool | None = None, stop_on_nonfinite: bool = True) -> OneShotRun:
+                  graphed: bool | None = None, stop_on_nonfinite: bool = True,
+                  sched_log: SchedulerLog | None = None) -> OneShotRun:
     """Train ``supernet`` (already calibrated) one-shot; resumable from ``checkpoint``.
 
     A checkpoint is written atomically after every epoch with all state (weights, EMA, optimisers,
@@ -226,6 +235,10 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     ``stop_on_nonfinite=False`` trains on (a study that records and counts such runs, e.g. a learning-rate
     grid) but still writes no checkpoint with non-finite weights. Ctrl-C raises ``TrainingInterrupted``
     naming the last complete checkpoint.
+
+    ``sched_log`` (a ``scheduler.SchedulerLog``) records every scheduler call (step, decision, scores); it is
+    kept in the checkpoint (under ``sched_log``, only when one is passed, so other checkpoints keep their bytes)
+    and restored on resume.
     """
     if graphed is None:
         graphed = device.type == "cuda" and grad_sync is None and not cfg.grad_scaling
@@ -265,6 +278,11 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         history = History(**{k: v for k, v in state["history"].items() if k != "seconds"})
         history.seconds = [math.nan] * len(history.epoch)     # earlier epochs' wall times are not stored
         start_epoch, frozen = state["epoch"], list(state["frozen"])
+        if sched_log is not None:
+            if "sched_log" not in state:
+                log.warning("checkpoint %s holds no scheduler record: the calls before epoch %d are not in this "
+                            "run's record", checkpoint, start_epoch)
+            sched_log.load_state(state.get("sched_log", []))
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
     # the last complete epoch on disk (None: no checkpoint yet), for the messages when training stops early
     saved = start_epoch if checkpoint is not None and Path(checkpoint).is_file() else None
@@ -287,7 +305,8 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                 if world_size > 1:
                     x, y = x[rank::world_size], y[rank::world_size]            # this process's slice of the batch
                 if step in sched_calls:
-                    frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg)
+                    frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg,
+                                      sched_log, step)
                 sgd.zero_grad(set_to_none=True)
                 adam.zero_grad(set_to_none=True)
                 qe_weight = (qe_weight_at(step, total_steps, cfg.qe_start, cfg.qe_weight, cfg.qe_ramp)
@@ -340,7 +359,8 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                                  # only an unfinished file carries the flag, so a finished one keeps the bytes it
                                  # had before the flag existed (training_progress reads both the same way)
                                  **({} if epoch + 1 == cfg.epochs else {"finished": False}),
-                                 "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen)},
+                                 "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen),
+                                 **({} if sched_log is None else {"sched_log": sched_log.state()})},
                                 checkpoint)
                 saved = epoch + 1
     except KeyboardInterrupt:
