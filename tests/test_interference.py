@@ -202,3 +202,57 @@ def test_ablation_verdicts_and_findings_on_constructed_runs(tmp_path):
     text = json.dumps(metrics, allow_nan=False)                               # strict JSON: no NaN token
     assert json.loads(text)["t6"]["rows"][1]["verdict"]["word"] == "inconclusive"
     assert metrics["flip_verdicts"]["note"].startswith("1 comparison") and len(metrics["runs"]) == 9
+
+
+# --- the powered design's records (issue 26): scheduler summaries, dense windows, the search-space confound ------
+
+from mpq.studies.interference import load_space_runs, scheduler_rows, space_comparisons, space_folder, window_rows
+
+
+def _window(reversals, changes, step_driven, weights=100, steps=10):
+    n = weights * steps
+    return {"reversal_rate": reversals / n, "change_rate": changes / n, "step_driven_rate": step_driven / n,
+            "oscillating_fraction": reversals / weights}
+
+
+def test_scheduler_and_window_rows_on_constructed_records():
+    summary = {"calls": 3, "steps_between": [100, 140], "median_persistence": 100, "mean_overlap": 0.5,
+               "mean_chance_overlap": 2.0, "mean_jaccard": 0.1, "mean_score_gap": 0.02, "mean_full_score_gap": -0.01,
+               "refrozen_by_full_scores": [0.25, 0.75]}
+    windows = lambda r: {"window_steps": 10, "starts": [5, 50],
+                         "windows": {"4": [_window(r, 2 * r, 1), _window(3 * r, 4 * r, 3)]}}
+    runs = {("plain", 0): {"result": {"scheduler_log": {"summary": {"calls": 0}}, "oscillation_windows": windows(1)}},
+            ("plain", 1): {"result": {"scheduler_log": {"summary": {"calls": 0}}, "oscillation_windows": windows(3)}},
+            ("sched", 0): {"result": {"scheduler_log": {"summary": summary}, "oscillation_windows": windows(1)}},
+            ("sched", 1): {"result": {"oscillation_windows": None}}}
+    (row,) = scheduler_rows(runs)
+    assert (row["cell"], row["seed"], row["calls"], row["median steps between calls"]) == ("sched", 0, 3, 120.0)
+    assert row["mean overlap"] < row["chance overlap"] and row["agrees with full scores"] == 0.5
+    (w,) = window_rows(runs, ["plain", "sched"], [0, 1])          # sched-1 recorded no windows: no sched row
+    # plain: reversal rates (1 + 3) / 2 / 1000 and (3 + 9) / 2 / 1000 per weight-step, in %: 0.2 and 0.6
+    assert (w["cell"], w["w bits"]) == ("plain", 4) and w["reversals % per weight-step"] == pytest.approx(0.4)
+    assert w["SD"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
+    assert w["step-driven % per weight-step"] == pytest.approx(0.2)
+
+
+def test_space_comparisons_separate_training_from_the_space(tmp_path):
+    labels = np.zeros(200, dtype=np.int16)
+    rng = np.random.default_rng(0)
+    preds = lambda p: {"labels": labels, "greedy 3": np.where(rng.random(200) < p, 0, 1).astype(np.int16)}
+    runs = {(c, s): {"preds": preds(p)} for s in (0, 1, 2) for c, p in (("plain", 0.7), ("sched", 0.9))}
+    for s in (0, 1, 2):                                   # plain searched in sched's space, as the command writes it
+        path = tmp_path / space_folder("sched", s)
+        path.mkdir()
+        np.savez(path / "predictions.npz", **preds(0.7))
+        (path / "result.json").write_text(json.dumps({"cell": "plain", "seed": s}))
+    space = load_space_runs(tmp_path, ["sched"], [0, 1, 2])
+    rows = space_comparisons(runs, space, ["sched"], [0, 1, 2], ["greedy 3"])
+    assert [r["comparison"] for r in rows] == ["sched minus plain, both searched in sched's space",
+                                               "plain in sched's space minus plain in its own"]
+    assert rows[0]["verdict"]["word"] == "holds" and rows[0]["verdict"]["expected"] == 1
+    assert rows[1]["verdict"]["expected"] == 0
+    with pytest.raises(FileNotFoundError, match="plain-3-in-sched-3"):
+        load_space_runs(tmp_path, ["sched"], [3])
+    space[("sched", 0)]["preds"]["labels"] = labels[:100]
+    with pytest.raises(ValueError, match="different images"):
+        space_comparisons(runs, space, ["sched"], [0, 1, 2], ["greedy 3"])

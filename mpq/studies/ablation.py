@@ -54,6 +54,7 @@ from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
 from mpq.method.supernet import Supernet
 from mpq.studies.health import training_health
+from mpq.training.hardware import place
 from mpq.training.fp import evaluate, load_fp_model, pick_device, to_device
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,7 @@ def search_in_space(params: Mapping, run_dir: str | Path, space_of: str | Path, 
     splits = make_splits(data_cfg.dataset, seed=params["seed"], train_size=data_cfg.train_size,
                          score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
     ema = load_supernet(run_dir / "supernet.pt", data=splits.identity)   # the same data split, or refused
+    place(ema, pick_device())        # channels_last, as trained and searched in run_cell: the same float sums
     candidates = apply_decision(ema.choices, other["frozen_at_end"])
     configs, searched, seconds = greedy_configs(ema, candidates, score_subset(splits, search_cfg), ab.levels,
                                                 search_cfg)

@@ -384,11 +384,116 @@ def t6_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: S
 
 
 RECORD_KEYS = ("test_acc", "train_seconds", "search_seconds", "frozen_at_end", "searched", "cpu_capability", "health")
+# kept where a run recorded them (runs of the powered design, issue 26): evaluation images, the scheduler's design
+SCHEDULE_KEYS = ("eval_images", "schedule_design")
 
 
 def run_records(runs: Mapping[tuple[str, int], dict]) -> dict[str, dict]:
-    """What reports/metrics/ablation.json keeps of each run, keyed "<cell>-<seed>"."""
-    return {f"{c}-{s}": {k: r["result"].get(k) for k in RECORD_KEYS} for (c, s), r in runs.items()}
+    """What reports/metrics/ablation.json keeps of each run, keyed "<cell>-<seed>": ``RECORD_KEYS``, and where
+    the run has them its evaluation images, its scheduler design and its scheduler's summary (calls, steps
+    between them, persistence, overlap of consecutive frozen sets, score gaps; ``scheduler.schedule_summary``)."""
+    records = {}
+    for (c, s), r in runs.items():
+        record = {k: r["result"].get(k) for k in RECORD_KEYS}
+        record |= {k: r["result"][k] for k in SCHEDULE_KEYS if k in r["result"]}
+        if "scheduler_log" in r["result"]:
+            record["scheduler"] = r["result"]["scheduler_log"]["summary"]
+        records[f"{c}-{s}"] = record
+    return records
+
+
+def space_folder(cell: str, seed: int) -> str:
+    """The folder name of plain's supernet (seed ``seed``) searched in the final space of ``cell``'s run of the
+    same seed (``python -m mpq.studies.ablation --run .../plain-<seed> --space-of .../<cell>-<seed>``)."""
+    return f"plain-{seed}-in-{cell}-{seed}"
+
+
+def load_space_runs(folder: str | Path, cells: Sequence[str], seeds: Sequence[int]) -> dict[tuple[str, int], dict]:
+    """Every ``folder/plain-<seed>-in-<cell>-<seed>`` search (``space_folder``): its result and predictions."""
+    runs, missing = {}, []
+    for cell in cells:
+        for seed in seeds:
+            path = Path(folder) / space_folder(cell, seed)
+            if not (path / "result.json").is_file():
+                missing.append(path.name)
+                continue
+            with np.load(path / "predictions.npz", allow_pickle=False) as preds:
+                runs[(cell, seed)] = {"result": json.loads((path / "result.json").read_text()),
+                                      "preds": {k: preds[k] for k in preds.files}}
+    if missing:
+        raise FileNotFoundError(f"plain searched in a scheduler run's space, missing under {folder}: {missing}")
+    return runs
+
+
+def space_comparisons(runs: Mapping[tuple[str, int], dict], space_runs: Mapping[tuple[str, int], dict],
+                      cells: Sequence[str], seeds: Sequence[int], metrics: Sequence[str]) -> list[dict]:
+    """T6's search-space confound separated, per scheduler cell and greedy metric: the cell minus plain searched
+    in that cell's final space (the training effect at a fixed space; the paper's direction, higher), and plain
+    in that space minus plain in its own (the space's share; no direction claimed). Paired image by image over
+    the seeds (``paired_verdict``: the seed spread and the images' noise). Every run must have been evaluated on
+    the same images (checked)."""
+    rows = []
+    for cell in cells:
+        for metric in metrics:
+            def correct(preds):
+                return preds[metric] == preds["labels"]
+
+            for s in seeds:
+                if not np.array_equal(runs[(cell, s)]["preds"]["labels"], space_runs[(cell, s)]["preds"]["labels"]):
+                    raise ValueError(f"{cell}-{s} and plain searched in its space were evaluated on different images")
+            arm = np.stack([correct(runs[(cell, s)]["preds"]) for s in seeds])
+            fixed = np.stack([correct(space_runs[(cell, s)]["preds"]) for s in seeds])
+            own = np.stack([correct(runs[("plain", s)]["preds"]) for s in seeds])
+            rows.append({"comparison": f"{cell} minus plain, both searched in {cell}'s space", "metric": metric,
+                         "verdict": paired_verdict(arm, fixed, T6_EXPECTED.get(cell, 0)).as_dict()})
+            rows.append({"comparison": f"plain in {cell}'s space minus plain in its own", "metric": metric,
+                         "verdict": paired_verdict(fixed, own, 0).as_dict()})
+    return rows
+
+
+def scheduler_rows(runs: Mapping[tuple[str, int], dict]) -> list[dict]:
+    """Did each run's scheduler follow turbulence or rotate? One row per run whose scheduler was called: calls,
+    median steps between calls and median persistence, the mean overlap of consecutive frozen sets against the
+    overlap two random decisions of those sizes would have, the mean Jaccard index, the mean score gap (frozen
+    minus unfrozen) on the scores the decisions used and on the full-candidate scores, and the mean agreement
+    of each decision with the one the full-candidate scores would make."""
+    rows = []
+    for (c, s), r in runs.items():
+        summary = (r["result"].get("scheduler_log") or {}).get("summary") or {}
+        if not summary.get("calls"):
+            continue
+        between = summary["steps_between"]
+        refrozen = summary["refrozen_by_full_scores"]
+        rows.append({"cell": c, "seed": s, "calls": summary["calls"],
+                     "median steps between calls": float(np.median(between)) if between else None,
+                     "median persistence": summary["median_persistence"],
+                     "mean overlap": summary["mean_overlap"], "chance overlap": summary["mean_chance_overlap"],
+                     "mean Jaccard": summary["mean_jaccard"], "score gap": summary["mean_score_gap"],
+                     "full-score gap": summary["mean_full_score_gap"],
+                     "agrees with full scores": float(np.mean(refrozen)) if refrozen else None})
+    return rows
+
+
+def window_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+    """Dense-window oscillation (``mpq.method.oscillation``) per cell and weight bit-width: reversal, change and
+    step-size-driven change rates per weight and step (%), mean over windows then over seeds (SD over seeds of
+    the reversal rate), and the fraction of weights that reversed at least once in a window. Empty when the runs
+    recorded no windows."""
+    rows = []
+    for cell in cells:
+        records = [runs[(cell, s)]["result"].get("oscillation_windows") for s in seeds]
+        if any(not rec or not any(rec["windows"].values()) for rec in records):
+            continue
+        for bits in records[0]["windows"]:
+            per_seed = {key: [100 * float(np.mean([w[key] for w in rec["windows"][bits]])) for rec in records]
+                        for key in ("reversal_rate", "change_rate", "step_driven_rate", "oscillating_fraction")}
+            rows.append({"cell": cell, "w bits": int(bits), "seeds": len(seeds),
+                         "reversals % per weight-step": float(np.mean(per_seed["reversal_rate"])),
+                         "SD": float(np.std(per_seed["reversal_rate"], ddof=1)) if len(seeds) > 1 else float("nan"),
+                         "changes % per weight-step": float(np.mean(per_seed["change_rate"])),
+                         "step-driven % per weight-step": float(np.mean(per_seed["step_driven_rate"])),
+                         "weights oscillating % per window": float(np.mean(per_seed["oscillating_fraction"]))})
+    return rows
 
 
 def ablation_metrics(profile: str, setup: str, cells: Sequence[str], seeds: Sequence[int],
