@@ -338,7 +338,8 @@ class PilotConfig:
         require(finite(self.target_mde) and self.target_mde > 0, "ablation.pilot.target_mde", self.target_mde,
                 "a finite number of points > 0")
         require(bool(self.image_options) and distinct(self.image_options) and min(self.image_options) > 1,
-                "ablation.pilot.image_options", list(self.image_options), "a non-empty list of distinct image counts > 1")
+                "ablation.pilot.image_options", list(self.image_options),
+                "a non-empty list of distinct image counts > 1")
         require(self.max_seeds >= 2, "ablation.pilot.max_seeds", self.max_seeds, "an integer >= 2")
 
 
@@ -376,8 +377,8 @@ class AblationConfig:
         for name in ("seeds", "cells", "levels", "monitor_bits"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _positive("ablation", train_size=self.train_size, feature_images=self.feature_images, epochs=self.epochs,
-                  batch_size=self.batch_size, sched_min_steps=self.sched_min_steps, min_sched_calls=self.min_sched_calls,
-                  window_steps=self.window_steps)
+                  batch_size=self.batch_size, sched_min_steps=self.sched_min_steps,
+                  min_sched_calls=self.min_sched_calls, window_steps=self.window_steps)
         require(self.windows >= 0, "ablation.windows", self.windows, "an integer >= 0 (0: no dense windows)")
         require(self.extra_eval_images >= 0, "ablation.extra_eval_images", self.extra_eval_images,
                 "an integer >= 0 (held-out training images added to the test images)")

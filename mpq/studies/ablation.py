@@ -161,7 +161,8 @@ def check_schedule(design: Mapping, min_calls: int, cell: str) -> None:
     if design["calls"] < min_calls:
         raise ValueError(f"the ablation's scheduler would be called {design['calls']} times in "
                          f"{design['total_steps']} steps (at steps {design['call_steps']}); ablation.min_sched_calls "
-                         f"asks for {min_calls}: raise ablation.epochs or train_size, or lower ablation.sched_min_steps")
+                         f"asks for {min_calls}: raise ablation.epochs or train_size, or lower "
+                         "ablation.sched_min_steps")
     if not design["decisions_outlast_ema"]:
         log.warning("%s: the median scheduler decision lasts %s steps, under the EMA horizon of %s steps",
                     cell, design["median_persistence"], design["ema_horizon"])
@@ -181,7 +182,6 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     cfg = cell_config(base, cell, ab.train_size, epochs=ab.epochs, sched_min_steps=ab.sched_min_steps)
     out = Path(out)
     work = out.with_name(f".{out.name}.partial")        # resumable; renamed to ``out`` when complete
-    work.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     splits = make_splits(data_cfg.dataset, seed=params["seed"], train_size=data_cfg.train_size,
                          score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
@@ -196,6 +196,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
         except ValueError as exc:
             raise ValueError(f"ablation.windows {ab.windows} x window_steps {ab.window_steps}: {exc}") from None
     evaluated = evaluation_images(params, splits, ab.extra_eval_images)
+    work.mkdir(parents=True, exist_ok=True)             # after the refusals: a refused design leaves nothing behind
     classes = len(splits.train.classes)
     float_model = load_fp_model(f"checkpoints/fp/{spec.name}.pt", spec.name, spec.width_mult, classes)
     fp_heldout = evaluate(float_model, splits.score)
@@ -316,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.space_of is not None:
         if args.run is None:
             parser.error("--space-of needs --run, the run whose supernet is searched")
-        return run_command(lambda: _search_in_space(args), "mpq.studies.ablation", sys.argv[1:] if argv is None else argv)
+        return run_command(lambda: _search_in_space(args), "mpq.studies.ablation",
+                           sys.argv[1:] if argv is None else argv)
     if args.cell is None or args.seed is None:
         parser.error("--cell and --seed are required (or --run and --space-of)")
     out = Path(args.out)
