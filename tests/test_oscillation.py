@@ -77,3 +77,14 @@ def test_window_monitor_on_a_known_trajectory():
     assert level_changes(levels) == {k: window[k] for k in ("changes", "reversals", "oscillating")}
     with pytest.raises(ValueError, match="no searchable layer has a 8-bit"):
         WindowMonitor(bits=(8,), count=1, steps=1)(1, 4, sn)            # step 1 opens the window
+
+
+def test_back_to_back_windows_are_both_recorded():
+    """A window whose reference step is the last step of the one before: both are kept, each its own steps."""
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    sn.calibrate(torch.randn(8, 1, 28, 28))
+    monitor = WindowMonitor(bits=(4,), count=2, steps=2)
+    monitor.starts = [0, 2]                       # as window_starts could round them: window 1 ends where 2 begins
+    for step in range(5):
+        monitor(step, 5, sn)
+    assert [(w["start"], w["steps"]) for w in monitor.as_dict()["windows"]["4"]] == [(0, 2), (2, 2)]

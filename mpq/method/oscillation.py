@@ -147,18 +147,17 @@ class WindowMonitor:
     def __call__(self, step: int, total_steps: int, supernet) -> None:
         if self.starts is None:
             self.starts = window_starts(total_steps, self.count, self.window_steps)
-        if step in self.starts:
-            for b in self.bits:
-                fixed, current, steps0 = self._read(supernet, b, None)
-                self.open[b] = _Window(step, fixed, current, steps0)
-            return
-        for b, window in list(self.open.items()):
+        for b, window in list(self.open.items()):         # first the open windows (one may end at this step) ...
             fixed, current, now = self._read(supernet, b, window.steps0)
             window.update(fixed, current)
             if window.steps == self.window_steps:
                 window.step_ratio = sum(now[n] / window.steps0[n] for n in now) / len(now)
                 self.done[b].append(window.as_dict())
                 del self.open[b]
+        if step in self.starts:                            # ... then the window whose reference this step is
+            for b in self.bits:
+                fixed, current, steps0 = self._read(supernet, b, None)
+                self.open[b] = _Window(step, fixed, current, steps0)
 
     def as_dict(self) -> dict:
         """Per bit-width (as a string) the finished windows' records, and the window layout."""
