@@ -371,10 +371,11 @@ class AblationConfig:
     windows: int = 4                   # dense oscillation windows per run (mpq.method.oscillation; 0: none)
     window_steps: int = 20             # optimizer steps per window, every one measured
     extra_eval_images: int = 0         # held-out training images (beyond data.train_size) joining the test images
+    extra_eval_configs: tuple[str, ...] = ()   # the evaluated configurations that see them (the others: test only)
     pilot: PilotConfig | None = None   # the pilot that designs the full run (null: none)
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "cells", "levels", "monitor_bits"):
+        for name in ("seeds", "cells", "levels", "monitor_bits", "extra_eval_configs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _positive("ablation", train_size=self.train_size, feature_images=self.feature_images, epochs=self.epochs,
                   batch_size=self.batch_size, sched_min_steps=self.sched_min_steps,
@@ -382,6 +383,9 @@ class AblationConfig:
         require(self.windows >= 0, "ablation.windows", self.windows, "an integer >= 0 (0: no dense windows)")
         require(self.extra_eval_images >= 0, "ablation.extra_eval_images", self.extra_eval_images,
                 "an integer >= 0 (held-out training images added to the test images)")
+        require(distinct(self.extra_eval_configs) and (self.extra_eval_images > 0 or not self.extra_eval_configs),
+                "ablation.extra_eval_configs", list(self.extra_eval_configs),
+                "distinct configuration names (e.g. 'greedy 3', 'W3A3'), and empty while extra_eval_images is 0")
         if isinstance(self.pilot, Mapping):
             try:
                 object.__setattr__(self, "pilot", from_dict(PilotConfig, self.pilot, "ablation.pilot"))

@@ -74,6 +74,8 @@ def test_ablation_and_pilot_settings_are_checked():
                             ({"sched_min_steps": -1}, "ablation.sched_min_steps must be a positive integer"),
                             ({"windows": -1}, "ablation.windows must be an integer >= 0"),
                             ({"extra_eval_images": -5}, "ablation.extra_eval_images must be an integer >= 0"),
+                            ({"extra_eval_configs": ["W3A3"]}, "empty while extra_eval_images is 0"),
+                            ({"extra_eval_images": 9, "extra_eval_configs": ["W3A3", "W3A3"]}, "distinct configuration"),
                             ({"pilot": "yes"}, "ablation.pilot must be a mapping"),
                             ({"pilot": {"seeds": [1]}}, r"ablation.pilot.seeds must be 2 or more distinct seeds"),
                             ({"pilot": {"cells": ["sched", "both"]}}, "plain and at least one other"),

@@ -38,8 +38,10 @@ def test_tiny_pilot_records_the_scheduler_and_plans_a_design(root, tmp_path, mon
     run = json.loads((tmp_path / "runs/sched-0/result.json").read_text())
     windows = run["oscillation_windows"]["windows"]
     assert set(windows) == {"4", "5", "6"} and all(len(w) == 2 and w[0]["steps"] == 4 for w in windows.values())
-    assert run["scheduler_log"]["summary"]["calls"] == 10 and run["eval_images"] == {"test": 256,
-                                                                                     "held_out_training": 128}
+    assert run["scheduler_log"]["summary"]["calls"] == 10 and run["eval_images"] == {
+        "test": 256, "held_out_training": 128, "configs_on_held_out": ["W3A3", "greedy 2.9"]}
+    with np.load(tmp_path / "runs/sched-0/predictions.npz") as preds:       # the others on the test set alone
+        assert len(preds["labels"]) == len(preds["W3A3"]) == 384 and len(preds["W2A2"]) == 256
     # plain's supernet searched in its own space is plain's own run, prediction for prediction
     own = search_in_space(params, tmp_path / "runs/plain-0", tmp_path / "runs/plain-0", tmp_path / "own")
     with np.load(tmp_path / "runs/plain-0/predictions.npz") as a, np.load(tmp_path / "own/predictions.npz") as b:

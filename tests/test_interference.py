@@ -256,3 +256,11 @@ def test_space_comparisons_separate_training_from_the_space(tmp_path):
     space[("sched", 0)]["preds"]["labels"] = labels[:100]
     with pytest.raises(ValueError, match="different images"):
         space_comparisons(runs, space, ["sched"], [0, 1, 2], ["greedy 3"])
+
+
+def test_a_configuration_evaluated_on_the_test_set_alone_is_a_prefix_of_the_labels():
+    from mpq.studies.interference import correct_of
+
+    preds = {"labels": np.array([0, 1, 2, 3, 4]), "W3A3": np.array([0, 1, 9, 3, 9]), "W2A2": np.array([0, 9, 2])}
+    assert correct_of(preds, "W3A3").tolist() == [True, True, False, True, False]
+    assert correct_of(preds, "W2A2").tolist() == [True, False, True]          # the first three: the test set

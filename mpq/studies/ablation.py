@@ -229,9 +229,15 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
         greedy, searched, search_seconds = greedy_configs(ema, run.candidates(), score_subset(splits, search_cfg),
                                                           ab.levels, search_cfg)
         configs |= greedy
-    preds = {name: test_predictions(ema, c, splits.calib, evaluated, batch_size=eval_cfg.batch_size)
-             for name, c in configs.items()}
-    accuracy = {name: float((p == evaluated.labels).float().mean()) for name, p in preds.items()}
+    unknown = sorted(set(ab.extra_eval_configs) - set(configs))
+    if unknown:
+        raise ValueError(f"ablation.extra_eval_configs {unknown} are not evaluated by this run; it evaluates "
+                         f"{sorted(configs)}")
+    # the configurations of extra_eval_configs see the held-out training images too, the others the test set,
+    # which comes first: every prediction array is a prefix of ``labels``
+    preds = {name: test_predictions(ema, c, splits.calib, evaluated if name in ab.extra_eval_configs else splits.test,
+                                    batch_size=eval_cfg.batch_size) for name, c in configs.items()}
+    accuracy = {name: float((p == evaluated.labels[:len(p)]).float().mean()) for name, p in preds.items()}
     sample_layer = ema.searchable[len(ema.searchable) // 2]
     feature_images = min(ab.feature_images, len(splits.calib))
     distortion, low_sample, high_sample = bn_distortion(ema, configs["lowest"], ema.max_config(), splits.calib,
@@ -245,7 +251,8 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
               "search_seconds": round(search_seconds, 1), "eval_seconds": round(time.perf_counter() - eval_start, 1),
               "device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "test_images": len(evaluated), "test_acc": accuracy, "searched": searched,
-              "eval_images": {"test": len(splits.test), "held_out_training": len(evaluated) - len(splits.test)},
+              "eval_images": {"test": len(splits.test), "held_out_training": len(evaluated) - len(splits.test),
+                              "configs_on_held_out": [n for n in configs if n in ab.extra_eval_configs]},
               "frozen_at_end": run.frozen, "oscillation": monitor.as_dict(),
               "schedule_design": design, "scheduler_log": sched_log.as_dict(total_steps),
               "oscillation_windows": windows.as_dict() if windows is not None else None,
@@ -289,12 +296,12 @@ def search_in_space(params: Mapping, run_dir: str | Path, space_of: str | Path, 
     configs, searched, seconds = greedy_configs(ema, candidates, score_subset(splits, search_cfg), ab.levels,
                                                 search_cfg)
     evaluated = evaluation_images(params, splits, ab.extra_eval_images)
-    preds = {name: test_predictions(ema, c, splits.calib, evaluated, batch_size=eval_cfg.batch_size)
-             for name, c in configs.items()}
+    preds = {name: test_predictions(ema, c, splits.calib, evaluated if name in ab.extra_eval_configs else splits.test,
+                                    batch_size=eval_cfg.batch_size) for name, c in configs.items()}
     result = {"cell": own["cell"], "seed": own["seed"], "space_of": {"cell": other["cell"], "seed": other["seed"]},
               "frozen": list(other["frozen_at_end"]), "searched": searched, "search_seconds": round(seconds, 1),
-              "test_images": len(evaluated),
-              "test_acc": {name: float((p == evaluated.labels).float().mean()) for name, p in preds.items()}}
+              "test_images": len(evaluated), "eval_images": {n: len(p) for n, p in preds.items()},
+              "test_acc": {name: float((p == evaluated.labels[:len(p)]).float().mean()) for name, p in preds.items()}}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ import numpy as np
 from mpq.config import AblationConfig, DataConfig, PilotConfig, from_dict, load_params
 from mpq.data.datasets import make_splits
 from mpq.studies.ablation import run_cell
-from mpq.studies.interference import load_runs
+from mpq.studies.interference import correct_of, load_runs
 from mpq.studies.stats import json_ready, noise_components, paired_verdict, plan_design
 from mpq.training.checkpoint import check_output, run_command, write_json
 
@@ -77,7 +77,7 @@ def available_images(params: Mapping) -> int:
 
 
 def _correct(runs: Mapping[tuple[str, int], dict], cell: str, seeds: Sequence[int], metric: str) -> np.ndarray:
-    return np.stack([runs[(cell, s)]["preds"][metric] == runs[(cell, s)]["preds"]["labels"] for s in seeds])
+    return np.stack([correct_of(runs[(cell, s)]["preds"], metric) for s in seeds])
 
 
 def pilot_summary(runs: Mapping[tuple[str, int], dict], pilot: PilotConfig, available: int) -> dict:

@@ -226,6 +226,14 @@ def load_runs(folder: str | Path, cells: Sequence[str], seeds: Sequence[int]) ->
     return runs
 
 
+def correct_of(preds: Mapping[str, np.ndarray], metric: str) -> np.ndarray:
+    """Per-image correctness of one evaluated configuration of a run. ``labels`` are those of every evaluation
+    image (the test set first, then any held-out training images); a configuration evaluated on the test set
+    alone has a shorter prediction array, a prefix of them."""
+    pred = preds[metric]
+    return pred == preds["labels"][:len(pred)]
+
+
 def ablation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int],
                   metrics: Sequence[str], reference: str = "plain") -> list[dict]:
     """T6: per cell and metric, top-1 mean and SD over seeds, and the verdict on the difference to ``reference``.
@@ -237,15 +245,13 @@ def ablation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], se
     rows = []
     for cell in cells:
         for metric in metrics:
-            correct = np.stack([runs[(cell, s)]["preds"][metric] == runs[(cell, s)]["preds"]["labels"]
-                                for s in seeds])                                  # (seeds, images)
+            correct = np.stack([correct_of(runs[(cell, s)]["preds"], metric) for s in seeds])   # (seeds, images)
             accs = 100 * correct.mean(1)
             row = {"cell": cell, "metric": metric, "seeds": len(accs), "top-1 mean": float(np.mean(accs)),
                    "top-1 SD": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
                    "per seed": " / ".join(f"{a:.2f}" for a in accs)}
             if cell != reference:
-                ref = np.stack([runs[(reference, s)]["preds"][metric] == runs[(reference, s)]["preds"]["labels"]
-                                for s in seeds])
+                ref = np.stack([correct_of(runs[(reference, s)]["preds"], metric) for s in seeds])
                 d = correct.astype(float) - ref                                  # (seeds, images)
                 row |= {"paired SE per seed": " / ".join(f"{100 * x.std(ddof=1) / math.sqrt(len(x)):.2f}" for x in d),
                         "verdict": paired_verdict(correct, ref, T6_EXPECTED.get(cell, 0)).as_dict()}
@@ -436,7 +442,7 @@ def space_comparisons(runs: Mapping[tuple[str, int], dict], space_runs: Mapping[
     for cell in cells:
         for metric in metrics:
             def correct(preds):
-                return preds[metric] == preds["labels"]
+                return correct_of(preds, metric)
 
             for s in seeds:
                 if not np.array_equal(runs[(cell, s)]["preds"]["labels"], space_runs[(cell, s)]["preds"]["labels"]):
