@@ -133,6 +133,7 @@ def lower(supernet: Supernet, bit_cfg: Mapping[str, Sequence[int]], *, mean: flo
                 bn, bn_node = None, None
             op = _lower_layer(node.target, target, args[0], args[0] == input_name, bn, supernet.input_size,
                               mean, std, tensors)
+            op["bn"] = bn_node.target if bn_node is not None else None
             ops.append(op)
             value[node.name] = op["output"]
             if bn_node is not None:
