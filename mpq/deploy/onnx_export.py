@@ -165,7 +165,25 @@ def to_onnx(deployed: DeployedModel) -> Any:
         b.nodes, meta.get("model", "mpq"),
         [onnx.helper.make_tensor_value_info("pixels", onnx.TensorProto.UINT8, ["batch", channels, height, width])],
         [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", classes])], b.inits)
-    two_bit = any(op["w_bits"] == 2 or op["a_bits"] == 2 for op in deployed.layers)
+    return _finish(onnx, graph, two_bit=any(op["w_bits"] == 2 or op["a_bits"] == 2 for op in deployed.layers))
+
+
+def quantizer_model(step: float, bits: int, signed: bool) -> Any:
+    """A graph of one activation quantizer as ``to_onnx`` writes it: float32 ``x`` -> Q -> (Clip) -> DQ -> ``codes``."""
+    onnx, _ = require_onnx()
+    b = _Builder(onnx)
+    q = b.node("QuantizeLinear", ["x", b.const("step", np.array(step, np.float32)),
+                                  b.int_const("zero", np.array(0), bits, signed)], "q")
+    codes = b.dequantize(b.clip_to_bits(q, bits, signed, "a"), bits, signed, "a")
+    b.nodes.append(onnx.helper.make_node("Identity", [codes], ["codes"], name="codes"))
+    graph = onnx.helper.make_graph(b.nodes, "quantizer",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n"])],
+                                   [onnx.helper.make_tensor_value_info("codes", onnx.TensorProto.FLOAT, ["n"])], b.inits)
+    return _finish(onnx, graph, two_bit=bits == 2)
+
+
+def _finish(onnx: Any, graph: Any, two_bit: bool) -> Any:
+    """A checked model of ``graph`` at opset 21, or 25 where a 2-bit type occurs."""
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET_INT2 if two_bit
                                                                                   else OPSET_INT4)],
                                    producer_name="mpq")
