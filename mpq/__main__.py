@@ -286,6 +286,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     onnx_export = _require_onnx()
     source = Path(args.source)
     fake_quant, splits, warning = None, None, None
+    if not source.exists():
+        raise UsageError(f"{source} not found; pass a folder written by `python -m mpq export`, or a checkpoint "
+                         "with --config")
     if source.is_dir():
         if args.config:
             raise UsageError(f"{source} is an exported model, which holds its configuration; drop --config")

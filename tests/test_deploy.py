@@ -186,6 +186,7 @@ def test_export_and_evaluate_refuse_bad_input_in_one_line(trained, tmp_path, cap
         (["export", str(trained), "--config", str(wrong), "--out", str(afile)], "is a file"),
         (["export", str(not_json), "--config", str(wrong), "--out", str(tmp_path / "o")], "corrupt"),
         (["evaluate", str(trained)], "pass --config"),
+        (["evaluate", str(tmp_path / "nowhere")], "not found"),
         (["evaluate", str(tmp_path)], "not a deployed model"),
         (["evaluate", str(trained), "--config", str(cfg), "--test-size", "0"], "positive"),
     ]

@@ -194,11 +194,12 @@ def _lower_layer(name: str, layer: QConv2d | QLinear, source: str, is_stem: bool
         # x = (p - 255 mean * inside) / (255 std): the float model's zero padding is 0 in normalised units
         in_scale = 1.0 / (255.0 * std)
         multiplier = gain * w_step * in_scale
+        if op["op"] != "conv":
+            raise ValueError(f"layer {name}: the stem (the layer reading the image) must be a conv")
         inside = torch.ones(1, *input_size, dtype=torch.float64)
-        corr = (F.conv2d(inside, codes.double(), None, layer.stride, layer.padding, layer.dilation, layer.groups)[0]
-                if op["op"] == "conv" else codes.double().sum(1))     # (C, H, W): weight codes meeting the image
-        bias = shift.reshape(-1, *[1] * (corr.dim() - 1)) - (multiplier * 255.0 * mean).reshape(
-            -1, *[1] * (corr.dim() - 1)) * corr
+        corr = F.conv2d(inside, codes.double(), None, layer.stride, layer.padding, layer.dilation,
+                        layer.groups)[0]                       # (C, H, W): sum of the weight codes meeting the image
+        bias = shift.reshape(-1, 1, 1) - (multiplier * 255.0 * mean).reshape(-1, 1, 1) * corr
         op.update(a_bits=INPUT_BITS, a_signed=False, a_step=None)
     else:
         a_step = float(layer.input_quantizer.step_size[str(a_bits)])

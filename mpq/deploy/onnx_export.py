@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from mpq.deploy.model import FLOAT32_EXACT, DeployedModel
+from mpq.deploy.pack import pack_codes
 from mpq.method.quantizer import int_range
 
 OPSET_INT4, OPSET_INT2 = 21, 25
@@ -73,10 +74,13 @@ class _Builder:
         return name
 
     def int_const(self, hint: str, values: np.ndarray, bits: int, signed: bool) -> str:
+        """An integer initializer in the type that carries ``bits``, as raw bytes: ONNX packs INT4 two to a byte
+        and INT2 four to a byte, first element in the low bits, which is ``pack_codes``'s layout."""
         name = self.name(hint)
         values = np.asarray(values, dtype=np.int64)
+        width = bits if bits in NATIVE_BITS else 8
         self.inits.append(self.helper.make_tensor(name, _int_type(self.onnx, bits, signed), list(values.shape),
-                                                  values.reshape(-1).tolist()))
+                                                  pack_codes(values, width, signed).tobytes(), raw=True))
         return name
 
     def clip_to_bits(self, value: str, bits: int, signed: bool, hint: str) -> str:
