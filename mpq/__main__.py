@@ -118,7 +118,6 @@ def _splits(args: argparse.Namespace, identity: dict):
 
 
 def _search(args: argparse.Namespace) -> int:
-    from mpq.training.checkpoint import atomic_path
     from mpq.method.cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
     from mpq.search.evaluation import make_scorer, recalibrated_accuracy, search_space
     from mpq.training.hardware import place
@@ -159,9 +158,16 @@ def _search(args: argparse.Namespace) -> int:
         out = {"warning": warning, **out}
     if args.evaluate:
         out["test_acc"] = recalibrated_accuracy(supernet, result.bit_cfg, calib, splits.test)
+    return _report(out, args.out)
+
+
+def _report(out: dict, path: str | None) -> int:
+    """Print a command's result as JSON, and write it to ``path`` (atomically) when given."""
+    from mpq.training.checkpoint import atomic_path
+
     text = json.dumps(out, indent=2)
-    if args.out:
-        with atomic_path(args.out) as tmp:
+    if path:
+        with atomic_path(path) as tmp:
             tmp.write_text(text + "\n")
     print(text)
     return 0
@@ -247,8 +253,7 @@ def _export(args: argparse.Namespace) -> int:
            "files": ["model.json", "weights.npz", "model.onnx"]}
     if warning:
         out = {"warning": warning, **out}
-    print(json.dumps(out, indent=2))
-    return 0
+    return _report(out, None)
 
 
 def _test_images(args: argparse.Namespace, identity: dict, classes: int, splits=None):
@@ -273,7 +278,7 @@ def _test_images(args: argparse.Namespace, identity: dict, classes: int, splits=
 def _evaluate(args: argparse.Namespace) -> int:
     from mpq.deploy import evaluate
     from mpq.deploy.model import load
-    from mpq.training.checkpoint import atomic_path, check_output
+    from mpq.training.checkpoint import check_output
 
     for flag, value in (("--test-size", args.test_size), ("--agreement-images", args.agreement_images)):
         if value is not None and value <= 0:
@@ -320,12 +325,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  "layers": layers}
     if warning:
         out = {"warning": warning, **out}
-    text = json.dumps(out, indent=2)
-    if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text + "\n")
-    print(text)
-    return 0
+    return _report(out, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:

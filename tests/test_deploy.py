@@ -18,8 +18,7 @@ from mpq.deploy.pack import pack_codes, packed_bytes, unpack_codes
 from mpq.method.quantizer import int_range, lsq_fake_quant
 from mpq.method.supernet import Supernet, recalibrate_bn
 from mpq.models import create_model
-from mpq.training.oneshot import build_supernet, load_supernet, run_meta, train_oneshot
-from mpq.training.recipe import OneShotConfig
+from mpq.training.oneshot import load_supernet
 
 onnx_export = pytest.importorskip("mpq.deploy.onnx_export")
 pytest.importorskip("onnxruntime")
@@ -40,16 +39,9 @@ def _random_supernet(name: str, seed: int) -> tuple[Supernet, dict, torch.Tensor
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_splits, tmp_path_factory):
-    """A tiny ResNet-20 supernet trained for a few steps, with its checkpoint."""
-    torch.manual_seed(0)
-    cfg = OneShotConfig(epochs=1, num_random_paths=1)
-    sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
-    path = tmp_path_factory.mktemp("ckpt") / "resnet20.pt"
-    train = tiny_splits.train.subset(torch.arange(64))
-    train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
-                  checkpoint=path, progress=False, meta=run_meta("resnet20", 0.25, tiny_splits, train))
-    return path
+def checkpoint(trained):
+    """The tiny trained ResNet-20 supernet's checkpoint (conftest)."""
+    return trained[1]
 
 
 # --- packing --------------------------------------------------------------------------------------------
@@ -111,8 +103,8 @@ def test_integer_reference_equals_onnx_runtime_and_graph_bitops_equal_the_accoun
 
 
 @pytest.mark.timeout(60)
-def test_fake_quant_and_integer_reference_agree_on_a_trained_checkpoint(trained, tiny_splits):
-    supernet = load_supernet(trained)
+def test_fake_quant_and_integer_reference_agree_on_a_trained_checkpoint(checkpoint, tiny_splits):
+    supernet = load_supernet(checkpoint)
     cfg = supernet.sample_config(torch.Generator().manual_seed(3))
     from mpq.search.evaluation import recalibrate
 
@@ -140,15 +132,15 @@ def test_the_package_imports_without_onnx_and_says_how_to_install_it(tmp_path):
 # --- released supernets and the command line -------------------------------------------------------------
 
 @pytest.mark.timeout(120)
-def test_release_then_search_export_and_evaluate(trained, tmp_path, capsys):
+def test_release_then_search_export_and_evaluate(checkpoint, tmp_path, capsys):
     from mpq.deploy.release import main as release_main
 
-    src = trained.parent
+    src = checkpoint.parent
     assert release_main([str(src), str(tmp_path / "models"), "--profile", "tiny"]) == 0
     released = tmp_path / "models" / "resnet20.pt"
     info = json.loads((tmp_path / "models" / "resnet20.json").read_text())
     assert info["profile"] == "tiny" and info["data"]["name"] == "fashion_mnist" and info["file"] == "resnet20.pt"
-    assert released.stat().st_size < trained.stat().st_size / 2          # no optimizer state
+    assert released.stat().st_size < checkpoint.stat().st_size / 2          # no optimizer state
     cfg_path = tmp_path / "cfg.json"
     assert main(["search", str(released), "--level", "4.8", "--score-size", "16", "--out", str(cfg_path)]) == 0
     capsys.readouterr()
@@ -171,7 +163,7 @@ def test_release_then_search_export_and_evaluate(trained, tmp_path, capsys):
 
 
 @pytest.mark.timeout(60)
-def test_export_and_evaluate_refuse_bad_input_in_one_line(trained, tmp_path, capsys):
+def test_export_and_evaluate_refuse_bad_input_in_one_line(checkpoint, tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     not_json = tmp_path / "bad.json"
     not_json.write_text("{")
@@ -180,15 +172,15 @@ def test_export_and_evaluate_refuse_bad_input_in_one_line(trained, tmp_path, cap
     afile = tmp_path / "afile"
     afile.write_text("x")
     cases = [
-        (["export", str(trained), "--config", str(cfg), "--out", str(tmp_path / "o")], "not found"),
-        (["export", str(trained), "--config", str(not_json), "--out", str(tmp_path / "o")], "not JSON"),
-        (["export", str(trained), "--config", str(wrong), "--out", str(tmp_path / "o")], "unknown layers"),
-        (["export", str(trained), "--config", str(wrong), "--out", str(afile)], "is a file"),
+        (["export", str(checkpoint), "--config", str(cfg), "--out", str(tmp_path / "o")], "not found"),
+        (["export", str(checkpoint), "--config", str(not_json), "--out", str(tmp_path / "o")], "not JSON"),
+        (["export", str(checkpoint), "--config", str(wrong), "--out", str(tmp_path / "o")], "unknown layers"),
+        (["export", str(checkpoint), "--config", str(wrong), "--out", str(afile)], "is a file"),
         (["export", str(not_json), "--config", str(wrong), "--out", str(tmp_path / "o")], "corrupt"),
-        (["evaluate", str(trained)], "pass --config"),
+        (["evaluate", str(checkpoint)], "pass --config"),
         (["evaluate", str(tmp_path / "nowhere")], "not found"),
         (["evaluate", str(tmp_path)], "not a deployed model"),
-        (["evaluate", str(trained), "--config", str(cfg), "--test-size", "0"], "positive"),
+        (["evaluate", str(checkpoint), "--config", str(cfg), "--test-size", "0"], "positive"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
