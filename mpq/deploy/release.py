@@ -15,6 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
 from mpq.data.datasets import sha256_file
 from mpq.training.checkpoint import CheckpointError, atomic_folder, load_checkpoint, require_keys, save_checkpoint, write_json
 from mpq.training.oneshot import RELEASE_KEYS, SUPERNET_FIX, training_progress
@@ -31,7 +33,9 @@ def release_one(src: Path, out_dir: Path, profile: str) -> dict:
         raise CheckpointError(f"checkpoint {src} is unfinished (epoch {epoch} of {epochs}); finish its training "
                               "before releasing it")
     target = out_dir / f"{src.stem}.pt"
-    save_checkpoint({k: state[k] for k in RELEASE_KEYS}, target)
+    # cloned: a tensor saved as a view writes its whole storage (training keeps parameters in shared buffers)
+    ema = {k: v.clone() if torch.is_tensor(v) else v for k, v in state["ema"].items()}
+    save_checkpoint({**{k: state[k] for k in RELEASE_KEYS}, "ema": ema}, target)
     meta, config = state["meta"], state["config"]
     info = {"model": meta["model"], "width_mult": meta["width_mult"], "num_classes": meta["num_classes"],
             "w_bit_choices": config["w_bit_choices"], "a_bit_choices": config["a_bit_choices"],
