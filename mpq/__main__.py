@@ -289,7 +289,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     onnx_export = _require_onnx()
-    source = Path(args.source)
+    source = args.checkpoint = Path(args.source)          # the messages about the data name it
     fake_quant, splits, warning = None, None, None
     if not source.exists():
         raise UsageError(f"{source} not found; pass a folder written by `python -m mpq export`, or a checkpoint "
@@ -306,7 +306,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not args.config:
             raise UsageError(f"{source} is a checkpoint: pass --config CFG.json (a configuration searched on it), "
                              "or pass a folder written by `python -m mpq export`")
-        args.checkpoint = source
         supernet, cfg, deployed, splits, warning = _deploy(args)
         fake_quant = supernet
         session = onnx_export.session(onnx_export.to_onnx(deployed))
