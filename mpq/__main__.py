@@ -173,24 +173,22 @@ def _report(out: dict, path: str | None) -> int:
     return 0
 
 
-def _read_config(path: str, supernet) -> dict:
-    """The configuration in ``path`` (the JSON ``python -m mpq search --out`` writes), checked against ``supernet``."""
-    from mpq.search.space import cfg_from_json
+CONFIG_FIX = "pass the JSON that `python -m mpq search --out` wrote for this supernet"
 
-    fix = "pass the JSON that `python -m mpq search --out` wrote for this supernet"
+
+def _read_config(path: str) -> dict:
+    """The ``bit_cfg`` entry of ``path`` (the JSON ``python -m mpq search --out`` writes), read before anything is
+    loaded; ``_deploy`` checks it against the supernet."""
     source = Path(path)
     if not source.is_file():
-        raise UsageError(f"--config {path} not found; {fix}")
+        raise UsageError(f"--config {path} not found; {CONFIG_FIX}")
     try:
         obj = json.loads(source.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--config {path} is not JSON ({exc}); {fix}") from None
+        raise UsageError(f"--config {path} is not JSON ({exc}); {CONFIG_FIX}") from None
     if not isinstance(obj, dict) or "bit_cfg" not in obj:
-        raise UsageError(f"--config {path} has no 'bit_cfg' entry; {fix}")
-    try:
-        return supernet.validate(cfg_from_json(obj["bit_cfg"]))
-    except ValueError as exc:
-        raise UsageError(f"--config {path}: {exc}; {fix}") from None
+        raise UsageError(f"--config {path} has no 'bit_cfg' entry; {CONFIG_FIX}")
+    return obj["bit_cfg"]
 
 
 def _deploy(args: argparse.Namespace):
@@ -199,8 +197,14 @@ def _deploy(args: argparse.Namespace):
     from mpq.deploy.model import lower
     from mpq.search.evaluation import recalibrate
 
+    from mpq.search.space import cfg_from_json
+
+    given = _read_config(args.config)
     supernet, identity, warning = _open_supernet(args)
-    cfg = _read_config(args.config, supernet)
+    try:
+        cfg = supernet.validate(cfg_from_json(given))
+    except ValueError as exc:
+        raise UsageError(f"--config {args.config}: {exc}; {CONFIG_FIX}") from None
     splits = _splits(args, identity)
     recalibrate(supernet, cfg, splits.calib)                # as `search --evaluate` does before measuring
     meta = {"checkpoint": Path(args.checkpoint).name,

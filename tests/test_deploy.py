@@ -162,7 +162,7 @@ def test_release_then_search_export_and_evaluate(checkpoint, tmp_path, capsys):
     assert result["code_agreement"]["max_level_difference"] <= 1
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_export_and_evaluate_refuse_bad_input_in_one_line(checkpoint, tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     not_json = tmp_path / "bad.json"
