@@ -74,8 +74,10 @@ def code_agreement(deployed: DeployedModel, fake_quant_model: nn.Module, pixels:
     for op in layers:
         layer, bn = modules[op["name"]], modules.get(op["bn"]) if op.get("bn") else None
 
-        def swap(o: dict, codes: Tensor) -> Tensor:
-            return _fake_quant_layer(layer, bn, op, codes, deployed.meta["input"]) if o["name"] == op["name"] else ref[o["output"]]
+        def swap(o: dict, codes: Tensor) -> Tensor:     # this layer in fake quantization, the others as recorded
+            if o["name"] != op["name"]:
+                return ref[o["output"]]
+            return _fake_quant_layer(layer, bn, op, codes, deployed.meta["input"])
 
         seen: dict[str, Tensor] = {}
         mixed = integer.forward(deployed, pixels, record=seen, layer_fn=swap)
