@@ -251,7 +251,8 @@ def _export(args: argparse.Namespace) -> int:
         save(deployed, folder)
         (folder / "model.onnx").write_bytes(onnx_bytes)
     meta = deployed.meta
-    out = {"out": args.out, "model": meta["model"], "gbitops": meta["gbitops"], "gbitops_onnx_graph": graph_bitops / 1e9,
+    out = {"out": args.out, "model": meta["model"], "gbitops": meta["gbitops"],
+           "gbitops_onnx_graph": graph_bitops / 1e9,
            "size_mib": meta["size_mib"], "weight_bytes": meta["weight_bytes"],
            "float32_weight_bytes": meta["float32_weight_bytes"], "onnx_bytes": len(onnx_bytes),
            "files": ["model.json", "weights.npz", "model.onnx"]}
@@ -367,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--agreement-images", type=int, default=256,
                    help="test images on which fake-quant and integer codes are compared layer by layer")
     for p in (e, v):
-        p.add_argument("--allow-unfinished", action="store_true", help="use a checkpoint whose training has not finished")
-    for p in (e, v):
-        p.add_argument("--data-root", default=None, help="the image folder of a checkpoint trained on data set 'folder'")
+        p.add_argument("--allow-unfinished", action="store_true",
+                       help="use a checkpoint whose training has not finished")
+        p.add_argument("--data-root", default=None,
+                       help="the image folder of a checkpoint trained on data set 'folder'")
     v.add_argument("--dataset", default=None, help="evaluate on this named data set's test images (default: the "
                                                    "checkpoint's test split)")
     e.set_defaults(test_size=None)

@@ -263,6 +263,7 @@ def load(folder: str | Path) -> DeployedModel:
                     raise ValueError(f"{key} of layer {name} has dtype {arr.dtype} and shape {arr.shape}")
                 tensors[f"{name}.{key}"] = torch.from_numpy(arr.copy())
     except (KeyError, ValueError, OSError) as exc:
-        raise ValueError(f"{folder / WEIGHTS_NPZ} does not match {MODEL_JSON} ({exc}); export the model again") from None
+        raise ValueError(f"{folder / WEIGHTS_NPZ} does not match {MODEL_JSON} ({exc}); "
+                         "export the model again") from None
     meta = {k: v for k, v in doc.items() if k not in ("ops", "output")}
     return DeployedModel(doc["ops"], tensors, doc["output"], meta)

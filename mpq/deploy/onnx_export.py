@@ -180,9 +180,9 @@ def quantizer_model(step: float, bits: int, signed: bool) -> Any:
                                   b.int_const("zero", np.array(0), bits, signed)], "q")
     codes = b.dequantize(b.clip_to_bits(q, bits, signed, "a"), bits, signed, "a")
     b.nodes.append(onnx.helper.make_node("Identity", [codes], ["codes"], name="codes"))
-    graph = onnx.helper.make_graph(b.nodes, "quantizer",
-                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n"])],
-                                   [onnx.helper.make_tensor_value_info("codes", onnx.TensorProto.FLOAT, ["n"])], b.inits)
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(b.nodes, "quantizer", [value("x", onnx.TensorProto.FLOAT, ["n"])],
+                                   [value("codes", onnx.TensorProto.FLOAT, ["n"])], b.inits)
     return _finish(onnx, graph, two_bit=bits == 2)
 
 

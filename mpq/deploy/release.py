@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from mpq.data.datasets import sha256_file
-from mpq.training.checkpoint import CheckpointError, atomic_folder, load_checkpoint, require_keys, save_checkpoint, write_json
+from mpq.training.checkpoint import (CheckpointError, atomic_folder, load_checkpoint, require_keys, save_checkpoint,
+                                     write_json)
 from mpq.training.oneshot import RELEASE_KEYS, SUPERNET_FIX, training_progress
 
 log = logging.getLogger(__name__)
