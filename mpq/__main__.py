@@ -316,10 +316,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         session = onnx_export.session(onnx_export.to_onnx(deployed))
     meta = deployed.meta
     test, name = _test_images(args, meta["data"], meta["num_classes"], splits)
-    preds = evaluate.predictions(deployed, test, fake_quant=fake_quant, onnx_session=session)
+    logits = evaluate.logits(deployed, test, fake_quant=fake_quant, onnx_session=session)
     out = {"source": args.source, "model": meta["model"], "dataset": name, "test_images": len(test),
-           "gbitops": meta["gbitops"], "size_mib": meta["size_mib"], **evaluate.accuracies(preds, test.labels),
-           "onnx_equals_integer": bool(torch.equal(preds["onnx"], preds["integer"]))}
+           "gbitops": meta["gbitops"], "size_mib": meta["size_mib"], **evaluate.accuracies(logits, test.labels),
+           "onnx_logits_equal_integer": bool(torch.equal(logits["onnx"], logits["integer"]))}
     if fake_quant is not None:
         pixels = test.images[:args.agreement_images]
         layers = evaluate.code_agreement(deployed, fake_quant.export(cfg), pixels)

@@ -110,8 +110,8 @@ def test_fake_quant_and_integer_reference_agree_on_a_trained_checkpoint(checkpoi
 
     recalibrate(supernet, cfg, tiny_splits.calib)
     deployed = lower(supernet, cfg)
-    preds = evaluate.predictions(deployed, tiny_splits.test, fake_quant=supernet)
-    agree = evaluate.accuracies(preds, tiny_splits.test.labels)["top1_agreement_fake_quant_integer"]
+    logits = evaluate.logits(deployed, tiny_splits.test, fake_quant=supernet)
+    agree = evaluate.accuracies(logits, tiny_splits.test.labels)["top1_agreement_fake_quant_integer"]
     assert agree >= 0.999
     layers = evaluate.code_agreement(deployed, supernet.export(cfg), tiny_splits.test.images[:64])
     assert set(layers) == {op["name"] for op in deployed.layers}
@@ -154,11 +154,11 @@ def test_release_then_search_export_and_evaluate(checkpoint, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == {"model.json", "weights.npz", "model.onnx"}
     assert main(["evaluate", str(out), "--test-size", "128"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["onnx_equals_integer"] and result["acc_onnx"] == result["acc_integer"]
+    assert result["onnx_logits_equal_integer"] and result["acc_onnx"] == result["acc_integer"]
     assert main(["evaluate", str(released), "--config", str(cfg_path), "--test-size", "128",
                  "--agreement-images", "16"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["onnx_equals_integer"] and "acc_fake_quant" in result
+    assert result["onnx_logits_equal_integer"] and "acc_fake_quant" in result
     assert result["code_agreement"]["max_level_difference"] <= 1
 
 

@@ -19,28 +19,29 @@ from mpq.deploy.model import DeployedModel
 from mpq.method.layers import QConv2d
 
 
-def _predict(logits_of, data: ImageSet, batch_size: int) -> Tensor:
-    return torch.cat([logits_of(x).argmax(1) for x, _ in batches(data, batch_size, shuffle=False)])
+def _logits(logits_of, data: ImageSet, batch_size: int) -> Tensor:
+    return torch.cat([logits_of(x) for x, _ in batches(data, batch_size, shuffle=False)])
 
 
 @torch.no_grad()
-def predictions(deployed: DeployedModel, data: ImageSet, *, fake_quant: nn.Module | None = None,
-                onnx_session: Any = None, batch_size: int = 500) -> dict[str, Tensor]:
-    """Predicted class per image for each form given: ``integer`` always, ``fake_quant`` (the supernet at the
+def logits(deployed: DeployedModel, data: ImageSet, *, fake_quant: nn.Module | None = None,
+           onnx_session: Any = None, batch_size: int = 500) -> dict[str, Tensor]:
+    """Logits ``(N, classes)`` for each form given: ``integer`` always, ``fake_quant`` (the supernet at the
     deployed configuration, BN as deployed), ``onnx`` (an ``onnx_export.session``)."""
-    out = {"integer": _predict(lambda x: integer.forward(deployed, x), data, batch_size)}
+    out = {"integer": _logits(lambda x: integer.forward(deployed, x), data, batch_size)}
     if fake_quant is not None:
         fake_quant.eval()
-        out["fake_quant"] = _predict(lambda x: fake_quant(normalize(x)), data, batch_size)
+        out["fake_quant"] = _logits(lambda x: fake_quant(normalize(x)), data, batch_size)
     if onnx_session is not None:
         from mpq.deploy.onnx_export import run
 
-        out["onnx"] = _predict(lambda x: run(onnx_session, x), data, batch_size)
+        out["onnx"] = _logits(lambda x: run(onnx_session, x), data, batch_size)
     return out
 
 
-def accuracies(preds: dict[str, Tensor], labels: Tensor) -> dict[str, float]:
+def accuracies(logits_of: dict[str, Tensor], labels: Tensor) -> dict[str, float]:
     """Top-1 of each form, and the share of images where each other form predicts what the integer one does."""
+    preds = {form: x.argmax(1) for form, x in logits_of.items()}
     out = {f"acc_{form}": float((p == labels).double().mean()) for form, p in preds.items()}
     for form, p in preds.items():
         if form != "integer":
