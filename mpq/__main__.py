@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,8 @@ import torch
 log = logging.getLogger("mpq")
 
 
-class UsageError(Exception):
-    """A mistake on the command line: printed as one line, exit status 2, no traceback."""
+class UsageError(ValueError):
+    """A mistake on the command line: printed as one line, exit status 2, no traceback (``run_command``)."""
 
 
 # the default profile's `search.score_size`; the whole 2,000-image subset is 15.6x the work per evaluation
@@ -39,22 +40,54 @@ def _subset_size(given: int | None, stored: int, flag: str, what: str, default: 
     return given
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse impossible arguments before anything is loaded: sizes, the budget, alpha, the output location."""
+    from mpq.training.checkpoint import check_output
+
+    for flag, value in (("--score-size", args.score_size), ("--calib-size", args.calib_size),
+                        ("--test-size", args.test_size)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} {value}: must be a positive number of images; leave it out for the default "
+                             f"({'the whole test set' if flag == '--test-size' else 'the checkpoint subset'})")
+    for flag, value in (("--level", args.level), ("--gbitops", args.gbitops)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{flag} {value}: must be a finite number > 0 (e.g. {flag} 3)")
+    if not (math.isfinite(args.alpha) and args.alpha >= 0):
+        raise UsageError(f"--alpha {args.alpha}: must be a finite number >= 0 (default 1.5)")
+    if args.out:
+        try:
+            check_output(args.out, inputs=[args.checkpoint, args.data_root])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def _search(args: argparse.Namespace) -> int:
     from mpq.training.checkpoint import atomic_path, load_checkpoint
     from mpq.method.cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
     from mpq.data.datasets import splits_from_identity
     from mpq.search.evaluation import make_scorer, recalibrated_accuracy, search_space
     from mpq.training.hardware import place
-    from mpq.training.oneshot import checkpoint_candidates, checkpoint_meta, load_supernet
+    from mpq.training.oneshot import checkpoint_candidates, checkpoint_meta, load_supernet, training_progress
     from mpq.search.space import cfg_to_json
     from mpq.search.greedy import greedy_search
 
+    _check_args(args)
     state = load_checkpoint(args.checkpoint, fix="pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt)")
     if "ema" not in state or "meta" not in state:
         kind = "a full-precision checkpoint (FP stage)" if "state_dict" in state else "not a one-shot checkpoint"
         raise UsageError(f"{args.checkpoint} is {kind}; pass a one-shot supernet checkpoint "
                          "(checkpoints/supernet/MODEL.pt, written by `dvc repro supernet`)")
+    epoch, epochs, finished = training_progress(state)
     del state
+    warning = None
+    if not finished:
+        unfinished = (f"checkpoint {args.checkpoint} is unfinished: it holds epoch {epoch} of {epochs} (its training "
+                      "was stopped or is still running)")
+        if not args.allow_unfinished:
+            raise UsageError(f"{unfinished}; finish its training (the command that trains it resumes from this "
+                             "file), or pass --allow-unfinished to search it as it is")
+        warning = f"{unfinished}; searched as it is (--allow-unfinished)"
+        log.warning("warning: %s", warning)
     meta = checkpoint_meta(args.checkpoint)
     identity = meta.get("data")
     if not identity:
@@ -67,7 +100,7 @@ def _search(args: argparse.Namespace) -> int:
     score_size = _subset_size(args.score_size, identity["score_size"], "--score-size", "scoring",
                               default=min(DEFAULT_SCORE_SIZE, identity["score_size"]))
     calib_size = _subset_size(args.calib_size, identity["calib_size"], "--calib-size", "calibration")
-    supernet = load_supernet(args.checkpoint)
+    supernet = load_supernet(args.checkpoint, allow_unfinished=args.allow_unfinished)
     table = supernet.cost_table
     space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
     lo, hi = bitops(table, space.cfg(space.lowest_key())), bitops(table, space.cfg(space.highest_key()))
@@ -99,6 +132,8 @@ def _search(args: argparse.Namespace) -> int:
            "score": result.error, "score_metric": args.metric, "scoring_images": len(score),
            "evaluations": result.evaluations, "search_seconds": round(time.perf_counter() - start, 1),
            "data": {k: identity[k] for k in ("name", "seed")}, "bit_cfg": cfg_to_json(result.bit_cfg)}
+    if warning:
+        out = {"warning": warning, **out}
     if args.evaluate:
         out["test_acc"] = recalibrated_accuracy(supernet, result.bit_cfg, calib, splits.test)
     text = json.dumps(out, indent=2)
@@ -130,18 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--metric", choices=["loss", "error"], default="loss")
     s.add_argument("--alpha", type=float, default=1.5)
     s.add_argument("--evaluate", action="store_true", help="recalibrate BN and report test accuracy")
-    s.add_argument("--out", default=None, help="write the configuration JSON here")
+    s.add_argument("--out", default=None, help="write the configuration JSON here (checked before the search: not the "
+                                              "checkpoint, not a folder, writable)")
+    s.add_argument("--allow-unfinished", action="store_true",
+                   help="search a checkpoint whose training has not finished (refused otherwise); the output says so")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
-    from mpq.training.checkpoint import CheckpointError
-    from mpq.data.datasets import DataError
+    from mpq.training.checkpoint import run_command
 
-    try:
-        return _search(args)
-    except (UsageError, CheckpointError, DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # a search writes nothing until it completes, so an interrupted one simply starts over
+    return run_command(lambda: _search(args), "mpq", sys.argv[1:] if argv is None else argv, resumes=False)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,20 @@ Every number from the paper is a named field with the paper's (official code's) 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
 T = TypeVar("T")
+
+# the top-level keys of params.yaml (and of every profile): a key outside them is a typo, refused when read
+SECTIONS = ("profile", "seed", "data", "models", "model_bits", "fp", "oneshot", "evaluation", "baselines", "search",
+            "retrain_check", "replicates", "search_study", "interference", "ablation", "transfer", "benchmark")
 
 
 def _type_name(hint: Any) -> str:
@@ -67,13 +72,51 @@ def from_dict(cls: type[T], values: Mapping[str, Any], section: str) -> T:
         if not matches_type(value, hints[key]):
             raise ValueError(f"params {section}.{key}: expected {_type_name(hints[key])}, got "
                              f"{type(value).__name__} {value!r}")
+        if not all_finite(value):     # YAML's .nan and .inf are floats; no setting means either
+            raise ValueError(f"params {section}.{key}: expected finite numbers, got {value!r}; write a number")
     return cls(**values)
+
+
+def all_finite(value: Any) -> bool:
+    """Whether every float in ``value`` (a number, or a list of them) is finite; other values pass."""
+    if isinstance(value, (list, tuple)):
+        return all(all_finite(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Refuse ``key = value`` unless ``ok``, with a message naming the key, the value and what is allowed.
+
+    >>> require(False, "fp.lr", -0.1, "a finite number > 0")
+    Traceback (most recent call last):
+    ...
+    ValueError: fp.lr must be a finite number > 0, got -0.1
+    """
+    if not ok:
+        raise ValueError(f"{key} must be {allowed}, got {value!r}")
+
+
+def finite(value: Any) -> bool:
+    """Whether ``value`` is a finite number (an int, or a float that is neither nan nor infinite)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def in_unit(value: float, *, low_open: bool = False, high_open: bool = False) -> bool:
+    """Whether ``value`` lies in [0, 1], with either end open: probabilities, fractions, decays."""
+    return finite(value) and (0 < value if low_open else 0 <= value) and (value < 1 if high_open else value <= 1)
+
+
+def distinct(values: Sequence[Any]) -> bool:
+    return len(set(values)) == len(values)
 
 
 def _positive(section: str, **values: float | int | None) -> None:
     for name, value in values.items():
-        if value is not None and value <= 0:
-            raise ValueError(f"{section}.{name} must be positive, got {value}")
+        if value is not None:
+            require(finite(value) and value > 0, f"{section}.{name}", value,
+                    "a finite number > 0" if isinstance(value, float) else "a positive integer")
 
 
 @dataclass(frozen=True)
@@ -88,10 +131,12 @@ class DataConfig:
     flip: bool = True                  # random horizontal flip (off for digits)
 
     def __post_init__(self) -> None:
-        _positive("data", train_size=self.train_size, score_size=self.score_size, calib_size=self.calib_size,
-                  test_size=self.test_size, batch_size=self.batch_size)
+        for name in ("train_size", "test_size"):      # null means all images; zero is no spelling of it
+            value = getattr(self, name)
+            require(value is None or value > 0, f"data.{name}", value, "a positive number of images, or null for all")
+        _positive("data", score_size=self.score_size, calib_size=self.calib_size, batch_size=self.batch_size)
         if self.pad < 0:
-            raise ValueError(f"data.pad must be >= 0, got {self.pad}")
+            raise ValueError(f"data.pad must be >= 0, got {self.pad!r}")
         from mpq.data.datasets import NAMED_DATASETS
 
         if self.dataset not in NAMED_DATASETS:
@@ -104,7 +149,7 @@ class ModelSpec:
     width_mult: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive("models", width_mult=self.width_mult)
+        _positive(f"models.{self.name}", width_mult=self.width_mult)
 
 
 def model_specs(models: Mapping[str, Mapping[str, Any]]) -> list[ModelSpec]:
@@ -134,14 +179,40 @@ class FPConfig:
 
     def __post_init__(self) -> None:
         _positive("fp", epochs=self.epochs, lr=self.lr)
+        require(in_unit(self.momentum, high_open=True), "fp.momentum", self.momentum, "in [0, 1)")
+        require(finite(self.weight_decay) and self.weight_decay >= 0, "fp.weight_decay", self.weight_decay,
+                "a finite number >= 0")
+        require(finite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs, "fp.warmup_epochs",
+                self.warmup_epochs, f"in [0, fp.epochs] = [0, {self.epochs}] (warm-up is part of training)")
+        require(in_unit(self.label_smoothing, high_open=True), "fp.label_smoothing", self.label_smoothing, "in [0, 1)")
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
+    """The params file as a dict of sections; its top level checked (``check_params``), each section where read."""
     with open(path) as fh:
         params = yaml.safe_load(fh)
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a mapping of sections")
+    check_params(params, path)
     return params
+
+
+def check_params(params: Mapping[str, Any], path: str | Path = "params.yaml") -> None:
+    """Refuse what no single section can see: an unknown top-level key (a typo would be ignored), a main
+    ``seed`` that is not an int, and the main seed listed again in ``replicates.seeds`` (T2 pools the main run
+    with the replicates, so it would count twice in the interval)."""
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level keys {unknown}; the sections are {list(SECTIONS)} "
+                         "(fix the spelling or remove them)")
+    seed = params.get("seed")
+    if "seed" in params and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"params seed: expected int, got {type(seed).__name__} {seed!r}")
+    replicates = params.get("replicates")
+    if isinstance(replicates, Mapping) and isinstance(replicates.get("seeds"), list) and seed in replicates["seeds"]:
+        raise ValueError(f"params replicates.seeds {replicates['seeds']} lists the main run's seed {seed} (top-level "
+                         "`seed`); the main run is pooled with the replicates already, so it would count twice: "
+                         "list only the other seeds")
 
 
 @dataclass(frozen=True)
@@ -154,6 +225,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(self.levels))
         _positive("evaluation", batch_size=self.batch_size)
+        require(bool(self.levels) and distinct(self.levels), "evaluation.levels", list(self.levels),
+                "a non-empty list of distinct bit-widths")
 
     def check_candidates(self, w_bit_choices: tuple[int, ...], a_bit_choices: tuple[int, ...]) -> None:
         """Refuse uniform levels that are not candidates of the supernet (call beside ``from_dict``)."""
@@ -172,8 +245,8 @@ class BaselineConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(self.levels))
-        if not self.levels or min(self.levels) < 2:
-            raise ValueError(f"baselines.levels must be bit-widths >= 2, got {self.levels}")
+        require(bool(self.levels) and min(self.levels) >= 2 and distinct(self.levels), "baselines.levels",
+                list(self.levels), "a non-empty list of distinct bit-widths >= 2")
 
 
 @dataclass(frozen=True)
@@ -197,8 +270,10 @@ class SearchConfig:
                   evo_population=self.evo_population, evo_generations=self.evo_generations)
         if self.metric not in ("loss", "error"):
             raise ValueError(f"search.metric must be 'loss' or 'error', got {self.metric!r}")
-        if not self.levels or min(self.levels) < 1:
-            raise ValueError(f"search.levels must be BitOPs levels >= 1, got {self.levels}")
+        require(bool(self.levels) and min(self.levels) >= 1 and distinct(self.levels), "search.levels",
+                list(self.levels), "a non-empty list of distinct BitOPs levels >= 1")
+        require(in_unit(self.evo_mutation_prob), "search.evo_mutation_prob", self.evo_mutation_prob,
+                "a probability in [0, 1]")
 
     def check_candidates(self, w_bit_choices: tuple[int, ...], a_bit_choices: tuple[int, ...]) -> None:
         """Refuse levels and a start the supernet's candidates cannot reach (call beside ``from_dict``)."""
@@ -227,10 +302,11 @@ class InterferenceConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "toy_lrs", tuple(self.toy_lrs))
         _positive("interference", toy_steps=self.toy_steps, toy_seeds=self.toy_seeds)
-        if not self.toy_lrs or min(self.toy_lrs) <= 0:
-            raise ValueError(f"interference.toy_lrs must be positive learning rates, got {self.toy_lrs}")
+        require(bool(self.toy_lrs) and all(finite(r) and r > 0 for r in self.toy_lrs), "interference.toy_lrs",
+                list(self.toy_lrs), "a non-empty list of finite learning rates > 0")
         if not 1 < self.toy_window <= self.toy_steps // 2:
-            raise ValueError(f"interference.toy_window must lie in (1, toy_steps / 2], got {self.toy_window}")
+            raise ValueError(f"interference.toy_window must lie in (1, interference.toy_steps / 2] with toy_steps "
+                             f"{self.toy_steps}, got {self.toy_window}")
 
 
 ABLATION_CELLS = ("plain", "sched", "idm", "both", "no2bit")
@@ -260,10 +336,13 @@ class AblationConfig:
         _positive("ablation", train_size=self.train_size, feature_images=self.feature_images)
         unknown = sorted(set(self.cells) - set(ABLATION_CELLS))
         if unknown or not self.cells:
-            raise ValueError(f"ablation.cells: unknown cells {unknown}; choose from {list(ABLATION_CELLS)}")
+            raise ValueError(f"ablation.cells: unknown cells {unknown} in {list(self.cells)}; choose from "
+                             f"{list(ABLATION_CELLS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"ablation.seeds must be distinct seeds, got {list(self.seeds)}")
         if not 0.0 < self.monitor_every <= 1.0:
-            raise ValueError(f"ablation.monitor_every must lie in (0, 1], got {self.monitor_every}")
-        if not self.levels or min(self.levels) < 1:
-            raise ValueError(f"ablation.levels must be BitOPs levels >= 1, got {list(self.levels)}")
+            raise ValueError(f"ablation.monitor_every must lie in (0, 1], got {self.monitor_every!r}")
+        require(bool(self.levels) and min(self.levels) >= 1 and distinct(self.levels), "ablation.levels",
+                list(self.levels), "a non-empty list of distinct BitOPs levels >= 1")
+        require(bool(self.monitor_bits) and distinct(self.monitor_bits), "ablation.monitor_bits",
+                list(self.monitor_bits), "a non-empty list of distinct bit-widths")

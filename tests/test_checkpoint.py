@@ -1,6 +1,7 @@
 """Checkpoints are data, not code: safe loading, clear refusals, and a process-level resume."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -10,11 +11,11 @@ import time
 import pytest
 import torch
 
-from mpq.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpq.training.checkpoint import CheckpointError, TrainingInterrupted, load_checkpoint, save_checkpoint
 from mpq.models import create_model
 from mpq.training.recipe import OneShotConfig
-from mpq.training.oneshot import build_supernet, load_supernet, run_meta, train_oneshot
-from mpq.training.fp import load_fp_model
+from mpq.training.oneshot import build_supernet, load_supernet, run_meta, train_oneshot, training_progress
+from mpq.training.fp import TrainingDiverged, load_fp_model, train_fp
 
 
 class _Payload:
@@ -88,6 +89,82 @@ def test_supernet_checkpoint_refuses_mismatches(tiny_splits, tmp_path):
     with pytest.raises(CheckpointError, match="meta width_mult"):
         train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
                       checkpoint=path, progress=False, meta={**meta, "width_mult": 0.5})
+
+
+# --- checkpoints know whether they are finished; non-finite training and Ctrl-C stop cleanly --------------
+
+def _tiny(tiny_splits, path, *, epochs=2, lr=0.04, images=8, **kwargs):
+    """ResNet-20 x0.25 on 8 images: one step per epoch."""
+    torch.manual_seed(0)
+    cfg = OneShotConfig(epochs=epochs, lr=lr, num_random_paths=1, scheduler=False)
+    sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28),
+                        calib_images=16)
+    train = tiny_splits.train.subset(torch.arange(images))
+    return train_oneshot(sn, train, cfg, batch_size=8, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                         checkpoint=path, progress=False, meta=run_meta("resnet20", 0.25, tiny_splits, train), **kwargs)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_names_the_last_complete_checkpoint_which_says_whether_it_is_finished(tiny_splits, tmp_path):
+    path = tmp_path / "sn.pt"
+
+    def interrupt(i, total, supernet):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match=f"the last complete checkpoint is {path} \\(epoch 1 of 2\\)") as err:
+        _tiny(tiny_splits, path, on_step=interrupt)
+    assert (err.value.checkpoint, err.value.epoch, err.value.epochs) == (path, 1, 2)
+    state = load_checkpoint(path)
+    assert state["finished"] is False and training_progress(state) == (1, 2, False)
+    del state["finished"]                               # a file written before the flag: judged by its epoch
+    assert training_progress(state) == (1, 2, False)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} is unfinished: it holds epoch 1 of 2"):
+        load_supernet(path)                             # notebooks and the search command: not without a word
+    assert load_supernet(path, allow_unfinished=True).searchable
+    _tiny(tiny_splits, path)                            # the same call resumes to the end
+    state = load_checkpoint(path)
+    assert "finished" not in state and training_progress(state) == (2, 2, True)   # bytes as before the flag
+
+
+def _poison_at(step):
+    def on_step(i, total, supernet):
+        if i == step:
+            with torch.no_grad():
+                next(supernet.parameters()).fill_(float("nan"))
+    return on_step
+
+
+@pytest.mark.timeout(60)
+def test_non_finite_training_stops_naming_the_settings_and_saves_no_non_finite_checkpoint(tiny_splits, tmp_path):
+    path = tmp_path / "sn.pt"
+    with pytest.raises(TrainingDiverged, match=r"diverged: .*loss (inf|nan).* at step 2 \(epoch 1 of 2\); lower "
+                                               r"oneshot.lr \(now 1e\+30\).*no checkpoint was written"):
+        _tiny(tiny_splits, path, lr=1e30, images=16)      # two steps: the first update sends the second loss to inf
+    assert not path.exists()
+    # weights gone non-finite in the last step of epoch 2, every loss finite: the epoch-1 checkpoint stays
+    with pytest.raises(TrainingDiverged, match=f"after epoch 2 of 2 the weights .* hold nan or inf.*{path} keeps "
+                                               "epoch 1 of 2"):
+        _tiny(tiny_splits, path, on_step=_poison_at(1))
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["supernet"].values()
+                                       if torch.is_tensor(v) and v.is_floating_point())
+    # a study that counts such runs trains on (here: resumes epoch 2); no non-finite checkpoint is written
+    run = _tiny(tiny_splits, path, on_step=_poison_at(1), stop_on_nonfinite=False)
+    assert run.history.epoch == [1, 2] and load_checkpoint(path)["epoch"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_fp_training_stops_on_a_non_finite_loss(tiny_splits):
+    kwargs = dict(epochs=1, batch_size=8, momentum=0.9, weight_decay=5e-4, warmup_epochs=0.0, label_smoothing=0.0,
+                  pad=2, flip=True, seed=0, device=torch.device("cpu"), progress=False)
+    train = tiny_splits.train.subset(torch.arange(16))
+    with pytest.raises(TrainingDiverged, match=r"FP training diverged: the loss is (nan|inf) at step 2 of epoch 1 of "
+                                               r"1; lower the learning rate \(fp.lr, now 1e\+30\)"):
+        train_fp(create_model("resnet20", width_mult=0.25), train, train, lr=1e30, **kwargs)
+    history = train_fp(create_model("resnet20", width_mult=0.25), train, train, lr=1e30, stop_on_nonfinite=False,
+                       **kwargs)
+    assert not math.isfinite(history.loss[0])
 
 
 # --- process-level resume: SIGKILL after the first epoch's checkpoint, resume, compare ------------------

@@ -103,6 +103,83 @@ def test_image_folder(tmp_path):
         data.load_image_folder(tmp_path / "missing")
 
 
+def _folder(root, classes=("cats", "dogs"), per_class=3, value=10):
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8), value + 40 * c + i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.timeout(30)
+def test_image_folder_classes_are_the_visible_sub_folders_and_every_bad_file_is_named(tmp_path, monkeypatch):
+    from PIL import Image
+
+    root = _folder(tmp_path / "pets")
+    (root / ".ipynb_checkpoints").mkdir()                   # hidden: no class (it would have become class 0)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / ".ipynb_checkpoints" / "0.png")
+    (root / "cats" / "._0.png").write_bytes(b"macOS metadata, not an image")     # hidden: not an image of the class
+    ds = data.load_image_folder(root)
+    assert ds.classes == ("cats", "dogs") and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    (root / "zebras").mkdir()                               # an empty class folder would be a phantom class
+    with pytest.raises(DataError, match=r"class folder\(s\) \['zebras'\] hold no images"):
+        data.load_image_folder(root)
+    (root / "zebras").rmdir()
+    (root / "dogs" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=f"image file {root / 'dogs' / 'broken.png'} cannot be read.*remove or replace"):
+        data.load_image_folder(root)
+    (root / "dogs" / "broken.png").unlink()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)     # 8x8 = 64 pixels: over twice the limit, as a huge image
+    with pytest.raises(DataError, match=f"image file {root / 'cats' / '0.png'} .*DecompressionBombError"):
+        data.load_image_folder(root)
+    monkeypatch.undo()
+    one = _folder(tmp_path / "one", classes=("cats",))
+    (one / "empty").mkdir()
+    with pytest.raises(DataError, match="need at least 2"):
+        data.load_image_folder(_folder(tmp_path / "single", classes=("cats",)))
+    with pytest.raises(DataError, match=r"\['empty'\] hold no images"):     # two folders, one empty: no pass
+        data.load_image_folder(one)
+
+
+@pytest.mark.timeout(30)
+def test_a_folder_changed_since_training_is_refused_with_the_reason(tmp_path, caplog):
+    from PIL import Image
+
+    root = _folder(tmp_path / "pets", per_class=6)
+    splits = make_splits("folder", seed=0, train_size=None, score_size=2, calib_size=2, root=root)
+    identity = splits.identity
+    assert identity["images"] == 12 and len(identity["files_sha256"]) == 64
+    assert torch.equal(data.splits_from_identity(identity, root=root).score.images, splits.score.images)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "cats" / "new.png")
+    with pytest.raises(DataError, match="changed since the checkpoint was trained: it now holds 13 images, the "
+                                        "checkpoint was trained on 12.*would no longer be held out"):
+        data.splits_from_identity(identity, root=root)
+    (root / "cats" / "new.png").unlink()
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(root / "cats" / "0.png")     # same name, other pixels
+    with pytest.raises(DataError, match="holds 12 images as before, but files were renamed, replaced or edited"):
+        data.splits_from_identity(identity, root=root)
+    old = {k: v for k, v in identity.items() if k not in ("images", "files_sha256")}   # written before the digest
+    data.splits_from_identity(old, root=root)
+    assert "records no digest" in caplog.text
+
+
+@pytest.mark.timeout(30)
+def test_zero_or_negative_sizes_are_errors_not_all(tiny_splits):
+    from mpq.training.oneshot import training_subset
+
+    train = tiny_splits.train
+    assert len(training_subset(train, None)) == len(train) and len(training_subset(train, 10)) == 10
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"train_size must be a positive number of images .*got {bad}"):
+            training_subset(train, bad)
+        with pytest.raises(ValueError, match=f"test_size must be a positive number of images .*got {bad}"):
+            make_splits("fashion_mnist", seed=0, train_size=None, score_size=8, calib_size=8, test_size=bad)
+        with pytest.raises(ValueError, match=f"score_size must be a positive number of images, got {bad}"):
+            split_indices(100, torch.Generator().manual_seed(0), bad, 10)
+
+
 def test_augment_is_a_shifted_window():
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 255, (16, 1, 28, 28), dtype=torch.uint8)

@@ -75,7 +75,7 @@ def test_command_line_search(trained, tmp_path, capsys):
     (["--level", "3", "--seed", "1"], "--seed 1 conflicts with the checkpoint"),
     (["--level", "3", "--dataset", "mnist5k"], "--dataset mnist5k conflicts with the checkpoint"),
     (["--level", "3", "--score-size", "4000"], "use at most 128"),     # tiny_splits hold 128 scoring images
-    (["--level", "3", "--calib-size", "0"], "use at most 128"),
+    (["--level", "3", "--calib-size", "0"], "--calib-size 0: must be a positive number of images"),
 ])
 def test_command_line_mistakes_are_one_line_errors(trained, capsys, args, message):
     _, path = trained
@@ -93,6 +93,46 @@ def test_command_line_bad_checkpoints(tmp_path, capsys):
         assert main(["search", str(path), "--level", "3"]) == 2
         err = capsys.readouterr().err
         assert message in err and str(path) in err and "Traceback" not in err, err
+
+
+@pytest.mark.timeout(60)
+def test_command_line_checks_its_output_and_sizes_before_the_search(trained, tmp_path, capsys):
+    _, path = trained
+    before = path.read_bytes()
+    for args, message in ((["--out", str(path)], f"--out {path} would overwrite the input {path}"),
+                          (["--out", str(tmp_path)], "is a folder; pass a file path"),
+                          (["--out", str(path / "cfg.json")], "is a file, not a folder"),
+                          (["--test-size", "0", "--evaluate"], "--test-size 0: must be a positive number of images"),
+                          (["--test-size", "-1", "--evaluate"], "--test-size -1: must be a positive number"),
+                          (["--gbitops", "nan"], "--gbitops nan: must be a finite number > 0"),
+                          (["--alpha", "-1"], "--alpha -1.0: must be a finite number >= 0")):
+        budget = [] if "--gbitops" in args else ["--level", "3"]
+        assert main(["search", str(path), *budget, *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert path.read_bytes() == before
+
+
+@pytest.mark.timeout(90)
+def test_command_line_refuses_an_unfinished_checkpoint_unless_asked_and_then_says_so(trained, tmp_path, capsys,
+                                                                                      caplog):
+    from mpq.training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(trained[1])
+    state["config"]["epochs"], state["finished"] = 3, False           # as if stopped after epoch 1 of 3
+    unfinished, old = tmp_path / "unfinished.pt", tmp_path / "old.pt"
+    save_checkpoint(state, unfinished)
+    save_checkpoint({k: v for k, v in state.items() if k != "finished"}, old)   # written before the flag
+    for path in (unfinished, old):
+        assert main(["search", str(path), "--level", "4.8"]) == 2
+        err = capsys.readouterr().err
+        assert f"checkpoint {path} is unfinished: it holds epoch 1 of 3" in err and "--allow-unfinished" in err, err
+    out = tmp_path / "cfg.json"
+    assert main(["search", str(unfinished), "--level", "4.8", "--score-size", "8", "--calib-size", "8",
+                 "--allow-unfinished", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["warning"].startswith(f"checkpoint {unfinished} is unfinished: it holds epoch 1 of 3")
+    assert f"warning: checkpoint {unfinished} is unfinished" in caplog.text     # on stderr too
 
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_28", "efficientnet_lite_28"])

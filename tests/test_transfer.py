@@ -113,7 +113,7 @@ def test_image_folder_errors_name_the_problem(tmp_path):
     empty = tmp_path / "empty"
     (empty / "a").mkdir(parents=True)
     (empty / "b").mkdir()
-    with pytest.raises(DataError, match="holds no images"):
+    with pytest.raises(DataError, match=r"class folder\(s\) \['a', 'b'\] hold no images"):
         load_target("folder", TransferConfig(targets=("folder",), root=str(empty)), seed=0)
     broken = _image_folder(tmp_path / "broken")
     (broken / "dog" / "bad.png").write_bytes(b"not an image at all")

@@ -216,29 +216,67 @@ def load_mnist5k(folder: Path | None = None) -> ImageSet:
     return ImageSet(images, torch.from_numpy(y.astype(np.int64)), MNIST_CLASSES)
 
 
-def load_image_folder(root: Path, size: int = 28, grayscale: bool = True) -> ImageSet:
-    """A user's own data: ``root/<class name>/<image files>``, resized to ``size`` x ``size``."""
-    from PIL import Image
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
+
+def image_files(root: Path) -> dict[str, list[Path]]:
+    """An image folder's classes and files: ``{class name: image files}``, both sorted by name.
+
+    The classes are the non-hidden sub-folders of ``root`` (a hidden one, such as ``.ipynb_checkpoints``, is no
+    class); a class's images are its non-hidden files with an image suffix (other files are ignored). An
+    empty class folder, or fewer than two classes, is refused: dropping a folder would change the label set.
+    """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass a folder with one sub-folder per class")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(f"image folder {root} does not exist or is not a folder; pass a folder with one sub-folder "
+                        "per class")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise DataError(f"image folder {root} has {len(classes)} class sub-folder(s); need at least 2")
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        for path in sorted((root / name).iterdir()):
-            if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}:
-                continue
-            with Image.open(path) as img:
-                img = img.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-            images.append(arr[None] if grayscale else arr.transpose(2, 0, 1))
-            labels.append(label)
-    if not images:
-        raise DataError(f"image folder {root} holds no images (png/jpg/bmp/gif/tif/webp)")
-    return ImageSet(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), tuple(classes))
+        raise DataError(f"image folder {root} has {len(classes)} class sub-folder(s) {classes}; need at least 2 "
+                        "(one sub-folder of images per class)")
+    files = {name: sorted(p for p in (root / name).iterdir() if p.is_file() and not p.name.startswith(".")
+                          and p.suffix.lower() in IMAGE_SUFFIXES) for name in classes}
+    empty = [name for name, paths in files.items() if not paths]
+    if empty:
+        raise DataError(f"image folder {root}: class folder(s) {empty} hold no images "
+                        f"({'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}); add images to them or move them out "
+                        "of the folder (every sub-folder is a class)")
+    return files
+
+
+def folder_digest(files: dict[str, list[Path]]) -> str:
+    """sha256 over an image folder's file list and contents (``image_files``): class, file name and each
+    file's own sha256, one line per image. A checkpoint records it, so a folder changed since training (an
+    image added, removed, renamed or edited) is noticed before its held-out images are trusted."""
+    digest = hashlib.sha256()
+    for name, paths in files.items():
+        for path in paths:
+            digest.update(f"{name}/{path.name}\t{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def read_image(path: Path, size: int, grayscale: bool) -> np.ndarray:
+    """One image file as uint8 ``(C, size, size)``; any failure (unreadable, truncated, too large for PIL's
+    decompression-bomb guard) is one ``DataError`` naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except Exception as exc:      # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        raise DataError(f"image file {path} cannot be read as an image ({type(exc).__name__}: {exc}); remove or "
+                        "replace the file (every file with an image suffix must be a readable image)") from None
+    return arr[None] if grayscale else arr.transpose(2, 0, 1)
+
+
+def load_image_folder(root: Path, size: int = 28, grayscale: bool = True) -> ImageSet:
+    """A user's own data: ``root/<class name>/<image files>``, resized to ``size`` x ``size`` (``image_files``
+    says which folders and files count)."""
+    files = image_files(root)
+    images = [read_image(path, size, grayscale) for paths in files.values() for path in paths]
+    labels = [label for label, paths in enumerate(files.values()) for _ in paths]
+    return ImageSet(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), tuple(files))
 
 
 def load_dataset(name: str, root: Path | None = None) -> tuple[ImageSet, ImageSet | None]:
@@ -265,6 +303,10 @@ def split_indices(n: int, gen: torch.Generator, score_size: int, calib_size: int
     The first ``score_size`` of a random permutation score search moves, the next ``calib_size``
     recalibrate BN, the rest (optionally capped at ``train_size``) train.
     """
+    for key, value in (("score_size", score_size), ("calib_size", calib_size), ("train_size", train_size)):
+        if value is not None and value <= 0:
+            all_of = " (or None: all)" if key == "train_size" else ""
+            raise ValueError(f"{key} must be a positive number of images{all_of}, got {value}")
     if score_size + calib_size >= n:
         raise ValueError(f"score_size + calib_size = {score_size + calib_size} leaves no training images "
                          f"out of {n}; lower them")
@@ -283,6 +325,11 @@ def make_splits(name: str, *, seed: int, train_size: int | None, score_size: int
     MNIST-5k) first lose a shuffled ``test_fraction`` to the test set. ``test_size`` caps the test set
     (a seeded subset).
     """
+    if test_size is not None and test_size <= 0:
+        raise ValueError(f"test_size must be a positive number of images (or None: the whole test set), "
+                         f"got {test_size}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     train, test = load_dataset(name, root)
     gen = torch.Generator().manual_seed(seed)
     if test is None:
@@ -295,6 +342,9 @@ def make_splits(name: str, *, seed: int, train_size: int | None, score_size: int
     identity = {"name": name, "seed": seed, "train_size": train_size, "score_size": score_size,
                 "calib_size": calib_size, "test_size": test_size, "test_fraction": test_fraction,
                 "classes": list(train.classes)}
+    if name == "folder":       # its contents can change under the same name: pin them (``check_folder``)
+        files = image_files(root)
+        identity |= {"images": sum(len(paths) for paths in files.values()), "files_sha256": folder_digest(files)}
     return Splits(train=train.subset(train_idx), score=train.subset(score_idx), calib=train.subset(calib_idx),
                   test=test, identity=identity)
 
@@ -310,7 +360,30 @@ def splits_from_identity(identity: dict, *, test_size: int | None = None, root: 
     if list(splits.train.classes) != list(identity["classes"]):
         raise DataError(f"data set {identity['name']!r} now has classes {list(splits.train.classes)}, but the "
                         f"checkpoint was trained on {identity['classes']}")
+    if identity["name"] == "folder":
+        check_folder(identity, splits.identity, root)
     return splits
+
+
+def check_folder(stored: dict, now: dict, root: Path | None) -> None:
+    """Refuse an image folder whose files differ from those a checkpoint was trained on (``stored``, its data
+    identity): the splits are drawn by position, so one image more or less moves training images into the
+    held-out scoring and calibration subsets. A checkpoint from before the digest was recorded is let through
+    with a warning (nothing to compare with)."""
+    if "files_sha256" not in stored:
+        log.warning("the checkpoint records no digest of image folder %s (an older format): whether the folder "
+                    "changed since training cannot be checked", root)
+        return
+    if now["files_sha256"] == stored["files_sha256"]:
+        return
+    if now["images"] != stored["images"]:
+        why = f"it now holds {now['images']} images, the checkpoint was trained on {stored['images']}"
+    else:
+        why = f"it holds {now['images']} images as before, but files were renamed, replaced or edited"
+    raise DataError(f"image folder {root} changed since the checkpoint was trained: {why} (file digest "
+                    f"{now['files_sha256'][:12]}..., recorded {stored['files_sha256'][:12]}...); its held-out "
+                    "scoring and calibration images would no longer be held out. Restore the folder as it was, "
+                    "or train again on the new one")
 
 
 # --- batches and augmentation ---------------------------------------------------------------------------

@@ -57,13 +57,14 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         for name in ("warmup", "late_from", "ratio_start", "ratio_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"scheduler.{name} must lie in [0, 1], got {getattr(self, name)}")
-        if not 0.0 < self.every <= 1.0 or not 0.0 < self.every_late <= 1.0:
-            raise ValueError("scheduler.every and every_late must lie in (0, 1]")
+                raise ValueError(f"scheduler.{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        for name in ("every", "every_late"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"scheduler.{name} must lie in (0, 1], got {getattr(self, name)!r}")
         if self.min_steps < 1:
-            raise ValueError(f"scheduler.min_steps must be at least 1, got {self.min_steps}")
+            raise ValueError(f"scheduler.min_steps must be at least 1, got {self.min_steps!r}")
         if not 0.0 < self.band < 0.5:
-            raise ValueError(f"scheduler.band must lie in (0, 0.5), got {self.band}")
+            raise ValueError(f"scheduler.band must lie in (0, 0.5), got {self.band!r}")
 
 
 def call_steps(total_steps: int, cfg: SchedulerConfig) -> list[int]:

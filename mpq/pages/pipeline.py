@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from mpq.training.checkpoint import atomic_path
+from mpq.training.checkpoint import atomic_path, run_command
 from mpq.config import load_params
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", default="reports")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run_notebook(args.notebook, args.params, args.reports)
+    # a notebook's training resumes from its checkpoints when the same command runs again
+    return run_command(lambda: _run(args), "mpq.pages.pipeline", sys.argv[1:] if argv is None else argv,
+                       checkpoints=["checkpoints"])
+
+
+# what a notebook raises for a mistake in its inputs, not in the code: reported as one line
+USER_ERROR_NAMES = ("ValueError", "DataError", "CheckpointError", "OutputError", "TrainingDiverged",
+                    "FileNotFoundError")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        run_notebook(args.notebook, args.params, args.reports)
+    except PapermillExecutionError as exc:       # the kernel's exception, by name and message
+        if exc.ename in ("KeyboardInterrupt", "TrainingInterrupted"):
+            raise KeyboardInterrupt(exc.evalue) from None
+        if exc.ename in USER_ERROR_NAMES:
+            raise ValueError(f"{args.notebook}, cell {exc.exec_count}: {exc.ename}: {exc.evalue}") from None
+        raise
     return 0
 
 

@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from mpq.training.checkpoint import write_json
+from mpq.training.checkpoint import check_output, run_command, write_json
 from mpq.config import AblationConfig, DataConfig, EvalConfig, SearchConfig, from_dict, load_params, model_specs
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
 from mpq.data.datasets import ImageSet, batches, make_splits
@@ -189,12 +189,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
+    return run_command(lambda: _run(args), "mpq.studies.ablation", sys.argv[1:] if argv is None else argv,
+                       checkpoints=[out.with_name(f".{out.name}.partial")])
+
+
+def _run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     ab = from_dict(AblationConfig, params["ablation"], "ablation")
     if args.cell not in ab.cells or args.seed not in ab.seeds:
         print(f"error: cell {args.cell!r} / seed {args.seed} are not in ablation.cells {list(ab.cells)} / "
               f"seeds {list(ab.seeds)} of {args.params}", file=sys.stderr)
         return 2
+    check_output(args.out, folder=True, inputs=[args.params, "checkpoints/fp"])
     result = run_cell(params, args.cell, args.seed, args.out)
     log.info("%s seed %d: %s (train %.0fs, search %.0fs)", args.cell, args.seed,
              {k: round(100 * v, 2) for k, v in result["test_acc"].items()}, result["train_seconds"],

@@ -40,7 +40,7 @@ class ModelBits:
         if self.search_levels is not None:
             object.__setattr__(self, "search_levels", tuple(self.search_levels))
             if not self.search_levels:
-                raise ValueError("model_bits: search_levels must list at least one level (or be null)")
+                raise ValueError("model_bits: search_levels must list at least one level (or be null), got []")
         if self.min_bits < 2:
             raise ValueError(f"model_bits: min_bits must be >= 2, got {self.min_bits}")
 

@@ -46,7 +46,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from mpq.training.checkpoint import write_json
+from mpq.training.checkpoint import check_output, run_command, write_json
 from mpq.config import BaselineConfig, DataConfig, EvalConfig, SearchConfig, from_dict, load_params, model_specs
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
 from mpq.data.datasets import make_splits
@@ -183,8 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
+    return run_command(lambda: _run(args), "mpq.studies.replicates", sys.argv[1:] if argv is None else argv,
+                       checkpoints=[out.with_name(f".{out.name}.partial")])
+
+
+def _run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
+    check_output(args.out, folder=True, inputs=[args.params, "checkpoints/fp"])
     if args.budget == 1:
         if args.seed not in rep.seeds:
             print(f"error: seed {args.seed} is not in replicates.seeds {list(rep.seeds)} of {args.params}",

@@ -46,8 +46,9 @@ class RetrainCheckConfig:
             if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
                 raise ValueError(f"retrain_check.seeds must be distinct and not empty, got {list(self.seeds)}")
             if not self.uniform_bits < self.level:
-                raise ValueError(f"retrain_check.uniform_bits ({self.uniform_bits}) must lie below its level "
-                                 f"({self.level}): the check compares a configuration with the uniform model under it")
+                raise ValueError(f"retrain_check.uniform_bits ({self.uniform_bits}) must lie below its level, "
+                                 f"retrain_check.level ({self.level}): the check compares a configuration with the "
+                                 "uniform model under it")
 
 
 def retrain_config(bit_cfg: Mapping[str, Sequence[int]], spec: ModelSpec, fixed: OneShotConfig, splits: Splits,

@@ -40,8 +40,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from mpq.training.checkpoint import write_json
-from mpq.config import DataConfig, EvalConfig, SearchConfig, from_dict, load_params, model_specs
+from mpq.training.checkpoint import check_output, run_command, write_json
+from mpq.config import DataConfig, EvalConfig, SearchConfig, distinct, from_dict, load_params, model_specs
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
 from mpq.data.datasets import make_splits
 from mpq.search.evaluation import make_scorer, paired_difference, search_space, test_predictions
@@ -70,8 +70,8 @@ class SearchStudyConfig:
         object.__setattr__(self, "start_bits", tuple(self.start_bits))
         for name in ("score_sizes", "start_bits"):
             values = getattr(self, name)
-            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-                raise ValueError(f"search_study.{name} must hold positive ints, got {list(values)}")
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values) or not distinct(values):
+                raise ValueError(f"search_study.{name} must hold distinct positive ints, got {list(values)}")
 
 
 def variants(search_cfg: SearchConfig, study: SearchStudyConfig) -> list[tuple[str, int, int]]:
@@ -215,11 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        result = run_study(load_params(args.params), args.out)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _run(args), "mpq.studies.search_study", sys.argv[1:] if argv is None else argv,
+                       resumes=False)        # searches only: its output appears when the study completes
+
+
+def _run(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    check_output(args.out, folder=True, inputs=[args.params, "checkpoints/supernet", "checkpoints/replicates"])
+    result = run_study(params, args.out)
     for run in (r for r in result["runs"] if "minus_default" in r):    # judged in notebook 04 (search_results)
         log.info("seed %d, %s, level %s: %+.2f points against the default", run["seed"], run["variant"], run["level"],
                  100 * run["minus_default"])

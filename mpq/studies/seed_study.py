@@ -24,13 +24,14 @@ import copy
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from mpq.training.checkpoint import write_json
+from mpq.training.checkpoint import check_output, run_command, write_json
 from mpq.config import BaselineConfig, EvalConfig, SearchConfig, from_dict, load_params
 from mpq.studies.model_bits import model_bits
 from mpq.training.recipe import OneShotConfig
@@ -75,7 +76,7 @@ def main_record(metrics: str | Path, model: str) -> dict:
                            test_images=loaded["search"]["test_images"])
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="training seeds other than the main run's")
@@ -85,10 +86,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work", default="checkpoints/studies", help="each seed's weights while it runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return run_command(lambda: _run(args), "mpq.studies.seed_study", sys.argv[1:] if argv is None else argv,
+                       checkpoints=[args.work])
+
+
+def _run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     if params["seed"] in args.seeds or len(set(args.seeds)) != len(args.seeds):
-        raise SystemExit(f"--seeds must be distinct and exclude the main run's seed {params['seed']} (it is pooled "
-                         "from reports/metrics)")
+        raise ValueError(f"--seeds {args.seeds}: must be distinct and exclude the main run's seed {params['seed']} (it "
+                         "is pooled from reports/metrics)")
+    check_output(args.out, inputs=[args.params, *(Path(args.metrics) / f"{n}.json" for n in
+                                                  ("supernet", "baselines", "search"))])
     study = model_params(params, args.model)
     main_run = main_record(args.metrics, args.model)
     if not Path(f"checkpoints/fp/{args.model}.pt").is_file():
@@ -109,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> None:
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
     write_json(json_ready(result), args.out)
     log.info("wrote %s", args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

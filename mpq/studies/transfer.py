@@ -65,9 +65,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from mpq.config import (BaselineConfig, DataConfig, EvalConfig, FPConfig, ModelSpec, SearchConfig, _positive, from_dict,
-                        model_specs)
-from mpq.data.datasets import NAMED_DATASETS, DataError, ImageSet, Splits, make_splits
+from mpq.config import (BaselineConfig, DataConfig, EvalConfig, FPConfig, ModelSpec, SearchConfig, _positive, distinct,
+                        from_dict, model_specs, require)
+from mpq.data.datasets import NAMED_DATASETS, ImageSet, Splits, make_splits
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
 from mpq.method.layers import quant_layers
 from mpq.method.supernet import Supernet
@@ -126,10 +126,10 @@ class TransferConfig:
                 raise ValueError(f"transfer.{name} must list distinct positive learning rates, got {list(rates)}")
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets:
-            raise ValueError(f"transfer.targets: unknown {unknown}; choose from {list(TARGETS)}")
+            raise ValueError(f"transfer.targets: unknown {unknown} in {list(self.targets)}; choose from {list(TARGETS)}")
         if "folder" in self.targets and not self.root:
-            raise ValueError("transfer.targets names 'folder' but transfer.root is empty; set it to a folder "
-                             "holding one sub-folder of images per class")
+            raise ValueError(f"transfer.targets {list(self.targets)} names 'folder' but transfer.root is empty "
+                             f"({self.root!r}); set it to a folder holding one sub-folder of images per class")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"transfer.ema_decay must lie in (0, 1), got {self.ema_decay}")
         if not 0.0 < self.test_fraction < 1.0:
@@ -141,6 +141,10 @@ class TransferConfig:
         if self.curve_multiple < 2:
             raise ValueError(f"transfer.curve_multiple must be 2 or more (the longer FP run's budgets), got "
                              f"{self.curve_multiple}")
+        require(bool(self.levels) and min(self.levels) >= 1 and distinct(self.levels), "transfer.levels",
+                list(self.levels), "a non-empty list of distinct BitOPs levels >= 1")
+        require(all(b >= 2 for b in self.baseline_bits) and distinct(self.baseline_bits), "transfer.baseline_bits",
+                list(self.baseline_bits), "a list of distinct bit-widths >= 2")
         if self.grid_seed in self.seeds:
             raise ValueError(f"transfer.grid_seed {self.grid_seed} is one of transfer.seeds {list(self.seeds)}: the "
                              f"rate chosen on a run would favour that seed's compared run; pick another seed")
@@ -150,20 +154,14 @@ def load_target(name: str, cfg: TransferConfig, seed: int) -> Splits:
     """The target's seeded splits: training, held-out scoring and calibration subsets, test.
 
     An image folder is read in grey at 28x28 (colour images are converted, any size is resized); a
-    folder with fewer than two classes, no images, or a file that is not a readable image is refused
-    with the problem and the fix named.
+    folder with fewer than two classes, an empty class folder, or a file that is not a readable image is
+    refused with one ``DataError`` naming the problem and the fix (``mpq.data.datasets.image_files``).
     """
     if name not in TARGETS:
         raise ValueError(f"unknown transfer target {name!r}; choose from {list(TARGETS)}")
     root = Path(cfg.root) if name == "folder" else None
-    try:
-        return make_splits(name, seed=seed, train_size=cfg.train_size, score_size=cfg.score_size,
-                           calib_size=cfg.calib_size, test_fraction=cfg.test_fraction, root=root)
-    except (OSError, SyntaxError) as exc:     # what PIL raises for an unreadable or broken image file
-        if isinstance(exc, DataError) or name != "folder":
-            raise
-        raise DataError(f"image folder {root}: {exc}; remove or replace the file (every file with an image "
-                        f"suffix must be a readable image)") from None
+    return make_splits(name, seed=seed, train_size=cfg.train_size, score_size=cfg.score_size,
+                       calib_size=cfg.calib_size, test_fraction=cfg.test_fraction, root=root)
 
 
 def head_name(model: nn.Module) -> str:
@@ -447,7 +445,7 @@ def fine_tune(setup: TransferSetup, arm: str, train: ImageSet, heldout: ImageSet
         model = fresh_float_model(sources.fp_model, classes)
         history = train_fp(model, train, heldout, epochs=epochs, lr=lr, momentum=setup.fp.momentum,
                            weight_decay=setup.fp.weight_decay, warmup_epochs=setup.fp.warmup_epochs,
-                           label_smoothing=setup.fp.label_smoothing, seed=seed, **kw)
+                           label_smoothing=setup.fp.label_smoothing, seed=seed, stop_on_nonfinite=False, **kw)
         return Tuned(arm, lr, seed, epochs, budget.steps(1), budget.passes, list(history.loss), sum(history.seconds),
                      curve=[100 * a for a in history.test_acc], model=model)
     calib_x = to_device(calib.images[:256], calib.labels[:256], torch.device("cpu"))[0]
@@ -463,7 +461,9 @@ def fine_tune(setup: TransferSetup, arm: str, train: ImageSet, heldout: ImageSet
     else:       # ``target_model`` is still built (and draws from the generator) as the transferred arm's is
         net = build_supernet(fresh_float_model(sources.fp_model, classes), setup.tune.supernet_spec(), calib,
                              setup.input_size)
-    run = train_oneshot(net, train, recipe(setup, arm, lr, epochs), seed=seed, checkpoint=checkpoint, meta=meta, **kw)
+    # a run that goes non-finite is recorded and counted as collapsed (every run counts), not stopped
+    run = train_oneshot(net, train, recipe(setup, arm, lr, epochs), seed=seed, checkpoint=checkpoint, meta=meta,
+                        stop_on_nonfinite=False, **kw)
     return Tuned(arm, lr, seed, epochs, budget.steps(paths), budget.passes, list(run.history.loss), run.seconds,
                  run=run)
 

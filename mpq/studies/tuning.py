@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import multiprocessing
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -37,7 +39,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from mpq.training.checkpoint import write_json
+from mpq.training.checkpoint import check_output, run_command, write_json
 from mpq.config import DataConfig, EvalConfig, FPConfig, from_dict, load_params, model_specs
 from mpq.method.cost import bitops
 from mpq.data.datasets import ImageSet, make_splits
@@ -95,7 +97,8 @@ def lr_trial(params: Mapping, lr: float, step_lr: float, device: str | None = No
     float_model = load_fp_model(f"checkpoints/fp/{model}.pt", model, spec.width_mult, len(splits.train.classes))
     supernet = build_supernet(float_model, cfg.supernet_spec(), splits.calib, model_entry(model).input_size)
     run = train_oneshot(supernet, training_subset(splits.train, cfg.train_size), cfg, batch_size=data_cfg.batch_size,
-                        pad=data_cfg.pad, flip=data_cfg.flip, seed=seed, device=pick_device(device), progress=False)
+                        pad=data_cfg.pad, flip=data_cfg.flip, seed=seed, device=pick_device(device), progress=False,
+                        stop_on_nonfinite=False)      # a grid: a rate that diverges is a result, not an error
     acc = {str(b): recalibrated_accuracy(run.ema, run.ema.uniform_config(b), splits.calib, held_out) for b in levels}
     return {"recipe": "supernet" if bits is None else f"LSQ W{bits}A{bits} alone", "seed": seed,
             "lr": lr, "step_lr": step_lr, "heldout_images": len(held_out), "heldout_acc": acc, "mean_heldout_acc": sum(acc.values()) / len(acc),
@@ -178,7 +181,7 @@ def _machine(device: str | None) -> dict:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", choices=("lr", "regime"))
     parser.add_argument("--params", default="params.yaml")
@@ -195,7 +198,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 3])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # its trials keep no checkpoints: an interrupted study starts over
+    return run_command(lambda: _run(args), "mpq.studies.tuning", sys.argv[1:] if argv is None else argv, resumes=False)
+
+
+def _run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
+    for flag, values in (("--lrs", args.lrs), ("--step-lrs", args.step_lrs), ("--widths", args.widths)):
+        if not all(math.isfinite(v) and v > 0 for v in values) or len(set(values)) != len(values):
+            raise ValueError(f"{flag} {values}: must be distinct finite numbers > 0")
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds {args.seeds}: must be distinct")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: must be at least 1")
+    check_output(args.out, inputs=[args.params])
     start = time.perf_counter()
     if args.study == "lr":
         model = params["replicates"]["model"]
@@ -218,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                "wall_seconds": round(time.perf_counter() - start, 1), **_machine(args.device)}
     write_json(result, args.out)
     log.info("wrote %s", args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,21 +1,35 @@
-"""Atomic writes and safe reads.
+"""Files that outlive a run: atomic writes, safe reads, outputs checked before the work, and what a command
+says when it stops early.
 
 A checkpoint, metrics file or figure is either the old file or the complete new one. Checkpoints are
 data, never code: they hold tensors and plain values (dicts, lists, tuples, strings, numbers) and are
 read with ``torch.load(..., weights_only=True)``, which refuses anything else, so a checkpoint file
 from someone else cannot run code when it is loaded.
+
+Every command line checks its output locations (``check_output``) before the long work, so a mistake there
+costs seconds, not a run, and an output can never replace one of the command's inputs. ``run_command`` gives
+every command the same ending: a user's mistake is one line (exit status 2), Ctrl-C is one line naming the
+last complete checkpoint and the command that resumes from it (exit status 130).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
+import shlex
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
+
+from mpq.data.datasets import DataError
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -97,3 +111,109 @@ def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."), **kwargs)
+
+
+# --- outputs, checked before the work -------------------------------------------------------------------
+
+class OutputError(ValueError):
+    """An output location that cannot take the output; the message names it, the reason and the fix."""
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (paths resolved, links followed)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), flag: str = "--out",
+                 folder: bool = False, result: str = "result.json") -> Path:
+    """Refuse, before any work, an output location the work could not end in: one of the command's
+    ``inputs`` (writing there would destroy it), for a file output an existing folder, for a folder output
+    (``folder``: replaced as a whole when the work completes) an existing file, a folder that holds an
+    input, or a non-empty folder that is not an earlier output of the command (no ``result`` file in it:
+    replacing it would delete someone else's files), and a place where no file can be created (a missing or
+    read-only folder, a file in the way).
+
+    Nothing is created: the parent folder is probed with a temporary file that is removed at once.
+    """
+    out = Path(path)
+    for given in inputs:
+        if given is None:
+            continue
+        src = Path(given)
+        if _same_place(out, src) or (folder and _inside(src, out)):
+            raise OutputError(f"{flag} {out} would overwrite the input {src}; write the output elsewhere")
+    if folder and out.exists() and not out.is_dir():
+        raise OutputError(f"{flag} {out} is a file, but the output is a folder; pass a folder path")
+    if folder and out.is_dir() and any(out.iterdir()) and not (out / result).is_file():
+        raise OutputError(f"{flag} {out} is a folder holding other files (no {result} of an earlier run); it would "
+                          "be replaced as a whole when the work completes: pass a new or empty folder")
+    if not folder and out.is_dir():
+        raise OutputError(f"{flag} {out} is a folder; pass a file path (e.g. {out / 'result.json'})")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{flag} {out}: {parent} is a file, not a folder; pass a path under a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mpq-write-check.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{flag} {out}: cannot write in {parent} ({exc.strerror}); pass a writable location") from None
+    return out
+
+
+# --- how a command ends: user errors and Ctrl-C as one line ----------------------------------------------
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, with the last complete checkpoint: ``checkpoint`` (None: none written),
+    holding ``epoch`` of ``epochs`` epochs."""
+
+    def __init__(self, checkpoint: str | Path | None, epoch: int, epochs: int) -> None:
+        self.checkpoint, self.epoch, self.epochs = checkpoint, epoch, epochs
+        where = (f"the last complete checkpoint is {checkpoint} (epoch {epoch} of {epochs})" if checkpoint is not None
+                 else "no checkpoint of this training was written yet")
+        super().__init__(f"interrupted during training; {where}")
+
+
+def latest_checkpoint(folders: Iterable[str | Path], since: float) -> Path | None:
+    """The newest complete ``*.pt`` file under ``folders`` written at or after ``since`` (a ``time.time()``);
+    temporary files of writes in progress do not count."""
+    found = [p for f in folders if Path(f).is_dir() for p in Path(f).rglob("*.pt")
+             if not p.name.startswith(".") and p.stat().st_mtime >= since]
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+USER_ERRORS = (ValueError, DataError, FileNotFoundError)   # CheckpointError, OutputError and config errors included
+
+
+def run_command(body: Callable[[], int], prog: str, argv: Sequence[str] | None = None, *,
+                checkpoints: Sequence[str | Path] = (), resumes: bool = True) -> int:
+    """Run a command line's ``body``: a user's mistake (``USER_ERRORS``) is one line, exit status 2; Ctrl-C is
+    one line, exit status 130, naming the last complete checkpoint (from the training, else the newest file
+    this run wrote under ``checkpoints``) and the command that resumes (``resumes``: the same command; else it
+    says that nothing was written and the command starts over)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["python", "-m", prog, *argv])
+    start = time.time()
+    try:
+        return body()
+    except KeyboardInterrupt as exc:
+        if not resumes:
+            print(f"interrupted: nothing was written (the output is written only when the command completes); "
+                  f"run it again: {command}", file=sys.stderr)
+        else:       # a TrainingInterrupted names its checkpoint; otherwise the newest file this run wrote
+            last = latest_checkpoint(checkpoints, start)
+            where = f"the last checkpoint written is {last}" if last else "this run wrote no checkpoint"
+            print(f"{str(exc) or f'interrupted; {where}'}; resume with: {command}", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -76,13 +77,7 @@ def setup() -> tuple[int, int, torch.device]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mpq.training.checkpoint import save_checkpoint
-    from mpq.config import DataConfig, from_dict, load_params
-    from mpq.data.datasets import make_splits
-    from mpq.models import create_model, model_entry
-    from mpq.training.recipe import OneShotConfig
-    from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, training_subset
-    from mpq.training.fp import load_fp_model
+    from mpq.training.checkpoint import run_command
 
     parser = argparse.ArgumentParser(description="data-parallel one-shot supernet training (run under torchrun)")
     parser.add_argument("--model", required=True)
@@ -95,8 +90,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dump-state", default=None, help="write this process's final state to DUMP.rankR.pt (tests)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # the same command resumes from --out: an interrupted run says so, naming its last complete checkpoint
+    return run_command(lambda: _train(args), "mpq.training.distributed", sys.argv[1:] if argv is None else argv)
 
+
+def _train(args: argparse.Namespace) -> int:
+    """The launcher's work: read and check the parameters and flags, then train (and resume) one supernet."""
+    from mpq.training.checkpoint import check_output, save_checkpoint
+    from mpq.config import DataConfig, from_dict, load_params
+    from mpq.data.datasets import make_splits
+    from mpq.models import create_model, model_entry
+    from mpq.training.recipe import OneShotConfig
+    from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, training_subset
+    from mpq.training.fp import load_fp_model
+
+    for flag, value, default in (("--width-mult", args.width_mult, "models.MODEL.width_mult"),
+                                 ("--train-images", args.train_images, "oneshot.train_size"),
+                                 ("--epochs", args.epochs, "oneshot.epochs")):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} {value}: must be a number > 0; leave it out to use {default} from the params")
     params = load_params(args.params)
+    if args.model not in params.get("models", {}):
+        raise ValueError(f"--model {args.model}: not in the models section of {args.params} "
+                         f"({list(params.get('models', {}))}); add it there or pick one of those")
+    fp_path = None if args.fp_checkpoint == "none" else (args.fp_checkpoint or f"checkpoints/fp/{args.model}.pt")
+    check_output(args.out, inputs=[args.params, fp_path])     # before the data and the model are loaded
     data_cfg = from_dict(DataConfig, params["data"], "data")
     oneshot = dict(params["oneshot"])
     for key, value in (("epochs", args.epochs), ("train_size", args.train_images)):
@@ -112,14 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     if data_cfg.batch_size % world_size:
         raise SystemExit(f"error: data.batch_size {data_cfg.batch_size} does not split evenly over {world_size} "
                          "processes; pick a process count that divides it")
-    width = args.width_mult or params["models"][args.model]["width_mult"]
+    width = args.width_mult if args.width_mult is not None else params["models"][args.model]["width_mult"]
     torch.manual_seed(seed)
-    if args.fp_checkpoint == "none":
+    if fp_path is None:
         log.warning("--fp-checkpoint none: starting from random weights")
         model = create_model(args.model, num_classes=len(splits.train.classes), width_mult=width)
     else:
-        model = load_fp_model(args.fp_checkpoint or f"checkpoints/fp/{args.model}.pt", args.model, width,
-                              len(splits.train.classes))
+        model = load_fp_model(fp_path, args.model, width, len(splits.train.classes))
     supernet = build_supernet(model, cfg.supernet_spec(), splits.calib, model_entry(args.model).input_size)
     sync = GradientAverager(world_size) if world_size > 1 else None
     run = train_oneshot(supernet, train, cfg, batch_size=data_cfg.batch_size, pad=data_cfg.pad,

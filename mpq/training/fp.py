@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +50,27 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
         return cosine
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup_steps)
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+
+
+class TrainingDiverged(ValueError):
+    """Training went non-finite (a nan or infinite loss or weight); the message names the settings to look at."""
+
+
+@torch.no_grad()
+def nonfinite_tensors(named: Iterable[tuple[str, Tensor]]) -> list[str]:
+    """Names of the floating-point tensors in ``named`` that hold a nan or an infinity (one device sync in all);
+    other values (integer buffers, a module's extra state) are skipped."""
+    floats = [(name, t) for name, t in named if isinstance(t, Tensor) and t.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in floats]).tolist()
+    return [name for (name, _), ok in zip(floats, finite) if not ok]
+
+
+def describe_tensors(names: list[str], limit: int = 3) -> str:
+    """``names`` as a short list for a message: the first ``limit`` and how many more."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 @torch.no_grad()
@@ -101,8 +124,13 @@ class History:
 
 def train_fp(model: nn.Module, train: ImageSet, test: ImageSet, *, epochs: int, batch_size: int, lr: float,
              momentum: float, weight_decay: float, warmup_epochs: float, label_smoothing: float, pad: int,
-             flip: bool, seed: int, device: torch.device, progress: bool = True) -> History:
-    """Train a float model with SGD (Nesterov) + warm-up/cosine; evaluate on ``test`` after each epoch."""
+             flip: bool, seed: int, device: torch.device, progress: bool = True,
+             stop_on_nonfinite: bool = True) -> History:
+    """Train a float model with SGD (Nesterov) + warm-up/cosine; evaluate on ``test`` after each epoch.
+
+    A step whose loss is not finite, or an epoch that leaves a weight non-finite, stops training with
+    ``TrainingDiverged`` naming the learning rate (``fp.lr``); ``stop_on_nonfinite=False`` trains on and leaves
+    the record to show it (a study that counts such runs, e.g. a learning-rate grid)."""
     gen = torch.Generator().manual_seed(seed)
     place(model, device)             # channels_last, and the AVX2 guard (mpq.training.hardware)
     model.train()
@@ -123,10 +151,19 @@ def train_fp(model: nn.Module, train: ImageSet, test: ImageSet, *, epochs: int, 
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += loss.item() * len(y)
+            value = loss.item()
+            if stop_on_nonfinite and not math.isfinite(value):
+                raise TrainingDiverged(f"FP training diverged: the loss is {value} at step {seen // batch_size + 1} "
+                                       f"of epoch {epoch + 1} of {epochs}; lower the learning rate (fp.lr, now {lr}) "
+                                       f"or check fp.weight_decay (now {weight_decay}); nothing was saved")
+            total_loss += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         seconds = time.perf_counter() - start
+        if stop_on_nonfinite and (bad := nonfinite_tensors(model.state_dict().items())):
+            raise TrainingDiverged(f"FP training diverged: after epoch {epoch + 1} of {epochs} the weights "
+                                   f"{describe_tensors(bad)} hold nan or inf; lower the learning rate (fp.lr, now "
+                                   f"{lr}); nothing was saved")
         test_acc = evaluate(model, test, device=device)
         history.append(epoch=epoch + 1, loss=total_loss / seen, train_acc=correct / seen, test_acc=test_acc,
                        lr=optimizer.param_groups[0]["lr"], seconds=seconds)

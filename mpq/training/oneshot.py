@@ -34,7 +34,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.std import tqdm
 
 from mpq.training.recipe import OneShotConfig
-from mpq.training.checkpoint import check_matches, load_checkpoint, require_keys, save_checkpoint
+from mpq.training.checkpoint import (CheckpointError, TrainingInterrupted, check_matches, load_checkpoint,
+                                     require_keys, save_checkpoint)
 from mpq.data.datasets import ImageSet, Splits, augment, batches
 from mpq.training.hardware import place
 from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, lowest_bit_layers, qe_weight_at,
@@ -44,7 +45,7 @@ from mpq.method.scheduler import (Choices, SchedulerConfig, apply_decision, call
 from mpq.method.supernet import Supernet, SupernetSpec
 from mpq.training.steps import clip_gradients, decay_weights, step_stats
 from mpq.training.graphed import GraphedStep
-from mpq.training.fp import History, to_device, warmup_cosine
+from mpq.training.fp import History, TrainingDiverged, describe_tensors, nonfinite_tensors, to_device, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +172,34 @@ class OneShotRun:
         return apply_decision(self.ema.choices, self.frozen)
 
 
+def _look_at(cfg: OneShotConfig) -> str:
+    return (f"lower oneshot.lr (now {cfg.lr}) or oneshot.step_lr (now {cfg.step_lr}), or check "
+            f"oneshot.kd_temperature (now {cfg.kd_temperature}) and oneshot.weight_decay (now {cfg.weight_decay})")
+
+
+def _kept(checkpoint: str | Path | None, saved: int | None, epochs: int) -> str:
+    if checkpoint is None:
+        return "this training keeps no checkpoint"
+    if saved is None:
+        return f"no checkpoint was written ({checkpoint} does not exist)"
+    return f"{checkpoint} keeps epoch {saved} of {epochs}, the last with finite weights"
+
+
+def diverged_message(cfg: OneShotConfig, stats: Mapping[str, float], step: int, epoch: int,
+                     checkpoint: str | Path | None, saved: int | None) -> str:
+    """What ``train_oneshot`` says when a step's loss is not finite: which loss, when, the settings to look at."""
+    which = [f"{name} {stats[key]}" for key, name in (("loss_max", "max-path loss"), ("loss_rand", "random-path loss"),
+                                                      ("idm", "IDM term")) if not math.isfinite(stats[key])]
+    return (f"one-shot training diverged: {', '.join(which)} at step {step + 1} (epoch {epoch + 1} of {cfg.epochs}); "
+            f"{_look_at(cfg)}; {_kept(checkpoint, saved, cfg.epochs)}")
+
+
 def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, batch_size: int, pad: int, flip: bool,
                   seed: int, device: torch.device, checkpoint: str | Path | None = None, meta: dict | None = None,
                   progress: bool = True, shard: tuple[int, int] | None = None, grad_sync: GradSync | None = None,
                   stop_after_epoch: int | None = None,
                   on_step: Callable[[int, int, Supernet], None] | None = None,
-                  graphed: bool | None = None) -> OneShotRun:
+                  graphed: bool | None = None, stop_on_nonfinite: bool = True) -> OneShotRun:
     """Train ``supernet`` (already calibrated) one-shot; resumable from ``checkpoint``.
 
     A checkpoint is written atomically after every epoch with all state (weights, EMA, optimisers,
@@ -195,6 +218,14 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     ``graphed`` (default: on a CUDA device, single process, without LSQ gradient scaling) runs each step as
     one replayed CUDA graph (``mpq.training.graphed.GraphedStep``: the same losses and gradients, far fewer kernel
     launches from the host).
+
+    Each checkpoint says whether training is ``finished`` (its last epoch done; ``training_progress``). A step
+    whose loss is not finite (read from the numbers each step already brings to the host), or an epoch that
+    leaves a weight non-finite (checked once, before its checkpoint is written), stops training with
+    ``TrainingDiverged`` naming the settings to look at; the checkpoint keeps the last finite epoch.
+    ``stop_on_nonfinite=False`` trains on (a study that records and counts such runs, e.g. a learning-rate
+    grid) but still writes no checkpoint with non-finite weights. Ctrl-C raises ``TrainingInterrupted``
+    naming the last complete checkpoint.
     """
     if graphed is None:
         graphed = device.type == "cuda" and grad_sync is None and not cfg.grad_scaling
@@ -235,61 +266,85 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         history.seconds = [math.nan] * len(history.epoch)     # earlier epochs' wall times are not stored
         start_epoch, frozen = state["epoch"], list(state["frozen"])
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
+    # the last complete epoch on disk (None: no checkpoint yet), for the messages when training stops early
+    saved = start_epoch if checkpoint is not None and Path(checkpoint).is_file() else None
     step_fn = None
     if graphed:
         step_fn = GraphedStep(supernet, cfg)     # before the EMA's tensor lists: they alias the stacked rows
     ema_update = EmaUpdate(ema, supernet, cfg.ema_decay)
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
-        start, sums, n = time.perf_counter(), {"loss_max": 0.0, "loss_rand": 0.0, "idm": 0.0}, 0
-        bar = tqdm(batches(train, batch_size, shuffle=True, gen=gen, drop_last=True), total=steps_per_epoch,
-                   desc=f"one-shot epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for i, (images, labels) in enumerate(bar):
-            step = epoch * steps_per_epoch + i
-            x, y = to_device(augment(images, gen, pad, flip), labels, device)
-            if world_size > 1:
-                x, y = x[rank::world_size], y[rank::world_size]            # this process's slice of the batch
-            if step in sched_calls:
-                frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg)
-            sgd.zero_grad(set_to_none=True)
-            adam.zero_grad(set_to_none=True)
-            qe_weight = (qe_weight_at(step, total_steps, cfg.qe_start, cfg.qe_weight, cfg.qe_ramp)
-                         if cfg.quant_error_penalty else 0.0)
-            candidates = apply_decision(supernet.choices, frozen) if frozen else None
-            if step_fn is not None:
-                stats = step_fn(x, y, gen, qe_weight, candidates)
-            else:
-                stats = train_step(supernet, x, y, cfg, gen, qe_weight, grad_sync, candidates)
-            sgd.step()
-            adam.step()
-            sched.step(); sched_steps.step()
-            ema_update()
-            if on_step is not None:
-                on_step(step, total_steps, supernet)
-            for k in sums:
-                sums[k] += stats[k]
-            n += 1
-        epoch_seconds = time.perf_counter() - start
-        seconds += epoch_seconds
-        history.append(epoch=epoch + 1, loss=sums["loss_max"] / n, train_acc=float("nan"), test_acc=float("nan"),
-                       lr=sgd.param_groups[0]["lr"], seconds=epoch_seconds)
-        if cfg.num_random_paths:
-            log.info("one-shot epoch %d: max-path loss %.4f, random-path loss %.4f, IDM %.4f, %d layers frozen "
-                     "(%.1fs)", epoch + 1, sums["loss_max"] / n, sums["loss_rand"] / n, sums["idm"] / n,
-                     len(frozen), epoch_seconds)
-        else:   # a fixed configuration (baselines, retraining): the max path is the only path
-            log.info("epoch %d: loss %.4f (%.1fs)", epoch + 1, sums["loss_max"] / n, epoch_seconds)
-        if grad_sync is not None:
-            grad_sync.sync_buffers(supernet)       # BN statistics: average the per-process estimates
-            grad_sync.sync_buffers(ema.module)
-        if checkpoint is not None and rank == 0:
-            save_checkpoint({"supernet": supernet.state_dict(), "ema": ema.state_dict(), "sgd": sgd.state_dict(),
-                             "adam": adam.state_dict(), "sched": sched.state_dict(),
-                             "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
-                             "history": history.as_dict(times=False), "epoch": epoch + 1,
-                             "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen)},
-                            checkpoint)
+    # the numbers every step brings to the host anyway (step_stats): checking them costs no device sync
+    checked = ("loss_max", "loss_rand", "idm") if cfg.num_random_paths else ("loss_max",)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                break
+            start, sums, n = time.perf_counter(), {"loss_max": 0.0, "loss_rand": 0.0, "idm": 0.0}, 0
+            bar = tqdm(batches(train, batch_size, shuffle=True, gen=gen, drop_last=True), total=steps_per_epoch,
+                       desc=f"one-shot epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+            for i, (images, labels) in enumerate(bar):
+                step = epoch * steps_per_epoch + i
+                x, y = to_device(augment(images, gen, pad, flip), labels, device)
+                if world_size > 1:
+                    x, y = x[rank::world_size], y[rank::world_size]            # this process's slice of the batch
+                if step in sched_calls:
+                    frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg)
+                sgd.zero_grad(set_to_none=True)
+                adam.zero_grad(set_to_none=True)
+                qe_weight = (qe_weight_at(step, total_steps, cfg.qe_start, cfg.qe_weight, cfg.qe_ramp)
+                             if cfg.quant_error_penalty else 0.0)
+                candidates = apply_decision(supernet.choices, frozen) if frozen else None
+                if step_fn is not None:
+                    stats = step_fn(x, y, gen, qe_weight, candidates)
+                else:
+                    stats = train_step(supernet, x, y, cfg, gen, qe_weight, grad_sync, candidates)
+                sgd.step()
+                adam.step()
+                sched.step(); sched_steps.step()
+                ema_update()
+                if on_step is not None:
+                    on_step(step, total_steps, supernet)
+                if stop_on_nonfinite and not all(math.isfinite(stats[k]) for k in checked):
+                    raise TrainingDiverged(diverged_message(cfg, stats, step, epoch, checkpoint, saved))
+                for k in sums:
+                    sums[k] += stats[k]
+                n += 1
+            epoch_seconds = time.perf_counter() - start
+            seconds += epoch_seconds
+            history.append(epoch=epoch + 1, loss=sums["loss_max"] / n, train_acc=float("nan"), test_acc=float("nan"),
+                           lr=sgd.param_groups[0]["lr"], seconds=epoch_seconds)
+            if cfg.num_random_paths:
+                log.info("one-shot epoch %d: max-path loss %.4f, random-path loss %.4f, IDM %.4f, %d layers frozen "
+                         "(%.1fs)", epoch + 1, sums["loss_max"] / n, sums["loss_rand"] / n, sums["idm"] / n,
+                         len(frozen), epoch_seconds)
+            else:   # a fixed configuration (baselines, retraining): the max path is the only path
+                log.info("epoch %d: loss %.4f (%.1fs)", epoch + 1, sums["loss_max"] / n, epoch_seconds)
+            if grad_sync is not None:
+                grad_sync.sync_buffers(supernet)       # BN statistics: average the per-process estimates
+                grad_sync.sync_buffers(ema.module)
+            writes = checkpoint is not None and rank == 0
+            bad = (nonfinite_tensors(itertools.chain(supernet.state_dict().items(),
+                                                     (("ema." + k, v) for k, v in ema.state_dict().items())))
+                   if stop_on_nonfinite or writes else [])       # one device sync per epoch
+            if bad and stop_on_nonfinite:
+                raise TrainingDiverged(f"one-shot training diverged: after epoch {epoch + 1} of {cfg.epochs} the "
+                                       f"weights {describe_tensors(bad)} hold nan or inf although every step's "
+                                       f"loss was finite; {_look_at(cfg)}; {_kept(checkpoint, saved, cfg.epochs)}")
+            if writes and bad:
+                log.warning("epoch %d left non-finite weights (%s): checkpoint %s not written", epoch + 1,
+                            describe_tensors(bad), checkpoint)
+            elif writes:
+                save_checkpoint({"supernet": supernet.state_dict(), "ema": ema.state_dict(), "sgd": sgd.state_dict(),
+                                 "adam": adam.state_dict(), "sched": sched.state_dict(),
+                                 "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
+                                 "history": history.as_dict(times=False), "epoch": epoch + 1,
+                                 # only an unfinished file carries the flag, so a finished one keeps the bytes it
+                                 # had before the flag existed (training_progress reads both the same way)
+                                 **({} if epoch + 1 == cfg.epochs else {"finished": False}),
+                                 "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen)},
+                                checkpoint)
+                saved = epoch + 1
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(checkpoint if saved else None, saved or 0, cfg.epochs) from None
     supernet.set_float()
     ema.module.set_float()
     return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds, frozen=list(frozen))
@@ -318,8 +373,11 @@ def training_subset(train: ImageSet, train_size: int | None) -> ImageSet:
     """The images one-shot training (and every baseline and retraining) sees: a prefix of the split.
 
     One function for the notebooks and ``mpq.training.distributed``, so both train on the same images.
+    ``train_size`` None: the whole split; zero or less is refused (it once meant "all" by accident).
     """
-    return train.subset(torch.arange(min(train_size or len(train), len(train))))
+    if train_size is not None and train_size <= 0:
+        raise ValueError(f"train_size must be a positive number of images (or None: the whole split), got {train_size}")
+    return train.subset(torch.arange(min(len(train) if train_size is None else train_size, len(train))))
 
 
 def run_meta(model: str, width_mult: float, splits: Splits, train: ImageSet, **extra) -> dict:
@@ -337,16 +395,22 @@ SUPERNET_FIX = "re-run the stage that trains it (`dvc repro supernet`)"
 
 def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = None, width_mult: float | None = None,
                   spec: SupernetSpec | None = None, num_classes: int | None = None,
-                  data: Mapping | None = None) -> Supernet:
+                  data: Mapping | None = None, allow_unfinished: bool = False) -> Supernet:
     """Rebuild a trained supernet from a one-shot checkpoint (``which``: "ema", the default, or "supernet").
 
     Each given expectation (model name, width, candidates as a ``SupernetSpec``, number of classes, the
-    data identity of ``Splits.identity``) must match the checkpoint, or it is refused naming both sides.
+    data identity of ``Splits.identity``) must match the checkpoint, or it is refused naming both sides. A
+    checkpoint whose training has not finished (``training_progress``) is refused unless ``allow_unfinished``.
     """
     from mpq.models import create_model, model_entry
 
     state = load_checkpoint(path, fix=SUPERNET_FIX)
     require_keys(state, CHECKPOINT_KEYS, path, SUPERNET_FIX)
+    epoch, epochs, finished = training_progress(state)
+    if not finished and not allow_unfinished:
+        raise CheckpointError(f"checkpoint {path} is unfinished: it holds epoch {epoch} of {epochs}; finish its "
+                              "training (the command that trains it resumes from this file), or allow an unfinished "
+                              "checkpoint explicitly")
     meta = state["meta"]
     require_keys(meta, ("model", "width_mult", "num_classes", "data"), path, SUPERNET_FIX)
     cfg = OneShotConfig(**state["config"])
@@ -385,3 +449,15 @@ def checkpoint_meta(path: str | Path) -> dict:
     state = load_checkpoint(path, fix=SUPERNET_FIX)
     require_keys(state, ("meta",), path, SUPERNET_FIX)
     return state["meta"]
+
+
+def training_progress(state: Mapping) -> tuple[int, int, bool]:
+    """``(epochs trained, epochs planned, finished)`` of a one-shot checkpoint's ``state``.
+
+    An unfinished checkpoint carries ``finished: False``; a finished one carries no flag, so its bytes are
+    those it had before the flag existed. Every file is written after a whole epoch with that epoch's number
+    and the run's config, so a file without the flag is finished when its epoch is the config's last (not
+    merely because the flag is missing)."""
+    epoch, epochs = int(state["epoch"]), int(state["config"]["epochs"])
+    return epoch, epochs, bool(state.get("finished", epoch >= epochs))
+

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from mpq.config import finite, in_unit, require
 from mpq.method.scheduler import SchedulerConfig
 from mpq.method.supernet import SupernetSpec
+
+
+MIN_BITS, MAX_BITS = 2, 8    # candidate bit-widths: 2 (the paper's lowest) up to the fixed first and last layers' 8
 
 
 @dataclass(frozen=True)
@@ -55,19 +59,37 @@ class OneShotConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "w_bit_choices", tuple(self.w_bit_choices))
         object.__setattr__(self, "a_bit_choices", tuple(self.a_bit_choices))
-        if self.epochs <= 0 or self.lr <= 0 or self.step_lr <= 0:
-            raise ValueError("oneshot: epochs, lr and step_lr must be positive")
-        if self.num_random_paths < 0:
-            raise ValueError(f"oneshot.num_random_paths must be >= 0, got {self.num_random_paths}")
-        if not 0.0 <= self.kd_weight <= 1.0 or not 0.0 <= self.qe_start <= 1.0 or not 0.0 < self.ema_decay < 1.0:
-            raise ValueError("oneshot: kd_weight and qe_start must lie in [0, 1], ema_decay in (0, 1)")
-        if self.qe_ramp not in ("cosine", "linear"):
-            raise ValueError(f"oneshot.qe_ramp must be 'cosine' or 'linear', got {self.qe_ramp!r}")
-        if self.clip_grad_value is not None and not self.clip_grad_value > 0:
-            raise ValueError(f"oneshot.clip_grad_value must be positive (or null: no clipping), got {self.clip_grad_value}")
-        if self.idm_weight < 0:
-            raise ValueError(f"oneshot.idm_weight must be >= 0, got {self.idm_weight}")
-        self.scheduler_config()           # validates the sched_* fields
+        require(self.epochs > 0, "oneshot.epochs", self.epochs, "a positive integer")
+        require(self.train_size is None or self.train_size > 0, "oneshot.train_size", self.train_size,
+                "a positive number of images, or null for the whole training split")
+        for name in ("lr", "step_lr", "kd_temperature"):
+            require(finite(getattr(self, name)) and getattr(self, name) > 0, f"oneshot.{name}", getattr(self, name),
+                    "a finite number > 0")
+        require(in_unit(self.momentum, high_open=True), "oneshot.momentum", self.momentum, "in [0, 1)")
+        for name in ("weight_decay", "qe_weight", "idm_weight"):
+            require(finite(getattr(self, name)) and getattr(self, name) >= 0, f"oneshot.{name}", getattr(self, name),
+                    "a finite number >= 0")
+        require(finite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs, "oneshot.warmup_epochs",
+                self.warmup_epochs, f"in [0, oneshot.epochs] = [0, {self.epochs}] (warm-up is part of training)")
+        require(self.num_random_paths >= 0, "oneshot.num_random_paths", self.num_random_paths, "an integer >= 0")
+        require(in_unit(self.kd_weight), "oneshot.kd_weight", self.kd_weight, "in [0, 1]")
+        require(in_unit(self.qe_start), "oneshot.qe_start", self.qe_start, "a fraction of training in [0, 1]")
+        require(in_unit(self.ema_decay, low_open=True, high_open=True), "oneshot.ema_decay", self.ema_decay,
+                "in (0, 1)")
+        require(self.qe_ramp in ("cosine", "linear"), "oneshot.qe_ramp", self.qe_ramp, "'cosine' or 'linear'")
+        require(self.clip_grad_value is None or (finite(self.clip_grad_value) and self.clip_grad_value > 0),
+                "oneshot.clip_grad_value", self.clip_grad_value, "a finite number > 0, or null (no clipping)")
+        for name in ("w_bit_choices", "a_bit_choices"):
+            choices = getattr(self, name)
+            require(bool(choices) and list(choices) == sorted(set(choices)) and MIN_BITS <= choices[0]
+                    and choices[-1] <= MAX_BITS, f"oneshot.{name}", list(choices),
+                    f"a non-empty increasing list of distinct bit-widths from {MIN_BITS} to {MAX_BITS}")
+        require(self.depthwise_min_bits >= 0, "oneshot.depthwise_min_bits", self.depthwise_min_bits,
+                "an integer >= 0 (0: no floor for depthwise convs)")
+        try:
+            self.scheduler_config()           # validates the sched_* fields
+        except ValueError as exc:             # SchedulerConfig names its fields without the section's prefix
+            raise ValueError(str(exc).replace("scheduler.", "oneshot.sched_")) from None
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(warmup=self.sched_warmup, every=self.sched_every, late_from=self.sched_late_from,
