@@ -2,10 +2,14 @@
 
     python -m mpq search checkpoints/supernet/resnet20.pt --level 3 --out resnet20_3bit.json
     python -m mpq search checkpoints/supernet/resnet20.pt --gbitops 0.05 --evaluate --out cfg.json
+    python -m mpq export models/resnet20.pt --config resnet20_3bit.json --out resnet20_3bit
+    python -m mpq evaluate resnet20_3bit
 
-Loads the EMA supernet from a one-shot checkpoint, runs the inference-only greedy search
-(`docs/method.md`) on a scoring subset of held-out training images, optionally recalibrates BN and measures test
-accuracy, and writes the configuration as JSON with its BitOPs, size and accuracy.
+``search`` loads the EMA supernet from a one-shot checkpoint (or a released one, ``models/``), runs the
+inference-only greedy search (`docs/method.md`) on a scoring subset of held-out training images, optionally
+recalibrates BN and measures test accuracy, and writes the configuration as JSON with its BitOPs, size and
+accuracy. ``export`` writes a configuration as integer weights, a JSON description and ONNX (``mpq.deploy``);
+``evaluate`` measures it as fake quantization, integer reference and in ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -61,22 +65,18 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(str(exc)) from None
 
 
-def _search(args: argparse.Namespace) -> int:
-    from mpq.training.checkpoint import atomic_path, load_checkpoint
-    from mpq.method.cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
-    from mpq.data.datasets import splits_from_identity
-    from mpq.search.evaluation import make_scorer, recalibrated_accuracy, search_space
-    from mpq.training.hardware import place
-    from mpq.training.oneshot import checkpoint_candidates, checkpoint_meta, load_supernet, training_progress
-    from mpq.search.space import cfg_to_json
-    from mpq.search.greedy import greedy_search
+def _open_supernet(args: argparse.Namespace):
+    """The EMA supernet of ``args.checkpoint`` (a one-shot checkpoint or a released supernet), its data identity,
+    and a warning when it is unfinished (refused unless ``args.allow_unfinished``)."""
+    from mpq.training.checkpoint import load_checkpoint
+    from mpq.training.oneshot import checkpoint_meta, load_supernet, training_progress
 
-    _check_args(args)
-    state = load_checkpoint(args.checkpoint, fix="pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt)")
+    state = load_checkpoint(args.checkpoint, fix="pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt) "
+                                                 "or a released one (models/MODEL.pt)")
     if "ema" not in state or "meta" not in state:
         kind = "a full-precision checkpoint (FP stage)" if "state_dict" in state else "not a one-shot checkpoint"
         raise UsageError(f"{args.checkpoint} is {kind}; pass a one-shot supernet checkpoint "
-                         "(checkpoints/supernet/MODEL.pt, written by `dvc repro supernet`)")
+                         "(checkpoints/supernet/MODEL.pt, written by `dvc repro supernet`, or models/MODEL.pt)")
     epoch, epochs, finished = training_progress(state)
     del state
     warning = None
@@ -85,22 +85,51 @@ def _search(args: argparse.Namespace) -> int:
                       "was stopped or is still running)")
         if not args.allow_unfinished:
             raise UsageError(f"{unfinished}; finish its training (the command that trains it resumes from this "
-                             "file), or pass --allow-unfinished to search it as it is")
-        warning = f"{unfinished}; searched as it is (--allow-unfinished)"
+                             f"file), or pass --allow-unfinished to {args.command} it as it is")
+        done = {"search": "searched", "export": "exported", "evaluate": "evaluated"}[args.command]
+        warning = f"{unfinished}; {done} as it is (--allow-unfinished)"
         log.warning("warning: %s", warning)
     meta = checkpoint_meta(args.checkpoint)
     identity = meta.get("data")
     if not identity:
         raise UsageError(f"checkpoint {args.checkpoint} records no data identity (an older format); "
                          "re-train it (`dvc repro supernet`)")
-    for flag, given, stored in (("--dataset", args.dataset, identity["name"]), ("--seed", args.seed, identity["seed"])):
-        if given is not None and given != stored:
+    for flag, given, stored in (("--dataset", getattr(args, "dataset", None), identity["name"]),
+                                ("--seed", getattr(args, "seed", None), identity["seed"])):
+        if args.command == "search" and given is not None and given != stored:
             raise UsageError(f"{flag} {given} conflicts with the checkpoint, trained on {identity['name']!r} split "
                              f"with seed {identity['seed']}; drop {flag} (it is read from the checkpoint)")
+    supernet = load_supernet(args.checkpoint, allow_unfinished=args.allow_unfinished)
+    return supernet, identity, warning
+
+
+def _splits(args: argparse.Namespace, identity: dict):
+    """The checkpoint's data splits (held-out scoring and calibration subsets, the test set)."""
+    from mpq.data.datasets import splits_from_identity
+
+    if identity["name"] == "folder" and not args.data_root:
+        raise UsageError(f"checkpoint {args.checkpoint} was trained on an image folder; pass --data-root FOLDER "
+                         "(the folder it was trained on: one sub-folder of images per class)")
+    if identity["name"] != "folder" and args.data_root:
+        raise UsageError(f"--data-root is for image folders; checkpoint {args.checkpoint} was trained on "
+                         f"{identity['name']!r}; drop --data-root")
+    return splits_from_identity(identity, test_size=args.test_size,
+                                root=Path(args.data_root) if args.data_root else None)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from mpq.method.cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
+    from mpq.search.evaluation import make_scorer, recalibrated_accuracy, search_space
+    from mpq.training.hardware import place
+    from mpq.training.oneshot import checkpoint_candidates
+    from mpq.search.space import cfg_to_json
+    from mpq.search.greedy import greedy_search
+
+    _check_args(args)
+    supernet, identity, warning = _open_supernet(args)
     score_size = _subset_size(args.score_size, identity["score_size"], "--score-size", "scoring",
                               default=min(DEFAULT_SCORE_SIZE, identity["score_size"]))
     calib_size = _subset_size(args.calib_size, identity["calib_size"], "--calib-size", "calibration")
-    supernet = load_supernet(args.checkpoint, allow_unfinished=args.allow_unfinished)
     table = supernet.cost_table
     space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
     lo, hi = bitops(table, space.cfg(space.lowest_key())), bitops(table, space.cfg(space.highest_key()))
@@ -112,14 +141,7 @@ def _search(args: argparse.Namespace) -> int:
         raise UsageError(f"target {target / 1e9:.4f} G-BitOPs is outside this supernet's reachable range "
                          f"[{lo / 1e9:.4f}, {hi / 1e9:.4f}] G-BitOPs (levels {bitops_level(table, lo):.2f} to "
                          f"{bitops_level(table, hi):.2f}{why}); pick a budget inside it")
-    if identity["name"] == "folder" and not args.data_root:
-        raise UsageError(f"checkpoint {args.checkpoint} was trained on an image folder; pass --data-root FOLDER "
-                         "(the folder it was trained on: one sub-folder of images per class)")
-    if identity["name"] != "folder" and args.data_root:
-        raise UsageError(f"--data-root is for image folders; checkpoint {args.checkpoint} was trained on "
-                         f"{identity['name']!r}; drop --data-root")
-    splits = splits_from_identity(identity, test_size=args.test_size,
-                                  root=Path(args.data_root) if args.data_root else None)
+    splits = _splits(args, identity)
     score = splits.score.subset(torch.arange(score_size))
     calib = splits.calib.subset(torch.arange(calib_size))
     place(supernet, torch.device("cpu"))      # channels_last (and the AVX2 guard), as the notebooks search
@@ -136,12 +158,178 @@ def _search(args: argparse.Namespace) -> int:
         out = {"warning": warning, **out}
     if args.evaluate:
         out["test_acc"] = recalibrated_accuracy(supernet, result.bit_cfg, calib, splits.test)
+    return _report(out, args.out)
+
+
+def _report(out: dict, path: str | None) -> int:
+    """Print a command's result as JSON, and write it to ``path`` (atomically) when given."""
+    from mpq.training.checkpoint import atomic_path
+
     text = json.dumps(out, indent=2)
-    if args.out:
-        with atomic_path(args.out) as tmp:
+    if path:
+        with atomic_path(path) as tmp:
             tmp.write_text(text + "\n")
     print(text)
     return 0
+
+
+CONFIG_FIX = "pass the JSON that `python -m mpq search --out` wrote for this supernet"
+
+
+def _read_config(path: str) -> dict:
+    """The ``bit_cfg`` entry of ``path`` (the JSON ``python -m mpq search --out`` writes), read before anything is
+    loaded; ``_deploy`` checks it against the supernet."""
+    source = Path(path)
+    if not source.is_file():
+        raise UsageError(f"--config {path} not found; {CONFIG_FIX}")
+    try:
+        obj = json.loads(source.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path} is not JSON ({exc}); {CONFIG_FIX}") from None
+    if not isinstance(obj, dict) or "bit_cfg" not in obj:
+        raise UsageError(f"--config {path} has no 'bit_cfg' entry; {CONFIG_FIX}")
+    return obj["bit_cfg"]
+
+
+def _deploy(args: argparse.Namespace):
+    """Supernet, configuration (BN recalibrated on the checkpoint's calibration subset), deployed model, splits."""
+    from mpq.data.datasets import sha256_file
+    from mpq.deploy.model import lower
+    from mpq.search.evaluation import recalibrate
+
+    from mpq.search.space import cfg_from_json
+
+    given = _read_config(args.config)
+    supernet, identity, warning = _open_supernet(args)
+    try:
+        cfg = supernet.validate(cfg_from_json(given))
+    except ValueError as exc:
+        raise UsageError(f"--config {args.config}: {exc}; {CONFIG_FIX}") from None
+    splits = _splits(args, identity)
+    recalibrate(supernet, cfg, splits.calib)                # as `search --evaluate` does before measuring
+    meta = {"checkpoint": Path(args.checkpoint).name,
+            "checkpoint_sha256": sha256_file(Path(args.checkpoint)), "data": identity, **_model_meta(args.checkpoint)}
+    return supernet, cfg, lower(supernet, cfg, meta=meta), splits, warning
+
+
+def _model_meta(checkpoint: str) -> dict:
+    from mpq.training.oneshot import checkpoint_meta
+
+    meta = checkpoint_meta(checkpoint)
+    return {k: meta[k] for k in ("model", "width_mult", "num_classes")}
+
+
+def _require_onnx():
+    from mpq.deploy import onnx_export
+
+    try:
+        onnx_export.require_onnx()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    return onnx_export
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mpq.deploy.model import save
+    from mpq.training.checkpoint import OutputError, atomic_folder, check_output
+
+    try:
+        check_output(args.out, inputs=[args.checkpoint, args.config, args.data_root], folder=True, result="model.json")
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
+    onnx_export = _require_onnx()
+    supernet, cfg, deployed, _, warning = _deploy(args)
+    model = onnx_export.to_onnx(deployed)
+    graph_bitops = onnx_export.graph_bitops(model)
+    if graph_bitops != supernet.bitops(cfg):
+        raise RuntimeError(f"the exported graph counts {graph_bitops} BitOPs, the accounting {supernet.bitops(cfg)}")
+    onnx_bytes = model.SerializeToString()
+    deployed.meta.update(weight_bytes=deployed.weight_bytes(),
+                         float32_weight_bytes=4 * sum(deployed.tensors[f"{op['name']}.weight"].numel()
+                                                      for op in deployed.layers))
+    with atomic_folder(args.out) as folder:
+        save(deployed, folder)
+        (folder / "model.onnx").write_bytes(onnx_bytes)
+    meta = deployed.meta
+    out = {"out": args.out, "model": meta["model"], "gbitops": meta["gbitops"],
+           "gbitops_onnx_graph": graph_bitops / 1e9,
+           "size_mib": meta["size_mib"], "weight_bytes": meta["weight_bytes"],
+           "float32_weight_bytes": meta["float32_weight_bytes"], "onnx_bytes": len(onnx_bytes),
+           "files": ["model.json", "weights.npz", "model.onnx"]}
+    if warning:
+        out = {"warning": warning, **out}
+    return _report(out, None)
+
+
+def _test_images(args: argparse.Namespace, identity: dict, classes: int, splits=None):
+    """The images to evaluate on: the checkpoint's test split, or ``--dataset`` / ``--data-root`` given."""
+    from mpq.data.datasets import load_dataset
+
+    name = args.dataset or identity["name"]
+    if name == identity["name"]:
+        return (splits or _splits(args, identity)).test, name
+    if name == "folder" and not args.data_root:
+        raise UsageError("--dataset folder needs --data-root FOLDER (one sub-folder of images per class)")
+    train, test = load_dataset(name, Path(args.data_root) if args.data_root else None)
+    images = test if test is not None else train
+    if len(images.classes) != classes:
+        raise UsageError(f"data set {name!r} has {len(images.classes)} classes, the model {classes}; "
+                         "evaluate on a data set with the classes it was trained on")
+    if args.test_size is not None:
+        images = images.subset(torch.arange(min(args.test_size, len(images))))
+    return images, name
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from mpq.deploy import evaluate
+    from mpq.deploy.model import load
+    from mpq.training.checkpoint import check_output
+
+    for flag, value in (("--test-size", args.test_size), ("--agreement-images", args.agreement_images)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} {value}: must be a positive number of images")
+    if args.out:
+        try:
+            check_output(args.out, inputs=[args.source, args.config, args.data_root])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    onnx_export = _require_onnx()
+    source = args.checkpoint = Path(args.source)          # the messages about the data name it
+    fake_quant, splits, warning = None, None, None
+    if not source.exists():
+        raise UsageError(f"{source} not found; pass a folder written by `python -m mpq export`, or a checkpoint "
+                         "with --config")
+    if source.is_dir():
+        if args.config:
+            raise UsageError(f"{source} is an exported model, which holds its configuration; drop --config")
+        deployed = load(source)
+        onnx_file = source / "model.onnx"
+        if not onnx_file.is_file():
+            raise UsageError(f"{source} holds no model.onnx; export it again with `python -m mpq export`")
+        session = onnx_export.session(onnx_file)
+    else:
+        if not args.config:
+            raise UsageError(f"{source} is a checkpoint: pass --config CFG.json (a configuration searched on it), "
+                             "or pass a folder written by `python -m mpq export`")
+        supernet, cfg, deployed, splits, warning = _deploy(args)
+        fake_quant = supernet
+        session = onnx_export.session(onnx_export.to_onnx(deployed))
+    meta = deployed.meta
+    test, name = _test_images(args, meta["data"], meta["num_classes"], splits)
+    logits = evaluate.logits(deployed, test, fake_quant=fake_quant, onnx_session=session)
+    out = {"source": args.source, "model": meta["model"], "dataset": name, "test_images": len(test),
+           "gbitops": meta["gbitops"], "size_mib": meta["size_mib"], **evaluate.accuracies(logits, test.labels),
+           "onnx_logits_equal_integer": bool(torch.equal(logits["onnx"], logits["integer"]))}
+    if fake_quant is not None:
+        pixels = test.images[:args.agreement_images]
+        layers = evaluate.code_agreement(deployed, fake_quant.export(cfg), pixels)
+        out["code_agreement"] = {"images": len(pixels),
+                                 "max_share_differing": max(v["differ"] for v in layers.values() if v["codes"]),
+                                 "max_level_difference": max(v["max_diff"] for v in layers.values()),
+                                 "layers": layers}
+    if warning:
+        out = {"warning": warning, **out}
+    return _report(out, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,13 +357,34 @@ def main(argv: list[str] | None = None) -> int:
                                               "checkpoint, not a folder, writable)")
     s.add_argument("--allow-unfinished", action="store_true",
                    help="search a checkpoint whose training has not finished (refused otherwise); the output says so")
+    e = sub.add_parser("export", help="a searched configuration as integer weights, a JSON description and ONNX")
+    e.add_argument("checkpoint", help="one-shot checkpoint or released supernet (models/MODEL.pt)")
+    e.add_argument("--config", required=True, help="the configuration JSON (`python -m mpq search --out`)")
+    e.add_argument("--out", required=True, help="output folder: model.json, weights.npz, model.onnx (replaced whole)")
+    v = sub.add_parser("evaluate", help="accuracy of a configuration as fake quantization, integer reference and "
+                                        "ONNX Runtime")
+    v.add_argument("source", help="a folder written by `export`, or a checkpoint with --config")
+    v.add_argument("--config", default=None, help="with a checkpoint: the configuration JSON")
+    v.add_argument("--agreement-images", type=int, default=256,
+                   help="test images on which fake-quant and integer codes are compared layer by layer")
+    for p in (e, v):
+        p.add_argument("--allow-unfinished", action="store_true",
+                       help="use a checkpoint whose training has not finished")
+        p.add_argument("--data-root", default=None,
+                       help="the image folder of a checkpoint trained on data set 'folder'")
+    v.add_argument("--dataset", default=None, help="evaluate on this named data set's test images (default: the "
+                                                   "checkpoint's test split)")
+    e.set_defaults(test_size=None)
+    v.add_argument("--test-size", type=int, default=None, help="cap on test images (default: all)")
+    v.add_argument("--out", default=None, help="write the result JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
     from mpq.training.checkpoint import run_command
 
-    # a search writes nothing until it completes, so an interrupted one simply starts over
-    return run_command(lambda: _search(args), "mpq", sys.argv[1:] if argv is None else argv, resumes=False)
+    # a command writes nothing until it completes, so an interrupted one simply starts over
+    body = {"search": _search, "export": _export, "evaluate": _evaluate}[args.command]
+    return run_command(lambda: body(args), "mpq", sys.argv[1:] if argv is None else argv, resumes=False)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Set up everything the study needs, on a fresh Debian machine, as root or not.
 # Re-running is quick and harmless: every step checks before it acts.
 #   1. Fashion-MNIST from Debian's `dataset-fashion-mnist` (apt as root, else unpacked into data/raw/)
-#   2. .venv with the pinned requirements, the `mpq` package (editable) and animal-mnist (--no-deps)
+#   2. .venv with the pinned requirements, the `mpq` package (editable), its `deploy` extra (onnx, onnxruntime)
+#      and animal-mnist (--no-deps)
 #   3. a Jupyter kernel named `python3` inside the venv, DVC settings
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,11 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   "$VENV/bin/pip" install -q -r requirements.txt 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/pip" install -q --no-deps animal-mnist==0.4 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/pip" install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/python" -c "import torch, mpq, animal_mnist, mlxtend, papermill, dvc" \
+  # the package's `deploy` extra (ONNX export), pinned in pyproject.toml; the tests run it
+  DEPLOY=$("$VENV/bin/python" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["deploy"]))')
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install -q $DEPLOY 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/python" -c "import torch, mpq, animal_mnist, mlxtend, papermill, dvc, onnx, onnxruntime" \
     || { echo "[bootstrap] install failed: see pip output above" >&2; exit 1; }
   "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
   echo "$WANT" > "$STAMP"

@@ -22,6 +22,23 @@ def tiny_splits():
     return make_splits("fashion_mnist", seed=0, train_size=256, score_size=128, calib_size=128, test_size=256)
 
 
+@pytest.fixture(scope="session")
+def trained(tiny_splits, tmp_path_factory):
+    """A tiny ResNet-20 supernet trained for a few steps (its EMA) and its checkpoint."""
+    from mpq.models import create_model
+    from mpq.training.oneshot import build_supernet, run_meta, train_oneshot
+    from mpq.training.recipe import OneShotConfig
+
+    torch.manual_seed(0)
+    cfg = OneShotConfig(epochs=1, num_random_paths=1)
+    sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
+    path = tmp_path_factory.mktemp("ckpt") / "resnet20.pt"
+    train = tiny_splits.train.subset(torch.arange(64))
+    run = train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                        checkpoint=path, progress=False, meta=run_meta("resnet20", 0.25, tiny_splits, train))
+    return run.ema, path
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

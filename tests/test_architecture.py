@@ -13,7 +13,7 @@ FLOORS = {
     "method": 0, "data": 0, "models": 0,
     "config": 1,
     "training": 2,
-    "search": 3,
+    "search": 3, "deploy": 3,
     "studies": 4,
     "pages": 5,
     "__main__": 6, "__init__": 6,

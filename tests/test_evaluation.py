@@ -10,20 +10,7 @@ from mpq.__main__ import main
 from mpq.search.evaluation import make_scorer, paired_difference, search_space
 from mpq.models import create_model
 from mpq.training.recipe import OneShotConfig
-from mpq.training.oneshot import build_supernet, run_meta, train_oneshot
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_splits, tmp_path_factory):
-    """A tiny supernet trained for a few steps, with its checkpoint."""
-    torch.manual_seed(0)
-    cfg = OneShotConfig(epochs=1, num_random_paths=1)
-    sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
-    path = tmp_path_factory.mktemp("ckpt") / "resnet20.pt"
-    train = tiny_splits.train.subset(torch.arange(64))
-    run = train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
-                        checkpoint=path, progress=False, meta=run_meta("resnet20", 0.25, tiny_splits, train))
-    return run.ema, path
+from mpq.training.oneshot import build_supernet
 
 
 def test_scoring_changes_no_state(trained, tiny_splits):

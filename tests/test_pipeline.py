@@ -23,7 +23,7 @@ def _copy_repo(root: Path, dest: Path) -> None:
                            capture_output=True, text=True).stdout.split()
     for rel in files:
         src = root / rel
-        if src.is_file() and not rel.startswith("reports/") and (not rel.startswith("checkpoints/")
+        if src.is_file() and not rel.startswith(("reports/", "models/")) and (not rel.startswith("checkpoints/")
                                                                  or rel.endswith(".gitignore")):   # as a clone has
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
@@ -94,6 +94,8 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
     assert {r["w bits"] for r in ablation["t1"]} == {4, 5, 6}
     assert not list((work / "checkpoints/ablation").glob(".*partial"))     # every run completed and renamed
     assert json.loads((work / "reports/metrics/throughput.json").read_text())["ratio_fq_vs_fp_train"] > 0
+    released = json.loads((work / "models/resnet20.json").read_text())        # the release stage: small files in git
+    assert released["profile"] == "smoke" and (work / "models/resnet20.pt").stat().st_size == released["bytes"]
     transfer = json.loads((work / "reports/metrics/transfer.json").read_text())
     assert {r["target"] for r in transfer["t5"]} == {"animal_mnist"}
     assert all(b["equal_passes"] for b in transfer["budget"].values())

@@ -388,7 +388,10 @@ def check_folder(stored: dict, now: dict, root: Path | None) -> None:
 
 # --- batches and augmentation ---------------------------------------------------------------------------
 
-def normalize(images: Tensor, mean: float = 0.2860, std: float = 0.3530) -> Tensor:
+NORM_MEAN, NORM_STD = 0.2860, 0.3530   # Fashion-MNIST's pixel mean and std (of x / 255); every model's input
+
+
+def normalize(images: Tensor, mean: float = NORM_MEAN, std: float = NORM_STD) -> Tensor:
     """uint8 ``(B, C, H, W)`` -> float32 standardised (Fashion-MNIST's mean and std by default)."""
     return (images.float().div_(255.0) - mean).div_(std)
 

@@ -97,8 +97,8 @@ class TransferConfig:
     seeds: tuple[int, ...] = (0, 1, 2)  # fine-tuning seeds of the compared runs
     budget_passes: int = 368           # forward/backward passes of one batch per arm and target (see ``Budget``)
     fp_lrs: tuple[float, ...] = (0.05, 0.1, 0.2)     # SGD rates tried for FP fine-tuning (FP training used 0.1)
-    lsq_lrs: tuple[float, ...] = (0.02, 0.05)        # ... for the uniform LSQ arms (one-shot training used 0.04)
-    supernet_lrs: tuple[float, ...] = (0.02, 0.05)   # ... for the supernet arms
+    lsq_lrs: tuple[float, ...] = (0.02, 0.05, 0.1)   # ... for the uniform LSQ arms (one-shot training used 0.04)
+    supernet_lrs: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)  # ... for the supernet arms
     step_lr_ratio: float = 0.075       # Adam rate of the step sizes per unit of SGD rate (one-shot: 0.003 / 0.04)
     grid_seed: int = 100               # the grid runs' seed (not one of ``seeds``)
     grid_images: float = 0.5           # share of the training images the grid runs train on, with the budget's epochs

@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +46,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path``; on success it replaces ``path`` (a folder) as a whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+        if path.exists():
+            old = path.with_name(f".{path.name}.old.tmp")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            staging.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_checkpoint(obj: Any, path: str | Path) -> None:

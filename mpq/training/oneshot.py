@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 # no wall times: a checkpoint is a function of its inputs, byte for byte (History.as_dict(times=False))
 CHECKPOINT_KEYS = ("supernet", "ema", "sgd", "adam", "sched", "sched_steps", "generator", "history", "epoch",
                    "config", "meta", "frozen")
+# what loading, searching and exporting a trained supernet read: a released supernet (mpq.deploy.release) holds only these
+RELEASE_KEYS = ("ema", "epoch", "config", "meta", "frozen")
 
 
 def optimizers(supernet: Supernet, cfg: OneShotConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -425,7 +427,7 @@ def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = N
     from mpq.models import create_model, model_entry
 
     state = load_checkpoint(path, fix=SUPERNET_FIX)
-    require_keys(state, CHECKPOINT_KEYS, path, SUPERNET_FIX)
+    require_keys(state, tuple(dict.fromkeys(RELEASE_KEYS + (which,))), path, SUPERNET_FIX)
     epoch, epochs, finished = training_progress(state)
     if not finished and not allow_unfinished:
         raise CheckpointError(f"checkpoint {path} is unfinished: it holds epoch {epoch} of {epochs}; finish its "
