@@ -350,8 +350,9 @@ class AblationConfig:
     One run per (cell, seed): cells "plain", "sched", "idm", "both" are the 2x2 of T6 (scheduler off/on
     x IDM off/on); "no2bit" trains without the 2-bit weight candidate for F2/T1. Every other setting
     comes from the ``oneshot`` section; ``train_size`` overrides its images per epoch, ``epochs`` its epochs,
-    ``batch_size`` the images per step (``data.batch_size``) and ``sched_min_steps`` its scheduler spacing (null:
-    the profile's value), so that the ablation's scheduler acts
+    ``batch_size`` the images per step (``data.batch_size``), ``lr`` and ``step_lr`` its two learning rates (a
+    smaller batch takes smaller rates) and ``sched_min_steps`` its scheduler spacing (null: the profile's
+    value), so that the ablation's scheduler acts
     on its own time scale (each decision outlasting the EMA horizon, ``min_sched_calls`` calls or more: a run
     whose schedule gives fewer is refused before training).
     """
@@ -367,19 +368,28 @@ class AblationConfig:
     epochs: int | None = None          # one-shot epochs per run (null: oneshot.epochs)
     batch_size: int | None = None      # images per optimizer step in these runs (null: data.batch_size)
     sched_min_steps: int | None = None  # fewest optimizer steps between scheduler calls (null: oneshot.sched_min_steps)
+    lr: float | None = None            # SGD rate of weights, BN and biases in these runs (null: oneshot.lr)
+    step_lr: float | None = None       # Adam rate of the step sizes in these runs (null: oneshot.step_lr)
     min_sched_calls: int = 10          # a run whose scheduler would be called fewer times is refused
     windows: int = 4                   # dense oscillation windows per run (mpq.method.oscillation; 0: none)
     window_steps: int = 20             # optimizer steps per window, every one measured
     extra_eval_images: int = 0         # held-out training images (beyond data.train_size) joining the test images
     extra_eval_configs: tuple[str, ...] = ()   # the evaluated configurations that see them (the others: test only)
+    space_cells: tuple[str, ...] = ()  # scheduler cells whose final space plain's supernet is searched in too
+    no2bit_seeds: tuple[int, ...] | None = None   # the seeds the no2bit cell runs with (null: every seed)
+    jobs: int = 1                      # runs of one seed trained at a time, each with its share of the threads
     pilot: PilotConfig | None = None   # the pilot that designs the full run (null: none)
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "cells", "levels", "monitor_bits", "extra_eval_configs"):
+        for name in ("seeds", "cells", "levels", "monitor_bits", "extra_eval_configs", "space_cells"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _positive("ablation", train_size=self.train_size, feature_images=self.feature_images, epochs=self.epochs,
                   batch_size=self.batch_size, sched_min_steps=self.sched_min_steps,
                   min_sched_calls=self.min_sched_calls, window_steps=self.window_steps)
+        for name in ("lr", "step_lr"):
+            value = getattr(self, name)
+            require(value is None or (finite(value) and value > 0), f"ablation.{name}", value,
+                    "a finite number > 0, or null (the oneshot section's rate)")
         require(self.windows >= 0, "ablation.windows", self.windows, "an integer >= 0 (0: no dense windows)")
         require(self.extra_eval_images >= 0, "ablation.extra_eval_images", self.extra_eval_images,
                 "an integer >= 0 (held-out training images added to the test images)")
@@ -400,6 +410,17 @@ class AblationConfig:
                              f"{list(ABLATION_CELLS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"ablation.seeds must be distinct seeds, got {list(self.seeds)}")
+        if self.no2bit_seeds is not None:
+            object.__setattr__(self, "no2bit_seeds", tuple(self.no2bit_seeds))
+            require("no2bit" in self.cells and bool(self.no2bit_seeds) and distinct(self.no2bit_seeds)
+                    and set(self.no2bit_seeds) <= set(self.seeds), "ablation.no2bit_seeds", list(self.no2bit_seeds),
+                    "distinct seeds of ablation.seeds, with no2bit among the cells; null for every seed")
+        require(isinstance(self.jobs, int) and self.jobs >= 1, "ablation.jobs", self.jobs,
+                "an integer >= 1 (runs trained at a time; 2 on 2 cores: one thread each)")
+        scheduled = [c for c in self.cells if c in ("sched", "both")]
+        require(distinct(self.space_cells) and set(self.space_cells) <= set(scheduled)
+                and (not self.space_cells or "plain" in self.cells), "ablation.space_cells", list(self.space_cells),
+                f"distinct scheduler cells of ablation.cells ({scheduled}), with plain among the cells; [] for none")
         if not 0.0 < self.monitor_every <= 1.0:
             raise ValueError(f"ablation.monitor_every must lie in (0, 1], got {self.monitor_every!r}")
         require(bool(self.levels) and min(self.levels) >= 1 and distinct(self.levels), "ablation.levels",

@@ -81,11 +81,11 @@ def test_toy_table_and_verdicts_on_constructed_rows():
     assert first["4-bit crossings (mean ± SD)"] == "100.5 ± 0.7"
     assert first["gradient variance, 2nd half (mean ± SD)"] == "0.2000 ± 0.1414"
     lines = toy_verdicts(_toy_rows(), [0.05, 0.01])
-    assert len(lines) == 6 and lines[3].startswith("crossings_w4_second_half at lr 0.01")
+    assert len(lines) == 6 and lines[3].startswith("4-bit threshold crossings (second half) at lr 0.01")
     # paired by seed, no image noise: +9 and +9 crossings hold (the paper: more with 2-bit), -4 and -4 reverse it
-    assert lines[0] == ("crossings_w4_second_half at lr 0.05: {4,6} 2 vs {2,4,6} 11, with 2-bit minus without "
+    assert lines[0] == ("4-bit threshold crossings (second half) at lr 0.05: {4,6} 2 vs {2,4,6} 11, with 2-bit minus without "
                         "holds: +9.0 [+9.0, +9.0], 2 seeds")
-    assert lines[1] == ("crossings_w6_second_half at lr 0.05: {4,6} 5 vs {2,4,6} 1, with 2-bit minus without "
+    assert lines[1] == ("6-bit threshold crossings (second half) at lr 0.05: {4,6} 5 vs {2,4,6} 1, with 2-bit minus without "
                         "reversed here: -4.0 [-4.0, -4.0], 2 seeds")
     # +0.1 and -0.1: SE 0.1 over two seeds, MDE (t(1, .975) + t(1, .8)) * 0.1
     assert lines[2] == ("grad_var_second_half at lr 0.05: {4,6} 0.2 vs {2,4,6} 0.2, with 2-bit minus without "

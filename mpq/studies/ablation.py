@@ -16,12 +16,14 @@ so every run is scored and tested on the same images and runs compare pairwise. 
   figure (F3/F4);
 - the run's health (``health.training_health``): finite losses, its max path on held-out images.
 
-Command line (one DVC matrix stage per cell and seed)::
+Command line: one seed's block, every cell and plain searched in the scheduler cells' spaces (``run_block``; one
+DVC matrix stage per seed, ``ablation.jobs`` runs at a time), or one run::
 
-    python -m mpq.studies.ablation --cell both --seed 1 --out checkpoints/ablation/both-1
+    python -m mpq.studies.ablation --seed 1 --out checkpoints/ablation/seed-1
+    python -m mpq.studies.ablation --cell both --seed 1 --out both-1
 
 The output folder appears whole or not at all: it is written beside its place and renamed at the end;
-an interrupted run resumes from its last epoch.
+an interrupted run resumes from its last epoch, an interrupted block with the runs it finished.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
 from mpq.method.supernet import Supernet
 from mpq.studies.health import training_health
+from mpq.studies.tuning import run_jobs
 from mpq.training.hardware import place
 from mpq.training.fp import evaluate, load_fp_model, pick_device, to_device
 
@@ -61,9 +64,11 @@ log = logging.getLogger(__name__)
 
 
 def cell_config(cfg: OneShotConfig, cell: str, train_size: int, *, epochs: int | None = None,
-                sched_min_steps: int | None = None) -> OneShotConfig:
+                sched_min_steps: int | None = None, lr: float | None = None,
+                step_lr: float | None = None) -> OneShotConfig:
     """The one-shot recipe of an ablation cell: ``cfg`` with the cell's switches and ``train_size``, and the
-    ablation's run length (``epochs``) and scheduler spacing (``sched_min_steps``) where given (None: ``cfg``'s)."""
+    ablation's run length (``epochs``), scheduler spacing (``sched_min_steps``) and learning rates (``lr``,
+    ``step_lr``) where given (None: ``cfg``'s)."""
     switches = {"plain": (False, False), "sched": (True, False), "idm": (False, True), "both": (True, True),
                 "no2bit": (False, False)}
     if cell not in switches:
@@ -74,6 +79,10 @@ def cell_config(cfg: OneShotConfig, cell: str, train_size: int, *, epochs: int |
         changes["epochs"] = epochs
     if sched_min_steps is not None:
         changes["sched_min_steps"] = sched_min_steps
+    if lr is not None:
+        changes["lr"] = lr
+    if step_lr is not None:
+        changes["step_lr"] = step_lr
     if cell == "no2bit":          # interference is a matter of the shared weights: drop 2-bit weights only
         w = tuple(b for b in cfg.w_bit_choices if b != 2)
         if not w:
@@ -179,7 +188,8 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     spec = next((s for s in model_specs(params["models"]) if s.name == ab.model), None)
     if spec is None:
         raise ValueError(f"ablation.model {ab.model!r} is not in the models section {list(params['models'])}")
-    cfg = cell_config(base, cell, ab.train_size, epochs=ab.epochs, sched_min_steps=ab.sched_min_steps)
+    cfg = cell_config(base, cell, ab.train_size, epochs=ab.epochs, sched_min_steps=ab.sched_min_steps, lr=ab.lr,
+                      step_lr=ab.step_lr)
     out = Path(out)
     work = out.with_name(f".{out.name}.partial")        # resumable; renamed to ``out`` when complete
     device = pick_device()
@@ -246,6 +256,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
                                        sample_layer)[0]
     result = {"cell": cell, "seed": seed, "model": spec.name, "width_mult": spec.width_mult,
               "train_images": len(train), "epochs": cfg.epochs, "batch_size": batch_size,
+              "lr": cfg.lr, "step_lr": cfg.step_lr,
               "scheduler": cfg.scheduler, "idm": cfg.idm,
               "w_bit_choices": list(cfg.w_bit_choices), "train_seconds": round(run.seconds, 1),
               "search_seconds": round(search_seconds, 1), "eval_seconds": round(time.perf_counter() - eval_start, 1),
@@ -311,25 +322,96 @@ def search_in_space(params: Mapping, run_dir: str | Path, space_of: str | Path, 
     return result
 
 
+def block_cells(ab: AblationConfig, seed: int) -> list[str]:
+    """The cells one seed trains: every cell of ``ablation.cells``, except that ``no2bit`` (F2/T1's reference)
+    runs only with the seeds of ``ablation.no2bit_seeds`` (null: every seed)."""
+    return [c for c in ab.cells if c != "no2bit" or ab.no2bit_seeds is None or seed in ab.no2bit_seeds]
+
+
+def block_folder(seed: int) -> str:
+    """The folder of one seed's block of runs (``run_block``) under the ablation's folder."""
+    return f"seed-{seed}"
+
+
+def run_block(params: Mapping, seed: int, out: str | Path, *, jobs: int | None = None) -> list[dict]:
+    """One seed's block of the ablation (a DVC stage, ``ablation@<seed>``): every cell of ``block_cells`` trained
+    with this seed (``run_cell``, ``jobs`` at a time, each in its own process with its share of the threads; None:
+    ``ablation.jobs``), then plain's supernet searched in each cell of ``ablation.space_cells``' final space
+    (``search_in_space``). Writes ``out/<cell>-<seed>/`` and ``out/plain-<seed>-in-<cell>-<seed>/``; ``out``
+    appears whole or not at all (written beside it as ``.<name>.partial`` and renamed at the end). An
+    interrupted block resumes with the runs it finished, unless the parameters changed since (then it
+    starts over). Returns the runs' results."""
+    ab = from_dict(AblationConfig, params["ablation"], "ablation")
+    if seed not in ab.seeds:
+        raise ValueError(f"seed {seed} is not among ablation.seeds {list(ab.seeds)}")
+    out = Path(out)
+    work = out.with_name(f".{out.name}.partial")
+    used = {k: params.get(k) for k in ("seed", "data", "models", "oneshot", "evaluation", "search")}
+    used["ablation"] = {k: v for k, v in params["ablation"].items() if k not in ("seeds", "pilot")}
+    fingerprint = json.dumps(used, sort_keys=True, default=str)
+    stamp = work / "params.json"
+    if work.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        log.info("%s: an unfinished block from other parameters, started over", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    todo = [(dict(params), cell, seed, str(work / f"{cell}-{seed}")) for cell in block_cells(ab, seed)
+            if not (work / f"{cell}-{seed}" / "result.json").is_file()]
+    results = run_jobs(_block_run, todo, ab.jobs if jobs is None else jobs)
+    for r in results:
+        log.info("%s-%d: %s (train %.0fs, search %.0fs, evaluation %.0fs)", r["cell"], r["seed"],
+                 {k: round(100 * v, 2) for k, v in r["test_acc"].items()}, r["train_seconds"], r["search_seconds"],
+                 r["eval_seconds"])
+    spaces = [(dict(params), str(work / f"plain-{seed}"), str(work / f"{cell}-{seed}"),
+               str(work / f"plain-{seed}-in-{cell}-{seed}")) for cell in ab.space_cells
+              if not (work / f"plain-{seed}-in-{cell}-{seed}" / "result.json").is_file()]
+    for r in run_jobs(_space_run, spaces, ab.jobs if jobs is None else jobs):
+        log.info("plain-%d searched in the space of %s-%d: %s", r["seed"], r["space_of"]["cell"], seed,
+                 {k: round(100 * v, 2) for k, v in r["test_acc"].items()})
+    stamp.unlink()
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    return [json.loads((out / f"{cell}-{seed}" / "result.json").read_text()) for cell in block_cells(ab, seed)]
+
+
+def _block_run(params: Mapping, cell: str, seed: int, out: str) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")     # a spawned worker starts unconfigured
+    return run_cell(params, cell, seed, out)
+
+
+def _space_run(params: Mapping, run_dir: str, space_of: str, out: str) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    partial = Path(out).with_name(f".{Path(out).name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    result = search_in_space(params, run_dir, space_of, partial)
+    os.replace(partial, out)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpq.studies.ablation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cell", help="plain, sched, idm, both or no2bit")
-    parser.add_argument("--seed", type=int, help="training seed of this run")
-    parser.add_argument("--out", required=True, help="output folder (replaced when the run completes)")
+    parser.add_argument("--seed", type=int, help="training seed: with --cell one run, without it the seed's block")
+    parser.add_argument("--cell", help="plain, sched, idm, both or no2bit: one run only")
+    parser.add_argument("--out", required=True, help="output folder (replaced when the run or block completes)")
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("--jobs", type=int, help="a block's runs at a time (default: ablation.jobs)")
     parser.add_argument("--run", help="with --space-of: a finished run's folder whose supernet is searched")
     parser.add_argument("--space-of", help="search the supernet of --run inside this run's final space (no training)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    given = sys.argv[1:] if argv is None else argv
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, got {args.jobs}")
     if args.space_of is not None:
         if args.run is None:
             parser.error("--space-of needs --run, the run whose supernet is searched")
-        return run_command(lambda: _search_in_space(args), "mpq.studies.ablation",
-                           sys.argv[1:] if argv is None else argv)
-    if args.cell is None or args.seed is None:
-        parser.error("--cell and --seed are required (or --run and --space-of)")
+        return run_command(lambda: _search_in_space(args), "mpq.studies.ablation", given)
+    if args.seed is None:
+        parser.error("--seed is required (with --cell: one run; without: the seed's block), or --run and --space-of")
     out = Path(args.out)
-    return run_command(lambda: _run(args), "mpq.studies.ablation", sys.argv[1:] if argv is None else argv,
+    return run_command(lambda: _run(args), "mpq.studies.ablation", given,
                        checkpoints=[out.with_name(f".{out.name}.partial")])
 
 
@@ -344,6 +426,13 @@ def _search_in_space(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     ab = from_dict(AblationConfig, params["ablation"], "ablation")
+    if args.cell is None:
+        if args.seed not in ab.seeds:
+            print(f"error: seed {args.seed} is not in ablation.seeds {list(ab.seeds)} of {args.params}", file=sys.stderr)
+            return 2
+        check_output(args.out, folder=True, inputs=[args.params, "checkpoints/fp"])
+        run_block(params, args.seed, args.out, jobs=args.jobs)
+        return 0
     if args.cell not in ab.cells or args.seed not in ab.seeds:
         print(f"error: cell {args.cell!r} / seed {args.seed} are not in ablation.cells {list(ab.cells)} / "
               f"seeds {list(ab.seeds)} of {args.params}", file=sys.stderr)

@@ -197,22 +197,55 @@ def toy_verdicts(rows: Sequence[Mapping], lrs: Sequence[float], reference: str =
             grad = column.startswith("grad")
             v = verdict([b[s] - a[s] for s in seeds], [0.0] * len(seeds), TOY_EXPECTED,
                         unit="variance units" if grad else "crossings")
-            lines.append(f"{column} at lr {lr}: {reference} {a.mean():.4g} vs {coupled} {b.mean():.4g}, with 2-bit "
-                         f"minus without {v.text(4 if grad else 1)}")
+            lines.append(f"{_toy_words(column)} at lr {lr}: {reference} {a.mean():.4g} vs {coupled} {b.mean():.4g}, "
+                         f"with 2-bit minus without {v.text(4 if grad else 1)}")
     return lines
+
+
+def _toy_words(column: str) -> str:
+    """A toy table column in words: ``crossings_w4_second_half`` -> "4-bit threshold crossings (second half)".
+
+    >>> _toy_words("grad_var_second_half")
+    'gradient variance (second half)'
+    """
+    half = " (second half)" if column.endswith("_second_half") else ""
+    base = column.removesuffix("_second_half")
+    if base.startswith("crossings_w"):
+        return f"{base.removeprefix('crossings_w')}-bit threshold crossings{half}"
+    return {"grad_var": "gradient variance"}.get(base, base.replace("_", " ")) + half
 
 
 # --- the runs on a real model (mpq.studies.ablation): loading, tables, verdicts, figures -------------------------
 
-def load_runs(folder: str | Path, cells: Sequence[str], seeds: Sequence[int]) -> dict[tuple[str, int], dict]:
-    """Every ``folder/<cell>-<seed>`` run: its result (JSON), test predictions and feature sample (arrays).
+def run_path(folder: str | Path, name: str, seed: int) -> Path:
+    """Where a run (or a search of plain in another run's space) named ``name`` of seed ``seed`` lies: inside its
+    seed's block, ``folder/seed-<seed>/<name>`` (``ablation.run_block``), or directly in ``folder`` (the pilot's
+    and single runs)."""
+    block = Path(folder) / f"seed-{seed}" / name
+    return block if block.is_dir() else Path(folder) / name
+
+
+def cell_seeds(cell: str, seeds: Sequence[int], no2bit_seeds: Sequence[int] | None = None) -> list[int]:
+    """The seeds a cell ran with: every seed, except no2bit's own list where it has one (``ablation.no2bit_seeds``)."""
+    return list(no2bit_seeds) if cell == "no2bit" and no2bit_seeds is not None else list(seeds)
+
+
+def seeds_in(runs: Mapping[tuple[str, int], dict], cell: str, seeds: Sequence[int]) -> list[int]:
+    """The seeds of ``seeds`` that ``cell`` has a run for."""
+    return [s for s in seeds if (cell, s) in runs]
+
+
+def load_runs(folder: str | Path, cells: Sequence[str], seeds: Sequence[int],
+              no2bit_seeds: Sequence[int] | None = None) -> dict[tuple[str, int], dict]:
+    """Every run of ``cells`` x their seeds (``cell_seeds``) under ``folder`` (``run_path``): its result (JSON),
+    test predictions and feature sample (arrays).
 
     Files are read as data: JSON, and NumPy archives without pickles.
     """
     runs, missing = {}, []
     for cell in cells:
-        for seed in seeds:
-            path = Path(folder) / f"{cell}-{seed}"
+        for seed in cell_seeds(cell, seeds, no2bit_seeds):
+            path = run_path(folder, f"{cell}-{seed}", seed)
             if not (path / "result.json").is_file():
                 missing.append(path.name)
                 continue
@@ -265,7 +298,7 @@ def oscillation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str],
     ``after`` of training, and over all) and the final float-to-quantized distance; mean and SD over seeds."""
     rows = []
     for cell in cells:
-        record = [runs[(cell, s)]["result"]["oscillation"] for s in seeds]
+        record = [runs[(cell, s)]["result"]["oscillation"] for s in seeds_in(runs, cell, seeds)]
         for bits in record[0]["flip_rate"]:
             late, whole, dist = [], [], []
             for rec in record:
@@ -273,7 +306,7 @@ def oscillation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str],
                 late.append(100 * np.mean([f for p, f in flips if p > after]))
                 whole.append(100 * np.mean([f for _, f in flips]))
                 dist.append(rec["distance"][bits][-1])
-            rows.append({"cell": cell, "w bits": int(bits), "seeds": len(seeds),
+            rows.append({"cell": cell, "w bits": int(bits), "seeds": len(record),
                          "flip % (2nd half)": float(np.mean(late)),
                          "SD": float(np.std(late, ddof=1)) if len(late) > 1 else float("nan"),
                          "flip % (whole run)": float(np.mean(whole)),
@@ -286,7 +319,8 @@ def distortion_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], 
     layers, per cell (mean and SD over seeds, and the per-seed values)."""
     rows = []
     for cell in cells:
-        vals = [float(np.mean(list(runs[(cell, s)]["result"]["bn_distortion"].values()))) for s in seeds]
+        vals = [float(np.mean(list(runs[(cell, s)]["result"]["bn_distortion"].values())))
+                for s in seeds_in(runs, cell, seeds)]
         rows.append({"cell": cell, "seeds": len(vals), "distortion mean": float(np.mean(vals)),
                      "SD": float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan"),
                      "per seed": " / ".join(f"{v:.3f}" for v in vals)})
@@ -354,7 +388,7 @@ def flip_comparisons(runs: Mapping[tuple[str, int], dict], cells: Sequence[str],
     for cell in [c for c in ("plain", "sched", "both") if c in cells and "no2bit" in cells]:
         for bits in first["oscillation"]["flip_rate"]:
             diffs = [late_flip_rate(runs[(cell, s)], bits, after) - late_flip_rate(runs[("no2bit", s)], bits, after)
-                     for s in seeds]
+                     for s in seeds_in(runs, "no2bit", seeds)]
             v = verdict(diffs, [0.0] * len(diffs), FLIP_EXPECTED)
             rows.append({"comparison": f"{cell} minus no2bit", "w bits": int(bits), "verdict": v.as_dict()})
             print(f"{bits}-bit flip rate in the second half, {cell} minus no2bit (same seed), points per seed "
@@ -419,7 +453,7 @@ def load_space_runs(folder: str | Path, cells: Sequence[str], seeds: Sequence[in
     runs, missing = {}, []
     for cell in cells:
         for seed in seeds:
-            path = Path(folder) / space_folder(cell, seed)
+            path = run_path(folder, space_folder(cell, seed), seed)
             if not (path / "result.json").is_file():
                 missing.append(path.name)
                 continue
@@ -487,15 +521,15 @@ def window_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seed
     recorded no windows."""
     rows = []
     for cell in cells:
-        records = [runs[(cell, s)]["result"].get("oscillation_windows") for s in seeds]
+        records = [runs[(cell, s)]["result"].get("oscillation_windows") for s in seeds_in(runs, cell, seeds)]
         if any(not rec or not any(rec["windows"].values()) for rec in records):
             continue
         for bits in records[0]["windows"]:
             per_seed = {key: [100 * float(np.mean([w[key] for w in rec["windows"][bits]])) for rec in records]
                         for key in ("reversal_rate", "change_rate", "step_driven_rate", "oscillating_fraction")}
-            rows.append({"cell": cell, "w bits": int(bits), "seeds": len(seeds),
+            rows.append({"cell": cell, "w bits": int(bits), "seeds": len(records),
                          "reversals % per weight-step": float(np.mean(per_seed["reversal_rate"])),
-                         "SD": float(np.std(per_seed["reversal_rate"], ddof=1)) if len(seeds) > 1 else float("nan"),
+                         "SD": float(np.std(per_seed["reversal_rate"], ddof=1)) if len(records) > 1 else float("nan"),
                          "changes % per weight-step": float(np.mean(per_seed["change_rate"])),
                          "step-driven % per weight-step": float(np.mean(per_seed["step_driven_rate"])),
                          "weights oscillating % per window": float(np.mean(per_seed["oscillating_fraction"]))})
@@ -504,14 +538,44 @@ def window_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seed
 
 def ablation_metrics(profile: str, setup: str, cells: Sequence[str], seeds: Sequence[int],
                      runs: Mapping[tuple[str, int], dict], t6: Sequence[Mapping], t1: pd.DataFrame,
-                     distortion: pd.DataFrame, flips: Sequence[Mapping], distortions: Sequence[Mapping]) -> dict:
-    """reports/metrics/ablation.json: the scale, every run's record, T1 and the distortion per cell, and the three
-    tables of verdicts (T6, F2/T1, F3/F4), each with its note. Strict JSON (no NaN)."""
+                     distortion: pd.DataFrame, flips: Sequence[Mapping], distortions: Sequence[Mapping], *,
+                     space: Sequence[Mapping] = (), scheduler: Sequence[Mapping] = (),
+                     windows: Sequence[Mapping] = ()) -> dict:
+    """reports/metrics/ablation.json: the scale, every run's record, T1 and the distortion per cell, the tables of
+    verdicts (T6, the search-space confound, F2/T1, F3/F4), each with its note, the scheduler's record per run and
+    the dense-window oscillation per cell. Strict JSON (no NaN)."""
     return json_ready({"profile": profile, "setup": setup, "seeds": list(seeds), "cells": list(cells),
                        "runs": run_records(runs), "t6": {"rows": list(t6), "note": rows_note(t6)},
+                       "space": {"rows": list(space), "note": rows_note(space) if space else ""},
+                       "scheduler": {"rows": list(scheduler), "summary": scheduler_line(scheduler)},
+                       "windows": list(windows),
                        "t1": t1.to_dict(orient="records"), "distortion": distortion.to_dict(orient="records"),
                        "flip_verdicts": {"rows": list(flips), "note": rows_note(flips)},
                        "distortion_verdicts": {"rows": list(distortions), "note": rows_note(distortions)}})
+
+
+def scheduler_line(rows: Sequence[Mapping]) -> str:
+    """Did the scheduler follow turbulence or rotate? One sentence over ``scheduler_rows``: calls, the median
+    decision's persistence, and consecutive frozen sets' overlap against chance (above chance: it kept turbulent
+    layers frozen; at or below: it rotated)."""
+    if not rows:
+        return "No run had a scheduler."
+    overlap = float(np.mean([r["mean overlap"] for r in rows]))
+    chance = float(np.mean([r["chance overlap"] for r in rows]))
+    persistence = float(np.median([r["median persistence"] for r in rows]))
+    agree = [r["agrees with full scores"] for r in rows if r["agrees with full scores"] is not None]
+    kind = ("kept the same layers frozen more often than chance: it followed persistent turbulence"
+            if overlap > 1.5 * chance else
+            "shared fewer layers between consecutive frozen sets than chance: it rotated, freezing different "
+            "layers at each call" if overlap < chance else
+            "shared about as many layers between consecutive frozen sets as chance would")
+    line = (f"Scheduler, {len(rows)} runs: {np.mean([r['calls'] for r in rows]):.0f} calls per run, median decision "
+            f"lasting {persistence:.0f} optimizer steps; consecutive frozen sets shared {overlap:.2f} layers on average "
+            f"against {chance:.2f} by chance, so it {kind}")
+    if agree:
+        line += (f" (a decision agreed with the one the full-candidate scores would make {100 * np.mean(agree):.0f}% "
+                 "of the time, Jaccard)")
+    return line + "."
 
 
 def _words(rows: Sequence[Mapping]) -> str:
@@ -521,7 +585,8 @@ def _words(rows: Sequence[Mapping]) -> str:
 
 
 def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortions: Sequence[Mapping],
-                      toy_lines: Sequence[str], runs: Mapping[tuple[str, int], dict] | None = None) -> list[str]:
+                      toy_lines: Sequence[str], runs: Mapping[tuple[str, int], dict] | None = None, *,
+                      space: Sequence[Mapping] = (), scheduler: Sequence[Mapping] = ()) -> list[str]:
     """Notebook 05's findings (claims C2-C4): T6's verdicts per cell minus plain, the F2/T1 verdicts counted (and
     those clear of zero named), the F3/F4 verdicts with every seed's value, each table's note, and the toy's
     sentences (F1)."""
@@ -532,6 +597,10 @@ def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortio
             f"{r['metric']} {r['verdict']['text']}" for r in judged if r["cell"] == cell))
     if judged:
         lines.append(f"T6: {rows_note(judged)}.")
+    for r in space:
+        lines.append(f"T6 confound, {r['comparison']} ({r['metric']}): {r['verdict']['text']}")
+    if scheduler:
+        lines.append(scheduler_line(scheduler))
     if flips:
         clear = [f"{r['comparison']}, {r['w bits']}-bit: {r['verdict']['word']}" for r in flips
                  if r["verdict"]["word"] != "inconclusive"]
@@ -553,34 +622,53 @@ def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortio
     return lines
 
 
+def _window_reversal(run: Mapping, bits: str) -> float | None:
+    """Mean reversal rate (% per weight and step) over a run's dense windows at ``bits``, None without windows."""
+    windows = ((run["result"].get("oscillation_windows") or {}).get("windows") or {}).get(bits)
+    return 100 * float(np.mean([w["reversal_rate"] for w in windows])) if windows else None
+
+
 def oscillation_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int], title: str):
-    """F2's analogue: flip rate of the integer weight levels over training, one panel per weight bit-width,
-    one line per cell (mean over seeds, band: min to max)."""
+    """F2's analogue as the comparison it makes: per weight bit-width and cell, the flip rate of the integer weight
+    levels in the second half of training (left; between measurements every ``ablation.monitor_every``) and the
+    reversal rate in the dense windows (right; every step, at a fixed step size), one dot per seed and a bar at
+    the mean over seeds. The cells with 2-bit weights sit beside no2bit, the run without them."""
     import matplotlib.pyplot as plt
 
-    first = runs[(cells[0], seeds[0])]["result"]["oscillation"]
-    bit_list = list(first["flip_rate"])
-    fig, axes = plt.subplots(1, len(bit_list), figsize=(4.2 * len(bit_list), 3.6), sharey=True, squeeze=False)
-    for ax, bits in zip(axes[0], bit_list):
-        for cell in cells:
-            recs = [runs[(cell, s)]["result"]["oscillation"] for s in seeds]
-            progress = [p for p, f in zip(recs[0]["progress"], recs[0]["flip_rate"][bits]) if f is not None]
-            values = np.array([[100 * f for f in r["flip_rate"][bits] if f is not None] for r in recs])
-            ax.plot(progress, values.mean(0), marker=".", label=cell)
-            if len(recs) > 1:
-                ax.fill_between(progress, values.min(0), values.max(0), alpha=0.2)
-        ax.set(xlabel="fraction of training", title=f"{bits}-bit weights", yscale="log")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("flip rate between measurements (%)")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    first = runs[(cells[0], seeds[0])]["result"]
+    bit_list = list(first["oscillation"]["flip_rate"])
+    dense = any(_window_reversal(r, bit_list[0]) is not None for r in runs.values())
+    panels = [("flip rate, 2nd half, between measurements (%)", lambda r, b: late_flip_rate(r, b))]
+    if dense:
+        panels.append(("reversals per weight and step, dense windows (%)", _window_reversal))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 3.8), squeeze=False)
+    width = 0.8 / len(cells)
+    for ax, (label, value) in zip(axes[0], panels):
+        for k, cell in enumerate(cells):
+            for i, bits in enumerate(bit_list):
+                vals = [v for v in (value(runs[(cell, s)], bits) for s in seeds_in(runs, cell, seeds)) if v is not None]
+                if not vals:
+                    continue
+                x = i - 0.4 + width * (k + 0.5)
+                ax.scatter([x] * len(vals), vals, s=14, color=colors[k % len(colors)], alpha=0.7,
+                           label=cell if i == 0 else None)
+                ax.hlines(np.mean(vals), x - width * 0.4, x + width * 0.4, color=colors[k % len(colors)], lw=2)
+        ax.set_xticks(range(len(bit_list)), [f"{b}-bit weights" for b in bit_list], fontsize=10)
+        ax.set_ylabel(label, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=9, title="cell (dots: seeds, bar: mean)", title_fontsize=9)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def density_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seed: int, title: str):
     """F3/F4's analogue: density of one layer's BN outputs at the lowest configuration and at the max
-    path (W6A6), one panel per cell (e.g. without and with IDM)."""
+    path (W6A6), one panel per cell (e.g. without and with IDM), for one seed and one layer; each panel's title
+    names them and gives that layer's relative MSE beside the run's mean over layers (the table and verdicts
+    below cover every layer and seed)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -591,9 +679,11 @@ def density_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], s
         sns.kdeplot(x=run["features"]["high"], ax=ax, label="max path (W6A6)", fill=True, alpha=0.3)
         sns.kdeplot(x=run["features"]["low"], ax=ax, label="lowest point", fill=True, alpha=0.3)
         distortion = run["result"]["bn_distortion"][layer]
-        ax.set(xlabel=f"BN output of {layer}", title=f"{cell}: relative MSE {distortion:.3f}")
+        ax.set_xlabel(f"BN output of {layer}", fontsize=10)
+        ax.set_title(f"{cell}, seed {seed}, layer {layer}: relative MSE {distortion:.3f}\n"
+                     f"(mean over layers: {np.mean(list(run['result']['bn_distortion'].values())):.3f})", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
+        ax.legend(fontsize=9)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
