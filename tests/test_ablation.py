@@ -1,6 +1,9 @@
 """The interference runs on a real model (mpq.studies.ablation): cells, parameters, the command's refusals."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from mpq.studies.ablation import cell_config, main
@@ -134,3 +137,72 @@ def test_pilot_summary_measures_noise_and_plans_the_design():
     assert out["collapsed"] == ["plain-2"]
     with pytest.raises(ValueError, match=r"metrics \['greedy 2.5'\] were not evaluated"):
         pilot_summary(runs, PilotConfig(seeds=(0, 1, 2), cells=("plain", "sched"), metrics=("greedy 2.5",)), 400)
+
+
+# --- one seed's block: its cells, where its runs lie, resuming ---------------------------------------------------
+
+from mpq.studies.ablation import block_cells, run_block
+from mpq.studies.interference import cell_seeds, run_path
+
+
+@pytest.mark.timeout(10)
+def test_cells_take_the_ablations_learning_rates():
+    base = OneShotConfig(lr=0.04, step_lr=0.003)
+    cfg = cell_config(base, "sched", 500, lr=0.005, step_lr=0.0011)
+    assert (cfg.lr, cfg.step_lr, cfg.scheduler) == (0.005, 0.0011, True)
+    with pytest.raises(ValueError, match="ablation.lr must be a finite number > 0"):
+        AblationConfig(lr=0.0)
+    with pytest.raises(ValueError, match="ablation.step_lr must be a finite number > 0"):
+        AblationConfig(step_lr=float("nan"))
+
+
+@pytest.mark.timeout(10)
+def test_a_block_trains_no2bit_only_with_its_seeds(tmp_path):
+    ab = AblationConfig(seeds=(0, 1, 2), cells=("plain", "sched", "no2bit"), no2bit_seeds=(0, 2))
+    assert block_cells(ab, 0) == ["plain", "sched", "no2bit"] and block_cells(ab, 1) == ["plain", "sched"]
+    assert block_cells(AblationConfig(seeds=(0, 1), cells=("plain", "no2bit")), 1) == ["plain", "no2bit"]
+    assert cell_seeds("no2bit", [0, 1, 2], [0, 2]) == [0, 2] and cell_seeds("plain", [0, 1, 2], [0, 2]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="ablation.no2bit_seeds must be distinct seeds of ablation.seeds"):
+        AblationConfig(seeds=(0, 1), cells=("plain", "no2bit"), no2bit_seeds=(5,))
+    with pytest.raises(ValueError, match="ablation.no2bit_seeds"):
+        AblationConfig(seeds=(0, 1), cells=("plain", "sched"), no2bit_seeds=(0,))
+    with pytest.raises(ValueError, match="ablation.space_cells"):
+        AblationConfig(cells=("plain", "idm"), space_cells=("sched",))
+    with pytest.raises(ValueError, match="ablation.jobs must be an integer >= 1"):
+        AblationConfig(jobs=0)
+    # a run lies in its seed's block, or (the pilot's, a single run's) directly in the folder
+    (tmp_path / "seed-3" / "plain-3").mkdir(parents=True)
+    assert run_path(tmp_path, "plain-3", 3) == tmp_path / "seed-3" / "plain-3"
+    assert run_path(tmp_path, "plain-4", 4) == tmp_path / "plain-4"
+
+
+@pytest.mark.timeout(10)
+def test_a_block_refuses_a_seed_not_in_params_and_restarts_a_partial_from_other_parameters(root, tmp_path,
+                                                                                         monkeypatch):
+    from mpq.config import load_params
+    import mpq.studies.ablation as ablation
+
+    params = load_params(root / "profiles/tiny.yaml")
+    with pytest.raises(ValueError, match="seed 9 is not among ablation.seeds"):
+        run_block(params, 9, tmp_path / "seed-9")
+    trained = []
+
+    def fake_run(params, cell, seed, out):          # records what the block trains, writes a finished run
+        trained.append(cell)
+        Path(out).mkdir(parents=True)
+        (Path(out) / "result.json").write_text(json.dumps({"cell": cell, "seed": seed, "test_acc": {},
+                                                           "train_seconds": 0, "search_seconds": 0,
+                                                           "eval_seconds": 0}))
+        return json.loads((Path(out) / "result.json").read_text())
+
+    monkeypatch.setattr(ablation, "_block_run", fake_run)
+    monkeypatch.setattr(ablation, "_space_run", lambda params, run, space, out: (
+        Path(out).mkdir(parents=True), {"seed": 0, "space_of": {"cell": Path(space).name}, "test_acc": {}})[1])
+    partial = tmp_path / ".seed-0.partial"
+    (partial / "plain-0").mkdir(parents=True)
+    (partial / "plain-0" / "result.json").write_text("{}")          # finished, but under other parameters
+    (partial / "params.json").write_text("{}")
+    run_block(params, 0, tmp_path / "seed-0", jobs=1)
+    assert trained == list(params["ablation"]["cells"]) and not partial.exists()
+    assert sorted(p.name for p in (tmp_path / "seed-0").iterdir()) == sorted(
+        [f"{c}-0" for c in params["ablation"]["cells"]] + ["plain-0-in-sched-0", "plain-0-in-both-0"])

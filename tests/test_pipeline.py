@@ -44,7 +44,7 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
     (work / "dvc.lock").unlink(missing_ok=True)
     _run(["git", "init", "-q"], work)
     dag = _run(["dvc", "dag", "--dot"], work)                  # the data stage is the root of every training stage
-    for stage in ("fp_train", "supernet", "search", "ablation@plain-0", "transfer"):
+    for stage in ("fp_train", "supernet", "search", "ablation@0", "transfer"):
         assert f"\"data\" -> \"{stage}\"" in dag or f"data -> {stage}" in dag.replace('"', ""), stage
     _run(["dvc", "repro"], work)
     manifest = json.loads((work / "data/manifest.json").read_text())

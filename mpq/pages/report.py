@@ -442,10 +442,18 @@ def _c34_line(m: dict) -> str | None:
     line = (f"**{TITLES['C3/C4']}** (T6, ResNet-20, {len(m['ablation']['seeds'])} seeds: each cell minus the plain "
             f"supernet at {metrics}, top-1 points; the paper: higher, about +0.8 for the scheduler, +0.4 for IDM, +1.2 "
             f"together): {_counts_by_group(t6.rows)}")
+    space = [r for r in m["ablation"].get("space", {}).get("rows", []) if "both searched in" in r["comparison"]]
+    if space:
+        line += (". The training effect at a fixed search space (a scheduler cell minus plain searched in that cell's "
+                 "final space): " + "; ".join(f"{r['comparison'].split(',')[0]} at {r['metric']} {r['verdict']['text']}"
+                                               for r in space))
     dist = distortion_table(m)
     if dist:
         line += (". IDM's pull on the BN outputs (F3/F4, distortion in % of the feature variance, the paper: lower): "
                  + "; ".join(f"{r.label} {r.verdict['text']}" for r in dist.rows))
+    scheduler = m["ablation"].get("scheduler", {}).get("summary")
+    if scheduler and scheduler != "No run had a scheduler.":
+        line += ". " + scheduler.rstrip(".")
     return line + "."
 
 
@@ -581,7 +589,7 @@ STAGES = [("fp_train", "01_fp_train", "FP checkpoints every other stage starts f
           ("budget@<factor>", None, "ResNet-20's T2 rows with every training's epochs multiplied (F7)"),
           ("search_study", None, "the search settings and equal-compute search baselines on ResNet-20 (S1)"),
           ("search", "04_search", "T2-T4, T2 with seeds, F5, F6, F7, S1, A1's times"),
-          ("ablation@<cell>-<seed>", None, "the ResNet-20 interference runs behind F2/T1, F3/F4, T6"),
+          ("ablation@<seed>", None, "the ResNet-20 interference runs behind F2/T1, F3/F4, T6, one block per seed"),
           ("bit_interference", "05_bit_interference", "F1, F2/T1, F3/F4, T6"),
           ("transfer", "06_transfer", "T5"),
           ("report", None, "the HTML pages and reports/index.html (seconds)")]
@@ -591,9 +599,12 @@ def stage_times(m: dict, envs: dict) -> dict:
     """Wall seconds per stage of the committed run: notebook stages from their executed notebooks, the
     matrix stages summed over their runs (training + search + retraining)."""
     out = {stage: envs[nb]["stage_seconds"] for stage, nb, _ in STAGES if nb and nb in envs}
+    blocks = m.get("ablation", {}).get("blocks", {})
     ab = m.get("ablation", {}).get("runs", {})
-    if ab:
-        out["ablation@<cell>-<seed>"] = sum(r.get("train_seconds", 0) + r.get("search_seconds", 0) for r in ab.values())
+    if blocks:                  # a block's wall time: its runs overlap (ablation.jobs at a time)
+        out["ablation@<seed>"] = sum(b["seconds"] for b in blocks.values())
+    elif ab:
+        out["ablation@<seed>"] = sum(r.get("train_seconds", 0) + r.get("search_seconds", 0) for r in ab.values())
     reps = m.get("search", {}).get("seeds", {}).get("replicate_seconds", {})
     if reps:
         out["replicate@<seed>"] = sum(sum(v.values()) for v in reps.values())

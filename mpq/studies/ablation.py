@@ -328,11 +328,6 @@ def block_cells(ab: AblationConfig, seed: int) -> list[str]:
     return [c for c in ab.cells if c != "no2bit" or ab.no2bit_seeds is None or seed in ab.no2bit_seeds]
 
 
-def block_folder(seed: int) -> str:
-    """The folder of one seed's block of runs (``run_block``) under the ablation's folder."""
-    return f"seed-{seed}"
-
-
 def run_block(params: Mapping, seed: int, out: str | Path, *, jobs: int | None = None) -> list[dict]:
     """One seed's block of the ablation (a DVC stage, ``ablation@<seed>``): every cell of ``block_cells`` trained
     with this seed (``run_cell``, ``jobs`` at a time, each in its own process with its share of the threads; None:
@@ -353,8 +348,10 @@ def run_block(params: Mapping, seed: int, out: str | Path, *, jobs: int | None =
     if work.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
         log.info("%s: an unfinished block from other parameters, started over", work)
         shutil.rmtree(work)
+    resumed = work.exists()
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
+    start = time.perf_counter()
     todo = [(dict(params), cell, seed, str(work / f"{cell}-{seed}")) for cell in block_cells(ab, seed)
             if not (work / f"{cell}-{seed}" / "result.json").is_file()]
     results = run_jobs(_block_run, todo, ab.jobs if jobs is None else jobs)
@@ -369,6 +366,10 @@ def run_block(params: Mapping, seed: int, out: str | Path, *, jobs: int | None =
         log.info("plain-%d searched in the space of %s-%d: %s", r["seed"], r["space_of"]["cell"], seed,
                  {k: round(100 * v, 2) for k, v in r["test_acc"].items()})
     stamp.unlink()
+    jobs_used = ab.jobs if jobs is None else jobs
+    write_json({"seed": seed, "cells": block_cells(ab, seed), "space_cells": list(ab.space_cells), "jobs": jobs_used,
+                "seconds": round(time.perf_counter() - start, 1), "resumed": resumed,
+                "cpu_capability": torch.backends.cpu.get_cpu_capability()}, work / "block.json")
     if out.exists():
         shutil.rmtree(out)
     os.replace(work, out)

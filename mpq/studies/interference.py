@@ -259,6 +259,17 @@ def load_runs(folder: str | Path, cells: Sequence[str], seeds: Sequence[int],
     return runs
 
 
+def block_records(folder: str | Path, seeds: Sequence[int]) -> dict[str, dict]:
+    """Each seed's block record (``ablation.run_block``: its cells, jobs, wall seconds, CPU kind), keyed by seed;
+    seeds without one (runs not made by a block) are left out."""
+    out = {}
+    for seed in seeds:
+        path = Path(folder) / f"seed-{seed}" / "block.json"
+        if path.is_file():
+            out[str(seed)] = json.loads(path.read_text())
+    return out
+
+
 def correct_of(preds: Mapping[str, np.ndarray], metric: str) -> np.ndarray:
     """Per-image correctness of one evaluated configuration of a run. ``labels`` are those of every evaluation
     image (the test set first, then any held-out training images); a configuration evaluated on the test set
@@ -540,12 +551,13 @@ def ablation_metrics(profile: str, setup: str, cells: Sequence[str], seeds: Sequ
                      runs: Mapping[tuple[str, int], dict], t6: Sequence[Mapping], t1: pd.DataFrame,
                      distortion: pd.DataFrame, flips: Sequence[Mapping], distortions: Sequence[Mapping], *,
                      space: Sequence[Mapping] = (), scheduler: Sequence[Mapping] = (),
-                     windows: Sequence[Mapping] = ()) -> dict:
+                     windows: Sequence[Mapping] = (), blocks: Mapping[str, dict] | None = None) -> dict:
     """reports/metrics/ablation.json: the scale, every run's record, T1 and the distortion per cell, the tables of
     verdicts (T6, the search-space confound, F2/T1, F3/F4), each with its note, the scheduler's record per run and
-    the dense-window oscillation per cell. Strict JSON (no NaN)."""
+    the dense-window oscillation per cell, and each seed's block record (``block_records``: its wall time).
+    Strict JSON (no NaN)."""
     return json_ready({"profile": profile, "setup": setup, "seeds": list(seeds), "cells": list(cells),
-                       "runs": run_records(runs), "t6": {"rows": list(t6), "note": rows_note(t6)},
+                       "runs": run_records(runs), "blocks": dict(blocks or {}), "t6": {"rows": list(t6), "note": rows_note(t6)},
                        "space": {"rows": list(space), "note": rows_note(space) if space else ""},
                        "scheduler": {"rows": list(scheduler), "summary": scheduler_line(scheduler)},
                        "windows": list(windows),
