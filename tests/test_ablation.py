@@ -205,4 +205,21 @@ def test_a_block_refuses_a_seed_not_in_params_and_restarts_a_partial_from_other_
     run_block(params, 0, tmp_path / "seed-0", jobs=1)
     assert trained == list(params["ablation"]["cells"]) and not partial.exists()
     assert sorted(p.name for p in (tmp_path / "seed-0").iterdir()) == sorted(
-        [f"{c}-0" for c in params["ablation"]["cells"]] + ["plain-0-in-sched-0", "plain-0-in-both-0"])
+        [f"{c}-0" for c in params["ablation"]["cells"]] + ["plain-0-in-sched-0", "plain-0-in-both-0", "block.json"])
+    block = json.loads((tmp_path / "seed-0" / "block.json").read_text())
+    assert block["seed"] == 0 and block["jobs"] == 1 and block["resumed"] is False and block["seconds"] >= 0
+
+
+@pytest.mark.timeout(10)
+def test_extra_evaluation_configs_are_checked_before_training_and_no2bit_keeps_what_it_has():
+    from mpq.studies.ablation import check_extra_configs, evaluated_configs
+
+    ab = AblationConfig(levels=(3, 2.5), extra_eval_images=10, extra_eval_configs=("greedy 3", "W3A3"))
+    base = OneShotConfig()
+    assert evaluated_configs(ab, cell_config(base, "sched", 500), "sched") == [
+        "W2A2", "W3A3", "lowest", "greedy 3", "greedy 2.5"]
+    assert evaluated_configs(ab, cell_config(base, "no2bit", 500), "no2bit") == ["W3A3", "lowest"]
+    check_extra_configs(ab, cell_config(base, "no2bit", 500), "no2bit")      # no greedy: W3A3 alone sees them
+    typo = AblationConfig(levels=(3,), extra_eval_images=10, extra_eval_configs=("greedy 2.9",))
+    with pytest.raises(ValueError, match=r"\['greedy 2.9'\] are not evaluated by a plain run"):
+        check_extra_configs(typo, cell_config(base, "plain", 500), "plain")

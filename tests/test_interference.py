@@ -88,7 +88,7 @@ def test_toy_table_and_verdicts_on_constructed_rows():
     assert lines[1] == ("6-bit threshold crossings (second half) at lr 0.05: {4,6} 5 vs {2,4,6} 1, with 2-bit minus without "
                         "reversed here: -4.0 [-4.0, -4.0], 2 seeds")
     # +0.1 and -0.1: SE 0.1 over two seeds, MDE (t(1, .975) + t(1, .8)) * 0.1
-    assert lines[2] == ("grad_var_second_half at lr 0.05: {4,6} 0.2 vs {2,4,6} 0.2, with 2-bit minus without "
+    assert lines[2] == ("gradient variance (second half) at lr 0.05: {4,6} 0.2 vs {2,4,6} 0.2, with 2-bit minus without "
                         "inconclusive (smallest detectable effect 1.4083 variance units): +0.0000 [-1.2706, +1.2706], "
                         "2 seeds")
 
@@ -264,3 +264,34 @@ def test_a_configuration_evaluated_on_the_test_set_alone_is_a_prefix_of_the_labe
     preds = {"labels": np.array([0, 1, 2, 3, 4]), "W3A3": np.array([0, 1, 9, 3, 9]), "W2A2": np.array([0, 9, 2])}
     assert correct_of(preds, "W3A3").tolist() == [True, True, False, True, False]
     assert correct_of(preds, "W2A2").tolist() == [True, False, True]          # the first three: the test set
+
+
+def test_the_scheduler_line_says_rotation_or_persistence():
+    from mpq.studies.interference import scheduler_line
+
+    row = {"calls": 12, "median persistence": 100, "mean overlap": 0.1, "chance overlap": 2.7,
+           "agrees with full scores": 0.33}
+    line = scheduler_line([row, row])
+    assert line.startswith("Scheduler, 2 runs: 12 calls per run, median decision lasting 100 optimizer steps")
+    assert "0.10 layers on average against 2.70 by chance" in line and "it rotated" in line and "33%" in line
+    assert "followed persistent turbulence" in scheduler_line([{**row, "mean overlap": 5.0}])
+    assert scheduler_line([]) == "No run had a scheduler."
+
+
+@pytest.mark.timeout(60)
+def test_f2_draws_per_seed_dots_with_and_without_dense_windows(tmp_path):
+    from mpq.studies.interference import oscillation_figure
+
+    def run(rate, windows):
+        rec = {"progress": [0.25, 0.5, 0.75, 1.0], "flip_rate": {"4": [None, rate, rate, rate], "6": [None, 2 * rate,
+                                                                                                      rate, rate]}}
+        dense = {"window_steps": 10, "starts": [5], "windows": {"4": [_window(rate, 1, 0)], "6": [_window(rate, 1, 0)]}}
+        return {"result": {"oscillation": rec, "oscillation_windows": dense if windows else None}}
+
+    runs = {(c, s): run(0.1 * (s + 1), True) for c in ("plain", "no2bit") for s in (0, 1)}
+    fig = oscillation_figure(runs, ["plain", "no2bit"], [0, 1], "title")
+    assert len(fig.axes) == 2 and fig.axes[0].get_xticklabels()[0].get_text() == "4-bit weights"
+    # no2bit with one seed only (ablation.no2bit_seeds): its dots come from the runs it has
+    del runs[("no2bit", 1)]
+    fig = oscillation_figure({k: run(0.1, False) for k in runs}, ["plain", "no2bit"], [0, 1], "title")
+    assert len(fig.axes) == 1

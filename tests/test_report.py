@@ -320,3 +320,21 @@ def test_verdict_tables_flatten_the_stored_verdicts_and_caption_the_note():
     assert frame.loc[1, "95% low"] == pytest.approx(v.low) and pd.isna(frame.loc[0, "verdict"])
     html = show_verdicts(rows, "NOTE", caption="T9").to_html()
     assert "T9; NOTE" in html and "nan" not in html.lower()
+
+
+def test_the_c34_line_gives_the_fixed_space_effect_and_the_scheduler_record():
+    from mpq.pages.report import _c34_line
+    from mpq.studies.stats import verdict
+
+    v = verdict([0.1, 0.3, 0.2], [0.1] * 3, 1).as_dict()
+    t6 = [{"cell": "plain", "metric": "W3A3", "top-1 mean": 88.0, "top-1 SD": 0.1, "seeds": 3},
+          {"cell": "sched", "metric": "W3A3", "top-1 mean": 88.2, "top-1 SD": 0.1, "seeds": 3, "verdict": v}]
+    m = {"ablation": {"seeds": [0, 1, 2], "t6": {"rows": t6, "note": ""},
+                      "space": {"rows": [{"comparison": "sched minus plain, both searched in sched's space",
+                                          "metric": "greedy 3", "verdict": v},
+                                         {"comparison": "plain in sched's space minus plain in its own",
+                                          "metric": "greedy 3", "verdict": v}]},
+                      "scheduler": {"summary": "Scheduler, 3 runs: it rotated."}}}
+    line = _c34_line(m)
+    assert "The training effect at a fixed search space" in line and "sched minus plain at greedy 3" in line
+    assert "plain in sched's space" not in line and line.endswith("Scheduler, 3 runs: it rotated.")

@@ -271,6 +271,15 @@ def t6_table(m: dict) -> VerdictTable | None:
                         ab["t6"]["note"]) if rows else None
 
 
+def space_table(m: dict) -> VerdictTable | None:
+    """T6's search-space confound: each scheduler cell minus plain with both searched in that cell's final space
+    (the training effect; the paper: higher), and plain in that space minus plain in its own (no direction)."""
+    ab = m.get("ablation", {})
+    rows = _stored(ab.get("space"), lambda r: r["comparison"], lambda r: r["metric"])
+    return VerdictTable("T6's search-space confound separated: a scheduler cell against plain at a fixed search space, "
+                        "and the space's own share, top-1 points", rows, ab["space"]["note"]) if rows else None
+
+
 def distortion_table(m: dict) -> VerdictTable | None:
     ab = m.get("ablation", {})
     rows = _stored(ab.get("distortion_verdicts"), lambda r: "", lambda r: r["comparison"])
@@ -595,6 +604,16 @@ STAGES = [("fp_train", "01_fp_train", "FP checkpoints every other stage starts f
           ("report", None, "the HTML pages and reports/index.html (seconds)")]
 
 
+def _other_kind(kinds: str) -> str:
+    """How the other 2-core CPU kind compares with the one the stage table was measured on (DESIGN.md section 6:
+    the AVX2-only kind runs this study 2-3.5x as slowly as the AVX-512 kind)."""
+    if kinds == "AVX2":
+        return "; the AVX-512 kind runs it 2-3.5 times as fast"
+    if kinds.startswith("AVX512"):
+        return "; the AVX2-only kind takes 2-3.5 times as long"
+    return ""
+
+
 def stage_times(m: dict, envs: dict) -> dict:
     """Wall seconds per stage of the committed run: notebook stages from their executed notebooks, the
     matrix stages summed over their runs (training + search + retraining)."""
@@ -651,7 +670,7 @@ def readme_summary(m: dict, envs: dict | None = None) -> str:
         kinds = _cpu_kinds(m, envs or {})
         text += ["", f"Regenerating one part: `dvc repro <stage>` (it also runs the stages upstream whose outputs are "
                      f"not in DVC's cache; a fresh clone has none). Wall time of each stage in this run, on a 2-core "
-                     f"CPU of kind {kinds}; the AVX2-only kind takes about twice as long.", "",
+                     f"CPU of kind {kinds}{_other_kind(kinds)}.", "",
                  "| stage | regenerates | minutes |", "| --- | --- | --- |"]
         text += [f"| `{stage}` | {what} | {times[stage] / 60:.1f} |" for stage, _, what in STAGES if stage in times]
         text.append(f"| all | | {sum(times.values()) / 60:.0f} |")
@@ -967,7 +986,8 @@ ITEMS = [
          "05_bit_interference", ["interference_toy.png"], [], frames=_f1_frames, verdicts=lambda m: [toy_table(m)],
          short="toy interference"),
     Item("F2-T1", "Figure 2 and Table 1 (weight oscillation when 2-bit joins)", "C2",
-         "flip rate of integer weight levels at 4-6 bits over training, ResNet-20 cells with and without 2-bit",
+         "flip rate of the integer weight levels at 4-6 bits in the second half of training, and their reversals in "
+         "dense windows of every step, per ResNet-20 cell and seed, with and without 2-bit",
          "05_bit_interference", ["oscillation.png"], ["oscillation_t1.csv"], verdicts=lambda m: [flip_table(m)],
          source=("ablation", "bit_interference"), short="weight oscillation with 2-bit"),
     Item("F3-F4", "Figures 3-4 (low-bit BN outputs drift; IDM pulls them back)", "C4",
@@ -984,8 +1004,10 @@ ITEMS = [
          "06_transfer", ["transfer.png"], ["transfer_t5.csv"], verdicts=lambda m: [t5_table(m)],
          source=("transfer", "transfer"), short="transfer"),
     Item("T6", "Table 6 (ablation: scheduler and IDM)", "C3, C4",
-         "2x2 scheduler x IDM on ResNet-20, with seeds", "05_bit_interference", [], ["ablation_t6.csv"],
-         verdicts=lambda m: [t6_table(m)], source=("ablation", "bit_interference"), short="scheduler x IDM ablation"),
+         "2x2 scheduler x IDM on ResNet-20, with seeds, at the scheduler's own time scale; the search-space "
+         "confound separated", "05_bit_interference", [], ["ablation_t6.csv"],
+         verdicts=lambda m: [t6_table(m), space_table(m)], source=("ablation", "bit_interference"),
+         short="scheduler x IDM ablation"),
     Item("F5", "Figure 5 (accuracy vs BitOPs)", "C5",
          "greedy vs random vs evolutionary search vs uniform precision", "04_search", ["search_front.png"], [],
          verdicts=lambda m: [f5_table(m)], notes=_f5_notes, source=("search", "search"),

@@ -177,6 +177,25 @@ def check_schedule(design: Mapping, min_calls: int, cell: str) -> None:
                     cell, design["median_persistence"], design["ema_horizon"])
 
 
+def evaluated_configs(ab: AblationConfig, cfg: OneShotConfig, cell: str) -> list[str]:
+    """The configurations a run of ``cell`` evaluates: uniform W2A2 and W3A3 where its candidates hold them, its
+    lowest point, and (every cell but no2bit, which is F2/T1's reference and is not searched) the greedy
+    configuration at each of ``ablation.levels``."""
+    names = [f"W{b}A{b}" for b in (2, 3) if b in cfg.a_bit_choices and b >= min(cfg.w_bit_choices)] + ["lowest"]
+    return names + ([f"greedy {level}" for level in ab.levels] if cell != "no2bit" else [])
+
+
+def check_extra_configs(ab: AblationConfig, cfg: OneShotConfig, cell: str) -> None:
+    """Refuse, before training, an ``ablation.extra_eval_configs`` name that a searched cell does not evaluate (a
+    typo would otherwise cost a run); no2bit evaluates those of them it has (it is not searched)."""
+    if cell == "no2bit":
+        return
+    unknown = sorted(set(ab.extra_eval_configs) - set(evaluated_configs(ab, cfg, cell)))
+    if unknown:
+        raise ValueError(f"ablation.extra_eval_configs {unknown} are not evaluated by a {cell} run; it evaluates "
+                         f"{evaluated_configs(ab, cfg, cell)}")
+
+
 def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress: bool = False) -> dict:
     """Train, measure and search one (cell, seed); write ``out/`` (result.json, predictions.npz,
     features.npz, supernet.pt) and return the result."""
@@ -206,6 +225,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
         except ValueError as exc:
             raise ValueError(f"ablation.windows {ab.windows} x window_steps {ab.window_steps}: {exc}") from None
     evaluated = evaluation_images(params, splits, ab.extra_eval_images)
+    check_extra_configs(ab, cfg, cell)
     work.mkdir(parents=True, exist_ok=True)             # after the refusals: a refused design leaves nothing behind
     classes = len(splits.train.classes)
     float_model = load_fp_model(f"checkpoints/fp/{spec.name}.pt", spec.name, spec.width_mult, classes)
@@ -239,10 +259,6 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
         greedy, searched, search_seconds = greedy_configs(ema, run.candidates(), score_subset(splits, search_cfg),
                                                           ab.levels, search_cfg)
         configs |= greedy
-    unknown = sorted(set(ab.extra_eval_configs) - set(configs))
-    if unknown:
-        raise ValueError(f"ablation.extra_eval_configs {unknown} are not evaluated by this run; it evaluates "
-                         f"{sorted(configs)}")
     # the configurations of extra_eval_configs see the held-out training images too, the others the test set,
     # which comes first: every prediction array is a prefix of ``labels``
     preds = {name: test_predictions(ema, c, splits.calib, evaluated if name in ab.extra_eval_configs else splits.test,

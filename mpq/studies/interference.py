@@ -293,7 +293,7 @@ def ablation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], se
             accs = 100 * correct.mean(1)
             row = {"cell": cell, "metric": metric, "seeds": len(accs), "top-1 mean": float(np.mean(accs)),
                    "top-1 SD": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
-                   "per seed": " / ".join(f"{a:.2f}" for a in accs)}
+                   "top-1 per seed": " / ".join(f"{a:.2f}" for a in accs)}
             if cell != reference:
                 ref = np.stack([correct_of(runs[(reference, s)]["preds"], metric) for s in seeds])
                 d = correct.astype(float) - ref                                  # (seeds, images)
@@ -557,7 +557,8 @@ def ablation_metrics(profile: str, setup: str, cells: Sequence[str], seeds: Sequ
     the dense-window oscillation per cell, and each seed's block record (``block_records``: its wall time).
     Strict JSON (no NaN)."""
     return json_ready({"profile": profile, "setup": setup, "seeds": list(seeds), "cells": list(cells),
-                       "runs": run_records(runs), "blocks": dict(blocks or {}), "t6": {"rows": list(t6), "note": rows_note(t6)},
+                       "runs": run_records(runs), "blocks": dict(blocks or {}),
+                       "t6": {"rows": list(t6), "note": rows_note(t6)},
                        "space": {"rows": list(space), "note": rows_note(space) if space else ""},
                        "scheduler": {"rows": list(scheduler), "summary": scheduler_line(scheduler)},
                        "windows": list(windows),
@@ -582,8 +583,8 @@ def scheduler_line(rows: Sequence[Mapping]) -> str:
             "layers at each call" if overlap < chance else
             "shared about as many layers between consecutive frozen sets as chance would")
     line = (f"Scheduler, {len(rows)} runs: {np.mean([r['calls'] for r in rows]):.0f} calls per run, median decision "
-            f"lasting {persistence:.0f} optimizer steps; consecutive frozen sets shared {overlap:.2f} layers on average "
-            f"against {chance:.2f} by chance, so it {kind}")
+            f"lasting {persistence:.0f} optimizer steps; consecutive frozen sets shared {overlap:.2f} layers on "
+            f"average against {chance:.2f} by chance, so it {kind}")
     if agree:
         line += (f" (a decision agreed with the one the full-candidate scores would make {100 * np.mean(agree):.0f}% "
                  "of the time, Jaccard)")
