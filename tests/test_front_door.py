@@ -192,7 +192,7 @@ def test_entry_page_draws_every_table_of_verdicts_and_repeats_none_in_bullets(ne
     assert not any("no verdict yet" in line for line in parsed.held)
     assert parsed.lists == 1
     drawn = [src for src in parsed.images if src.startswith("data:image/png;base64,")]
-    assert len(drawn) == 11        # C1, F1, F2/T1, F3/F4, T2 with seeds, T2-T4 one run, T5, T6, F5, F7, S1
+    assert len(drawn) == 12        # C1, F1, F2/T1, F3/F4, T2 with seeds, T2-T4 one run, T5, T6, T6's space, F5, F7, S1
     m = load_metrics(new_reports)
     s = m["search"]
     for note in (s["retrained"]["note"], s["f5"]["note"], s["seeds"]["note"], s["budget"]["note"],

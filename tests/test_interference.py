@@ -276,6 +276,7 @@ def test_the_scheduler_line_says_rotation_or_persistence():
     assert "0.10 layers on average against 2.70 by chance" in line and "it rotated" in line and "33%" in line
     assert "followed persistent turbulence" in scheduler_line([{**row, "mean overlap": 5.0}])
     assert scheduler_line([]) == "No run had a scheduler."
+    assert "one call each" in scheduler_line([{**row, "mean overlap": None, "chance overlap": None}])
 
 
 @pytest.mark.timeout(60)

@@ -571,10 +571,13 @@ def scheduler_line(rows: Sequence[Mapping]) -> str:
     """Did the scheduler follow turbulence or rotate? One sentence over ``scheduler_rows``: calls, the median
     decision's persistence, and consecutive frozen sets' overlap against chance (above chance: it kept turbulent
     layers frozen; at or below: it rotated)."""
+    paired = [r for r in rows if r["mean overlap"] is not None and r["chance overlap"] is not None]
     if not rows:
         return "No run had a scheduler."
-    overlap = float(np.mean([r["mean overlap"] for r in rows]))
-    chance = float(np.mean([r["chance overlap"] for r in rows]))
+    if not paired:                  # one call per run: no consecutive frozen sets to compare
+        return f"Scheduler, {len(rows)} runs: one call each, so no consecutive decisions to compare."
+    overlap = float(np.mean([r["mean overlap"] for r in paired]))
+    chance = float(np.mean([r["chance overlap"] for r in paired]))
     persistence = float(np.median([r["median persistence"] for r in rows]))
     agree = [r["agrees with full scores"] for r in rows if r["agrees with full scores"] is not None]
     kind = ("kept the same layers frozen more often than chance: it followed persistent turbulence"
