@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import html
+import json
 import re
 import struct
 from html.parser import HTMLParser
@@ -39,6 +40,22 @@ def test_readme_stays_a_front_door(root):
     text = "\n".join(lines).lower()
     found = [w for w in RUN_HISTORY if w in text]
     assert not found, f"run history in README.md: {found}"
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+def _refuse_constant(token: str):
+    raise ValueError(f"{token} is not JSON")
+
+
+def test_every_committed_metrics_file_is_strict_json(root):
+    """NaN, Infinity and -Infinity are Python's extensions, which other languages' parsers reject."""
+    files = sorted((root / "reports" / "metrics").glob("*.json"))
+    assert len(files) >= 6
+    for path in files:
+        json.loads(path.read_text(), parse_constant=_refuse_constant)
+    with pytest.raises(ValueError, match="NaN is not JSON"):
+        json.loads('{"a": NaN}', parse_constant=_refuse_constant)
 
 
 # ------------------------------------------------------------------------------------------- entry page
@@ -332,3 +349,11 @@ def test_verdict_columns_left_out_are_the_ones_verdict_frame_adds():
     assert list(without_verdict_columns(frame).columns) == ["cell", "top-1"]
     t5 = pd.DataFrame({"method": ["FP"], "per seed": ["89.75 / 89.80"]})          # not a table of verdicts: kept whole
     assert without_verdict_columns(t5) is t5
+
+
+def test_flip_seeds_counts_the_seeds_with_a_no2bit_run():
+    row = {"comparison": "plain minus no2bit", "w bits": 4, "verdict": {"n": 3, "word": "inconclusive"}}
+    assert report.flip_seeds({"seeds": [0, 1, 2, 3], "flip_verdicts": {"rows": [row], "note": ""}}) == \
+        "3 seeds with a no2bit run"
+    assert report.flip_seeds({"seeds": [0, 1, 2], "flip_verdicts": {"rows": [row], "note": ""}}) == "3 seeds"
+    assert report.flip_seeds({"seeds": [0, 1]}) == "2 seeds"

@@ -163,6 +163,11 @@ def test_ablation_verdicts_and_findings_on_constructed_runs(tmp_path):
     assert present_cells(cells, ("plain", "sched", "idm", "both")) == ["plain", "idm"]
     assert ablation_setup(runs, cells, seeds, "tiny") == ("tiny profile, resnet20 x0.25, 1 one-shot epochs over 100 "
                                                           "images, seeds [0, 1, 2], 100 test images, CPU kind AVX2")
+    held_out = {"test": 60, "held_out_training": 40, "configs_on_held_out": ["greedy 3", "W3A3"]}
+    runs[("plain", 0)]["result"]["eval_images"] = held_out
+    assert ablation_setup(runs, cells, seeds, "tiny").endswith(
+        "seeds [0, 1, 2], 60 test images (greedy 3, W3A3: also 40 held-out training images), CPU kind AVX2")
+    del runs[("plain", 0)]["result"]["eval_images"]
     overview = run_overview(runs)
     assert overview[["cell", "seed"]].values.tolist()[:4] == [["plain", 0], ["plain", 1], ["plain", 2], ["idm", 0]]
     assert overview.loc[3, "W2A2 top-1"] == pytest.approx(82.0) and overview.loc[0, "layers frozen at end"] == 1

@@ -77,3 +77,38 @@ def test_the_narration_check_sees_loops_functions_and_long_cells():
     assert _code_problems("f = lambda x: x")[0].startswith("defines a Lambda")
     assert _code_problems("def f():\n    pass")[0].startswith("defines a FunctionDef")
     assert _code_problems("\n".join(["x = 1"] * 26)) == ["26 lines"]
+
+
+SCAFFOLDING = ("findings cell at the end", "shows it first", "The findings (computed from the tables above)")
+
+
+def _empty_headings(cells) -> list[str]:
+    """Headings with nothing under them: a heading-only markdown cell followed by another heading or the end."""
+    empty = []
+    for i, cell in enumerate(cells):
+        lines = cell.source.strip().splitlines() if cell.cell_type == "markdown" else []
+        if len(lines) == 1 and lines[0].startswith("#"):
+            after = cells[i + 1] if i + 1 < len(cells) else None
+            if after is None or (after.cell_type == "markdown" and after.source.lstrip().startswith("#")):
+                empty.append(lines[0])
+    return empty
+
+
+def test_reader_pages_have_no_scaffolding_or_empty_headings(root):
+    """What a reader's page shows (``reader_notebook``: markdown and kept outputs) of each committed executed
+    notebook: no sentence about how the page is made, and every heading has something under it."""
+    from mpq.pages.report import NOTEBOOKS, reader_notebook
+
+    for stem in NOTEBOOKS:
+        source = nbformat.read(str(root / "notebooks" / f"{stem}.ipynb"), as_version=4)
+        assert not [s for s in SCAFFOLDING for c in source.cells if c.cell_type == "markdown" and s in c.source], stem
+        executed = root / "reports" / f"{stem}.ipynb"
+        if executed.is_file():
+            assert _empty_headings(reader_notebook(nbformat.read(str(executed), as_version=4)).cells) == [], stem
+
+
+def test_empty_heading_check_sees_a_heading_before_a_heading_and_at_the_end():
+    md = nbformat.v4.new_markdown_cell
+    cells = [md("# Title\n\ntext"), md("## Empty"), md("## Filled\n\nwords"), nbformat.v4.new_code_cell("x"),
+             md("## Before code"), nbformat.v4.new_code_cell("y"), md("## Last")]
+    assert _empty_headings(cells) == ["## Empty", "## Last"]

@@ -17,8 +17,9 @@ from mpq.method.supernet import Supernet
 from mpq.models import create_model
 from mpq.pages.plotting import baselines_vs_supernet
 from mpq.search.evaluation import recalibrated_accuracy
-from mpq.studies.supernets import (baseline_comparison, baseline_findings, model_settings, read_supernet_models,
-                                   supernet_findings, supernet_table, train_baselines, train_supernets, write_table)
+from mpq.studies.supernets import (baseline_comparison, baseline_findings, cost_summary, model_settings,
+                                   read_supernet_models, supernet_findings, supernet_table, train_baselines,
+                                   train_supernets, write_table)
 from mpq.training.checkpoint import save_checkpoint
 from mpq.training.fp import evaluate, load_fp_model, to_device
 from mpq.training.hardware import place
@@ -149,6 +150,22 @@ def test_baseline_comparison_pairs_each_level_with_the_supernet(tmp_path):
     fig = baselines_vs_supernet({**supernet, "x": supernet["m"]}, {"m": results["m"]}, "t")
     assert [ax.get_title() for ax in fig.axes] == ["m"]                   # only the models with baselines
     assert fig.axes[0].lines[-1].get_ydata().tolist() == [80.0, 85.0]      # the LSQ crosses, in %
+
+
+def test_cost_summary_one_row_per_model_and_the_same_from_its_csv(tmp_path):
+    cost = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 2, "name": ["stem", "c1", "fc", "c1", "c2"],
+                         "fixed": [True, False, True, False, False], "macs": [10, 40, 5, 100, 300],
+                         "bitops": [640, 640, 320, 1600, 4800]})
+    summary = cost_summary(cost)
+    assert summary["model"].tolist() == ["a", "b"]
+    a, b = summary.iloc[0], summary.iloc[1]
+    layers = ["searchable layers", "fixed layers (8x8)"]
+    assert a[layers].tolist() + b[layers].tolist() == [1, 2, 2, 0]
+    assert a["MACs (M)"] == pytest.approx(55e-6) and b["G-BitOPs"] == pytest.approx(6400e-9)
+    assert a["fixed layers' share (%)"] == pytest.approx(60.0) and b["fixed layers' share (%)"] == 0.0
+    assert (b["costliest searchable layer"], b["its share (%)"]) == ("c2", pytest.approx(75.0))
+    write_table(cost, tmp_path / "cost.csv")                 # the notebook's per-layer file gives the same summary
+    pd.testing.assert_frame_equal(cost_summary(pd.read_csv(tmp_path / "cost.csv")), summary)
 
 
 def test_write_table_makes_its_folder(tmp_path):

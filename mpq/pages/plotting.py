@@ -96,7 +96,7 @@ def interference_toy(traces: Mapping[str, object], variances: Mapping[str, objec
     middle: cumulative threshold crossings of the 4- and 6-bit quantized weights; right: ``variances``
     (label -> the shared gradient's rolling variance over ``window`` steps).
     """
-    fig, (ax_path, ax_cross, ax_var) = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, (ax_path, ax_cross, ax_var) = plt.subplots(1, 3, figsize=(11, 3.9))      # 1320 px at 120 dpi
     for k in range(-8, 8):
         ax_path.axvline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
         ax_path.axhline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
@@ -113,28 +113,8 @@ def interference_toy(traces: Mapping[str, object], variances: Mapping[str, objec
     ax_var.set(xlabel="step", ylabel="variance", yscale="log", title=f"gradient variance ({window}-step window)")
     for ax in (ax_path, ax_cross, ax_var):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def transfer_front(t5, targets: Sequence[str], title: str):
-    """T5 as a figure: per target, test top-1 (mean ± SD over seeds) against G-BitOPs of each quantized arm,
-    and the FP model fine-tuned as a dashed line. ``t5``: the T5 table (a DataFrame with columns target,
-    method, G-BitOPs, top-1 mean, top-1 SD; the FP row's method is "FP")."""
-    fig, axes = plt.subplots(1, len(targets), figsize=(5.5 * len(targets), 3.8), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        sub = t5[(t5.target == target) & (t5.method != "FP")]
-        for method, g in sub.groupby("method", sort=False):
-            ax.errorbar(g["G-BitOPs"], g["top-1 mean"], yerr=g["top-1 SD"].fillna(0), marker="o", capsize=3,
-                        label=method)
-        fp_row = t5[(t5.target == target) & (t5.method == "FP")].iloc[0]
-        ax.axhline(fp_row["top-1 mean"], color="grey", ls="--", lw=1, label="FP fine-tuned")
-        ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=target)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+        ax.legend(fontsize=8.5)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 

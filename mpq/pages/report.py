@@ -250,11 +250,19 @@ def toy_table(m: dict) -> VerdictTable | None:
                         "more)", rows, _table_note(rows)) if rows else None
 
 
+def flip_seeds(ab: dict) -> str:
+    """How many seeds F2/T1's comparisons pair: those with a no2bit run (``ablation.no2bit_seeds``), which may be
+    fewer than the ablation's."""
+    counts = sorted({r["verdict"]["n"] for r in verdict_rows(ab.get("flip_verdicts"))})
+    n = "/".join(map(str, counts)) if counts else str(len(ab.get("seeds", [])))
+    return f"{n} seeds" + (" with a no2bit run" if counts and counts[-1] < len(ab.get("seeds", [])) else "")
+
+
 def flip_table(m: dict) -> VerdictTable | None:
     ab = m.get("ablation", {})
     rows = _stored(ab.get("flip_verdicts"), lambda r: r["comparison"], lambda r: f"{r['w bits']}-bit weights")
     return VerdictTable(f"F2/T1: late-training flip rate (% of weights) with 2-bit candidates minus without them, "
-                        f"ResNet-20, {len(ab.get('seeds', []))} seeds (the spread over seeds is the only noise of a "
+                        f"ResNet-20, {flip_seeds(ab)} (the spread over seeds is the only noise of a "
                         "flip rate, which counts every weight; the paper: higher)", rows,
                         ab["flip_verdicts"]["note"]) if rows else None
 
@@ -433,7 +441,7 @@ def _c2_line(m: dict) -> str | None:
         return None                       # the ablation's verdicts are the claim's; the toy only illustrates it
     sentences = []
     if flips:
-        sentences.append(f"On ResNet-20 ({len(m['ablation']['seeds'])} seeds), the late-training flip rate of "
+        sentences.append(f"On ResNet-20 ({flip_seeds(m['ablation'])}), the late-training flip rate of "
                          "4/5/6-bit weights with 2-bit candidates minus without them, per cell, points of flip rate "
                          f"(the paper: higher): {verdict_summary(flips.rows)}")
     if toy:

@@ -345,12 +345,17 @@ def present_cells(cells: Sequence[str], wanted: Sequence[str]) -> list[str]:
 
 def ablation_setup(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], seeds: Sequence[int],
                    profile: str) -> str:
-    """The scale of the ablation runs in one line (model, width, budget, seeds, test images, CPU kind), read from
-    the first run; the caption of F2-F4 and T6."""
+    """The scale of the ablation runs in one line (model, width, budget, seeds, evaluation images, CPU kind), read
+    from the first run; the caption of F2-F4 and T6. The configurations of ``ablation.extra_eval_configs`` are
+    evaluated on held-out training images besides the test images, and the line says so."""
     first = runs[(cells[0], seeds[0])]["result"]
+    held = first.get("eval_images", {})
+    images = f"{first['test_images']} test images"
+    if held.get("held_out_training") and held.get("configs_on_held_out"):
+        images = (f"{held['test']} test images ({', '.join(held['configs_on_held_out'])}: also "
+                  f"{held['held_out_training']} held-out training images)")
     return (f"{profile} profile, {first['model']} x{first['width_mult']}, {first['epochs']} one-shot epochs over "
-            f"{first['train_images']} images, seeds {list(seeds)}, {first['test_images']} test images, "
-            f"CPU kind {first['cpu_capability']}")
+            f"{first['train_images']} images, seeds {list(seeds)}, {images}, CPU kind {first['cpu_capability']}")
 
 
 def run_overview(runs: Mapping[tuple[str, int], dict]) -> pd.DataFrame:

@@ -123,6 +123,23 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     table.to_csv(path, index=False)
 
 
+def cost_summary(cost: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 02's cost table in one row per model, from the per-layer table at uniform W4A4 (``cost_rows``,
+    written to ``reports/tables/supernet_cost.csv``): the searchable and fixed layers, MACs, BitOPs, the fixed
+    layers' share of them and the costliest searchable layer's."""
+    rows = []
+    for model, g in cost.groupby("model", sort=False):
+        fixed = g.fixed.astype(bool)
+        total = int(g.bitops.sum())
+        top = g[~fixed].sort_values("bitops", ascending=False, kind="stable").iloc[0]
+        rows.append({"model": model, "searchable layers": int((~fixed).sum()), "fixed layers (8x8)": int(fixed.sum()),
+                     "MACs (M)": g.macs.sum() / 1e6, "G-BitOPs": total / 1e9,
+                     "fixed layers' share (%)": 100 * g.bitops[fixed].sum() / total,
+                     "costliest searchable layer": top["name"],
+                     "its share (%)": 100 * top.bitops / total})
+    return pd.DataFrame(rows)
+
+
 def supernet_table(results: Mapping[str, Mapping]) -> pd.DataFrame:
     """Notebook 02's table: per model, FP and uniform WkAk top-1 (%) (the lowest uniform row ignores the
     scheduler's last decision), the supernet's own lowest point, training time, layers without 2-bit, health."""
