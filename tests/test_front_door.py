@@ -357,3 +357,13 @@ def test_flip_seeds_counts_the_seeds_with_a_no2bit_run():
         "3 seeds with a no2bit run"
     assert report.flip_seeds({"seeds": [0, 1, 2], "flip_verdicts": {"rows": [row], "note": ""}}) == "3 seeds"
     assert report.flip_seeds({"seeds": [0, 1]}) == "2 seeds"
+
+
+def test_excluded_sizes_name_the_intervals_that_end_under_the_papers_effect():
+    def judged(cell, metric, high):
+        return Judged(f"{report.CELL_NAMES[cell]} minus plain", metric, {"high": high})
+    rows = [judged("sched", "W3A3", 0.18), judged("idm", "W3A3", 0.5), judged("both", "W3A3", 0.15),
+            judged("both", "greedy 3", 1.27), judged("sched", "greedy 2.5", 0.79)]
+    assert report.excluded_sizes(rows) == ("W3A3: scheduler +0.18 < +0.8, scheduler and IDM +0.15 < +1.2; "
+                                           "greedy 2.5: scheduler +0.79 < +0.8")
+    assert report.excluded_sizes(rows[1:2]) == ""

@@ -301,7 +301,10 @@ def test_held_lines_and_entry_figures_read_the_stored_verdicts():
     assert lines[1] == ("**C3/C4 scheduler and IDM** (T6, ResNet-20, 3 seeds: each cell minus the plain supernet at "
                         "W3A3, top-1 points; the paper: higher, about +0.8 for the scheduler, +0.4 for IDM, +1.2 "
                         "together): scheduler and IDM minus plain: 0 hold, 0 reversed here, 1 inconclusive of 1; "
-                        f"smallest detectable effect of the inconclusive one {t6[1]['verdict']['mde']:.2f} points.")
+                        f"smallest detectable effect of the inconclusive one {t6[1]['verdict']['mde']:.2f} points. "
+                        "Upper ends of the 95% intervals under the paper's effect, so an effect that large is excluded "
+                        f"here: W3A3: scheduler and IDM {t6[1]['verdict']['high']:+.2f} < +1.2.")
+    assert t6[1]["verdict"]["high"] < 1.2
     table = t6_table(m)
     assert [(r.group, r.label) for r in table.rows] == [("scheduler and IDM minus plain", "W3A3")]
     assert table.note == rows_note(t6) and len(flip_table(m).rows) == 2
