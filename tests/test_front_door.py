@@ -367,3 +367,9 @@ def test_excluded_sizes_name_the_intervals_that_end_under_the_papers_effect():
     assert report.excluded_sizes(rows) == ("W3A3: scheduler +0.18 < +0.8, scheduler and IDM +0.15 < +1.2; "
                                            "greedy 2.5: scheduler +0.79 < +0.8")
     assert report.excluded_sizes(rows[1:2]) == ""
+
+
+def test_long_lists_of_numbers_wrap_and_short_ones_stay_on_one_line():
+    df = pd.DataFrame({"short": ["1.00 / 2.00"], "long": [" / ".join(f"{k}.00" for k in range(9))]})
+    html = table_html(df)
+    assert "<td>1.00 / 2.00</td>" in html and "<td class=t>0.00 / 1.00" in html

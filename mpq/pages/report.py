@@ -798,11 +798,16 @@ def reading_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({c: format_column(str(c), df[c].tolist()) for c in keep}, columns=keep)
 
 
+LIST_ON_ONE_LINE = 5
+
+
 def table_html(df: pd.DataFrame) -> str:
-    """An HTML table of ``reading_frame(df)``: columns of words aligned left and free to wrap, numbers (and lists of
-    numbers such as "89.75 / 89.80") right and on one line."""
+    """An HTML table of ``reading_frame(df)``: columns of words aligned left and free to wrap, numbers (and short
+    lists of numbers such as "89.75 / 89.80") right and on one line; lists of more than ``LIST_ON_ONE_LINE`` numbers
+    (one per seed) wrap too, so that a table stays within the page."""
     text = reading_frame(df)
-    words = {c: any(re.search(r"[A-Za-z]", v) for v in text[c]) for c in text.columns}
+    words = {c: any(re.search(r"[A-Za-z]", v) or v.count(" / ") >= LIST_ON_ONE_LINE for v in text[c])
+             for c in text.columns}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in text.columns)
     body = "".join("<tr>" + "".join(f"<td{' class=t' if words[c] else ''}>{html.escape(v)}</td>"
                                     for c, v in zip(text.columns, row)) + "</tr>"
