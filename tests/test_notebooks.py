@@ -112,3 +112,12 @@ def test_empty_heading_check_sees_a_heading_before_a_heading_and_at_the_end():
     cells = [md("# Title\n\ntext"), md("## Empty"), md("## Filled\n\nwords"), nbformat.v4.new_code_cell("x"),
              md("## Before code"), nbformat.v4.new_code_cell("y"), md("## Last")]
     assert _empty_headings(cells) == ["## Empty", "## Last"]
+
+
+def test_reader_page_is_the_same_each_time(root):
+    """The cells the reader's page adds carry fixed ids, so re-rendering an unchanged notebook changes no byte."""
+    from mpq.pages.report import reader_notebook
+
+    nb = nbformat.read(str(root / "reports" / "01_fp_train.ipynb"), as_version=4)
+    first, again = reader_notebook(nb), reader_notebook(nb)
+    assert [c.get("id") for c in first.cells] == [c.get("id") for c in again.cells]
