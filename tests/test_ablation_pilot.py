@@ -1,5 +1,6 @@
 """The ablation's pilot end to end on the tiny profile (mpq.studies.ablation_pilot): runs with the scheduler's
-record and dense windows, the pilot's summary, and plain's supernet searched in a scheduler run's space."""
+record and dense windows, the pilot's summary, plain's supernet searched in a scheduler run's space, and searched
+again on other scoring slices (mpq.studies.search_noise)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from mpq.config import load_params
 from mpq.models import create_model
 from mpq.studies.ablation import search_in_space
 from mpq.studies.ablation_pilot import main
+from mpq.studies.search_noise import research_run
 from mpq.training.checkpoint import save_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -51,3 +53,15 @@ def test_tiny_pilot_records_the_scheduler_and_plans_a_design(root, tmp_path, mon
     frozen = json.loads((tmp_path / "runs/sched-0/result.json").read_text())["frozen_at_end"]
     assert other["frozen"] == frozen and other["space_of"] == {"cell": "sched", "seed": 0} and own["frozen"] == []
     assert all(other["searched"]["greedy 2.9"]["bit_cfg"][n][0] > 2 for n in frozen)
+    # the search-noise study: slice 0 at the search's own size is the run's own search, configuration for
+    # configuration; another slice is searched on other images
+    record = research_run(params, tmp_path / "runs/plain-0", [(64, 0), (64, 1)], tmp_path / "noise.json")
+    assert json.loads((tmp_path / "noise.json").read_text()) == json.loads(json.dumps(record))
+    first, second = record["searches"]
+    assert first["bit_cfg"]["greedy 2.9"] == own["searched"]["greedy 2.9"]["bit_cfg"]
+    assert first["test_acc"]["greedy 2.9"] == run_acc(tmp_path / "runs/plain-0", "greedy 2.9")
+    assert (second["size"], second["slice"]) == (64, 1) and record["eval_images"] == 384
+
+
+def run_acc(run_dir, name):
+    return json.loads((run_dir / "result.json").read_text())["test_acc"][name]

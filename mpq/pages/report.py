@@ -636,11 +636,14 @@ STAGES = [("fp_train", "01_fp_train", "FP checkpoints every other stage starts f
 
 def _other_kind(kinds: str) -> str:
     """How the other 2-core CPU kind compares with the one the stage table was measured on (DESIGN.md section 6:
-    the AVX2-only kind runs this study 2-3.5x as slowly as the AVX-512 kind)."""
+    measured stage by stage on one machine of each kind: the training stages 2-2.5x, the ablation's overhead-bound
+    batch-16 runs about 1x)."""
     if kinds == "AVX2":
-        return "; the AVX-512 kind runs it 2-3.5 times as fast"
+        return ("; the AVX-512 kind runs the training stages up to 2.5 times as fast and the ablation's blocks about as "
+                "fast (`docs/method.md`, section 6)")
     if kinds.startswith("AVX512"):
-        return "; the AVX2-only kind takes 2-3.5 times as long"
+        return ("; the AVX2-only kind takes up to 2.5 times as long for the training stages and about as long for the "
+                "ablation's blocks")
     return ""
 
 
