@@ -205,6 +205,6 @@ def test_killed_run_resumes_to_the_uninterrupted_result(root, tmp_path):
             same = a[key][name] == b[key][name] if name.endswith("_extra_state") else torch.equal(a[key][name], b[key][name])
             assert same, f"{key}: {name}"
     assert a["history"]["loss"] == b["history"]["loss"]
-    assert torch.equal(a["generator"], b["generator"])
+    assert not {"sgd", "adam", "generator"} & (a.keys() | b.keys())   # a finished file keeps no optimizer state
     # data-parallel training trains on the one-shot subset, like the notebooks (smoke: oneshot.train_size 128)
     assert a["meta"]["data"]["train_images"] == 128

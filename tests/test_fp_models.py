@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from mpq.config import DataConfig, FPConfig, ModelSpec
-from mpq.studies.fp_models import fp_findings, fp_table, train_fp_models
+import json
+
+from mpq.studies.fp_models import load_fp_run, save_fp_run, train_fp_models
+from mpq.studies.fp_tables import fp_findings, fp_table
+from mpq.training.checkpoint import write_stage_record
 from mpq.training.checkpoint import load_checkpoint
 from mpq.training.fp import evaluate, load_fp_model
 
@@ -46,6 +50,12 @@ def test_each_model_is_seeded_by_itself_and_its_checkpoint_reproduces_its_metric
     train_fp_models(specs, splits, DATA, FP, seed=0, device=torch.device("cpu"), folder=tmp_path / "b",
                     progress=False)
     assert (tmp_path / "b" / "resnet20.pt").read_bytes() == path.read_bytes()
+    # the stage's results: run.json holds no wall time, and reading it back with the stage record gives the run
+    timings = save_fp_run(out, tmp_path / "a")
+    stored = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert "seconds" not in json.dumps(stored) and "img_per_s" not in json.dumps(stored)
+    write_stage_record("fp_train", 1.0, tmp_path / "stages", timings=timings)
+    assert load_fp_run(tmp_path / "a", tmp_path / "stages") == json.loads(json.dumps(out))
 
 
 METRICS = {"resnet20": {"test_acc": 0.875, "params": 12345, "width_mult": 0.5, "epochs": 5, "train_images": 1000,

@@ -2,20 +2,26 @@
 
 Each study function is unit-tested on its own (tests/test_*.py); this test checks that the stages fit together:
 the DAG starts at the data, every stage runs and writes what the next one reads, a second repro runs nothing,
-and a changed data file marks what depends on it. A user's image folder through transfer and the command line is
+and a changed data file marks what depends on it. Then the store (DESIGN.md section 6): `dvc push` into the
+repository's own `dvc-store/`, a fresh `git clone`, `dvc pull`, and `dvc repro` runs nothing; an edit of the
+figure code re-runs page stages only and calls no training or search function; an edited training parameter
+re-runs its stage and everything downstream of it. A user's image folder through transfer and the command line is
 tested in tests/test_transfer.py."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(720)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def _copy_repo(root: Path, dest: Path) -> None:
@@ -23,15 +29,15 @@ def _copy_repo(root: Path, dest: Path) -> None:
                            capture_output=True, text=True).stdout.split()
     for rel in files:
         src = root / rel
-        if src.is_file() and not rel.startswith(("reports/", "models/")) and (not rel.startswith("checkpoints/")
-                                                                 or rel.endswith(".gitignore")):   # as a clone has
+        if src.is_file() and not rel.startswith(("reports/", "models/", "dvc-store/files/")) and (
+                not rel.startswith("checkpoints/") or rel.endswith(".gitignore")):   # as a clone has, less the store
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
+def _run(cmd: list[str], cwd: Path, **extra_env: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1"}
+           "DVC_NO_ANALYTICS": "1", **extra_env}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
@@ -108,3 +114,112 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
         fh.write(b"\0")
     status = json.loads(_run(["dvc", "status", "--json"], work).splitlines()[-1])
     assert {"data", "transfer"} <= set(status) and "fp_train" not in status, status
+    with open(work / "data/mnist5k/mnist_5k.csv.gz", "rb+") as fh:    # put it back as it was
+        fh.seek(-1, os.SEEK_END)
+        fh.truncate()
+    _store_round_trip(work, tmp_path)
+
+
+# The functions that train or search: a page stage must call none of them.
+TRACED = {"mpq.training.fp": ["train_fp"], "mpq.training.oneshot": ["train_oneshot"],
+          "mpq.search.greedy": ["greedy_front"], "mpq.search.sampling": ["random_search", "evolutionary_search"]}
+
+SITECUSTOMIZE = """
+import importlib.abc, importlib.util, os, sys
+TRACED = %r
+class _Wrap(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name not in TRACED:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            for fn in TRACED[name]:
+                setattr(module, fn, _traced(name, fn, getattr(module, fn)))
+        spec.loader.exec_module = exec_module
+        return spec
+def _traced(module, name, fn):
+    def call(*args, **kwargs):
+        with open(os.environ["MPQ_CALL_LOG"], "a") as log:
+            log.write(f"{module}.{name}\\n")
+        return fn(*args, **kwargs)
+    return call
+sys.meta_path.insert(0, _Wrap())
+"""
+
+
+def _stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _downstream(clone: Path, stages: set[str]) -> set[str]:
+    """``stages`` and every stage that depends on them, from `dvc dag --dot`'s edges."""
+    edges = re.findall(r'"?([\w@.-]+)"?\s*->\s*"?([\w@.-]+)"?', _run(["dvc", "dag", "--dot"], clone))
+    found, todo = set(stages), list(stages)
+    while todo:
+        node = todo.pop()
+        for a, b in edges:
+            if a == node and b not in found:
+                found.add(b)
+                todo.append(b)
+    return found
+
+
+def _store_round_trip(work: Path, tmp_path: Path) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    _run(["dvc", "push"], work)
+    assert list((work / "dvc-store/files/md5").iterdir())
+    _run(["git", "add", "-A"], work)
+    _run([*git, "commit", "-qm", "smoke run"], work)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
+    assert not (clone / "checkpoints/fp").exists()            # a clone carries no checkpoint, only the store
+    _run(["dvc", "pull"], clone)
+    again = _run(["dvc", "repro"], clone)
+    assert _stages_run(again) == set(), again
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], clone)
+    # the store holds every cached output of the lock; an object lost from it is found
+    check = [sys.executable, "scripts/store_check.py"]
+    _run(check, clone)
+    victim = next(p for p in (clone / "dvc-store/files/md5").rglob("*") if p.is_file() and p.suffix != ".dir")
+    data = victim.read_bytes()
+    victim.chmod(0o644)
+    victim.unlink()
+    proc = subprocess.run(check, cwd=clone, capture_output=True, text=True)
+    assert proc.returncode == 1 and "missing from the store" in proc.stdout, proc.stdout
+    victim.write_bytes(data)
+
+    # a figure edit: page stages only, and no training or search function is called
+    tracer = tmp_path / "tracer"
+    tracer.mkdir()
+    (tracer / "sitecustomize.py").write_text(SITECUSTOMIZE % (TRACED,))
+    calls = tmp_path / "calls.log"
+    calls.write_text("")
+    (tracer / "probe.py").write_text("import mpq.training.fp as f; print(f.train_fp.__name__)")
+    assert _run([sys.executable, str(tracer / "probe.py")], clone, PYTHONPATH=str(tracer),
+                MPQ_CALL_LOG=str(calls)).strip() == "call"          # the tracer is in place
+    with open(clone / "mpq/pages/plotting.py", "a") as fh:
+        fh.write("# an edit of the figure code\n")
+    start = time.perf_counter()
+    out = _run(["dvc", "repro"], clone, PYTHONPATH=str(tracer), MPQ_CALL_LOG=str(calls))
+    seconds = time.perf_counter() - start
+    ran = _stages_run(out)
+    stages = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"].items()
+    pages = {n for n, s in stages if "mpq.pages." in s["cmd"]}
+    assert ran and ran <= pages, (ran, pages)
+    assert calls.read_text() == "", calls.read_text()
+    print(f"figure edit: {len(ran)} page stages re-ran in {seconds:.0f} s")
+
+    # a training parameter: its stage and everything downstream of it, nothing else
+    params = (clone / "params.yaml").read_text()
+    assert "\nbaselines:\n  levels: [2]\n" in params
+    (clone / "params.yaml").write_text(params.replace("\nbaselines:\n  levels: [2]\n", "\nbaselines:\n  levels: [2, 4]\n"))
+    reading = {n for n, s in stages if "baselines" in s.get("params", [])}
+    dry = _stages_run(_run(["dvc", "repro", "--dry"], clone))
+    assert "baselines" in reading and dry == _downstream(clone, reading), (dry, reading)
+    assert not {"data", "fp_train", "supernet"} & dry

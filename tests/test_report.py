@@ -205,35 +205,6 @@ def test_main_run_record_has_the_replicates_shape(root):
     assert "correct" not in rec and rec["test_images"] == m["search"]["test_images"]
 
 
-def test_the_replicate_stages_do_not_depend_on_the_statistics(root):
-    """The replicate and budget stages run `python -m mpq.studies.replicates` to train; their DVC dependencies
-    are its import closure, which must not hold the statistics (a change there would retrain every replicate)."""
-    import ast
-
-    def closure(module, seen):
-        path = root / (module.replace(".", "/") + ".py")
-        if not path.is_file():
-            path = root / module.replace(".", "/") / "__init__.py"
-        if module in seen or not path.is_file():
-            return seen
-        seen.add(module)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mpq"):
-                closure(node.module, seen)
-                for a in node.names:
-                    closure(f"{node.module}.{a.name}", seen)
-            elif isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.name.startswith("mpq"):
-                        closure(a.name, seen)
-        return seen
-
-    for trainer in ("mpq.studies.replicates", "mpq.studies.search_study"):
-        deps = closure(trainer, set())
-        assert "mpq.studies.stats" not in deps and "mpq.studies.replicate_tables" not in deps, trainer
-    assert "mpq.studies.stats" in closure("mpq.studies.search_results", set())
-
-
 def _f7_rows():
     from mpq.studies.stats import verdict
 

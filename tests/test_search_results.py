@@ -1,11 +1,13 @@
-"""Notebook 04's experiments (mpq.studies.search_results): tables, summary, verdicts and findings on hand-written
-results, and the search on a tiny untrained supernet."""
+"""Notebook 04's experiments: the search stage (mpq.studies.search_runs: the search on a tiny untrained supernet,
+its folder saved and read back) and the page's tables, summary, verdicts and findings (mpq.studies.search_results)
+on hand-written results."""
 from __future__ import annotations
 
 import json
 import math
 import random
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,16 +23,20 @@ from mpq.search.evaluation import make_scorer, search_space
 from mpq.search.sampling import random_search
 from mpq.search.space import cfg_to_json
 from mpq.studies.search_results import (budget_lines, budget_summary, budget_tables, cost_rows, findings_lines,
-                                        load_seed_records, main_table_rows, main_tables, paired_rows, per_variant,
-                                        retrain_greedy, sampling_verdicts, search_evaluations, search_lines,
-                                        search_summary, search_supernet, seed_lines, seeds_summary, settings_lines,
-                                        study_rows, study_summary, validate_sections, write_configs)
+                                        judge_retrained, load_seed_records, main_table_rows, main_tables, paired_rows,
+                                        per_variant, sampling_verdicts, search_evaluations, search_lines,
+                                        search_summary, seed_lines, seeds_summary, settings_lines, study_rows,
+                                        study_summary, write_configs)
+from mpq.studies.search_runs import (METHODS, SearchRun, load_search, retrain_greedy, save_search,
+                                     search_supernet, validate_sections)
 from mpq.studies.stats import paired_verdict, verdict
-from mpq.training.checkpoint import write_json
+from mpq.training.checkpoint import CheckpointError, read_stage_record, write_json, write_stage_record
 from mpq.training.oneshot import build_supernet
 from mpq.training.recipe import OneShotConfig
 
 pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 IMAGES = 100
 LABELS = torch.zeros(IMAGES, dtype=torch.long)
@@ -426,3 +432,185 @@ def test_search_supernet_on_a_tiny_untrained_supernet(tiny_splits):
     assert cfg_to_json(again.bit_cfg) == found["random"]["bit_cfg"]
     assert out["greedy_evaluations"] == found["greedy"]["evaluations"]
     assert out["total_macs"] == table.total_macs
+
+
+# ---------------------------------------------------------------------------------------------------
+# the search stage's folder: saved, read back, no wall time in it; the page judges what it holds
+
+HEALTH = {"finite": True, "max_path_heldout_acc": 0.1 + 0.2, "fp_heldout_acc": 0.9, "heldout_images": 128,
+          "collapsed": False, "why": ""}
+
+
+def stage_run(check_seconds: float = 12.3) -> SearchRun:
+    """``results_fixture`` as the search stage returns it (no verdicts; retrained predictions and health), with
+    layers out of alphabetical order, int and float levels, floats that only repr keeps, and a retraining check."""
+    results = results_fixture()
+    for r in results.values():
+        for e in r["levels"].values():
+            for m in METHODS:
+                e[m]["bit_cfg"] = {"stem": [8, 8], "block.b": [3, 4], "block.a": [2, 6], "fc": [8, 8]}
+                e[m]["score"] = 1 / 3
+            if "retrained" in e:
+                re = {k: v for k, v in e["retrained"].items() if k != "verdict"}
+                e["retrained"] = {**re, "preds": preds_for(re["test_acc"]), "health": dict(HEALTH)}
+    check = {"model": "a", "level": 3, "uniform_bits": 2, "seeds": [0, 1], "gbitops": {"configuration": 0.5,
+             "uniform": 0.1 + 0.2}, "test_acc": {"configuration": [0.75, 0.7], "uniform": [0.7, 0.72]},
+             "health": {"configuration": [dict(HEALTH)] * 2, "uniform": [dict(HEALTH), {**HEALTH, "why": "x"}]},
+             "preds": {"configuration": torch.stack([preds_for(0.75), preds_for(0.7)]),
+                       "uniform": torch.stack([preds_for(0.7), preds_for(0.72)])},
+             "seconds": check_seconds}
+    return SearchRun(results, check, LABELS.clone(), 64, "cpu", 0, 99.5)
+
+
+
+def same(a, b, where="") -> list[str]:
+    """Where ``a`` and ``b`` differ: values and their types (3 is not 3.0), key order (models, levels, layers),
+    tensors by dtype and content. Health records are compared by key (JSON sorts them; they are read by key)."""
+    if isinstance(a, torch.Tensor):
+        return [] if isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b) else [where]
+    if isinstance(a, dict):
+        if not isinstance(b, dict):
+            return [where]
+        order = sorted if "'health'" in where else list
+        if [(type(k), k) for k in order(a)] != [(type(k), k) for k in order(b)]:
+            return [f"{where} keys {list(a)} != {list(b)}"]
+        return [d for k in a for d in same(a[k], b[k], f"{where}[{k!r}]")]
+    if isinstance(a, (list, tuple)):
+        if type(a) is not type(b) or len(a) != len(b):
+            return [where]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in same(x, y, f"{where}[{i}]")]
+    if isinstance(a, float) and math.isnan(a):
+        return [] if isinstance(b, float) and math.isnan(b) else [where]
+    return [] if type(a) is type(b) and a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def test_search_folder_round_trips_exactly(tmp_path):
+    run = stage_run()
+    timings = save_search(run, tmp_path / "search")
+    write_stage_record("search", 99.5, root=tmp_path / "stages", timings=timings)
+    back = load_search(tmp_path / "search", stages=tmp_path / "stages")
+    for field in ("results", "check", "labels", "scoring_images", "device", "seed", "stage_seconds"):
+        assert same(getattr(run, field), getattr(back, field), field) == [], field
+    assert list(back.results["a"]["levels"]) == [3, 2.5] and type(list(back.results["b"]["levels"])[0]) is int
+    # without the stage record, the same results with every wall time nan
+    bare = load_search(tmp_path / "search", stages=tmp_path / "none")
+    assert same(run.labels, bare.labels) == [] and bare.stage_seconds is None
+    assert math.isnan(bare.results["a"]["greedy_seconds"]) and math.isnan(bare.check["seconds"])
+    assert math.isnan(bare.results["a"]["levels"][3]["retrained"]["train_seconds"])
+    assert bare.results["a"]["levels"][3]["greedy"]["bit_cfg"] == run.results["a"]["levels"][3]["greedy"]["bit_cfg"]
+
+
+def test_search_folder_holds_no_wall_time_and_the_same_results_give_the_same_bytes(tmp_path, monkeypatch):
+    """Wall times go to the stage record only: a re-run that reproduces the results (other seconds, another
+    clock) writes the same bytes, so DVC re-runs nothing downstream."""
+    import time
+    timings = save_search(stage_run(check_seconds=12.3), tmp_path / "one")
+    clock = time.time()
+    monkeypatch.setattr(time, "time", lambda: clock + 86_400 * 400)     # a zip member stamped "now" would differ
+    later = save_search(stage_run(check_seconds=99.9), tmp_path / "two")
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["predictions.npz", "result.json"]
+    for name in ("result.json", "predictions.npz"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert timings["retrain_check_seconds"] == 12.3 and later["retrain_check_seconds"] == 99.9
+    assert timings["models"]["a"] == {"greedy_seconds": 12.3, "retrain_seconds": 10.04, "levels": {
+        "3": {"greedy": 1.5, "random": 1.5, "evolutionary": 1.5, "retrained": 10.0},
+        "2.5": {"greedy": 1.5, "random": 1.5, "evolutionary": 1.5}}}
+
+    def keys(obj):
+        if isinstance(obj, dict):
+            return set(obj) | {k for v in obj.values() for k in keys(v)}
+        return {k for v in obj for k in keys(v)} if isinstance(obj, list) else set()
+    saved = keys(json.loads((tmp_path / "one" / "result.json").read_text()))
+    assert not [k for k in saved if "second" in k or "time" in k]
+    with np.load(tmp_path / "one" / "predictions.npz", allow_pickle=False) as z:
+        assert z["labels"].dtype == np.int16 and z["retrain_check uniform"].shape == (2, IMAGES)
+        assert not [k for k in z.files if "second" in k or "time" in k]
+
+
+def test_a_missing_or_damaged_search_folder_is_one_line_naming_the_file_and_the_fix(tmp_path):
+    folder = tmp_path / "search"
+    with pytest.raises(CheckpointError, match="result.json not found; run `dvc pull`.*`dvc repro search`") as err:
+        load_search(folder, stages=tmp_path)
+    assert "\n" not in str(err.value)
+    save_search(stage_run(), folder)
+    npz = (folder / "predictions.npz").read_bytes()
+    (folder / "predictions.npz").write_bytes(npz[: len(npz) // 2])
+    with pytest.raises(CheckpointError, match=r"predictions.npz is damaged .*dvc pull") as err:
+        load_search(folder, stages=tmp_path)
+    assert "\n" not in str(err.value)
+    (folder / "predictions.npz").write_bytes(npz)
+    text = (folder / "result.json").read_text()
+    (folder / "result.json").write_text(text[:100])
+    with pytest.raises(CheckpointError, match=r"result.json is damaged .*dvc pull"):
+        load_search(folder, stages=tmp_path)
+    (folder / "result.json").write_text(text.replace('"models"', '"modelz"'))
+    with pytest.raises(CheckpointError, match=r"result.json does not hold a search result .*dvc pull"):
+        load_search(folder, stages=tmp_path)
+
+
+def test_the_page_judges_the_retrained_levels_as_the_search_used_to():
+    """The verdict moved out of the search stage; it lands in the same place, from the same predictions."""
+    run = stage_run()
+    judged = judge_retrained(run.results, LABELS)
+    e = judged["a"]["levels"][3]
+    assert list(e["retrained"]) == ["test_acc", "train_seconds", "epochs", "no_retrain_minus_retrained", "paired_se",
+                                    "verdict", "preds", "health"]
+    want = paired_verdict((e["greedy"]["preds"] == LABELS).numpy(), (e["retrained"]["preds"] == LABELS).numpy(), 1)
+    assert e["retrained"]["verdict"] == want.as_dict()
+    assert "verdict" not in run.results["a"]["levels"][3]["retrained"]               # the input is left as it was
+    assert judged["a"]["levels"][2.5] is run.results["a"]["levels"][2.5]
+    assert paired_rows(judged)[0]["verdict"]["word"] == "reversed here"       # 75 against 80 of 100 images right
+
+
+@pytest.mark.timeout(240)
+def test_search_command_writes_the_folder_and_the_stage_record(tmp_path, monkeypatch):
+    """``python -m mpq.studies.search_runs`` on a tiny supernet: the folder whole, the wall times in the stage
+    record only, read back by ``load_search`` with its times in place; an output on a file refused first."""
+    import yaml
+    from mpq.data.datasets import make_splits
+    from mpq.studies.search_runs import main
+    from mpq.training.checkpoint import save_checkpoint
+    from mpq.training.oneshot import run_meta, train_oneshot
+
+    params = load_params(ROOT / "profiles/tiny.yaml")
+    params["data"] |= {"train_size": 64, "score_size": 32, "calib_size": 32, "test_size": 64, "batch_size": 16}
+    params["models"] = {"resnet20": {"width_mult": 0.25}}
+    params["oneshot"] |= {"train_size": 32, "num_random_paths": 0, "scheduler": False, "w_bit_choices": [2, 3],
+                          "a_bit_choices": [2, 3]}                  # a short walk from W3A3
+    params["search"] |= {"score_size": 8, "random_samples": 2, "evo_population": 2}
+    params["retrain_check"] = {"model": "resnet20", "level": 2.9, "uniform_bits": 2, "seeds": [0]}
+    splits = make_splits("fashion_mnist", seed=0, train_size=64, score_size=32, calib_size=32, test_size=64)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = OneShotConfig(**{**params["oneshot"], "w_bit_choices": (2, 3), "a_bit_choices": (2, 3)})
+    torch.manual_seed(0)
+    float_model = create_model("resnet20", num_classes=10, width_mult=0.25)
+    (tmp_path / "checkpoints/fp").mkdir(parents=True)
+    save_checkpoint({"model": "resnet20", "width_mult": 0.25, "num_classes": 10, "state_dict": float_model.state_dict()},
+                    tmp_path / "checkpoints/fp/resnet20.pt")
+    supernet = build_supernet(float_model, cfg.supernet_spec(), splits.calib, (1, 28, 28))
+    train = splits.train.subset(torch.arange(32))
+    train_oneshot(supernet, train, cfg, batch_size=16, pad=2, flip=True, seed=0, device=torch.device("cpu"),
+                  checkpoint=tmp_path / "checkpoints/supernet/resnet20.pt", progress=False,
+                  meta=run_meta("resnet20", 0.25, splits, train))
+    (tmp_path / "a_file").write_text("")
+    assert main(["--out", "a_file"]) == 2 and not (tmp_path / "reports").exists()       # refused before any work
+
+    assert main(["--out", "checkpoints/search"]) == 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["fp", "search", "supernet"]  # no leftovers
+    assert sorted(p.name for p in (tmp_path / "checkpoints/search").iterdir()) == ["predictions.npz", "result.json"]
+    assert "second" not in (tmp_path / "checkpoints/search/result.json").read_text()
+    record = read_stage_record("search")
+    assert record["stage_seconds"] > 0 and record["cpu_capability"]
+    times = record["timings"]["models"]["resnet20"]
+    assert sorted(times["levels"]["2.9"]) == ["evolutionary", "greedy", "random", "retrained"]
+    assert record["timings"]["retrain_check_seconds"] > 0
+    run = load_search("checkpoints/search")
+    r = run.results["resnet20"]
+    assert list(r["levels"]) == [2.9] and r["greedy_seconds"] == times["greedy_seconds"]
+    assert r["levels"][2.9]["retrained"]["train_seconds"] == times["levels"]["2.9"]["retrained"]
+    assert run.check["seconds"] == record["timings"]["retrain_check_seconds"] and run.check["seeds"] == [0]
+    assert torch.equal(run.labels, splits.test.labels) and run.scoring_images == 8 and run.seed == 0 and run.device == "cpu"
+    judged = judge_retrained(run.results, run.labels)
+    assert judged["resnet20"]["levels"][2.9]["retrained"]["verdict"]["n"] == 1

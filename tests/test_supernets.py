@@ -17,10 +17,12 @@ from mpq.method.supernet import Supernet
 from mpq.models import create_model
 from mpq.pages.plotting import baselines_vs_supernet
 from mpq.search.evaluation import recalibrated_accuracy
-from mpq.studies.supernets import (baseline_comparison, baseline_findings, cost_summary, model_settings,
-                                   read_supernet_models, supernet_findings, supernet_table, train_baselines,
+from mpq.studies.supernet_tables import (baseline_comparison, baseline_findings, cost_summary, read_supernet_models,
+                                         supernet_findings, supernet_table)
+from mpq.studies.supernets import (load_baselines, load_supernets, model_settings, save_run, train_baselines,
                                    train_supernets, write_table)
-from mpq.training.checkpoint import save_checkpoint
+
+from mpq.training.checkpoint import load_checkpoint, save_checkpoint, write_stage_record
 from mpq.training.fp import evaluate, load_fp_model, to_device
 from mpq.training.hardware import place
 from mpq.training.oneshot import load_supernet
@@ -87,6 +89,15 @@ def test_train_supernets_results_match_their_checkpoint(small, fp_folder, tmp_pa
     # BitOPs = w x a x MACs: uniform W4A4 minus W2A2 is (16 - 4) x the searchable layers' MACs
     diff = r["uniform"][4]["gbitops"] - r["uniform"][2]["gbitops"]
     assert diff == pytest.approx(12 * cost[~cost.fixed].macs.sum() / 1e9)
+    # the stage's results: run.json without wall times; read back with the stage record, the same run
+    timings = save_run(out, tmp_path)
+    assert "seconds" not in (tmp_path / "run.json").read_text()
+    assert "generator" not in load_checkpoint(tmp_path / "resnet20.pt")     # finished: no optimizer state kept
+    write_stage_record("supernet", 1.0, tmp_path / "stages", timings=timings)
+    back = load_supernets(tmp_path, tmp_path / "stages")
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)    # NaN test accuracies
+    assert back["models"] == out["models"] and same(back["histories"], out["histories"])
+    pd.testing.assert_frame_equal(back["cost"], out["cost"].reset_index(drop=True))
 
 
 @pytest.mark.timeout(60)
@@ -103,6 +114,8 @@ def test_baselines_keep_the_model_floor(small, fp_folder, tmp_path):
     place(lsq, CPU)
     assert lsq.choices[lsq.searchable[0]] == ((3,), (3,))
     assert r["test_acc"] == recalibrated_accuracy(lsq, lsq.uniform_config(3), small.calib, small.test)
+    write_stage_record("baselines", 1.0, tmp_path / "stages", timings=save_run({"models": results}, tmp_path))
+    assert load_baselines(tmp_path, tmp_path / "stages") == results
 
 
 RESULTS = {"m": {"fp_test_acc": 0.9, "uniform": {2: {"test_acc": 0.75}, 4: {"test_acc": 0.875}}, "epochs": 3,

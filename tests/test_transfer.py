@@ -1,5 +1,6 @@
-"""Transfer (mpq.studies.transfer): the new classifier, mismatch errors, a user's image folder, and T5's
-equal budgets, learning-rate grid, collapse flags, runs, tables, metrics and findings."""
+"""Transfer (mpq.studies.transfer, mpq.studies.transfer_tables): the new classifier, mismatch errors, a user's image
+folder, T5's equal budgets, learning-rate grid, collapse flags and runs, the stage's folder (saved and read back,
+no wall times, the command line), and the tables, metrics and findings the notebook shows."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,12 +21,14 @@ from mpq.method.supernet import Supernet
 from mpq.models import create_model
 from mpq.studies.stats import Verdict, paired_verdict
 from mpq.studies.transfer import (Budget, Sources, TransferConfig, TransferResult, Tuned, accuracy, arm_family,
-                                  check_input_channels, choose_lr, comparison_table, convergence_table, fp_curves,
-                                  fresh_float_model, flag_collapses, head_name, load_target, lr_grid, lsq_bits,
-                                  paired_comparisons, paired_differences, paths_per_step, replace_head,
-                                  retarget_supernet, run_record, run_transfer, stage_passes, t5_table, target_budget,
-                                  transfer_figure, transfer_findings, transfer_metrics, transfer_setup)
-from mpq.training.checkpoint import CheckpointError, save_checkpoint, write_json
+                                  check_input_channels, choose_lr, fresh_float_model, flag_collapses, head_name,
+                                  load_target, load_transfer, lr_grid, lsq_bits, paths_per_step, replace_head,
+                                  retarget_supernet, run_record, run_transfer, save_transfer, target_budget,
+                                  transfer_setup)
+from mpq.studies.transfer_tables import (comparison_table, convergence_table, fp_curves, paired_comparisons,
+                                         paired_differences, stage_passes, t5_table, transfer_figure,
+                                         transfer_findings, transfer_metrics)
+from mpq.training.checkpoint import CheckpointError, read_stage_record, save_checkpoint, write_json, write_stage_record
 from mpq.training.fp import load_fp_model, predictions, train_fp
 from mpq.training.oneshot import build_supernet, train_oneshot
 
@@ -422,6 +425,137 @@ def test_transfer_figure_front_with_seed_dots_and_collapses_above_the_fp_curves(
     plt.close(fig)
 
 
+# --- the transfer stage's folder: plain data, no wall times, read back exactly ----------------------------------
+
+def _assert_same_result(got: TransferResult, want: TransferResult) -> None:
+    """Equal field by field: the same rows with their keys in the same order, every tensor equal with its dtype,
+    every float exactly (NaN where both are NaN), the budgets and rates in the same order."""
+    def same(a, b):
+        if isinstance(b, torch.Tensor):
+            return isinstance(a, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        if isinstance(b, float) and math.isnan(b):
+            return isinstance(a, float) and math.isnan(a)
+        return type(a) is type(b) and a == b
+
+    for section in ("records", "grid", "longer"):
+        rows, expected = getattr(got, section), getattr(want, section)
+        assert len(rows) == len(expected), section
+        for row, exp in zip(rows, expected):
+            assert list(row) == list(exp), section
+            bad = [k for k in exp if not same(row[k], exp[k])]
+            assert not bad, f"{section}: {bad}"
+    assert list(got.budgets.items()) == list(want.budgets.items())
+    assert [(t, list(r.items())) for t, r in got.lrs.items()] == [(t, list(r.items())) for t, r in want.lrs.items()]
+    assert same(got.seconds, want.seconds)
+
+
+def _json_keys(obj) -> set[str]:
+    if isinstance(obj, dict):
+        return set(obj) | {k for v in obj.values() for k in _json_keys(v)}
+    if isinstance(obj, list):
+        return {k for v in obj for k in _json_keys(v)}
+    return set()
+
+
+def test_saved_result_reads_back_exactly_with_the_stage_records_wall_times(tmp_path):
+    result = _result()
+    timings = save_transfer(result, tmp_path / "out")
+    write_stage_record("transfer", 99.0, root=tmp_path / "stages", timings=timings)
+    back = load_transfer(tmp_path / "out", stages=tmp_path / "stages")
+    _assert_same_result(back, result)
+    labels = [r["labels"] for r in back.records]
+    assert all(x is labels[0] for x in labels)                        # a target's labels: one tensor, as trained
+    # the same result gives the same bytes (no time stamp in the archive either)
+    save_transfer(result, tmp_path / "again")
+    assert all((tmp_path / "out" / f).read_bytes() == (tmp_path / "again" / f).read_bytes()
+               for f in ("result.json", "predictions.npz"))
+    # without the stage record: everything but the wall times, which are NaN
+    bare = load_transfer(tmp_path / "out", stages=tmp_path / "none")
+    assert math.isnan(bare.seconds) and all(math.isnan(r["tune_seconds"]) for r in bare.records)
+    timeless = lambda res: [{k: v for k, v in r.items() if k not in ("tune_seconds", "search_seconds")}
+                            for r in res.records]
+    _assert_same_result(dataclasses.replace(bare, records=timeless(bare), seconds=0.0),
+                        dataclasses.replace(result, records=timeless(result), seconds=0.0))
+    assert math.isnan(t5_table(bare.records)["fine-tune s (per run)"].iloc[0])
+
+
+def test_the_stage_folder_holds_no_wall_time_and_the_stage_record_holds_them(tmp_path):
+    result = _result()
+    timings = save_transfer(result, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predictions.npz", "result.json"]
+    keys = _json_keys(json.loads((tmp_path / "out" / "result.json").read_text()))
+    assert "preds" in keys and not [k for k in keys if "seconds" in k or "time" in k]
+    with np.load(tmp_path / "out" / "predictions.npz", allow_pickle=False) as npz:
+        assert not [n for n in npz.files if "seconds" in n or "time" in n]
+        assert {npz[n].dtype for n in npz.files} == {np.dtype(np.int16), np.dtype(bool)}
+    assert timings["run_seconds"] == 12.345
+    assert timings["runs"][0] == {"target": "t", "seed": 0, "arm": "FP", "level": 32, "tune_seconds": 10.0}
+    assert timings["runs"][2] == {"target": "t", "seed": 0, "arm": "this method", "level": 3, "tune_seconds": 10.0,
+                                  "search_seconds": 2.0}
+    # the metrics take the wall times from the result and the CPU kind of the machine that trained
+    t5, comparisons = t5_table(result.records), paired_comparisons(result.records, ("t",), (3,), (0, 1, 2), (3,))
+    spec = transfer_setup(**_sections(), device=torch.device("cpu")).spec
+    m = transfer_metrics(profile="tiny", seed=0, spec=spec, device="cpu", transfer=TransferConfig(), result=result,
+                         t5=t5, comparisons=comparisons, convergence=convergence_table(result, 1.0),
+                         stage={"cpu_capability": "AVX512"})
+    assert m["cpu_capability"] == "AVX512" and m["stage_seconds"] == 12.3 and m["runs"][0]["tune_seconds"] == 10.0
+
+
+def test_loading_a_missing_or_damaged_folder_says_which_file_and_the_fix(tmp_path):
+    with pytest.raises(CheckpointError, match=r"result.json is missing.*dvc pull") as exc:
+        load_transfer(tmp_path / "nowhere")
+    assert "\n" not in str(exc.value)
+    save_transfer(_result(), tmp_path / "out")
+    (tmp_path / "out" / "predictions.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match=r"predictions.npz is damaged.*dvc pull"):
+        load_transfer(tmp_path / "out", stages=tmp_path)
+    (tmp_path / "out" / "predictions.npz").unlink()
+    with pytest.raises(CheckpointError, match=r"predictions.npz is missing.*dvc pull"):
+        load_transfer(tmp_path / "out", stages=tmp_path)
+    save_transfer(_result(), tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    del doc["records"][0]["arm"]
+    write_json(doc, tmp_path / "out" / "result.json")
+    with pytest.raises(CheckpointError, match=r"result.json is damaged or not a transfer result.*dvc pull"):
+        load_transfer(tmp_path / "out", stages=tmp_path)
+    (tmp_path / "out" / "result.json").write_text('{"records": [')
+    with pytest.raises(CheckpointError, match=r"result.json is damaged \(JSONDecodeError\)"):
+        load_transfer(tmp_path / "out", stages=tmp_path)
+
+
+def test_command_line_writes_the_folder_whole_and_the_wall_times_apart(tmp_path, monkeypatch):
+    import mpq.studies.transfer as transfer
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(Path(__file__).resolve().parent.parent / "params.yaml", tmp_path / "params.yaml")
+    calls = []
+
+    def fake_run(setup, seed, *, checkpoints, work):
+        calls.append((setup.transfer.targets, seed, checkpoints, Path(work)))
+        Path(work).mkdir(parents=True, exist_ok=True)
+        for tag in ("transferred", "from-fp"):
+            (Path(work) / f"resnet20_t_{tag}_seed0.pt").write_bytes(b"weights")
+        return _result()
+
+    monkeypatch.setattr(transfer, "run_transfer", fake_run)
+    assert transfer.main(["--out", "checkpoints/transfer"]) == 0
+    params = load_params("params.yaml")
+    assert calls == [(tuple(params["transfer"]["targets"]), params["seed"], "checkpoints",
+                      Path("checkpoints/.transfer.partial"))]
+    out = Path("checkpoints/transfer")
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.npz", "resnet20_t_transferred_seed0.pt", "result.json"]
+    assert sorted(p.name for p in Path("checkpoints").iterdir()) == ["transfer"]        # no partial or old folder
+    record = read_stage_record("transfer")
+    assert record["stage"] == "transfer" and record["timings"]["run_seconds"] == 12.345 and "cpu_capability" in record
+    _assert_same_result(load_transfer(), _result())
+    assert transfer.main(["--out", "checkpoints/transfer", "--stages", "elsewhere"]) == 0   # an earlier output is replaced
+    assert read_stage_record("transfer", "elsewhere")["timings"] == record["timings"]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    assert transfer.main(["--out", str(foreign)]) == 2 and (foreign / "notes.txt").exists()
+
+
 # --- T5: the set-up and the runs, on a tiny image folder ------------------------------------------------------
 
 def _sections(**transfer):
@@ -541,6 +675,9 @@ def test_run_transfer_tiny_folder_equal_passes_heldout_rates_every_arm(tmp_path,
              label_smoothing=setup.fp.label_smoothing, pad=setup.data.pad, flip=False, seed=0,
              device=torch.device("cpu"), progress=False)
     assert torch.equal(predictions(model, splits.test), records[0]["preds"])
+    # the stage's folder holds this result exactly (real predictions, health, configurations), wall times apart
+    write_stage_record("transfer", 1.0, root=tmp_path / "stages", timings=save_transfer(result, tmp_path / "out"))
+    _assert_same_result(load_transfer(tmp_path / "out", stages=tmp_path / "stages"), result)
     comparisons = paired_comparisons(records, ("folder",), (3,), (0,), (3,))
     assert len(t5_table(records)) == 4 and len(comparisons) == 2
     m = transfer_metrics(profile="tiny", seed=0, spec=setup.spec, device="cpu", transfer=setup.transfer, result=result,

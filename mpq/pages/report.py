@@ -108,7 +108,9 @@ def load_metrics(reports: str | Path) -> dict:
 
 
 def notebook_environments(reports: str | Path) -> dict:
-    """``metadata.mpq`` of each executed notebook present (stage wall time and machine)."""
+    """Wall time and machine of each stage that recorded them: ``metadata.mpq`` of each executed notebook present
+    (a page stage; by the notebook's stem) and each compute stage's record ``reports/stages/<stage>.json`` (by the
+    stage's name)."""
     out = {}
     for stem in NOTEBOOKS:
         path = Path(reports, f"{stem}.ipynb")
@@ -116,6 +118,9 @@ def notebook_environments(reports: str | Path) -> dict:
             env = json.loads(path.read_text()).get("metadata", {}).get("mpq")      # no validation: metadata only
             if env:
                 out[stem] = env
+    for path in sorted(Path(reports, "stages").glob("*.json")):
+        record = json.loads(path.read_text())
+        out[record.get("stage", path.stem)] = {k: v for k, v in record.items() if k not in ("stage", "timings")}
     return out
 
 
@@ -631,6 +636,7 @@ STAGES = [("fp_train", "01_fp_train", "FP checkpoints every other stage starts f
           ("ablation@<seed>", None, "the ResNet-20 interference runs behind F2/T1, F3/F4, T6, one block per seed"),
           ("bit_interference", "05_bit_interference", "F1, F2/T1, F3/F4, T6"),
           ("transfer", "06_transfer", "T5"),
+          ("<stage>_page", None, "notebooks 01-04 and 06 as pages, from the stages' results (all of them)"),
           ("report", None, "the HTML pages and reports/index.html (seconds)")]
 
 
@@ -650,7 +656,15 @@ def _other_kind(kinds: str) -> str:
 def stage_times(m: dict, envs: dict) -> dict:
     """Wall seconds per stage of the committed run: notebook stages from their executed notebooks, the
     matrix stages summed over their runs (training + search + retraining)."""
-    out = {stage: envs[nb]["stage_seconds"] for stage, nb, _ in STAGES if nb and nb in envs}
+    out = {}
+    for stage, nb, _ in STAGES:         # a compute stage's record; else (a run before the split) its notebook's time
+        if stage in envs:
+            out[stage] = envs[stage]["stage_seconds"]
+        elif nb and nb in envs:
+            out[stage] = envs[nb]["stage_seconds"]
+    pages = [envs[nb]["stage_seconds"] for stage, nb, _ in STAGES if nb and nb in envs and stage in envs]
+    if pages:                           # the notebooks that only present: their compute stage has its own record
+        out["<stage>_page"] = sum(pages)
     blocks = m.get("ablation", {}).get("blocks", {})
     ab = m.get("ablation", {}).get("runs", {})
     if blocks:                  # a block's wall time: its runs overlap (ablation.jobs at a time)
@@ -701,8 +715,8 @@ def readme_summary(m: dict, envs: dict | None = None) -> str:
     times = stage_times(m, envs or {})
     if times:
         kinds = _cpu_kinds(m, envs or {})
-        text += ["", f"Regenerating one part: `dvc repro <stage>` (it also runs the stages upstream whose outputs are "
-                     f"not in DVC's cache; a fresh clone has none). Wall time of each stage in this run, on a 2-core "
+        text += ["", f"Regenerating one part: `dvc pull`, then `dvc repro <stage>` (it also runs the stages upstream "
+                     f"whose outputs are neither in DVC's cache nor in the store). Wall time of each stage in this run, on a 2-core "
                      f"CPU of kind {kinds}{_other_kind(kinds)}.", "",
                  "| stage | regenerates | minutes |", "| --- | --- | --- |"]
         text += [f"| `{stage}` | {what} | {times[stage] / 60:.1f} |" for stage, _, what in STAGES if stage in times]

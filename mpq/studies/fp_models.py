@@ -1,24 +1,30 @@
 """The full-precision starting points (notebook 01; the FP rows of the paper's Tables 2-4).
 
 Every quantized model of the study starts from an FP checkpoint, as in the paper (Tang et al., CVPR 2024,
-section 4). ``train_fp_models`` trains one float model per model spec and writes ``<folder>/<model>.pt``;
-``fp_table`` and ``fp_findings`` turn its metrics into the notebook's table and findings.
+section 4). ``train_fp_models`` trains one float model per model spec and writes ``<folder>/<model>.pt``.
+
+The DVC stage ``fp_train`` runs it as a command line, ``python -m mpq.studies.fp_models --out checkpoints/fp``,
+which also writes the run's results (``run.json``: metrics and histories, no wall times) beside the
+checkpoints and its wall times to ``reports/stages/fp_train.json``. Notebook 01 reads them back with
+``load_fp_run``; its table and findings are in ``mpq.studies.fp_tables``, so editing them trains nothing.
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
-import pandas as pd
 import torch
 
-from mpq.config import DataConfig, FPConfig, ModelSpec
-from mpq.data.datasets import Splits
+from mpq.config import DataConfig, FPConfig, ModelSpec, from_dict, load_params, model_specs
+from mpq.data.datasets import Splits, make_splits
 from mpq.models import create_model
-from mpq.training.checkpoint import save_checkpoint
-from mpq.training.fp import train_fp
+from mpq.training.checkpoint import (CheckpointError, atomic_folder, check_output, merge_timings, read_stage_record,
+                                     run_command, save_checkpoint, split_timings, write_json, write_stage_record)
+from mpq.training.fp import pick_device, train_fp
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +66,61 @@ def train_fp_models(specs: Sequence[ModelSpec], splits: Splits, data_cfg: DataCo
     return {"histories": histories, "models": metrics}
 
 
-def fp_table(metrics: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Notebook 01's results table: one row per model (test top-1 in %, size, budget, wall time)."""
-    return pd.DataFrame([{"model": n, "test top-1 (%)": 100 * m["test_acc"], "parameters": m["params"],
-                          "width": m["width_mult"], "epochs": m["epochs"], "training images": m["train_images"],
-                          "training (s)": m["train_seconds"], "training images/s": m["train_img_per_s"]}
-                         for n, m in metrics.items()])
+RUN_FILE = "run.json"
+STAGE = "fp_train"
+TIMING_KEYS = ("train_seconds", "train_img_per_s", "seconds")   # wall times: kept in the stage record
 
 
-def fp_findings(metrics: Mapping[str, Mapping]) -> list[str]:
-    """One findings line per model: the FP starting points of the paper's Tables 2-4."""
-    return [f"{n} (width {m['width_mult']}, {m['params']:,} parameters): {100 * m['test_acc']:.2f}% top-1 after "
-            f"{m['epochs']} epochs, {m['train_seconds']:.0f} s of training ({m['train_img_per_s']:.0f} images/s)"
-            for n, m in metrics.items()]
+def save_fp_run(run: dict, folder: str | Path) -> dict:
+    """Write ``run`` (``train_fp_models``' result) as ``folder/run.json`` without its wall times; return them."""
+    plain, timings = split_timings(run, TIMING_KEYS)
+    write_json(plain, Path(folder) / RUN_FILE)
+    return timings
+
+
+def load_fp_run(folder: str | Path = "checkpoints/fp", stages: str | Path = "reports/stages") -> dict:
+    """The FP stage's results as ``train_fp_models`` returned them, wall times from the stage record."""
+    path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: fetch the stage's results with `dvc pull`, or run it with "
+                              f"`dvc repro {STAGE}`")
+    import json
+
+    try:
+        run = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is damaged ({exc}); run `dvc pull` again or `dvc repro {STAGE}`") from None
+    return merge_timings(run, read_stage_record(STAGE, stages).get("timings", {}))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpq.studies.fp_models",
+                                     description="Train the FP models (DVC stage fp_train).")
+    parser.add_argument("--out", required=True, help="output folder (replaced when the run completes)")
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("--stages", default="reports/stages", help="folder of the stage records (wall times)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_command(lambda: _run(args), "mpq.studies.fp_models", sys.argv[1:] if argv is None else argv,
+                       resumes=False)
+
+
+def _run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    params = load_params(args.params)
+    data_cfg, fp_cfg = from_dict(DataConfig, params["data"], "data"), from_dict(FPConfig, params["fp"], "fp")
+    specs, seed = model_specs(params["models"]), params["seed"]
+    check_output(args.out, folder=True, inputs=[args.params], result=RUN_FILE)
+    device = pick_device()
+    torch.manual_seed(seed)
+    splits = make_splits(data_cfg.dataset, seed=seed, train_size=data_cfg.train_size,
+                         score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
+    with atomic_folder(args.out) as work:
+        run = train_fp_models(specs, splits, data_cfg, fp_cfg, seed=seed, device=device, folder=work)
+        timings = save_fp_run(run, work)
+    write_stage_record(STAGE, time.perf_counter() - start, args.stages, timings=timings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,9 +3,10 @@
 A greedy configuration at a BitOPs level above k, with every layer at k bits or more, holds uniform WkAk
 inside it layer by layer; retrained alone with the same recipe and budget, it should score at least as well
 as uniform WkAk trained alone. When one seed's retraining lands under the uniform model (MobileNetV2 at
-level 3.5 under W3A3 did), this check retrains both with several seeds and gives the paired verdict with
-both noise sources (``mpq.studies.stats``): "holds" if the configuration is higher, "reversed here" if it is
-lower beyond the noise, otherwise inconclusive with the smallest effect the seeds could have shown.
+level 3.5 under W3A3 did), this check retrains both with several seeds and keeps every run's test predictions;
+``mpq.studies.retrain_check_tables`` gives the paired verdict with both noise sources. This module only
+trains (the search stage, ``mpq.studies.search_runs``): it does not read the statistics, so a change to how
+verdicts are judged retrains nothing.
 The ``retrain_check`` section of params.yaml names the model, level, uniform bit-width and seeds.
 """
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from mpq.config import DataConfig, ModelSpec
@@ -25,7 +25,6 @@ from mpq.method.cost import bitops
 from mpq.models import model_entry
 from mpq.search.evaluation import test_predictions
 from mpq.studies.health import training_health
-from mpq.studies.stats import paired_verdict
 from mpq.training.fp import evaluate, load_fp_model
 from mpq.training.oneshot import build_supernet, train_oneshot
 from mpq.training.recipe import OneShotConfig
@@ -74,10 +73,11 @@ def run_retrain_check(results: Mapping[str, Mapping], specs: Sequence[ModelSpec]
                   check: RetrainCheckConfig, *, eval_batch_size: int, device: torch.device,
                   fp_root: str | Path = "checkpoints/fp") -> dict[str, Any] | None:
     """Retrain ``check.model``'s greedy configuration at ``check.level`` (from ``results``, as
-    ``search_results.search_models`` returns them) and uniform W{k}A{k} with every seed of ``check.seeds``.
+    ``search_runs.search_models`` returns them) and uniform W{k}A{k} with every seed of ``check.seeds``.
 
-    Returns the per-seed accuracies and health of both arms and the paired verdict "configuration minus
-    uniform" (``Verdict.as_dict()``), or None when ``check.model`` is None.
+    Returns both arms' G-BitOPs, per-seed accuracies, health and test predictions (``preds``: arm -> (seeds,
+    images)) and the seconds it took, or None when ``check.model`` is None; judged by
+    ``mpq.studies.retrain_check_tables.judge_retrain_check``.
     """
     if check.model is None:
         return None
@@ -102,32 +102,10 @@ def run_retrain_check(results: Mapping[str, Mapping], specs: Sequence[ModelSpec]
                                             eval_batch_size=eval_batch_size, fp_root=fp_root))
     labels = splits.test.labels.numpy()
     correct = {arm: np.stack([r["preds"].numpy() == labels for r in rs]) for arm, rs in runs.items()}
-    verdict = paired_verdict(correct["configuration"], correct["uniform"], expected=1)
     return {"model": check.model, "level": check.level, "uniform_bits": check.uniform_bits, "seeds": list(check.seeds),
             "gbitops": {arm: rs[0]["gbitops"] for arm, rs in runs.items()},
             "test_acc": {arm: [float(c.mean()) for c in correct[arm]] for arm in runs},
             "health": {arm: [r["health"] for r in rs] for arm, rs in runs.items()},
-            "verdict": verdict.as_dict(), "seconds": round(time.perf_counter() - start, 1)}
+            "preds": {arm: torch.stack([r["preds"] for r in rs]) for arm, rs in runs.items()},
+            "seconds": round(time.perf_counter() - start, 1)}
 
-
-def retrain_check_table(check: Mapping[str, Any]) -> pd.DataFrame:
-    """Notebook 04's table of the check: per seed, both arms' top-1 (%), their difference and each run's health."""
-    rows = []
-    for i, seed in enumerate(check["seeds"]):
-        a, b = (100 * check["test_acc"][arm][i] for arm in ("configuration", "uniform"))
-        rows.append({"seed": seed, f"level {check['level']} configuration, retrained (%)": a,
-                     f"uniform W{check['uniform_bits']}A{check['uniform_bits']} LSQ (%)": b, "difference (points)": a - b,
-                     "runs": ", ".join("collapsed" if h[i]["collapsed"] else "healthy"
-                                       for h in (check["health"]["configuration"], check["health"]["uniform"]))})
-    return pd.DataFrame(rows)
-
-
-def retrain_check_finding(check: Mapping[str, Any] | None) -> str:
-    """One line for notebook 04's findings: the verdict on "the retrained configuration scores at least as well
-    as the uniform model it holds"."""
-    if check is None:
-        return "No retraining check was run (retrain_check.model is null)."
-    k = check["uniform_bits"]
-    return (f"{check['model']}: the level-{check['level']} configuration retrained ({check['gbitops']['configuration']:.4f} "
-            f"G-BitOPs) against uniform W{k}A{k} LSQ ({check['gbitops']['uniform']:.4f} G-BitOPs), "
-            f"{len(check['seeds'])} seeds each: {check['verdict']['text']}.")

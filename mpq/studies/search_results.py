@@ -1,26 +1,19 @@
-"""Notebook 04's experiments: inference-only search and the main results (claims C5-C6; paper Tables 2-4,
-Figures 5-6; F7 and S1 beyond the paper).
+"""Notebook 04's tables, verdicts, summary and findings (claims C5-C6; paper Tables 2-4, Figures 5-6; F7 and S1
+beyond the paper), from what the search stage saved (``mpq.studies.search_runs``: the searches, the retrained
+greedy configurations, the retraining check).
 
-For each model: the bidirectional greedy search, random and evolutionary search on the same supernet, scoring
-subset and cost accounting; every chosen configuration measured on the test images with no retraining (BN
-recalibrated only); the greedy configurations retrained from the FP checkpoint with the uniform baselines'
-recipe, compared on the same test images (paired). Then the tables, the ``search.json`` summary and the findings
-lines, each a function from plain data to plain data (records, data frames), so notebook 04 only narrates.
-Every comparison is judged by ``mpq.studies.stats`` (both noise sources, the paper's direction, the table's
-count of comparisons); the findings are written from ``reports/metrics/search.json``'s content (``summary``).
+Each is a function from plain data to plain data (records, data frames), so notebook 04 only narrates. Every
+comparison is judged by ``mpq.studies.stats`` (both noise sources, the paper's direction, the table's count of
+comparisons); the findings are written from ``reports/metrics/search.json``'s content (``summary``).
 
-``results`` (``search_models``, then ``retrain_greedy``) maps model -> {"levels": {level: {method: entry}},
-"greedy_seconds", "start_bits", "greedy_evaluations", "total_macs"[, "retrain_seconds"]}, methods "greedy",
-"random", "evolutionary" and, once retrained, "retrained".
+``results`` (``mpq.studies.search_runs``, then ``judge_retrained``) maps model -> {"levels": {level: {method:
+entry}}, "greedy_seconds", "start_bits", "greedy_evaluations", "total_macs", "retrain_seconds"}, methods
+"greedy", "random", "evolutionary" and, once retrained, "retrained" (with its verdict).
 """
 from __future__ import annotations
 
 import json
 import math
-import random
-import time
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,80 +21,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mpq.config import (BaselineConfig, DataConfig, EvalConfig, ModelSpec, SearchConfig, from_dict,
-                        model_specs)
-from mpq.data.datasets import ImageSet, Splits, make_splits
-from mpq.method.cost import bitops, bitops_level, level_bitops, model_size_mib, phase1_budget
-from mpq.method.supernet import Supernet
-from mpq.search.evaluation import make_scorer, paired_difference, search_space, test_predictions
-from mpq.search.greedy import greedy_front
-from mpq.search.sampling import evolutionary_search, random_search
-from mpq.search.space import cfg_to_json
-from mpq.studies.model_bits import check_shared, model_bits
 from mpq.studies.replicate_tables import (RETRAIN_EXPECTED, budget_points, budget_rows, load_budget_runs,
                                           load_replicates, main_run_record, pool_gaps, seed_rows)
-from mpq.studies.replicates import ReplicateConfig
-from mpq.studies.retrain_check import retrain_config
-from mpq.studies.search_study import EQUAL_COMPUTE, SearchStudyConfig
+from mpq.studies.search_runs import METHODS
+from mpq.studies.search_study import EQUAL_COMPUTE
 from mpq.studies.stats import json_ready, paired_verdict, rows_note, verdict
 from mpq.training.checkpoint import write_json
-from mpq.training.hardware import place
-from mpq.training.oneshot import checkpoint_candidates, load_supernet, training_subset
-from mpq.training.recipe import OneShotConfig
 
-METHODS = ("greedy", "random", "evolutionary")
 SAMPLING_EXPECTED = 1        # F5: the paper's greedy search finds better configurations than random or evolutionary
 
 
 # ---------------------------------------------------------------------------------------------------
 # set-up
-
-@dataclass(frozen=True)
-class Sections:
-    """The params sections notebook 04 uses, validated, and each model's own candidates and search levels."""
-
-    data: DataConfig
-    oneshot: OneShotConfig
-    evaluation: EvalConfig
-    search: SearchConfig
-    replicates: ReplicateConfig
-    specs: list[ModelSpec]
-    model_oneshot: dict[str, OneShotConfig]     # each model's candidates (``model_bits``)
-    model_search: dict[str, SearchConfig]       # ... and its search levels and start
-
-
-def validate_sections(data: Mapping, models: Mapping, bits_section: Mapping | None, oneshot: Mapping,
-                      evaluation: Mapping, baselines: Mapping, search: Mapping, replicates: Mapping,
-                      search_study: Mapping) -> Sections:
-    """Build and check every section notebook 04 reads (the baselines and search_study sections are checked
-    only; ``bits_section``: ``model_bits``); refuse levels a model's candidates cannot reach and a replicate
-    model with its own bits."""
-    data_cfg = from_dict(DataConfig, data, "data")
-    cfg = from_dict(OneShotConfig, oneshot, "oneshot")
-    eval_cfg = from_dict(EvalConfig, evaluation, "evaluation")
-    from_dict(BaselineConfig, baselines, "baselines")
-    search_cfg = from_dict(SearchConfig, search, "search")
-    rep_cfg = from_dict(ReplicateConfig, replicates, "replicates")
-    from_dict(SearchStudyConfig, search_study, "search_study")
-    search_cfg.check_candidates(cfg.w_bit_choices, cfg.a_bit_choices)
-    specs = model_specs(models)
-    model_cfg = {s.name: model_bits(bits_section, s.name).oneshot(cfg) for s in specs}
-    model_search = {s.name: model_bits(bits_section, s.name).search(search_cfg) for s in specs}
-    for name, c in model_cfg.items():
-        model_search[name].check_candidates(c.w_bit_choices, c.a_bit_choices)
-    check_shared(bits_section, [rep_cfg.model], "replicates.model (the replicate, budget and search_study stages)")
-    return Sections(data_cfg, cfg, eval_cfg, search_cfg, rep_cfg, specs, model_cfg, model_search)
-
-
-def search_data(seed: int, data: DataConfig, score_size: int, train_size: int | None
-                ) -> tuple[Splits, ImageSet, ImageSet]:
-    """The study's splits, the scoring subset (the first ``score_size`` held-out training images) and the
-    training subset of the retrainings (``oneshot.train_size``)."""
-    splits = make_splits(data.dataset, seed=seed, train_size=data.train_size, score_size=data.score_size,
-                         calib_size=data.calib_size, test_size=data.test_size)
-    score_set = splits.score.subset(torch.arange(min(score_size, len(splits.score))))
-    return splits, score_set, training_subset(splits.train, train_size)
-
 
 def stage_metrics(root: str | Path = "reports/metrics") -> tuple[dict, dict, dict]:
     """The ``models`` entries of the earlier stages' metrics: fp.json, supernet.json, baselines.json."""
@@ -114,114 +45,23 @@ def load_study(path: str | Path = "checkpoints/search_study/result.json") -> dic
     return json.loads(Path(path).read_text())
 
 
-# ---------------------------------------------------------------------------------------------------
-# search and evaluation without retraining (T2-T4, F5, F6)
-
-def search_supernet(supernet: Supernet, candidates: Mapping | None, score_set: ImageSet, calib: ImageSet,
-                    test: ImageSet, search_cfg: SearchConfig, *, eval_batch_size: int, seed: int,
-                    name: str = "") -> dict:
-    """Greedy (one weight walk for every level), random and evolutionary search towards each of
-    ``search_cfg.levels`` from uniform W``start_bits``A``start_bits``, each configuration recalibrated on
-    ``calib`` and measured on ``test`` with no retraining (T2-T4's no-retraining rows).
-
-    One ``random.Random(seed)`` serves random and evolutionary search over the levels, in order. Returns
-    {"levels": {level: {method: entry}}, "greedy_seconds", "start_bits", "greedy_evaluations", "total_macs"};
-    an entry holds the configuration (``bit_cfg``, JSON form), G-BitOPs, BitOPs level, size, score,
-    evaluations, search seconds, test accuracy and the test predictions (``preds``).
-    """
-    table = supernet.cost_table
-    cost = partial(bitops, table)
-    space = search_space(supernet, candidates)
-    scorer = make_scorer(supernet, score_set, metric=search_cfg.metric)
-    levels, start_bits = search_cfg.levels, search_cfg.start_bits
-    targets = [level_bitops(table, level) for level in levels]
-    start = time.perf_counter()
-    front = greedy_front(space, scorer, cost, targets,
-                         [phase1_budget(table, t, a_bits=start_bits) for t in targets],
-                         start_bits=start_bits, alpha=search_cfg.alpha)
-    greedy_seconds = time.perf_counter() - start
-    rng = random.Random(seed)
-    per_level = {}
-    for level, target, g in zip(levels, targets, front):
-        t0 = time.perf_counter()
-        rnd = random_search(space, scorer, cost, target, num_samples=search_cfg.random_samples, rng=rng)
-        t1 = time.perf_counter()
-        evo = evolutionary_search(space, scorer, cost, target, population=search_cfg.evo_population,
-                                  generations=search_cfg.evo_generations, mutation_prob=search_cfg.evo_mutation_prob,
-                                  rng=rng)
-        t2 = time.perf_counter()
-        entry = {}
-        for method, res, secs in (("greedy", g, None), ("random", rnd, t1 - t0), ("evolutionary", evo, t2 - t1)):
-            preds = test_predictions(supernet, res.bit_cfg, calib, test, batch_size=eval_batch_size)
-            entry[method] = {"bit_cfg": cfg_to_json(res.bit_cfg), "gbitops": res.cost / 1e9,
-                             "level": bitops_level(table, res.cost), "size_mib": model_size_mib(table, res.bit_cfg),
-                             "score": res.error, "evaluations": res.evaluations,
-                             "search_seconds": round(res.seconds if secs is None else secs, 1),
-                             "test_acc": float((preds == test.labels).float().mean()), "preds": preds}
-        per_level[level] = entry
-        print(name, f"level {level}:", {m: round(100 * e["test_acc"], 2) for m, e in entry.items()})
-    return {"levels": per_level, "greedy_seconds": round(greedy_seconds, 1), "start_bits": start_bits,
-            "greedy_evaluations": max(r.evaluations for r in front), "total_macs": table.total_macs}
-
-
-def search_models(specs: Sequence[ModelSpec], model_oneshot: Mapping[str, OneShotConfig],
-                  model_search: Mapping[str, SearchConfig], splits: Splits, score_set: ImageSet, *,
-                  eval_batch_size: int, seed: int, device: torch.device,
-                  root: str | Path = "checkpoints/supernet") -> dict[str, dict]:
-    """``search_supernet`` on each model's trained supernet (``root/<model>.pt``, checked against the model's
-    candidates and the data split), placed on ``device``, within the scheduler's last decision; model -> result."""
-    results = {}
-    for spec in specs:
-        path = f"{root}/{spec.name}.pt"
-        supernet = load_supernet(path, model=spec.name, width_mult=spec.width_mult,
-                                 spec=model_oneshot[spec.name].supernet_spec(), data=splits.identity)
-        place(supernet, device)     # channels_last (and the AVX2 guard), as in training and mpq.studies.search_study
-        results[spec.name] = search_supernet(supernet, checkpoint_candidates(path, supernet), score_set, splits.calib,
-                                             splits.test, model_search[spec.name], eval_batch_size=eval_batch_size,
-                                             seed=seed, name=spec.name)
-    return results
-
-
-# ---------------------------------------------------------------------------------------------------
-# the same configurations, retrained (the two-stage pipeline the paper removes)
-
-def retrain_greedy(results: Mapping[str, Mapping], specs: Sequence[ModelSpec],
-                   model_oneshot: Mapping[str, OneShotConfig], splits: Splits, train: ImageSet, data: DataConfig, *,
-                   eval_batch_size: int, seed: int, device: torch.device, retrain: bool = True,
-                   fp_root: str | Path = "checkpoints/fp") -> dict[str, dict]:
-    """Retrain each greedy configuration alone from the FP checkpoint with the uniform baselines' recipe
-    (max path only, ``torch.manual_seed(seed)`` before each build) and pair it with the no-retraining one.
-
-    Returns ``results`` with a "retrained" entry per level (test accuracy, seconds, epochs, no-retrain minus
-    retrained, its paired SE, its one-run verdict (``RETRAIN_EXPECTED``: the paper claims at least on par) and the
-    test predictions) and each model's "retrain_seconds" (0 with ``retrain`` off); ``results`` is left as it was.
-    Feeds T2-T4's retrained rows and the paired comparison.
-    """
+def judge_retrained(results: Mapping[str, Mapping], labels: torch.Tensor) -> dict[str, dict]:
+    """``results`` with each retrained level's one-run verdict on no-retrain minus retrained, paired over the test
+    images (``labels``; ``RETRAIN_EXPECTED``: the paper claims at least on par), in the place notebook 04 always
+    had it (after the paired SE); ``results`` is left as it was."""
     out = {}
-    for spec in specs:
-        r = results[spec.name]
-        seconds, levels = 0.0, {}
-        for level, entry in r["levels"].items():
-            levels[level] = entry
-            if not retrain:
+    for name, r in results.items():
+        levels = {}
+        for level, e in r["levels"].items():
+            if "retrained" not in e:
+                levels[level] = e
                 continue
-            bit_cfg = {k: tuple(v) for k, v in entry["greedy"]["bit_cfg"].items()}
-            fixed = model_oneshot[spec.name].fixed_config()
-            retrained = retrain_config(bit_cfg, spec, fixed, splits, train, data, seed=seed, device=device,
-                                       eval_batch_size=eval_batch_size, fp_root=fp_root)
-            preds, health, train_seconds = retrained["preds"], retrained["health"], retrained["seconds"]
-            labels = splits.test.labels
-            diff, se = paired_difference(entry["greedy"]["preds"], preds, labels)
-            v = paired_verdict((entry["greedy"]["preds"] == labels).numpy(), (preds == labels).numpy(),
+            re = e["retrained"]
+            v = paired_verdict((e["greedy"]["preds"] == labels).numpy(), (re["preds"] == labels).numpy(),
                                RETRAIN_EXPECTED)
-            levels[level] = {**entry, "retrained": {"test_acc": float((preds == labels).float().mean()),
-                                                    "train_seconds": round(train_seconds, 1), "epochs": fixed.epochs,
-                                                    "no_retrain_minus_retrained": diff, "paired_se": se,
-                                                    "verdict": v.as_dict(), "preds": preds, "health": health}}
-            seconds += train_seconds
-            print(spec.name, f"level {level}: retrained {100 * levels[level]['retrained']['test_acc']:.2f}%, "
-                  f"no-retrain minus retrained {v.text()}")
-        out[spec.name] = {**r, "levels": levels, "retrain_seconds": seconds}
+            levels[level] = {**e, "retrained": {**{k: x for k, x in re.items() if k not in ("preds", "health")},
+                                                "verdict": v.as_dict(), "preds": re["preds"], "health": re["health"]}}
+        out[name] = {**r, "levels": levels}
     return out
 
 

@@ -4,11 +4,20 @@ paper's Tables 2-4).
 ``train_supernets`` trains one weight-coupled supernet per model from its FP checkpoint and evaluates its EMA copy
 at every uniform level (BN recalibrated on the calibration images); ``train_baselines`` trains, with the same
 recipe and budget, one plain LSQ model per uniform bit-width (a supernet with the single candidate (k, k) and
-no random paths). The other functions turn their results into the notebooks' tables and findings.
+no random paths).
+
+The DVC stages ``supernet`` and ``baselines`` run them as command lines, ``python -m mpq.studies.supernets
+supernet --out checkpoints/supernet`` and ``... baselines --out checkpoints/baselines``, which write each run's
+results (``run.json``, no wall times) beside its checkpoints and the wall times to ``reports/stages/<stage>.json``.
+Notebooks 02 and 03 read them back with ``load_supernets`` and ``load_baselines``; their tables and findings are
+in ``mpq.studies.supernet_tables``, so editing those trains nothing.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -16,16 +25,18 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 
-from mpq.config import BaselineConfig, DataConfig, EvalConfig, ModelSpec
-from mpq.data.datasets import ImageSet, Splits
+from mpq.config import BaselineConfig, DataConfig, EvalConfig, ModelSpec, from_dict, load_params, model_specs
+from mpq.data.datasets import ImageSet, Splits, make_splits
 from mpq.method.cost import bitops, cost_rows, model_size_mib
 from mpq.method.supernet import Supernet
 from mpq.models import model_entry
 from mpq.search.evaluation import recalibrated_accuracy
 from mpq.studies.health import training_health
 from mpq.studies.model_bits import model_bits
-from mpq.training.fp import evaluate, load_fp_model
-from mpq.training.oneshot import build_supernet, run_meta, train_oneshot
+from mpq.training.checkpoint import (CheckpointError, atomic_folder, check_output, merge_timings, read_stage_record,
+                                     run_command, split_timings, write_json, write_stage_record)
+from mpq.training.fp import evaluate, load_fp_model, pick_device
+from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, training_subset
 from mpq.training.recipe import OneShotConfig
 
 
@@ -123,61 +134,6 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
     table.to_csv(path, index=False)
 
 
-def cost_summary(cost: pd.DataFrame) -> pd.DataFrame:
-    """Notebook 02's cost table in one row per model, from the per-layer table at uniform W4A4 (``cost_rows``,
-    written to ``reports/tables/supernet_cost.csv``): the searchable and fixed layers, MACs, BitOPs, the fixed
-    layers' share of them and the costliest searchable layer's."""
-    rows = []
-    for model, g in cost.groupby("model", sort=False):
-        fixed = g.fixed.astype(bool)
-        total = int(g.bitops.sum())
-        top = g[~fixed].sort_values("bitops", ascending=False, kind="stable").iloc[0]
-        rows.append({"model": model, "searchable layers": int((~fixed).sum()), "fixed layers (8x8)": int(fixed.sum()),
-                     "MACs (M)": g.macs.sum() / 1e6, "G-BitOPs": total / 1e9,
-                     "fixed layers' share (%)": 100 * g.bitops[fixed].sum() / total,
-                     "costliest searchable layer": top["name"],
-                     "its share (%)": 100 * top.bitops / total})
-    return pd.DataFrame(rows)
-
-
-def supernet_table(results: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Notebook 02's table: per model, FP and uniform WkAk top-1 (%) (the lowest uniform row ignores the
-    scheduler's last decision), the supernet's own lowest point, training time, layers without 2-bit, health."""
-    return pd.DataFrame([{"model": name, "FP (%)": 100 * r["fp_test_acc"],
-                          **{f"W{b}A{b} (%)": 100 * u["test_acc"] for b, u in r["uniform"].items()},
-                          "own lowest point (%)": 100 * r["lowest"]["test_acc"],
-                          "training (s)": r["train_seconds"],
-                          "layers without 2-bit at the end": len(r["frozen_at_end"]),
-                          "run": "collapsed" if r["health"]["collapsed"] else "healthy"}
-                         for name, r in results.items()])
-
-
-def supernet_findings(results: Mapping[str, Mapping]) -> list[str]:
-    """Notebook 02's findings (claim C1): per model its uniform accuracies from one training and the gaps to FP."""
-    lines = []
-    for name, r in results.items():
-        u = {int(b): 100 * v["test_acc"] for b, v in r["uniform"].items()}
-        lines.append(f"{name}: one supernet, trained once ({r['epochs']} epochs over {r['train_images']} images, "
-                     f"{r['train_seconds']:.0f} s), gives "
-                     + ", ".join(f"W{b}A{b} {a:.2f}%" for b, a in sorted(u.items()))
-                     + f" with no retraining; FP {100 * r['fp_test_acc']:.2f}%, so "
-                     + " and ".join(f"W{b}A{b} is {r[f'gap_w{b}a{b}_points']:.2f}" for b in (4, 2)
-                                    if f"gap_w{b}a{b}_points" in r)
-                     + " points under FP" + ("" if 2 in r["w_bit_choices"] else
-                                              f" (candidates {min(r['w_bit_choices'])}..{max(r['w_bit_choices'])}: "
-                                              "model_bits)"))
-    for name, r in results.items():
-        low, health = r["lowest"], r["health"]
-        lines.append(f"{name}: its own lowest point (each layer at the lowest of its candidates after the scheduler's "
-                     f"last decision, {low['layers_above_floor']} layers above the uniform floor) scores "
-                     f"{100 * low['test_acc']:.2f}% at {low['gbitops']:.4f} G-BitOPs; the uniform lowest row above "
-                     "ignores that decision and is shown beside it only.")
-        lines.append(f"{name}: training " + ("collapsed: " + health["why"] if health["collapsed"] else
-                     f"stayed healthy (finite losses; max path {100 * health['max_path_heldout_acc']:.2f}% on "
-                     f"{health['heldout_images']} held-out images, FP {100 * health['fp_heldout_acc']:.2f}%)"))
-    return lines
-
-
 def train_baselines(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet, cfg: OneShotConfig,
                     base_cfg: BaselineConfig, bits_section: Mapping[str, Any] | None, data_cfg: DataConfig, *,
                     eval_batch_size: int, seed: int, device: torch.device, fp_folder: str | Path = "checkpoints/fp",
@@ -215,37 +171,96 @@ def train_baselines(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
     return results
 
 
-def baseline_comparison(results: Mapping[str, Mapping[int, Mapping]], supernet: Mapping[str, Mapping]
-                        ) -> pd.DataFrame:
-    """Notebook 03's table: per model and bit-width, FP, LSQ alone, the supernet at the same uniform WkAk
-    (``supernet``: the ``models`` of reports/metrics/supernet.json, levels as strings) and their difference."""
-    rows = []
-    for name, per_bits in results.items():
-        s = supernet.get(name, {})
-        for bits, r in per_bits.items():
-            sn = s.get("uniform", {}).get(str(bits), {}).get("test_acc")
-            rows.append({"model": name, "bits (W = A)": bits, "FP (%)": 100 * s["fp_test_acc"] if s else None,
-                         "LSQ alone (%)": 100 * r["test_acc"], "supernet (%)": 100 * sn if sn is not None else None,
-                         "supernet minus LSQ (points)": 100 * (sn - r["test_acc"]) if sn is not None else None,
-                         "G-BitOPs": r["gbitops"], "size (MiB)": r["size_mib"], "LSQ training (s)": r["train_seconds"]})
-    return pd.DataFrame(rows)
+# --- the stages' results on disk -------------------------------------------------------------------------------
+
+RUN_FILE = "run.json"
+TIMING_KEYS = ("train_seconds", "eval_seconds", "seconds")    # wall times: kept in the stage record
 
 
-def baseline_findings(compare: pd.DataFrame, epochs: int, train_images: int) -> list[str]:
-    """Notebook 03's findings: per model the LSQ accuracies and the supernet's difference to them, and the
-    baselines' budget (``epochs`` over ``train_images``)."""
-    lines = []
-    for name, g in compare.groupby("model", sort=False):
-        lines.append(f"{name}: LSQ trained alone " + ", ".join(f"W{b}A{b} {a:.2f}%" for b, a in
-                                                                 zip(g["bits (W = A)"], g["LSQ alone (%)"]))
-                     + "; the supernet minus LSQ alone: " + ", ".join(
-                         f"{d:+.2f} at W{b}A{b}" for b, d in zip(g["bits (W = A)"], g["supernet minus LSQ (points)"])
-                         if pd.notna(d)) + " points")
-    lines.append(f"Each baseline trains {epochs} epochs over {train_images} images with the supernet's "
-                 "recipe on the max path only; the supernet is one model for every row.")
-    return lines
+def _int_keys(d: Mapping) -> dict:
+    return {int(k): v for k, v in d.items()}
 
 
-def read_supernet_models(path: str | Path = "reports/metrics/supernet.json") -> dict[str, dict]:
-    """The per-model results that notebook 02 wrote (``models`` of its metrics; uniform levels as strings)."""
-    return json.loads(Path(path).read_text())["models"]
+def save_run(run: Mapping[str, Any], folder: str | Path) -> dict:
+    """Write a stage's result (``train_supernets``' or ``train_baselines``') as ``folder/run.json`` without its wall
+    times (the cost table as its columns and rows); return the wall times, for the stage record."""
+    run = dict(run)
+    if isinstance(run.get("cost"), pd.DataFrame):
+        run["cost"] = run["cost"].to_dict(orient="split", index=False)   # columns in order, then the rows
+    plain, timings = split_timings(run, TIMING_KEYS)
+    write_json(plain, Path(folder) / RUN_FILE)
+    return timings
+
+
+def _read_run(folder: str | Path, stage: str, stages: str | Path) -> dict:
+    path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: fetch the stage's results with `dvc pull`, or run it with "
+                              f"`dvc repro {stage}`")
+    try:
+        run = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is damaged ({exc}); run `dvc pull` again or `dvc repro {stage}`") from None
+    return merge_timings(run, read_stage_record(stage, stages).get("timings", {}))
+
+
+def load_supernets(folder: str | Path = "checkpoints/supernet", stages: str | Path = "reports/stages") -> dict:
+    """The supernet stage's results as ``train_supernets`` returned them (wall times from the stage record)."""
+    run = _read_run(folder, "supernet", stages)
+    for result in run["models"].values():
+        result["uniform"] = _int_keys(result["uniform"])
+    run["cost"] = pd.DataFrame(run["cost"]["data"], columns=run["cost"]["columns"])
+    return run
+
+
+def load_baselines(folder: str | Path = "checkpoints/baselines", stages: str | Path = "reports/stages") -> dict:
+    """The baselines stage's results as ``train_baselines`` returned them: model -> bits -> record."""
+    return {name: _int_keys(per_bits) for name, per_bits in _read_run(folder, "baselines", stages)["models"].items()}
+
+
+# --- the command line (DVC stages supernet and baselines) ------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpq.studies.supernets",
+                                     description="Train the supernets or the uniform LSQ baselines (DVC stages).")
+    parser.add_argument("stage", choices=("supernet", "baselines"), help="what to train")
+    parser.add_argument("--out", required=True, help="output folder (replaced when the run completes)")
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("--fp", default="checkpoints/fp", help="folder of the FP checkpoints (default: %(default)s)")
+    parser.add_argument("--stages", default="reports/stages", help="folder of the stage records (wall times)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_command(lambda: _run(args), "mpq.studies.supernets", sys.argv[1:] if argv is None else argv,
+                       resumes=False)
+
+
+def _run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    params = load_params(args.params)
+    data_cfg = from_dict(DataConfig, params["data"], "data")
+    cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot")
+    eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
+    specs, seed = model_specs(params["models"]), params["seed"]
+    base_cfg = from_dict(BaselineConfig, params["baselines"], "baselines") if args.stage == "baselines" else None
+    model_cfg, model_eval = model_settings(params.get("model_bits"), specs, cfg, eval_cfg)
+    check_output(args.out, folder=True, inputs=[args.params, args.fp], result=RUN_FILE)
+    device = pick_device()            # each model seeds the global generator itself (train_supernets, train_baselines)
+    splits = make_splits(data_cfg.dataset, seed=seed, train_size=data_cfg.train_size,
+                         score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
+    train = training_subset(splits.train, cfg.train_size)
+    with atomic_folder(args.out) as work:
+        if args.stage == "supernet":
+            run = train_supernets(specs, splits, train, model_cfg, model_eval, data_cfg,
+                                  eval_batch_size=eval_cfg.batch_size, seed=seed, device=device, fp_folder=args.fp,
+                                  folder=work)
+        else:
+            run = {"models": train_baselines(specs, splits, train, cfg, base_cfg, params.get("model_bits"), data_cfg,
+                                             eval_batch_size=eval_cfg.batch_size, seed=seed, device=device,
+                                             fp_folder=args.fp, folder=work)}
+        timings = save_run(run, work)
+    write_stage_record(args.stage, time.perf_counter() - start, args.stages, timings=timings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,8 +36,8 @@ Protocol (the notebook ``06_transfer`` states it beside its numbers; DESIGN.md s
   83% for the raw weights on Animal-MNIST at W4A4);
 - the data split of each target is seeded by the study's ``seed``; the runs' own seeds vary the
   classifier's initialisation, path sampling, augmentation and batch order;
-- verdicts (``paired_comparisons``) through ``mpq.studies.stats.paired_verdict``: per seed, this method
-  minus the other arm on the same test images, with both the seed spread and the test-image noise.
+- verdicts (``mpq.studies.transfer_tables.paired_comparisons``): per seed, this method minus the other arm on
+  the same test images, with both the seed spread and the test-image noise.
 
 Pieces: ``load_target`` (a named data set or an image folder, with clear errors), ``head_name`` and
 ``replace_head`` (a float model's classifier), ``retarget_supernet`` (a trained supernet's weights, BNs
@@ -45,28 +45,47 @@ and step sizes in a supernet built for the target's classes), ``check_input_chan
 
 The experiment of notebook 06: ``transfer_setup`` (the params sections, checked), ``run_transfer`` (per
 target: the learning-rate grid, then seeds x arms at the chosen rates, then the longer FP run; one record
-per run and level, with its test predictions), and what the notebook shows of it: ``budget_table``,
-``grid_table``, ``convergence_table``, ``t5_table`` (T5), ``paired_comparisons`` and ``comparison_table``,
-``transfer_metrics`` (the JSON), ``transfer_figure`` and ``transfer_findings``.
+per run and level, with its test predictions), ``save_transfer`` and ``load_transfer`` (the result as plain
+data: JSON and an array archive, no pickles, no wall times). This module only trains: what the notebook shows
+(tables, figure, verdicts, metrics, findings) lives in ``mpq.studies.transfer_tables``, which this module does not
+import, so the training stage does not depend on it.
+
+Command line (the DVC stage ``transfer``; the notebook reads its folder)::
+
+    python -m mpq.studies.transfer --out checkpoints/transfer [--params params.yaml] [--stages reports/stages]
+
+It reads the ``seed``, ``data``, ``models``, ``model_bits``, ``fp``, ``oneshot``, ``evaluation``, ``baselines``,
+``search`` and ``transfer`` sections and the checkpoints of notebooks 01-03 (``checkpoints/{fp,supernet,baselines}``),
+trains in ``.transfer.partial`` beside the output (a finished fine-tuning resumes after a kill), and replaces the
+output folder as a whole at the end: ``result.json``, ``predictions.npz`` and this method's fine-tuned supernets
+(``<model>_<target>_transferred_seed<s>.pt``, for ``python -m mpq search``). The wall times go to
+``reports/stages/transfer.json`` (``write_stage_record``), never into the folder, whose bytes depend on the results
+alone (the later stages depend on it).
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
+import json
+import logging
 import math
+import os
 import re
+import shutil
+import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from mpq.config import (BaselineConfig, DataConfig, EvalConfig, FPConfig, ModelSpec, SearchConfig, _positive, distinct,
-                        from_dict, model_specs, require)
+                        from_dict, load_params, model_specs, require)
 from mpq.data.datasets import NAMED_DATASETS, ImageSet, Splits, make_splits
 from mpq.method.cost import bitops, bitops_level, level_bitops, phase1_budget
 from mpq.method.layers import quant_layers
@@ -76,12 +95,14 @@ from mpq.search.evaluation import make_scorer, search_space, test_predictions
 from mpq.search.greedy import greedy_front
 from mpq.search.space import cfg_to_json
 import mpq.studies.model_bits
-from mpq.studies.stats import json_ready, paired_verdict, table_note
-from mpq.training.checkpoint import CheckpointError
+from mpq.training.checkpoint import (CheckpointError, atomic_path, check_output, read_stage_record, run_command,
+                                     write_json, write_stage_record)
 from mpq.training.fp import load_fp_model, pick_device, predictions, to_device, train_fp
 from mpq.training.oneshot import (OneShotRun, build_supernet, load_supernet, run_meta, train_oneshot,
                                   training_subset)
 from mpq.training.recipe import OneShotConfig
+
+log = logging.getLogger(__name__)
 
 TARGETS = tuple(n for n in NAMED_DATASETS if n != "fashion_mnist") + ("folder",)
 NO_FLIP = {"mnist5k", "folder"}          # digits change meaning when mirrored; a user's folder may too
@@ -244,8 +265,6 @@ def fresh_float_model(model: nn.Module, num_classes: int) -> nn.Module:
 QUANTIZED_KEYS = ("w_bit_choices", "a_bit_choices", "depthwise_min_bits", "num_random_paths", "cancel_2bit_decay",
                   "scheduler", "idm")        # what a uniform LSQ arm takes from ``OneShotConfig.baseline``
 SUPERNET_ARMS = ("this method", "supernet without pre-training")
-T5_DISPLAY = {"top-1 mean": "top-1 mean (%)", "top-1 SD": "top-1 SD (points)",
-              "fine-tune s (per run)": "fine-tuning (s, per run)", "search s": "search (s)"}
 
 
 def lsq_arm(bits: int) -> str:
@@ -410,10 +429,17 @@ class Tuned:
 
 @dataclass(frozen=True)
 class Sources:
-    """What the arms start from: notebook 01's FP model and the checkpoint folder of notebooks 02-03."""
+    """What the arms start from: notebook 01's FP model and the checkpoint folder of notebooks 02-03; ``out``: where
+    the supernet arms' fine-tuning checkpoints go (None: ``<checkpoints>/transfer``)."""
 
     fp_model: nn.Module
     checkpoints: str = "checkpoints"
+    out: str | None = None
+
+    @property
+    def transfer(self) -> str:
+        """The folder of the supernet arms' fine-tuning checkpoints."""
+        return self.out if self.out is not None else f"{self.checkpoints}/transfer"
 
 
 def recipe(setup: TransferSetup, arm: str, lr: float, epochs: int) -> OneShotConfig:
@@ -584,7 +610,7 @@ def seed_runs(setup: TransferSetup, target: str, splits: Splits, s: int, lrs: Ma
         ckpt, meta = None, None
         if arm in SUPERNET_ARMS:
             tag = "transferred" if arm == "this method" else "from-fp"
-            ckpt = f"{sources.checkpoints}/transfer/{spec.name}_{target}_{tag}_seed{s}.pt"
+            ckpt = f"{sources.transfer}/{spec.name}_{target}_{tag}_seed{s}.pt"
             meta = run_meta(spec.name, spec.width_mult, splits, splits.train, arm=arm)
         tuned = fine_tune(setup, arm, splits.train, splits.score, splits.calib, seed=s, lr=lrs[arm_family(arm)],
                           budget=budget, sources=sources, kw=kw, checkpoint=ckpt, meta=meta)
@@ -666,21 +692,22 @@ class TransferResult:
     seconds: float                           # wall time of every run
 
 
-def run_transfer(setup: TransferSetup, seed: int, *, checkpoints: str = "checkpoints",
+def run_transfer(setup: TransferSetup, seed: int, *, checkpoints: str = "checkpoints", work: str | Path | None = None,
                  progress: bool = False) -> TransferResult:
     """T5's runs, per target (split seeded by ``seed``): the learning-rate grid (``lr_grid``), then every arm of
     ``seed_runs`` for each fine-tuning seed at the chosen rates, then the longer FP run (``longer_fp_run``);
     collapsed runs flagged (``flag_collapses``).
 
     Reads the FP model, the uniform LSQ models and the one-shot supernet under ``checkpoints`` (notebooks
-    01-03) and writes the supernet arms' fine-tuning checkpoints to ``checkpoints/transfer`` (a finished one
-    is resumed, not retrained).
+    01-03) and writes the supernet arms' fine-tuning checkpoints to ``work`` (default ``checkpoints/transfer``; a
+    finished one is resumed, not retrained).
     """
     spec, tr = setup.spec, setup.transfer
-    sources = Sources(load_fp_model(f"{checkpoints}/fp/{spec.name}.pt", spec.name, spec.width_mult), checkpoints)
+    sources = Sources(load_fp_model(f"{checkpoints}/fp/{spec.name}.pt", spec.name, spec.width_mult), checkpoints,
+                      None if work is None else str(work))
     start = time.perf_counter()
     result = TransferResult([], [], [], {}, {}, 0.0)
-    Path(f"{checkpoints}/transfer").mkdir(parents=True, exist_ok=True)
+    Path(sources.transfer).mkdir(parents=True, exist_ok=True)
     for target in tr.targets:
         splits = load_target(target, tr, seed)
         flip = setup.data.flip and target not in NO_FLIP
@@ -705,275 +732,215 @@ def run_transfer(setup: TransferSetup, seed: int, *, checkpoints: str = "checkpo
     return result
 
 
-def stage_passes(result: TransferResult) -> dict[str, int]:
-    """The stage's forward/backward passes of one batch, counted from its runs: the grid, the compared runs (each
-    supernet run once, not once per level), the longer FP runs, and the total."""
-    compared = {(r["target"], r["arm"], r["seed"]): r["passes"] for r in result.records}
-    out = {"grid": sum(r["passes"] for r in result.grid), "compared runs": sum(compared.values()),
-           "longer FP runs": sum(r["passes"] for r in result.longer)}
-    return {**out, "total": sum(out.values())}
+# --- the stage's folder: plain results without wall times, and the command line -------------------------------
+
+RESULT_JSON, ARRAYS_NPZ = "result.json", "predictions.npz"
+SECTIONS = ("records", "grid", "longer")             # TransferResult's lists of rows
+TIMING_KEYS = ("tune_seconds", "search_seconds")     # a record's wall times: the stage record holds them
+RUN_KEYS = ("target", "seed", "arm", "level")        # what names a record
+FIX = "run `dvc pull` (or `dvc repro transfer`: about 50 min on the default profile)"
+SETUP_SECTIONS = ("data", "models", "model_bits", "fp", "oneshot", "evaluation", "baselines", "search", "transfer")
+SOURCES = ("fp", "supernet", "baselines")            # the folders under ``checkpoints`` the arms start from
 
 
-def passes_note(result: TransferResult) -> str:
-    """``stage_passes`` in words: "N passes: grid g, compared runs c, longer FP runs l"."""
-    p = stage_passes(result)
-    return (f"{p['total']} passes: grid {p['grid']}, compared runs {p['compared runs']}, "
-            f"longer FP runs {p['longer FP runs']}")
+def transfer_timings(result: TransferResult) -> dict:
+    """``result``'s wall times, for ``reports/stages/transfer.json``: ``run_seconds`` (``run_transfer``'s) and per
+    record its ``tune_seconds`` and (a supernet arm) ``search_seconds``, named by target, seed, arm and level."""
+    runs = [{**{k: r[k] for k in RUN_KEYS}, **{k: r[k] for k in TIMING_KEYS if k in r}} for r in result.records]
+    return {"run_seconds": result.seconds, "runs": runs}
 
 
-# --- what notebook 06 shows ---------------------------------------------------------------------------------
-
-def budget_table(result: TransferResult) -> pd.DataFrame:
-    """Per target and arm of the compared runs: rate, epochs, optimizer steps and passes (equal within a target)."""
-    rows = []
-    for (target, arm), g in pd.DataFrame(result.records).groupby(["target", "arm"], sort=False):
-        rows.append({"target": target, "arm": arm, "family": arm_family(arm), "lr": g.lr.iloc[0],
-                     "epochs": int(g.epochs.iloc[0]), "optimizer steps": int(g.steps.iloc[0]),
-                     "passes": int(g.passes.iloc[0]), "runs": g.seed.nunique()})
-    return pd.DataFrame(rows)
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` atomically with a fixed date in the archive (numpy stamps each entry with the time of writing):
+    the same arrays give the same bytes."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w",
+                              force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
 
 
-def grid_table(grid: Sequence[Mapping]) -> pd.DataFrame:
-    """The learning-rate grid: per target, family and rate, the held-out top-1 it was chosen by (%)."""
-    cols = ["target", "family", "arm", "lr", "seed", "train images", "epochs", "steps", "passes", "heldout top-1",
-            "max path heldout top-1", "losses finite", "chosen"]
-    return pd.DataFrame(list(grid), columns=cols)
+def _packed(t: Tensor) -> np.ndarray:
+    """A tensor for the archive: class predictions and labels as int16 (as ``mpq.studies.replicates``)."""
+    a = t.detach().cpu().numpy()
+    small = np.iinfo(np.int16)
+    if a.dtype.kind in "iu" and (a.size == 0 or (a.min() >= small.min and a.max() <= small.max)):
+        return a.astype(np.int16)
+    return a
 
 
-def fp_curves(result: TransferResult) -> list[dict]:
-    """The FP fine-tuning curves on held-out images: per FP run (every seed at the budget, and the longer run), its
-    held-out top-1 (%) after each epoch against the passes made by then."""
-    out = []
-    runs = [dict(r, multiple=1) for r in result.records if r["arm"] == "FP"] + list(result.longer)
-    for r in runs:
-        per_epoch = result.budgets[r["target"]].steps_per_epoch
-        out.append({"target": r["target"], "seed": r["seed"], "multiple": r["multiple"], "lr": r["lr"],
-                    "passes": [per_epoch * (i + 1) for i in range(len(r["curve"]))], "heldout top-1": r["curve"]})
+def save_transfer(result: TransferResult, folder: str | Path) -> dict:
+    """Write ``result`` into ``folder`` as data, without its wall times; return them (``transfer_timings``).
+
+    ``result.json`` (plain JSON): the budgets and chosen rates (lists, in the result's order), the rows of
+    ``records``, ``grid`` and ``longer`` without their tensors and wall times, each row's key order, and where each
+    tensor lies in ``predictions.npz`` with its dtype (predictions and labels stored as int16, the per-image
+    correctness as bool; a tensor shared by several rows, such as a target's labels, stored once). The same result
+    gives the same bytes. ``load_transfer`` reads it back.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    names: dict[int, str] = {}
+    doc: dict[str, Any] = {
+        "budgets": [{"target": t, **dataclasses.asdict(b)} for t, b in result.budgets.items()],
+        "lrs": [{"target": t, "family": f, "lr": lr} for t, rates in result.lrs.items() for f, lr in rates.items()],
+        "arrays": {}, "key_orders": {}}
+    for section in SECTIONS:
+        rows, refs, orders, order_of = [], [], [], []
+        for i, row in enumerate(getattr(result, section)):
+            keys = list(row)
+            if keys not in orders:
+                orders.append(keys)
+            order_of.append(orders.index(keys))
+            ref = {}
+            for key, value in row.items():
+                if isinstance(value, Tensor):
+                    if id(value) not in names:
+                        name = f"{section}_{i}_{re.sub(r'[^A-Za-z0-9]', '_', key)}"
+                        arrays[name], dtypes[name] = _packed(value), str(value.dtype).removeprefix("torch.")
+                        names[id(value)] = name
+                    ref[key] = names[id(value)]
+            rows.append({k: v for k, v in row.items() if k not in ref and k not in TIMING_KEYS})
+            refs.append(ref)
+        doc[section], doc["arrays"][section] = rows, refs
+        doc["key_orders"][section] = {"orders": orders, "rows": order_of}
+    doc["dtypes"] = dtypes
+    if arrays:
+        _write_npz(folder / ARRAYS_NPZ, arrays)
+    write_json(doc, folder / RESULT_JSON)
+    return transfer_timings(result)
+
+
+def _read_arrays(path: Path, dtypes: Mapping[str, str]) -> dict[str, Tensor]:
+    """The tensors ``save_transfer`` archived, each in its original dtype (data only: no pickles)."""
+    if not dtypes:
+        return {}
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; {FIX}")
+    out = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            for name, dtype in dtypes.items():
+                kind = getattr(torch, str(dtype), None)
+                if not isinstance(kind, torch.dtype):
+                    raise ValueError(f"unknown dtype {dtype!r}")
+                out[name] = torch.from_numpy(npz[name]).to(kind)
+    except KeyError as exc:
+        raise CheckpointError(f"{path} lacks the array {exc}: damaged or from another run; {FIX}") from None
+    except Exception as exc:       # BadZipFile, ValueError (a pickled or unknown array), OSError, EOFError
+        raise CheckpointError(f"{path} is damaged ({type(exc).__name__}); {FIX}") from None
     return out
 
 
-def convergence_table(result: TransferResult, flat_points: float) -> pd.DataFrame:
-    """Per target: FP's held-out top-1 (%) at the budget and at ``curve_multiple`` budgets (same seed and rate), the
-    gain with its paired SE over the held-out images, and whether the curve flattened (gain under ``flat_points``)."""
-    rows = []
-    for longer in result.longer:
-        base = next(r for r in result.records if (r["target"], r["arm"], r["seed"]) ==
-                    (longer["target"], "FP", longer["seed"]))
-        gain = paired_verdict(longer["heldout_correct"].numpy(), base["heldout_correct"].numpy())
-        rows.append({"target": longer["target"], "seed": longer["seed"], "lr": longer["lr"],
-                     "passes at budget": base["passes"], "heldout top-1 at budget": base["heldout top-1"],
-                     "passes longer": longer["passes"], "heldout top-1 longer": longer["heldout top-1"],
-                     "gain (points)": gain.diff, "gain SE": gain.se_images, "flattened": bool(gain.diff < flat_points)})
-    return pd.DataFrame(rows)
+def _rebuild(doc: Mapping, arrays: Mapping[str, Tensor], timings: Mapping) -> TransferResult:
+    """``save_transfer``'s document back as a ``TransferResult``: each row's keys in their order, its tensors from
+    ``arrays`` (a shared one shared again), its wall times from ``timings`` (NaN where the record has none)."""
+    budgets = {b["target"]: Budget(b["steps_per_epoch"], b["paths"], b["supernet_epochs"]) for b in doc["budgets"]}
+    lrs: dict[str, dict[str, float]] = {}
+    for r in doc["lrs"]:
+        lrs.setdefault(r["target"], {})[r["family"]] = r["lr"]
+    times = {tuple(t[k] for k in RUN_KEYS): t for t in timings.get("runs", [])}
+    sections: dict[str, list[dict]] = {}
+    for section in SECTIONS:
+        orders, rows = doc["key_orders"][section], []
+        for row, ref, index in zip(doc[section], doc["arrays"][section], orders["rows"], strict=True):
+            timed = times.get(tuple(row[k] for k in RUN_KEYS), {}) if section == "records" else {}
+            full = {}
+            for key in orders["orders"][index]:
+                if key in row:
+                    full[key] = row[key]
+                elif key in ref:
+                    full[key] = arrays[ref[key]]
+                elif key in TIMING_KEYS:
+                    full[key] = timed.get(key, math.nan)
+                else:
+                    raise KeyError(f"a row of {section} lacks {key!r}")
+            if not set(row) | set(ref) <= set(full):
+                raise ValueError(f"a row of {section} holds keys outside its key order")
+            rows.append(full)
+        sections[section] = rows
+    return TransferResult(sections["records"], sections["grid"], sections["longer"], budgets, lrs,
+                          timings.get("run_seconds", math.nan))
 
 
-def t5_table(records: Sequence[Mapping]) -> pd.DataFrame:
-    """T5: one row per (target, arm, level) in the records' order: test top-1 (%) mean, SD and per-seed values
-    (collapsed runs marked, counted, and kept in the mean), G-BitOPs, the rate and passes of each run,
-    fine-tuning and search wall time."""
-    rows = []
-    for (target, arm, level), group in pd.DataFrame(records).groupby(["target", "arm", "level"], sort=False):
-        accs = [100 * accuracy(p, l) for p, l in zip(group.preds, group.labels)]
-        collapsed = list(group.collapsed) if "collapsed" in group else [False] * len(accs)
-        rows.append({"target": target, "method": arm + ("" if arm_family(arm) != "supernet" else ", no retraining"),
-                     "W/A level": "32/32" if arm == "FP" else str(level), "seeds": len(accs),
-                     "top-1 mean": np.mean(accs), "top-1 SD": np.std(accs, ddof=1) if len(accs) > 1 else np.nan,
-                     "per seed": " / ".join(f"{a:.2f}" + (" (collapsed)" if c else "")
-                                            for a, c in zip(accs, collapsed)),
-                     "collapsed": int(sum(collapsed)),
-                     "G-BitOPs": group.gbitops.iloc[0] if group.gbitops.iloc[0] is not None else np.nan,
-                     "lr": group.lr.iloc[0] if "lr" in group else np.nan,
-                     "passes": group.passes.iloc[0] if "passes" in group else np.nan,
-                     "fine-tune s (per run)": group.tune_seconds.mean(),
-                     "search s": group["search_seconds"].mean() if "search_seconds" in group else np.nan})
-    return pd.DataFrame(rows)
+def load_transfer(folder: str | Path = "checkpoints/transfer", *, stages: str | Path = "reports/stages"
+                  ) -> TransferResult:
+    """The ``TransferResult`` that ``run_transfer`` returned and ``save_transfer`` wrote into ``folder`` (the
+    ``transfer`` stage's output), with its wall times merged back from the stage record ``stages/transfer.json``
+    (``write_stage_record``); without that record every wall time is NaN (T5's time columns empty, the metrics'
+    null). Floats come back exactly, predictions and labels as int64, the per-image correctness as bool.
 
-
-def _find(records: Sequence[Mapping], target: str, seed: int, arm: str, level: float) -> Mapping:
-    return next(r for r in records if (r["target"], r["seed"], r["arm"], r["level"]) == (target, seed, arm, level))
-
-
-def paired_differences(records: Sequence[Mapping], target: str, seeds: Sequence[int], arm_a: str, level_a: float,
-                       arm_b: str, level_b: float) -> list[float]:
-    """Per seed, top-1 of ``arm_a`` at ``level_a`` minus ``arm_b`` at ``level_b`` on the same test images
-    (points); T5's paired comparisons."""
-    return [100 * (accuracy(a["preds"], a["labels"]) - accuracy(b["preds"], b["labels"]))
-            for a, b in ((_find(records, target, s, arm_a, level_a), _find(records, target, s, arm_b, level_b))
-                         for s in seeds)]
-
-
-# the paper's direction of "this method minus <arm>" at equal BitOPs: above fine-tuned LSQ (+1); it states none
-# for a supernet trained on the target without the one-shot pre-training (0: the words "higher" / "lower")
-EXPECTED = {"LSQ": 1, "supernet": 0}
-
-
-def paired_comparisons(records: Sequence[Mapping], targets: Sequence[str], levels: Sequence[float],
-                       seeds: Sequence[int], baseline_bits: Sequence[int]) -> list[dict]:
-    """T5's comparisons: this method at each level minus the uniform LSQ model of that bit-width (integer levels
-    with a baseline) and minus the supernet without pre-training, paired per seed on the same test images.
-
-    Each row: target, level, the other arm, the mean difference and per-seed differences (points), the number of
-    collapsed runs among the two arms' runs (kept in the verdict), and ``verdict``, a ``stats.Verdict`` from the
-    per-image correctness of every seed (``paired_verdict``: both the seed spread and the test-image noise).
+    A missing or damaged file raises one ``CheckpointError`` naming it and the fix (``dvc pull``).
     """
-    rows = []
-    for target in targets:
-        for level in levels:
-            pairs = [("supernet without pre-training", level)]
-            if int(level) == level and int(level) in baseline_bits:
-                pairs.insert(0, (lsq_arm(int(level)), int(level)))
-            for arm_b, level_b in pairs:
-                ours = [_find(records, target, s, "this method", level) for s in seeds]
-                other = [_find(records, target, s, arm_b, level_b) for s in seeds]
-                v = paired_verdict(np.stack([(r["preds"] == r["labels"]).numpy() for r in ours]),
-                                   np.stack([(r["preds"] == r["labels"]).numpy() for r in other]),
-                                   expected=EXPECTED[arm_family(arm_b)])
-                rows.append({"target": target, "level": level, "this method minus": arm_b, "mean (points)": v.diff,
-                             "per seed": " / ".join(f"{d:+.2f}" for d in v.per_seed),
-                             "collapsed runs": sum(bool(r.get("collapsed")) for r in ours + other), "verdict": v})
-    return rows
+    path = Path(folder) / RESULT_JSON
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the transfer stage's results are not here; {FIX}")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is damaged ({type(exc).__name__}); {FIX}") from None
+    try:
+        dtypes = dict(doc["dtypes"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path} is not a transfer result (no dtypes); {FIX}") from None
+    arrays = _read_arrays(Path(folder) / ARRAYS_NPZ, dtypes)
+    record_path = Path(stages) / "transfer.json"
+    try:
+        timings = read_stage_record("transfer", stages).get("timings", {})
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{record_path} is damaged ({type(exc).__name__}); delete it, or run `dvc repro "
+                              f"transfer` to write it again") from None
+    if not timings:
+        log.warning("%s holds no wall times of the transfer runs: T5's time columns stay empty", record_path)
+    try:
+        return _rebuild(doc, arrays, timings)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{path} is damaged or not a transfer result ({type(exc).__name__}: {exc}); {FIX}"
+                              ) from None
 
 
-def comparison_table(comparisons: Sequence[Mapping]) -> pd.DataFrame:
-    """``paired_comparisons`` for display: the interval and the verdict's words (its note: ``comparison_note``)."""
-    return pd.DataFrame([{**{k: v for k, v in c.items() if k != "verdict"},
-                          "95% interval": f"[{c['verdict'].low:+.2f}, {c['verdict'].high:+.2f}]",
-                          "verdict": c["verdict"].text()} for c in comparisons])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpq.studies.transfer",
+                                     description="T5's fine-tuning runs (the transfer stage): the learning-rate grid, "
+                                                 "every seed and arm, the longer FP runs; results into --out, wall "
+                                                 "times into reports/stages/transfer.json.")
+    parser.add_argument("--out", required=True,
+                        help="output folder, e.g. checkpoints/transfer (replaced as a whole when the run completes)")
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("--stages", default="reports/stages", help="folder of the stage records (wall times)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_command(lambda: _run(args), "mpq.studies.transfer", sys.argv[1:] if argv is None else argv,
+                       checkpoints=[_partial(Path(args.out))])
 
 
-def comparison_note(comparisons: Sequence[Mapping]) -> str:
-    """The line under T5's comparisons: how many, how many clear of zero by chance, and after Holm."""
-    return table_note([c["verdict"] for c in comparisons])
+def _partial(out: Path) -> Path:
+    """Where a run writes before its folder is complete (kept across a kill: finished fine-tunings resume)."""
+    return out.with_name(f".{out.name}.partial")
 
 
-def collapsed_runs(records: Sequence[Mapping]) -> list[dict]:
-    """The collapsed runs, once each: target, arm, seed, held-out top-1 and why."""
-    runs = {(r["target"], r["arm"], r["seed"]): r for r in records if r.get("collapsed")}
-    return [{"target": t, "arm": a, "seed": s, "heldout top-1": r["heldout top-1"], "why": r["collapse"]}
-            for (t, a, s), r in runs.items()]
+def _run(args: argparse.Namespace, checkpoints: str = "checkpoints") -> int:
+    start = time.perf_counter()
+    params = load_params(args.params)
+    out = check_output(args.out, folder=True, inputs=[args.params, *(f"{checkpoints}/{s}" for s in SOURCES)])
+    setup = transfer_setup(**{k: params.get(k) if k == "model_bits" else params[k] for k in SETUP_SECTIONS})
+    work = _partial(out)
+    result = run_transfer(setup, params["seed"], checkpoints=checkpoints, work=work)
+    timings = save_transfer(result, work)
+    for extra in work.glob("*_from-fp_seed*.pt"):     # no reader: only this method's supernets are searched again
+        extra.unlink()
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(work, out)
+    shutil.rmtree(old, ignore_errors=True)
+    write_stage_record("transfer", time.perf_counter() - start, args.stages, timings=timings)
+    log.info("transfer: %d records, %d grid runs into %s", len(result.records), len(result.grid), out)
+    return 0
 
 
-HIDDEN = ("preds", "labels", "heldout_correct", "curve")      # per-image data and curves: not in the runs' JSON
-
-
-def transfer_metrics(*, profile: str, seed: int, spec: ModelSpec, device: torch.device | str, transfer: TransferConfig,
-                     result: TransferResult, t5: pd.DataFrame, comparisons: Sequence[Mapping],
-                     convergence: pd.DataFrame) -> dict:
-    """``reports/metrics/transfer.json`` (T5), strict JSON (no NaN): the run's scale and config; per target the
-    budget with every arm's epochs, steps and passes (``equal passes``: the same for every arm); the stage's
-    passes; the rate grid and the chosen rates; FP's convergence check and curves; T5; the comparisons, each with its
-    verdict (``Verdict.as_dict``), and their note (``comparison_note``); the collapsed runs; every compared run
-    without its predictions (with its test top-1 as a fraction)."""
-    budgets = {}
-    for target, b in result.budgets.items():
-        arms = {r["arm"]: {"lr": r["lr"], "epochs": r["epochs"], "steps": r["steps"], "passes": r["passes"]}
-                for r in result.records if r["target"] == target}
-        budgets[target] = {"steps_per_epoch": b.steps_per_epoch, "passes_per_supernet_step": b.paths,
-                           "supernet_epochs": b.supernet_epochs, "passes": b.passes, "arms": arms,
-                           "equal_passes": len({a["passes"] for a in arms.values()}) == 1}
-    return json_ready({
-        "profile": profile, "seed": seed, "model": spec.name, "width_mult": spec.width_mult, "device": str(device),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "stage_seconds": round(result.seconds, 1),
-        "transfer": dataclasses.asdict(transfer), "budget": budgets, "passes": stage_passes(result),
-        "lr_grid": {"rows": [dict(r) for r in result.grid], "chosen": result.lrs},
-        "fp_convergence": {"rows": convergence.to_dict(orient="records"), "curves": fp_curves(result)},
-        "t5": t5.to_dict(orient="records"),
-        "comparisons": [{**c, "verdict": c["verdict"].as_dict()} for c in comparisons],
-        "comparisons_note": comparison_note(comparisons),
-        "collapsed": collapsed_runs(result.records),
-        "runs": [{k: v for k, v in r.items() if k not in HIDDEN} | {"test_acc": accuracy(r["preds"], r["labels"])}
-                 for r in result.records]})
-
-
-def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budgets: Mapping[str, Budget],
-                    targets: Sequence[str], title: str):
-    """T5 as a figure, one column per target. Top: test top-1 against G-BitOPs of each quantized arm (mean over
-    seeds, every seed as a dot, collapsed runs as red crosses) and FP fine-tuned as a dashed line. Bottom: FP
-    fine-tuning's held-out top-1 against passes (``fp_curves``), every seed at the budget and the longer run, the
-    budget dotted."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    df = pd.DataFrame(records)
-    df["top1"] = [100 * accuracy(p, l) for p, l in zip(df.preds, df.labels)]
-    fig, axes = plt.subplots(2, len(targets), figsize=(5.5 * len(targets), 7.2), squeeze=False)
-    for col, target in enumerate(targets):
-        ax, ax_curve = axes[0][col], axes[1][col]
-        sub = df[df.target == target]
-        for arm, g in sub[sub.arm != "FP"].groupby("arm", sort=False):
-            means = g.groupby("level", sort=False).agg(x=("gbitops", "first"), y=("top1", "mean"))
-            label = arm + (", no retraining" if arm in SUPERNET_ARMS else "")
-            line, = ax.plot(means.x, means.y, marker="o", label=label)
-            ok = g[~g.get("collapsed", pd.Series(False, index=g.index)).astype(bool)]
-            ax.scatter(ok.gbitops, ok.top1, s=10, color=line.get_color(), alpha=0.5)
-            bad = g[g.get("collapsed", pd.Series(False, index=g.index)).astype(bool)]
-            if len(bad):
-                ax.scatter(bad.gbitops, bad.top1, marker="x", color="red", zorder=3)
-        fp = sub[sub.arm == "FP"]
-        if len(fp):
-            ax.axhline(fp.top1.mean(), color="grey", ls="--", lw=1, label="FP fine-tuned")
-        ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=target)
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        for c in (c for c in curves if c["target"] == target):
-            ax_curve.plot(c["passes"], c["heldout top-1"], marker=".", lw=1.5 if c["multiple"] > 1 else 0.8,
-                          label=f"{c['multiple']}x budget, seed {c['seed']}")
-        if target in budgets:
-            ax_curve.axvline(budgets[target].passes, color="grey", ls=":", lw=1, label="the budget")
-        ax_curve.set(xlabel="forward/backward passes", ylabel="held-out top-1 (%)", title=f"{target}: FP fine-tuning")
-        ax_curve.grid(alpha=0.3)
-        ax_curve.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(title, 75 * len(targets)), fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def transfer_findings(result: TransferResult, tr: TransferConfig, t5: pd.DataFrame, comparisons: Sequence[Mapping],
-                      convergence: pd.DataFrame) -> list[str]:
-    """The findings bullets of notebook 06 (T5): the equal budgets, the chosen rates, whether FP fine-tuning
-    flattened, each target's comparisons with their verdicts and the table's note, the collapsed runs, and each
-    target's FP fine-tuned top-1."""
-    lines = []
-    for target, b in result.budgets.items():
-        lines.append(f"{target}: every arm made {b.passes} forward/backward passes over the same {b.steps_per_epoch} "
-                     f"batches per epoch (FP and LSQ: {b.epochs(1)} epochs, {b.steps(1)} steps; the supernets: "
-                     f"{b.supernet_epochs} epochs, {b.steps(b.paths)} steps of {b.paths} passes)")
-    lines.append(f"the stage made {passes_note(result)}")
-    families = {"FP": tr.fp_lrs, "LSQ": tr.lsq_lrs, "supernet": tr.supernet_lrs}
-    for target, lrs in result.lrs.items():
-        edge = [f for f, lr in lrs.items() if len(families[f]) > 1 and lr in (min(families[f]), max(families[f]))]
-        lines.append(f"{target}: rates chosen on held-out training images (seed {tr.grid_seed}, "
-                     f"{100 * tr.grid_images:.0f}% of the training images): "
-                     + ", ".join(f"{f} {lr:g} of {list(families[f])}" for f, lr in lrs.items())
-                     + (f"; at the grid's edge: {', '.join(edge)}" if edge else ""))
-    for _, c in convergence.iterrows():
-        state = ("flattened" if c["flattened"] else
-                 "still rising: the budget is short of FP fine-tuning's convergence, and every arm shares it")
-        lines.append(f"{c.target}: FP fine-tuning reached {c['heldout top-1 at budget']:.2f}% on held-out images at "
-                     f"the budget and {c['heldout top-1 longer']:.2f}% with {tr.curve_multiple}x the passes "
-                     f"({c['gain (points)']:+.2f} ± {c['gain SE']:.2f} points, paired SE): {state} "
-                     f"(criterion: a gain under {tr.flat_points:g} point{'' if tr.flat_points == 1 else 's'})")
-    for c in comparisons:
-        lines.append(f"{c['target']}: this method (no retraining) minus {c['this method minus']} at level "
-                     f"{c['level']}: {c['verdict'].text()} (per seed {c['per seed']}"
-                     + (f"; {c['collapsed runs']} collapsed run(s) included" if c["collapsed runs"] else "") + ")")
-    if comparisons:
-        lines.append(f"comparisons: {comparison_note(comparisons)}")
-    collapsed = collapsed_runs(result.records)
-    runs = len({(r["target"], r["arm"], r["seed"]) for r in result.records})
-    if collapsed:
-        lines.append(f"{len(collapsed)} of {runs} runs collapsed, kept in every mean and verdict: " + "; ".join(
-            f"{c['target']} {c['arm']} seed {c['seed']} ({c['why']})" for c in collapsed))
-    else:
-        lines.append(f"none of the {runs} runs collapsed (no non-finite loss; no held-out top-1 of a max path more "
-                     f"than {tr.collapse_points:g} points under its arm's median over seeds, nor a supernet's under "
-                     f"FP fine-tuned with the same seed)")
-    for target in result.budgets:
-        fp_row = t5[(t5.target == target) & (t5.method == "FP")]
-        if len(fp_row):
-            lines.append(f"{target}: the FP model fine-tuned reaches {fp_row['top-1 mean'].iloc[0]:.2f}% on the test "
-                         f"images (per seed {fp_row['per seed'].iloc[0]})")
-    return lines
+if __name__ == "__main__":
+    sys.exit(main())

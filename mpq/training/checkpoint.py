@@ -24,7 +24,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -125,6 +125,63 @@ def check_matches(path: str | Path, what: str, stored: Any, expected: Any, fix: 
 def write_json(obj: Any, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def machine_record() -> dict:
+    """The machine a stage ran on: CPU kind (``torch.backends.cpu.get_cpu_capability()``), threads, device."""
+    import platform
+
+    cuda = torch.cuda.is_available()
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+
+
+def write_stage_record(stage: str, seconds: float, root: str | Path = "reports/stages",
+                       timings: dict | None = None) -> Path:
+    """``reports/stages/<stage>.json``: a compute stage's wall time, its machine and any ``timings`` of its
+    parts (seconds per model, per search, ...). Kept apart from the stage's results (DESIGN.md section 6: wall
+    times stay out of every output a later stage depends on), so a stage that reproduces its results does not
+    re-run the stages downstream; only the pages read it."""
+    path = Path(root) / f"{stage}.json"
+    write_json({"stage": stage, "stage_seconds": round(seconds, 1), **machine_record(),
+                "timings": timings or {}}, path)
+    return path
+
+
+def split_timings(record: Any, keys: Iterable[str]) -> tuple[Any, Any]:
+    """``(record without the keys, the keys' values)``: every entry named in ``keys`` at any depth of nested
+    dicts moves to a parallel nested dict (``merge_timings`` puts it back). For results whose wall times belong
+    in the stage record, not in the stage's outputs."""
+    keys = set(keys)
+    if not isinstance(record, Mapping):
+        return record, None
+    rest, times = {}, {}
+    for key, value in record.items():
+        if key in keys:
+            times[key] = value
+            continue
+        rest[key], inner = split_timings(value, keys)
+        if inner:
+            times[key] = inner
+    return rest, times
+
+
+def merge_timings(record: Any, timings: Any) -> Any:
+    """``record`` with the entries ``split_timings`` took out put back (a copy; missing timings stay absent)."""
+    if not isinstance(record, Mapping) or not isinstance(timings, Mapping):
+        return record
+    out = {k: merge_timings(v, timings.get(str(k), timings.get(k))) for k, v in record.items()}
+    for key, value in timings.items():
+        if key not in out and str(key) not in {str(k) for k in out}:
+            out[key] = value
+    return out
+
+
+def read_stage_record(stage: str, root: str | Path = "reports/stages") -> dict:
+    """The record ``write_stage_record`` wrote; an empty dict (no timings) where the stage has none yet."""
+    path = Path(root) / f"{stage}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> None:

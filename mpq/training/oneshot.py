@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 # no wall times: a checkpoint is a function of its inputs, byte for byte (History.as_dict(times=False))
 CHECKPOINT_KEYS = ("supernet", "ema", "sgd", "adam", "sched", "sched_steps", "generator", "history", "epoch",
                    "config", "meta", "frozen")
+# what only an unfinished run needs to go on: a finished checkpoint drops it (about a third of the file), so the
+# repository's DVC store keeps weights, EMA weights, the scheduler's decision and record, and the history
+RESUME_KEYS = ("sgd", "adam", "sched", "sched_steps", "generator")
 # what loading, searching and exporting a trained supernet read: a released supernet (mpq.deploy.release) holds only these
 RELEASE_KEYS = ("ema", "epoch", "config", "meta", "frozen")
 
@@ -265,18 +268,21 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     if checkpoint is not None and Path(checkpoint).is_file():
         fix = "delete it to start afresh (or restore what it was trained with to resume)"
         state = load_checkpoint(checkpoint, fix=fix)
-        require_keys(state, CHECKPOINT_KEYS, checkpoint, fix)
+        require_keys(state, ("epoch", "config"), checkpoint, fix)
+        done = training_progress(state)[2]            # a finished file has no optimizer state, and needs none
+        require_keys(state, tuple(k for k in CHECKPOINT_KEYS if not (done and k in RESUME_KEYS)), checkpoint, fix)
         if state["config"] != _plain(asdict(cfg)):
             raise ValueError(f"checkpoint {checkpoint} was trained with another oneshot config; {fix}")
         for key, value in (meta or {}).items():
             check_matches(checkpoint, f"meta {key}", state["meta"].get(key), _plain(value), fix)
         supernet.load_state_dict(state["supernet"])
         ema.load_state_dict(state["ema"])
-        sgd.load_state_dict(state["sgd"])
-        adam.load_state_dict(state["adam"])
-        sched.load_state_dict(state["sched"])
-        sched_steps.load_state_dict(state["sched_steps"])
-        gen.set_state(state["generator"])
+        if not done:
+            sgd.load_state_dict(state["sgd"])
+            adam.load_state_dict(state["adam"])
+            sched.load_state_dict(state["sched"])
+            sched_steps.load_state_dict(state["sched_steps"])
+            gen.set_state(state["generator"])
         history = History(**{k: v for k, v in state["history"].items() if k != "seconds"})
         history.seconds = [math.nan] * len(history.epoch)     # earlier epochs' wall times are not stored
         start_epoch, frozen = state["epoch"], list(state["frozen"])
@@ -354,13 +360,16 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                 log.warning("epoch %d left non-finite weights (%s): checkpoint %s not written", epoch + 1,
                             describe_tensors(bad), checkpoint)
             elif writes:
-                save_checkpoint({"supernet": supernet.state_dict(), "ema": ema.state_dict(), "sgd": sgd.state_dict(),
-                                 "adam": adam.state_dict(), "sched": sched.state_dict(),
-                                 "sched_steps": sched_steps.state_dict(), "generator": gen.get_state(),
+                last = epoch + 1 == cfg.epochs       # a finished file keeps no optimizer state (RESUME_KEYS)
+                save_checkpoint({"supernet": supernet.state_dict(), "ema": ema.state_dict(),
+                                 **({} if last else {"sgd": sgd.state_dict(), "adam": adam.state_dict(),
+                                                     "sched": sched.state_dict(),
+                                                     "sched_steps": sched_steps.state_dict(),
+                                                     "generator": gen.get_state()}),
                                  "history": history.as_dict(times=False), "epoch": epoch + 1,
                                  # only an unfinished file carries the flag, so a finished one keeps the bytes it
                                  # had before the flag existed (training_progress reads both the same way)
-                                 **({} if epoch + 1 == cfg.epochs else {"finished": False}),
+                                 **({} if last else {"finished": False}),
                                  "config": _plain(asdict(cfg)), "meta": _plain(meta or {}), "frozen": list(frozen),
                                  **({} if sched_log is None else {"sched_log": sched_log.state()})},
                                 checkpoint)
