@@ -79,3 +79,39 @@ def test_no_compute_stage_depends_on_presentation(root):
         if "mpq.pages.pipeline" in stage["cmd"]:       # a page reads stored results: it writes no checkpoint
             outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
             assert not [o for o in outs if o.startswith("checkpoints")], name
+
+
+def test_store_check_finds_what_a_current_stage_lacks_and_passes_over_stale_ones(root, tmp_path):
+    """A hand-built repository: stage a (current) has one output in the store and one folder whose manifest lists a
+    file the store lacks; stage b's parameter changed since it ran, so its missing output is not counted."""
+    import hashlib
+    import json
+
+    check = _script(root, "store_check")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    remote = store\n['remote \"store\"']\n    url = ../dvc-store\n")
+    (tmp_path / "params.yaml").write_text("b: {n: 2}\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "a": {"cmd": "make a", "outs": ["x.pt", "folder", {"page.html": {"cache": False}}]},
+        "b": {"cmd": "make b ${b.n}", "params": ["b"], "outs": ["y.pt"]}}}))
+    objects = tmp_path / "dvc-store" / "files" / "md5"
+
+    def put(data: bytes, suffix: str = "") -> str:
+        md5 = hashlib.md5(data).hexdigest() + suffix
+        (objects / md5[:2]).mkdir(parents=True, exist_ok=True)
+        (objects / md5[:2] / md5[2:]).write_bytes(data)
+        return md5
+
+    kept, lost = put(b"weights"), hashlib.md5(b"predictions").hexdigest()
+    manifest = put(json.dumps([{"md5": kept, "relpath": "w.pt"}, {"md5": lost, "relpath": "p.npz"}]).encode(), ".dir")
+    lock = {"schema": "2.0", "stages": {
+        "a": {"cmd": "make a", "outs": [{"path": "x.pt", "md5": kept}, {"path": "folder", "md5": manifest},
+                                        {"path": "page.html", "md5": "0" * 32}]},
+        "b": {"cmd": "make b 1", "params": {"params.yaml": {"b": {"n": 1}}}, "outs": [{"path": "y.pt", "md5": "1" * 32}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert check.holds_a_run(tmp_path)
+    assert check.stale(tmp_path) == {"b": "parameter b changed"}
+    assert check.missing(tmp_path) == ["a: folder (1 of its 2 files, e.g. p.npz)"]
+    lock["stages"]["a"]["cmd"] = "make a --old"                 # a changed command makes a stale too
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert check.missing(tmp_path) == [] and set(check.stale(tmp_path)) == {"a", "b"}

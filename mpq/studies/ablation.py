@@ -244,7 +244,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     run = train_oneshot(supernet, train, cfg, batch_size=batch_size, pad=data_cfg.pad, flip=data_cfg.flip,
                         seed=seed, device=device, checkpoint=work / "supernet.pt", progress=progress,
                         meta=run_meta(spec.name, spec.width_mult, splits, train, cell=cell), on_step=on_step,
-                        sched_log=sched_log)
+                        sched_log=sched_log, keep_weights=False)    # its readers use the EMA copy only
     if monitor.steps and monitor.steps[-1] != total_steps:
         log.warning("%s-%d resumed mid-run: its oscillation record covers only the last part", cell, seed)
     ema = run.ema

@@ -118,7 +118,7 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
                                splits.calib, input_size, **build)
         run = train_oneshot(model, train, recipe, batch_size=data_cfg.batch_size, pad=data_cfg.pad, flip=data_cfg.flip,
                             seed=seed, device=device, checkpoint=work / f"{name}.pt",
-                            meta=run_meta(spec.name, spec.width_mult, splits, train))
+                            meta=run_meta(spec.name, spec.width_mult, splits, train), keep_weights=False)
         seconds[name] = round(run.seconds, 1)
         health[name] = training_health(run.history.loss, run.ema, splits.calib, splits.score, fp_heldout,
                                        margin=None if recipe.num_random_paths == 0 else COLLAPSE_MARGIN)

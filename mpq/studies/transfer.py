@@ -489,7 +489,7 @@ def fine_tune(setup: TransferSetup, arm: str, train: ImageSet, heldout: ImageSet
                              setup.input_size)
     # a run that goes non-finite is recorded and counted as collapsed (every run counts), not stopped
     run = train_oneshot(net, train, recipe(setup, arm, lr, epochs), seed=seed, checkpoint=checkpoint, meta=meta,
-                        stop_on_nonfinite=False, **kw)
+                        stop_on_nonfinite=False, keep_weights=False, **kw)     # its readers use the EMA copy
     return Tuned(arm, lr, seed, epochs, budget.steps(paths), budget.passes, list(run.history.loss), run.seconds,
                  run=run)
 

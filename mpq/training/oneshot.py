@@ -213,8 +213,12 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                   stop_after_epoch: int | None = None,
                   on_step: Callable[[int, int, Supernet], None] | None = None,
                   graphed: bool | None = None, stop_on_nonfinite: bool = True,
-                  sched_log: SchedulerLog | None = None) -> OneShotRun:
+                  sched_log: SchedulerLog | None = None, keep_weights: bool = True) -> OneShotRun:
     """Train ``supernet`` (already calibrated) one-shot; resumable from ``checkpoint``.
+
+    The finished checkpoint keeps the weights, the EMA weights, the scheduler's decision and record and the
+    history, but no optimizer or generator state (``RESUME_KEYS``); ``keep_weights=False`` drops the trained
+    (non-EMA) weights from it too, for runs whose readers only evaluate and search the EMA copy (the ablation's).
 
     A checkpoint is written atomically after every epoch with all state (weights, EMA, optimisers,
     schedules, random generator), so a resumed run equals an uninterrupted one in every stored value (the files
@@ -270,13 +274,17 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         state = load_checkpoint(checkpoint, fix=fix)
         require_keys(state, ("epoch", "config"), checkpoint, fix)
         done = training_progress(state)[2]            # a finished file has no optimizer state, and needs none
-        require_keys(state, tuple(k for k in CHECKPOINT_KEYS if not (done and k in RESUME_KEYS)), checkpoint, fix)
+        require_keys(state, tuple(k for k in CHECKPOINT_KEYS if not (done and k in RESUME_KEYS + ("supernet",))),
+                     checkpoint, fix)
         if state["config"] != _plain(asdict(cfg)):
             raise ValueError(f"checkpoint {checkpoint} was trained with another oneshot config; {fix}")
         for key, value in (meta or {}).items():
             check_matches(checkpoint, f"meta {key}", state["meta"].get(key), _plain(value), fix)
-        supernet.load_state_dict(state["supernet"])
+        if "supernet" in state:
+            supernet.load_state_dict(state["supernet"])
         ema.load_state_dict(state["ema"])
+        if done and "supernet" not in state:       # a finished file kept the EMA weights only (keep_weights)
+            supernet.load_state_dict({k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")})
         if not done:
             sgd.load_state_dict(state["sgd"])
             adam.load_state_dict(state["adam"])
@@ -361,7 +369,8 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                             describe_tensors(bad), checkpoint)
             elif writes:
                 last = epoch + 1 == cfg.epochs       # a finished file keeps no optimizer state (RESUME_KEYS)
-                save_checkpoint({"supernet": supernet.state_dict(), "ema": ema.state_dict(),
+                save_checkpoint({**({} if last and not keep_weights else {"supernet": supernet.state_dict()}),
+                                 "ema": ema.state_dict(),
                                  **({} if last else {"sgd": sgd.state_dict(), "adam": adam.state_dict(),
                                                      "sched": sched.state_dict(),
                                                      "sched_steps": sched_steps.state_dict(),
