@@ -51,11 +51,11 @@ def _setup(model: str, batch: int, device: torch.device, cfg: OneShotConfig):
 
 
 def measure(model: str, batch: int, device: torch.device, reps: int, rounds: int) -> dict:
-    cfg = OneShotConfig(lr=1e-3, step_lr=1e-4)     # the default recipe; small rates keep random weights finite
+    cfg = OneShotConfig(lr=1e-3, step_lr=1e-4).for_model(model)   # the default recipe; small rates keep weights finite
     float_model, eager_net, x, y = _setup(model, batch, device, cfg)
     graph_net = copy.deepcopy(eager_net)
     frozen = list(eager_net.searchable)[::3]
-    cands = apply_decision(eager_net.choices, frozen)
+    cands = apply_decision(eager_net.choices, frozen, activations=cfg.sched_freeze_activations)
     fp_opt = torch.optim.SGD(float_model.parameters(), lr=1e-3, momentum=0.9)
     start = time.perf_counter()
     graphed = GraphedStep(graph_net, cfg)

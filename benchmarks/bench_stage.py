@@ -33,7 +33,7 @@ from mpq.studies.tuning import run_jobs
 def time_epoch(params: Mapping, model: str, width_mult: float, device: str | None, graphed: bool | None = None) -> dict:
     """One epoch of one-shot training of ``model`` with the profile's recipe; seconds and steps."""
     data_cfg = from_dict(DataConfig, params["data"], "data")
-    cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot")
+    cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot").for_model(model)
     splits = make_splits(data_cfg.dataset, seed=params["seed"], train_size=data_cfg.train_size,
                          score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
     train = training_subset(splits.train, cfg.train_size)

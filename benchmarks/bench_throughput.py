@@ -164,10 +164,10 @@ def main() -> None:
         "ratio_fq_vs_fp_infer": round(med["fq_infer"] / med["fp_infer"], 3),
     }
     # where the time goes: a one-shot step of the default recipe, a search evaluation, a BN recalibration
-    full = OneShotConfig()                                # scheduler candidates and IDM on, as in params.yaml
+    full = OneShotConfig().for_model(args.model)          # scheduler candidates and IDM on, as in params.yaml
     frozen = list(supernet.searchable)[: len(supernet.searchable) // 3]
     from mpq.method.scheduler import apply_decision
-    candidates = apply_decision(supernet.choices, frozen)
+    candidates = apply_decision(supernet.choices, frozen, activations=full.sched_freeze_activations)
 
     def full_step():
         sn_opt.zero_grad(set_to_none=True)

@@ -30,7 +30,7 @@ def trained(tiny_splits, tmp_path_factory):
     from mpq.training.recipe import OneShotConfig
 
     torch.manual_seed(0)
-    cfg = OneShotConfig(epochs=1, num_random_paths=1)
+    cfg = OneShotConfig(epochs=1, num_random_paths=1).for_model("resnet20")
     sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
     path = tmp_path_factory.mktemp("ckpt") / "resnet20.pt"
     train = tiny_splits.train.subset(torch.arange(64))

@@ -67,7 +67,7 @@ def test_fp_checkpoint_of_another_model_is_refused(tmp_path):
 
 
 def test_supernet_checkpoint_refuses_mismatches(tiny_splits, tmp_path):
-    cfg = OneShotConfig(epochs=1, num_random_paths=1)
+    cfg = OneShotConfig(epochs=1, num_random_paths=1).for_model("resnet20")
     sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
     train = tiny_splits.train.subset(torch.arange(32))
     path = tmp_path / "sn.pt"

@@ -61,7 +61,9 @@ def test_graphed_step_equals_train_step(model, frozen):
     a = _supernet(model=model)
     b = copy.deepcopy(a)
     # the scheduler's candidates: a third of the layers without their lowest weight bit-width (IDM moves up)
-    cands = apply_decision(a.choices, list(a.searchable)[::3]) if frozen else None
+    # (and, for ResNet, their lowest activation bit-width: the family's rule)
+    rule = CFG.for_model(model).sched_freeze_activations
+    cands = apply_decision(a.choices, list(a.searchable)[::3], activations=rule) if frozen else None
     eager = _run(a, _eager(a), 3, cands)
     graphed = _run(b, GraphedStep(b, CFG, capture=False), 3, cands)
     for e, g in zip(eager, graphed):
@@ -144,7 +146,7 @@ def _train(tiny_splits, path, graphed: bool, stop_after=None):
     # IDM off: its masked sum changes the memory layout of some accumulated gradients, so later sums round
     # differently, and a scheduler decision near a tie can then flip (the step tests above cover IDM)
     cfg = OneShotConfig(epochs=2, num_random_paths=2, warmup_epochs=0.5, qe_start=0.3, sched_warmup=0.2,
-                        sched_every=0.1, idm=False)
+                        sched_every=0.1, idm=False).for_model("resnet20")
     sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), tiny_splits.calib, (1, 28, 28))
     return train_oneshot(sn, tiny_splits.train.subset(torch.arange(128)), cfg, batch_size=32, pad=2, flip=True, seed=0,
                          device=torch.device("cpu"), checkpoint=path, progress=False, graphed=graphed,

@@ -95,7 +95,7 @@ if not guard:   # the test's control: the same code with the guard switched off
     mpq.training.oneshot.place = mpq.training.fp.place = lambda model, device: place(model, device, guard=False)
 torch.manual_seed(0)
 splits = make_splits("fashion_mnist", seed=0, train_size=96, score_size=32, calib_size=32, test_size=32)
-cfg = OneShotConfig(epochs=1, num_random_paths=1)
+cfg = OneShotConfig(epochs=1, num_random_paths=1).for_model("resnet20")
 sn = build_supernet(create_model("resnet20", width_mult=0.25), cfg.supernet_spec(), splits.calib, (1, 28, 28))
 train_oneshot(sn, splits.train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
               progress=False)

@@ -79,13 +79,16 @@ def _step_grads(cfg, seed=0):
     return {n: p for n, p in sn.named_parameters() if p.grad is not None}
 
 
-def test_gradients_are_clipped_element_wise_after_all_paths_and_before_weight_decay():
-    base = dict(num_random_paths=2, scheduler=False, idm=False, cancel_2bit_decay=False)
+@pytest.mark.parametrize("cancel", [False, True])
+def test_gradients_are_clipped_element_wise_after_all_paths_and_before_weight_decay(cancel):
+    """The clip comes after every path's gradients and before the weight decay; the official 2-bit decay
+    correction (``cancel``) is part of the paths' gradients, so it is clipped with them (the same identity holds)."""
+    base = dict(num_random_paths=2, scheduler=False, idm=False, cancel_2bit_decay=cancel, weight_decay=0.01)
     raw = _step_grads(OneShotConfig(**base, clip_grad_value=None))
     clipped = _step_grads(OneShotConfig(**base, clip_grad_value=0.05))
     assert max(p.grad.abs().max().item() for p in raw.values()) > 0.05           # the clip has work to do
     for name, p in clipped.items():
-        decay = 5e-4 * p.detach() if p.dim() == 4 else torch.zeros_like(p)       # conv weights only
+        decay = 0.01 * p.detach() if p.dim() == 4 else torch.zeros_like(p)       # conv weights only
         expected = (raw[name].grad - decay).clamp(-0.05, 0.05) + decay
         assert torch.allclose(p.grad, expected, atol=1e-7), name
 

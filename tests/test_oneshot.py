@@ -13,7 +13,7 @@ from mpq.training.steps import apply_weight_decay
 from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, train_step
 from mpq.method.supernet import Supernet
 
-TINY = dict(epochs=2, num_random_paths=2, warmup_epochs=0.5, qe_start=0.5)
+TINY = dict(epochs=2, num_random_paths=2, warmup_epochs=0.5, qe_start=0.5, sched_freeze_activations=True)   # ResNet's
 
 
 def test_distillation_loss_zero_for_equal_logits_and_positive_otherwise():
@@ -73,6 +73,55 @@ def test_weight_decay_on_conv_weights_only_unless_asked():
     assert all(torch.allclose(l.weight.grad, 0.5 * l.weight) for l in linears)
     first = layers[next(iter(layers))]
     assert torch.allclose(first.weight.grad, 0.5 * first.weight)    # skipped: not decayed a second time
+
+
+class _OneConv(torch.nn.Module):
+    """A fixed stem, one searchable 1x1 conv with five output channels (five weights), its BN, a fixed classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 1, 1, bias=False)
+        self.conv = torch.nn.Conv2d(1, 5, 1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(5)
+        self.fc = torch.nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(self.stem(x))).mean((2, 3)))
+
+
+def _decay_grad(rule: str, paths: list[int], cancel: bool = True) -> list[float]:
+    """The searchable conv's gradient after a step's decay (zero path gradients), weight decay 0.5, the 2-bit
+    step size 0.1, so the 2-bit range is [-2 s, 1 s] = [-0.2, 0.1]; ``paths``: the conv's w_bits on each random path."""
+    from mpq.training.steps import clip_gradients, correct_2bit_decay, decay_weights
+
+    sn = Supernet(_OneConv(), (1, 4, 4))
+    conv = sn.model.conv
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([-0.5, -0.2, 0.05, 0.1, 0.3]).view(5, 1, 1, 1))
+        conv.weight_quantizer.step_size["2"].fill_(0.1)
+    for p in sn.parameters():
+        p.grad = torch.zeros_like(p)
+    cfg = OneShotConfig(weight_decay=0.5, cancel_2bit_decay=cancel, cancel_2bit_decay_rule=rule)
+    configs = [{"conv": (w, 4)} for w in paths]
+    correct_2bit_decay(sn, cfg, configs)          # the order of a step: correction, clip, decay
+    clip_gradients(sn, cfg.clip_grad_value)
+    decay_weights(sn, cfg, configs)
+    return [round(v, 6) for v in conv.weight.grad.flatten().tolist()]
+
+
+@pytest.mark.timeout(10)
+def test_the_2bit_decay_correction_spares_only_in_range_weights():
+    """Official rule: per 2-bit path, the decay 0.5 w of the weights inside [-0.2, 0.1] (ends included) is taken
+    back; -0.5 and 0.3 keep theirs. By hand: decay 0.5 w = [-0.25, -0.1, 0.025, 0.05, 0.15]."""
+    decay = [-0.25, -0.1, 0.025, 0.05, 0.15]
+    assert _decay_grad("per_path_in_range", [4]) == decay                         # no 2-bit path: plain decay
+    assert _decay_grad("per_path_in_range", [2]) == [-0.25, 0.0, 0.0, 0.0, 0.15]
+    assert _decay_grad("per_path_in_range", [2, 3, 2]) == [-0.25, 0.1, -0.025, -0.05, 0.15]   # twice: growth
+    assert _decay_grad("per_step_layer", [2, 2]) == [0.0] * 5                      # the whole layer, once a step
+    assert _decay_grad("per_path_in_range", [2], cancel=False) == decay
+    assert OneShotConfig().cancel_2bit_decay_rule == "per_path_in_range"
+    with pytest.raises(ValueError, match="cancel_2bit_decay_rule"):
+        OneShotConfig(cancel_2bit_decay_rule="per_layer")
 
 
 def test_baseline_is_a_single_candidate_max_path_only():
@@ -138,6 +187,7 @@ def test_scheduler_and_idm_switch_off_exactly(tiny_splits, tmp_path):
     assert not _same_weights(plain, short("idm", scheduler=False, idm=True, idm_weight=1.0))
 
 
+@pytest.mark.timeout(60)
 def test_scheduler_decision_is_saved_and_bounds_the_search(tiny_splits, tmp_path):
     from mpq.search.evaluation import search_space
     from mpq.training.oneshot import checkpoint_candidates, load_supernet
@@ -146,14 +196,22 @@ def test_scheduler_decision_is_saved_and_bounds_the_search(tiny_splits, tmp_path
     run = _short(tiny_splits, tmp_path, "sched", scheduler=True, sched_warmup=0.0, sched_every=0.5,
                  sched_late_from=1.0, sched_min_steps=1, idm=True)
     n = len(run.ema.searchable)
-    # 4 steps, calls at steps 0 and 2: the last decision froze round(ratio(0.5) * n) layers
-    assert len(run.frozen) == round(freeze_ratio(0.5) * n) and set(run.frozen) <= set(run.ema.searchable)
+    # 4 steps, calls at steps 0 and 2: the last decision froze int(ratio(0.5) * n) layers (a floor, as official)
+    assert len(run.frozen) == int(freeze_ratio(0.5) * n) and set(run.frozen) <= set(run.ema.searchable)
     loaded = load_supernet(tmp_path / "sched.pt")
     cands = checkpoint_candidates(tmp_path / "sched.pt", loaded)
     assert cands == run.candidates()
     space = search_space(loaded, cands)
-    for name in loaded.searchable:
-        assert (min(space.w_choices[name]) > 2) == (name in run.frozen)
+    for name in loaded.searchable:       # ResNet: frozen layers lose W2 and A2, and keep both out of the search
+        assert (min(space.w_choices[name]) > 2) == (name in run.frozen) == (min(space.a_choices[name]) > 2)
+
+
+@pytest.mark.timeout(60)
+def test_a_scheduler_with_no_rule_for_what_freezing_takes_is_refused(tiny_splits, tmp_path):
+    with pytest.raises(ValueError, match="sched_freeze_activations is null"):
+        _short(tiny_splits, tmp_path, "unresolved", images=64, sched_freeze_activations=None)
+    plain = _short(tiny_splits, tmp_path, "plain", images=64, scheduler=False, sched_freeze_activations=None)
+    assert plain.frozen == [] and plain.candidates() == plain.ema.choices      # no call, nothing to resolve
 
 
 def test_ema_update_equals_averaged_model():
@@ -248,7 +306,9 @@ def test_scheduler_log_records_every_call_changes_nothing_else_and_survives_a_re
     assert [c.step for c in log.calls] == [0, 1, 2, 3] and list(log.calls[-1].frozen) == logged.frozen
     for call in log.calls:                      # each decision is the one its recorded scores give
         assert list(call.frozen) == decide_frozen(call.scores, call.ratio)
+        assert all(pair == (3, 3) for pair in call.frozen_lowest.values())    # ResNet: W2 and A2 both gone
         assert list(call.scores) == list(logged.ema.searchable) and list(call.full_scores) == list(call.scores)
+    assert log.as_dict(4)["summary"]["frozen_lowest_points"] == [[3, 3]]
     # a frozen layer is scored without its lowest candidate, so its score differs from its full-list one
     first = set(log.calls[0].frozen)
     assert first and all(log.calls[1].scores[n] != log.calls[1].full_scores[n] for n in first)
@@ -259,3 +319,16 @@ def test_scheduler_log_records_every_call_changes_nothing_else_and_survives_a_re
     resumed_log = SchedulerLog()
     _logged(tiny_splits, tmp_path, "part", resumed_log)
     assert resumed_log.state() == log.state()
+
+
+def test_a_checkpoint_from_before_the_official_rules_reads_as_it_was_trained():
+    """A checkpoint whose config lacks the keys of issue 45 was trained with the rules before them."""
+    from dataclasses import asdict
+
+    from mpq.training.oneshot import EARLIER_RECIPE, stored_recipe
+
+    old = {k: v for k, v in asdict(OneShotConfig()).items() if k not in EARLIER_RECIPE}
+    recipe = stored_recipe({"config": old})
+    assert (recipe.cancel_2bit_decay_rule, recipe.depthwise_floor_activations, recipe.sched_count_rounding,
+            recipe.sched_freeze_activations) == ("per_step_layer", False, "round", False)
+    assert stored_recipe({"config": asdict(OneShotConfig().for_model("resnet20"))}).sched_freeze_activations is True

@@ -13,8 +13,8 @@ from mpq.search.evaluation import search_space
 from mpq.method.losses import capture_bn_outputs, idm_loss, lowest_bit_layers
 from mpq.models import create_model
 from mpq.method.scheduler import (OscillationMonitor, SchedulerConfig, apply_decision, call_steps, decide_frozen, persistence,
-                                  flip_rate, freeze_ratio, integer_levels, layer_scores, quantization_distance,
-                                  turbulence)
+                                  flip_rate, freeze_ratio, frozen_count, integer_levels, layer_scores,
+                                  quantization_distance, turbulence)
 from mpq.method.supernet import Supernet
 
 
@@ -45,20 +45,32 @@ def test_decision_on_hand_made_scores():
         decide_frozen(scores, 1.5)
 
 
+def test_the_frozen_count_is_floored_as_the_official_int():
+    # ResNet-20's 20 searchable layers at ratio 0.48 (a cosine-annealed ratio between 0.5 and 0.2): 9.6 layers
+    scores = {f"l{i:02d}": 1.0 - i / 100 for i in range(20)}          # l00 the most turbulent, l19 the least
+    assert frozen_count(20, 0.48) == 9 and frozen_count(20, 0.48, "round") == 10
+    assert decide_frozen(scores, 0.48) == [f"l{i:02d}" for i in range(9)]
+    assert decide_frozen(scores, 0.48, "round") == [f"l{i:02d}" for i in range(10)]
+    assert frozen_count(20, 0.5) == 10 and frozen_count(3, 0.2) == 0 and frozen_count(3, 0.2, "round") == 1
+    assert SchedulerConfig().count_rounding == "floor"
+    with pytest.raises(ValueError, match="count_rounding"):
+        SchedulerConfig(count_rounding="ceil")
+
+
 def test_schedule_endpoints():
     assert freeze_ratio(0.0) == pytest.approx(0.5) and freeze_ratio(1.0) == pytest.approx(0.2)
     assert freeze_ratio(0.5) == pytest.approx(0.35)
     assert all(freeze_ratio(a) >= freeze_ratio(b) for a, b in zip([0.1 * i for i in range(10)], [0.1 * i for i in range(1, 11)]))
-    # the official proportions (first after 4% of training, every 1.33% until 72%, every 10% after) in a long run
+    # the official proportions (first after 7/150 of training, every 1.33% until 72%, every 10% after) in a long run
     steps = call_steps(15000, SchedulerConfig(min_steps=1))
-    assert steps[0] == 600 and steps == sorted(set(steps)) and steps[-1] < 15000
+    assert steps[0] == 705 and steps == sorted(set(steps)) and steps[-1] < 15000
     early = [b - a for a, b in zip(steps, steps[1:]) if b <= 0.72 * 15000]
     late = [b - a for a, b in zip(steps, steps[1:]) if a >= 0.72 * 15000]
     assert set(early) <= {199, 200} and set(late) == {1500}      # calls thin out late, as in the paper
     # a run of 470 steps: persistence wins, every decision outlasts the EMA horizon of 100 steps
     steps = call_steps(470, SchedulerConfig())
-    assert steps == [19, 119, 219, 319, 419]
-    assert persistence(steps, 470) == [100, 100, 100, 100, 51]
+    assert steps == [22, 122, 222, 322, 422]
+    assert persistence(steps, 470) == [100, 100, 100, 100, 48]
     with pytest.raises(ValueError, match="band"):
         SchedulerConfig(band=0.6)
 
@@ -67,7 +79,7 @@ def test_freeze_and_unfreeze_bound_sampling_and_search():
     sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
     names = list(sn.searchable)
     frozen = names[:3]
-    cands = apply_decision(sn.choices, frozen)
+    cands = apply_decision(sn.choices, frozen, activations=False)     # weights only (split lists)
     for name in names:
         full_w, full_a = sn.choices[name]
         assert cands[name][1] == full_a
@@ -79,10 +91,69 @@ def test_freeze_and_unfreeze_bound_sampling_and_search():
     space = search_space(sn, cands)
     assert all(2 not in space.w_choices[n] for n in frozen) and 2 in space.w_choices[names[-1]]
     # the next decision unfreezes: a layer frozen before gets its full list back
-    again = apply_decision(sn.choices, names[3:4])
+    again = apply_decision(sn.choices, names[3:4], activations=False)
     assert again[names[0]] == sn.choices[names[0]] and 2 not in again[names[3]][0]
     with pytest.raises(ValueError, match="not searchable"):
-        apply_decision(sn.choices, ["nope"])
+        apply_decision(sn.choices, ["nope"], activations=False)
+    with pytest.raises(ValueError, match="for_model"):              # an unresolved rule is refused
+        apply_decision(sn.choices, frozen, activations=None)
+
+
+def _drawn(sn: Supernet, cands, names, draws: int = 300) -> dict[str, set[tuple[int, int]]]:
+    """Every (w_bits, a_bits) pair ``draws`` random paths give each of ``names``."""
+    gen = torch.Generator().manual_seed(0)
+    seen: dict[str, set[tuple[int, int]]] = {n: set() for n in names}
+    for _ in range(draws):
+        cfg = sn.sample_config(gen, cands)
+        for n in names:
+            seen[n].add(cfg[n])
+    return seen
+
+
+@pytest.mark.timeout(10)
+def test_a_frozen_resnet_layer_samples_neither_w2_nor_a2():
+    from mpq.training.recipe import OneShotConfig
+
+    rule = OneShotConfig().for_model("resnet20").sched_freeze_activations     # the registry: ResNet shares its lists
+    assert rule is True
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    names = list(sn.searchable)
+    frozen, free = names[:3], names[3:6]
+    cands = apply_decision(sn.choices, frozen, activations=rule)
+    assert all(cands[n] == ((3, 4, 5, 6), (3, 4, 5, 6)) for n in frozen)
+    seen = _drawn(sn, cands, frozen + free)
+    assert all(w != 2 and a != 2 for n in frozen for w, a in seen[n])
+    assert {w for n in frozen for w, _ in seen[n]} == {3, 4, 5, 6} == {a for n in frozen for _, a in seen[n]}
+    assert all(any(w == 2 for w, _ in seen[n]) and any(a == 2 for _, a in seen[n]) for n in free)
+    # the supernet's own lowest point: W3A3 on the frozen layers, W2A2 elsewhere; the search space agrees
+    low = sn.min_config(cands)
+    assert all(low[n] == (3, 3) for n in frozen) and all(low[n] == (2, 2) for n in names[3:])
+    space = search_space(sn, cands)
+    assert all(2 not in space.w_choices[n] and 2 not in space.a_choices[n] for n in frozen)
+    # a value set in params wins over the family's
+    assert OneShotConfig(sched_freeze_activations=False).for_model("resnet20").sched_freeze_activations is False
+
+
+@pytest.mark.timeout(10)
+def test_a_frozen_mobilenetv2_layer_still_samples_a2():
+    from torch import nn
+
+    from mpq.training.recipe import OneShotConfig
+
+    rule = OneShotConfig().for_model("mobilenetv2_28").sched_freeze_activations     # the MobileNetV2 config splits
+    assert rule is False and OneShotConfig().for_model("efficientnet_lite_28").sched_freeze_activations is False
+    sn = Supernet(create_model("mobilenetv2_28", width_mult=0.25), (1, 28, 28))
+    modules = dict(sn.model.named_modules())
+    pointwise = [n for n in sn.searchable if isinstance(modules[n], nn.Conv2d) and modules[n].groups == 1][:3]
+    depthwise = [n for n in sn.searchable if isinstance(modules[n], nn.Conv2d) and modules[n].groups > 1][:2]
+    cands = apply_decision(sn.choices, pointwise + depthwise, activations=rule)
+    seen = _drawn(sn, cands, pointwise + depthwise)
+    for n in pointwise:                  # weights lose 2, activations keep it
+        assert {w for w, _ in seen[n]} == {3, 4, 5, 6} and any(a == 2 for _, a in seen[n])
+    for n in depthwise:                  # weights lose their floor 3; activations keep 3..6 (never 2: the floor)
+        assert {w for w, _ in seen[n]} == {4, 5, 6} and {a for _, a in seen[n]} == {3, 4, 5, 6}
+    with pytest.raises(ValueError, match="unknown model"):
+        OneShotConfig().for_model("vgg")
 
 
 def test_layer_scores_cover_searchable_layers():
@@ -184,9 +255,17 @@ def test_schedule_summary_of_hand_made_calls():
     log = SchedulerLog()
     # four layers; call 1 freezes a, b; call 2 (a rotation: a and b scored without their lowest candidate)
     # freezes c, d although on the full lists a and b are still the most turbulent; call 3 freezes a, c
-    log.record(10, 0.5, ["a", "b"], {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1}, {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1})
-    log.record(110, 0.5, ["c", "d"], {"a": 0.1, "b": 0.1, "c": 0.3, "d": 0.2}, {"a": 0.4, "b": 0.3, "c": 0.3, "d": 0.2})
-    log.record(260, 0.5, ["a", "c"], {"a": 0.5, "b": 0.1, "c": 0.3, "d": 0.1}, {"a": 0.5, "b": 0.1, "c": 0.3, "d": 0.1})
+    full = {n: ((2, 3, 4), (2, 3, 4)) for n in "abcd"}
+
+    def cands(frozen, activations=True):
+        return apply_decision(full, frozen, activations=activations)
+
+    log.record(10, 0.5, ["a", "b"], {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1}, {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1},
+               cands(["a", "b"]))
+    log.record(110, 0.5, ["c", "d"], {"a": 0.1, "b": 0.1, "c": 0.3, "d": 0.2}, {"a": 0.4, "b": 0.3, "c": 0.3, "d": 0.2},
+               cands(["c", "d"]))
+    log.record(260, 0.5, ["a", "c"], {"a": 0.5, "b": 0.1, "c": 0.3, "d": 0.1}, {"a": 0.5, "b": 0.1, "c": 0.3, "d": 0.1},
+               cands(["a", "c"], activations=False))
     s = log.as_dict(300)["summary"]
     assert s["calls"] == 3 and s["call_steps"] == [10, 110, 260] and s["steps_between"] == [100, 150]
     assert s["persistence"] == [100, 150, 40] and s["median_persistence"] == 100 and s["min_persistence"] == 40
@@ -197,6 +276,9 @@ def test_schedule_summary_of_hand_made_calls():
     assert s["full_score_gap"][1] == pytest.approx(0.25 - 0.35)
     # the full scores would have frozen a, b at call 2 (none shared with c, d) and a, c at call 3
     assert s["refrozen_by_full_scores"] == [0.0, 1.0]
+    # what freezing took: W2 and A2 at the first two calls, W2 only at the third
+    assert log.calls[0].frozen_lowest == {"a": (3, 3), "b": (3, 3)} and log.calls[2].frozen_lowest["c"] == (3, 2)
+    assert s["frozen_lowest_points"] == [[3, 2], [3, 3]]
     assert json.loads(json.dumps(log.as_dict(300), allow_nan=False)) == log.as_dict(300)    # strict JSON
     again = SchedulerLog()
     again.load_state(log.state())
@@ -208,7 +290,7 @@ def test_schedule_summary_of_hand_made_calls():
 @pytest.mark.timeout(10)
 def test_schedule_design_counts_calls_and_compares_persistence_with_the_ema_horizon():
     design = schedule_design(1200, SchedulerConfig(min_steps=100), 0.99)
-    assert design["calls"] == 12 and design["call_steps"][:2] == [48, 148] and design["call_steps"][-3:] == [948, 1068, 1188]
+    assert design["calls"] == 12 and design["call_steps"][:2] == [56, 156] and design["call_steps"][-3:] == [956, 1076, 1196]
     assert design["median_persistence"] == 100 and design["decisions_outlast_ema"]
     short = schedule_design(470, SchedulerConfig(min_steps=100), 0.995)      # horizon 200 steps
     assert short["calls"] == 5 and not short["decisions_outlast_ema"]

@@ -584,6 +584,7 @@ def test_search_command_writes_the_folder_and_the_stage_record(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cfg = OneShotConfig(**{**params["oneshot"], "w_bit_choices": (2, 3), "a_bit_choices": (2, 3)})
+    cfg = cfg.for_model("resnet20")
     torch.manual_seed(0)
     float_model = create_model("resnet20", num_classes=10, width_mult=0.25)
     (tmp_path / "checkpoints/fp").mkdir(parents=True)

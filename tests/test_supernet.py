@@ -146,7 +146,8 @@ def test_recalibration_changes_bn_statistics_and_only_them():
 @pytest.mark.parametrize("name", ["mobilenetv2_28", "efficientnet_lite_28"])
 def test_no_configuration_puts_a_depthwise_conv_below_its_floor(name):
     """The supernet, every uniform LSQ baseline (W2A2 included) and every configuration they can take keep
-    depthwise convs at 3-bit weights or more; the W2A2 baseline is the supernet's uniform W2A2 point."""
+    depthwise convs at 3-bit weights and activations or more; the W2A2 baseline is the supernet's uniform W2A2
+    point."""
     from mpq.training.recipe import OneShotConfig
 
     cfg = OneShotConfig()
@@ -157,14 +158,41 @@ def test_no_configuration_puts_a_depthwise_conv_below_its_floor(name):
     gen = torch.Generator().manual_seed(0)
     for bits in (2, 3, 4, 5, 6):
         base = Supernet(model, (1, 28, 28), cfg.baseline(bits).supernet_spec())
-        assert all(base.choices[n][0] == (max(bits, 3),) for n in depthwise)
-        assert all(base.choices[n][0] == (bits,) for n in base.searchable if n not in depthwise)
+        assert all(base.choices[n] == ((max(bits, 3),), (max(bits, 3),)) for n in depthwise)
+        assert all(base.choices[n] == ((bits,), (bits,)) for n in base.searchable if n not in depthwise)
         uniform = base.uniform_config(bits)
         assert uniform == supernet.uniform_config(bits)
         assert base.bitops(uniform) == supernet.bitops(uniform)
         for net in (base, supernet):
             for cfg_ in (net.min_config(), uniform, *(net.sample_config(gen) for _ in range(20))):
-                assert all(cfg_[n][0] >= 3 for n in depthwise)
+                assert all(cfg_[n][0] >= 3 and cfg_[n][1] >= 3 for n in depthwise)
+
+
+@pytest.mark.timeout(10)
+def test_a_depthwise_activation_never_samples_2_bits():
+    """The official depthwise convs take candidates 6..3 for weights and activations alike
+    (``depthwise_floor_activations``); without it (this package's rule before) their activations reach 2 bits."""
+    from mpq.training.recipe import OneShotConfig
+
+    model = create_model("mobilenetv2_28", width_mult=0.25)
+    sn = Supernet(model, (1, 28, 28), OneShotConfig().supernet_spec())
+    depthwise = [n for n, m in sn.model.named_modules() if isinstance(m, QConv2d) and m.is_depthwise]
+    others = [n for n in sn.searchable if n not in depthwise]
+    assert depthwise and all(sn.choices[n] == ((3, 4, 5, 6), (3, 4, 5, 6)) for n in depthwise)
+    assert all(sn.choices[n] == ((2, 3, 4, 5, 6), (2, 3, 4, 5, 6)) for n in others)
+    # the quantizer has no 2-bit activation step size, and the switchable BN no pair with 2-bit activations
+    layer = sn.model.get_submodule(depthwise[0])
+    assert sorted(layer.input_quantizer.step_size) == ["3", "4", "5", "6"]
+    assert not [k for k in sn.bn_layers()[depthwise[0]].bns if k.endswith("a2")]
+    gen = torch.Generator().manual_seed(0)
+    drawn = [sn.sample_config(gen) for _ in range(200)]
+    assert all(c[n][1] >= 3 for c in drawn for n in depthwise)
+    assert any(c[n][1] == 2 for c in drawn for n in others)
+    assert all(sn.uniform_config(2)[n] == (3, 3) and sn.min_config()[n] == (3, 3) for n in depthwise)
+    with pytest.raises(ValueError, match="outside its candidates"):
+        sn.validate({**sn.uniform_config(4), depthwise[0]: (4, 2)})
+    before = Supernet(model, (1, 28, 28), OneShotConfig(depthwise_floor_activations=False).supernet_spec())
+    assert all(before.choices[n] == ((3, 4, 5, 6), (2, 3, 4, 5, 6)) for n in depthwise)
 
 
 def test_nchw_bn_route_only_where_measured():

@@ -129,7 +129,7 @@ RESULTS = {"m": {"fp_test_acc": 0.9, "uniform": {2: {"test_acc": 0.75}, 4: {"tes
 def test_supernet_table_and_findings():
     table = supernet_table(RESULTS)
     assert list(table.columns) == ["model", "FP (%)", "W2A2 (%)", "W4A4 (%)", "own lowest point (%)", "training (s)",
-                                   "layers without 2-bit at the end", "run"]
+                                   "layers frozen at the end", "run"]
     assert table.iloc[0].tolist() == ["m", 90.0, 75.0, 87.5, 80.0, 12.4, 2, "healthy"]
     lines = supernet_findings(RESULTS)
     assert lines[0] == ("m: one supernet, trained once (3 epochs over 100 images, 12 s), gives W2A2 75.00%, "
@@ -196,8 +196,13 @@ def test_lowest_point_keeps_the_decision_and_health_flags_a_collapse(small):
     sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
     sn.calibrate(to_device(*next(iter(batches(small.calib, 64, shuffle=False))), CPU)[0])
     frozen = sn.searchable[:3]
-    low = lowest_point(sn, apply_decision(sn.choices, frozen), small.calib, small.test, batch_size=256)
-    assert low["layers_above_floor"] == 3
+    low = lowest_point(sn, apply_decision(sn.choices, frozen, activations=True), small.calib, small.test,
+                       batch_size=256)
+    # ResNet's rule: the frozen layers sit at W3A3, above the floor in weights and activations alike
+    assert low["layers_above_floor"] == low["weights_above_floor"] == low["activations_above_floor"] == 3
+    split = lowest_point(sn, apply_decision(sn.choices, frozen, activations=False), small.calib, small.test,
+                         batch_size=256)
+    assert (split["layers_above_floor"], split["weights_above_floor"], split["activations_above_floor"]) == (3, 3, 0)
     assert low["gbitops"] > bitops(sn.cost_table, sn.min_config()) / 1e9
     healthy = training_health([1.0, 0.5], sn, small.calib, small.test, fp_heldout_acc=0.0)
     assert not healthy["collapsed"] and healthy["why"] == ""

@@ -8,9 +8,12 @@ turbulent layers until its next call, so the rest can settle. Three steps, three
 - measure: ``turbulence`` (one tensor, one bit-width) and ``layer_scores`` (every searchable layer of a
   supernet, over its current weight candidates);
 - decide: ``decide_frozen`` is a pure function of the scores and the freeze ratio (``freeze_ratio``
-  anneals it from 0.5 to 0.2 with a cosine over training);
+  anneals it from 0.5 to 0.2 with a cosine over training); ``frozen_count`` says how many layers that is;
 - apply: ``apply_decision`` turns the decision into each layer's candidates, which sampling
-  (``Supernet.sample_config(gen, candidates)``) and the search (``evaluation.search_space``) take.
+  (``Supernet.sample_config(gen, candidates)``) and the search (``evaluation.search_space``) take. A frozen
+  layer loses its lowest weight candidate, and with ``activations`` its lowest activation candidate too: the
+  official ResNet config keeps one candidate list for both (so freezing removes W2 and A2), the MobileNetV2
+  config two (freezing removes the weights' lowest only); ``mpq.models`` records which each model follows.
 
 Oscillation instrumentation for the interference study: ``integer_levels`` of a weight at a bit-width,
 ``flip_rate`` between two measurements, ``quantization_distance``, and ``OscillationMonitor``, which
@@ -30,6 +33,7 @@ from torch import Tensor
 from mpq.method.quantizer import int_range
 
 Choices = tuple[tuple[int, ...], tuple[int, ...]]      # (weight candidates, activation candidates)
+ROUNDINGS = ("floor", "round")                         # how a freeze ratio becomes a number of layers
 
 
 @dataclass(frozen=True)
@@ -37,15 +41,19 @@ class SchedulerConfig:
     """When and how hard the scheduler freezes; times are fractions of the whole training run.
 
     The official code calls the scheduler every 2 epochs of a 150-epoch run, the first time after the
-    first 7 epochs (``warmup`` about 0.04), until 72% of training (``late_from``), and every 15 epochs after
+    first 7 epochs (``warmup`` 7/150, about 0.047), until 72% of training (``late_from``), and every 15 epochs after
     (``every_late`` 0.1); ``every`` is 2/150. There a decision lasts thousands of optimizer steps, and
     weights move between calls. Our runs have a few hundred steps, where those proportions would replace a
     decision every few steps (a rotation, not a response to turbulence), so ``min_steps`` spaces consecutive
     calls at least that many optimizer steps apart: about the EMA horizon (1 / (1 - ema_decay)). Where the
     two conflict, persistence wins (DESIGN.md section 2) and the run has fewer calls.
+
+    ``count_rounding``: how many of n layers a ratio r freezes, ``"floor"`` (official ``int(n * r)``) or
+    ``"round"``. ``freeze_activations``: whether a frozen layer also loses its lowest activation candidate (the
+    official ResNet config; ``apply_decision``); None until resolved for a model (``OneShotConfig.for_model``).
     """
 
-    warmup: float = 0.04
+    warmup: float = 0.047              # official: first call after epoch 7 of 150
     every: float = 0.0133
     late_from: float = 0.72
     every_late: float = 0.1
@@ -53,6 +61,8 @@ class SchedulerConfig:
     ratio_start: float = 0.5           # fraction of layers frozen at the first call (paper: 0.5)
     ratio_end: float = 0.2             # ... at the end of training (paper: 0.2)
     band: float = 0.125                # "near a threshold": within band * step size (paper: 0.125)
+    count_rounding: str = "floor"      # layers frozen: floor(r * n) (official int(n * r)) or "round"
+    freeze_activations: bool | None = None   # frozen layers lose their lowest activation candidate too
 
     def __post_init__(self) -> None:
         for name in ("warmup", "late_from", "ratio_start", "ratio_end"):
@@ -65,6 +75,11 @@ class SchedulerConfig:
             raise ValueError(f"scheduler.min_steps must be at least 1, got {self.min_steps!r}")
         if not 0.0 < self.band < 0.5:
             raise ValueError(f"scheduler.band must lie in (0, 0.5), got {self.band!r}")
+        if self.count_rounding not in ROUNDINGS:
+            raise ValueError(f"scheduler.count_rounding must be one of {list(ROUNDINGS)}, got {self.count_rounding!r}")
+        if self.freeze_activations not in (True, False, None):
+            raise ValueError("scheduler.freeze_activations must be true, false or null (the model family's), "
+                             f"got {self.freeze_activations!r}")
 
 
 def call_steps(total_steps: int, cfg: SchedulerConfig) -> list[int]:
@@ -132,34 +147,69 @@ def layer_scores(supernet, candidates: Mapping[str, Choices] | None = None, band
     return scores
 
 
-def decide_frozen(scores: Mapping[str, float], ratio: float) -> list[str]:
-    """The ``round(ratio * n)`` layers with the highest scores (ties: the earlier layer first), in layer order.
+def frozen_count(layers: int, ratio: float, rounding: str = "floor") -> int:
+    """How many of ``layers`` a freeze ``ratio`` freezes: ``int(layers * ratio)`` as the official code counts
+    (``"floor"``), or the nearest integer (``"round"``).
 
-    >>> decide_frozen({"a": 0.1, "b": 0.3, "c": 0.2, "d": 0.0}, 0.5)
-    ['b', 'c']
+    >>> frozen_count(20, 0.475), frozen_count(20, 0.475, "round")
+    (9, 10)
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {list(ROUNDINGS)}, got {rounding!r}")
+    return int(layers * ratio) if rounding == "floor" else int(round(ratio * layers))
+
+
+def top_layers(scores: Mapping[str, float], k: int) -> list[str]:
+    """The ``k`` layers with the highest scores (ties: the earlier layer first), in layer order.
+
+    >>> top_layers({"a": 0.1, "b": 0.3, "c": 0.2, "d": 0.0}, 2)
+    ['b', 'c']
+    """
     names = list(scores)
-    k = int(round(ratio * len(names)))
     ranked = sorted(range(len(names)), key=lambda i: (-scores[names[i]], i))[:k]
     return [names[i] for i in sorted(ranked)]
 
 
-def apply_decision(choices: Mapping[str, Choices], frozen: Sequence[str]) -> dict[str, Choices]:
-    """Each layer's candidates after a decision: frozen layers lose their lowest weight candidate
-    (2, or 3 for depthwise convs), every other layer has its full list; a layer keeps at least one.
+def decide_frozen(scores: Mapping[str, float], ratio: float, rounding: str = "floor") -> list[str]:
+    """The ``frozen_count(n, ratio, rounding)`` layers with the highest scores, in layer order.
 
-    >>> apply_decision({"a": ((2, 3, 4), (2, 4)), "b": ((3, 4), (2, 4))}, ["a"])
-    {'a': ((3, 4), (2, 4)), 'b': ((3, 4), (2, 4))}
+    >>> decide_frozen({"a": 0.1, "b": 0.3, "c": 0.2, "d": 0.0}, 0.5)
+    ['b', 'c']
+    >>> scores = {"a": 0.1, "b": 0.3, "c": 0.2}
+    >>> decide_frozen(scores, 0.5), decide_frozen(scores, 0.5, "round")
+    (['b'], ['b', 'c'])
     """
+    return top_layers(scores, frozen_count(len(scores), ratio, rounding))
+
+
+def apply_decision(choices: Mapping[str, Choices], frozen: Sequence[str], *, activations: bool) -> dict[str, Choices]:
+    """Each layer's candidates after a decision: frozen layers lose their lowest weight candidate (2, or 3 for
+    depthwise convs) and, with ``activations``, their lowest activation candidate too; every other layer has its
+    full lists; a list keeps at least one candidate.
+
+    ``activations`` True is the official ResNet config, whose layers keep one candidate list for weights and
+    activations (a frozen layer's lowest point becomes W3A3); False the MobileNetV2 config, which splits them.
+
+    >>> apply_decision({"a": ((2, 3, 4), (2, 4)), "b": ((3, 4), (2, 4))}, ["a"], activations=False)
+    {'a': ((3, 4), (2, 4)), 'b': ((3, 4), (2, 4))}
+    >>> apply_decision({"a": ((2, 3, 4), (2, 4)), "b": ((3, 4), (2, 4))}, ["a"], activations=True)
+    {'a': ((3, 4), (4,)), 'b': ((3, 4), (2, 4))}
+    """
+    if activations not in (True, False):
+        raise ValueError(f"activations must be True or False (what a frozen layer loses), got {activations!r}; "
+                         "resolve oneshot.sched_freeze_activations for the model (OneShotConfig.for_model)")
     unknown = set(frozen) - set(choices)
     if unknown:
         raise ValueError(f"frozen layers {sorted(unknown)} are not searchable layers")
     out = {}
     for name, (w, a) in choices.items():
-        w = tuple(sorted(w))
-        out[name] = ((w[1:] if name in frozen and len(w) > 1 else w), tuple(a))
+        w, a = tuple(sorted(w)), tuple(sorted(a))
+        if name in frozen:
+            w = w[1:] if len(w) > 1 else w
+            a = a[1:] if activations and len(a) > 1 else a
+        out[name] = (w, a)
     return out
 
 
@@ -284,7 +334,8 @@ class SchedulerCall:
     frozen by the previous call is scored without its lowest bit-width, whose term (turbulence / b at the
     smallest b) is usually the largest. ``full_scores`` are over every layer's full candidate list, comparable
     between layers and calls whatever the previous decision: they tell a decision that follows turbulence from
-    one that rotates because freezing a layer lowers its own score.
+    one that rotates because freezing a layer lowers its own score. ``frozen_lowest`` shows what freezing took:
+    (3, 3) for a ResNet layer (weights and activations share one list), (3, 2) where only weights lose theirs.
     """
 
     step: int                          # optimizer step (0-based) before which the decision takes effect
@@ -292,6 +343,7 @@ class SchedulerCall:
     frozen: tuple[str, ...]
     scores: dict[str, float]
     full_scores: dict[str, float]
+    frozen_lowest: dict[str, tuple[int, int]]   # each frozen layer's lowest (w_bits, a_bits) after the decision
 
 
 class SchedulerLog:
@@ -305,16 +357,21 @@ class SchedulerLog:
         self.calls: list[SchedulerCall] = []
 
     def record(self, step: int, ratio: float, frozen: Sequence[str], scores: Mapping[str, float],
-               full_scores: Mapping[str, float]) -> None:
-        self.calls.append(SchedulerCall(int(step), float(ratio), tuple(frozen), dict(scores), dict(full_scores)))
+               full_scores: Mapping[str, float], candidates: Mapping[str, Choices]) -> None:
+        """One call; ``candidates``: every layer's candidates after the decision (``apply_decision``)."""
+        lowest = {n: (int(min(candidates[n][0])), int(min(candidates[n][1]))) for n in frozen}
+        self.calls.append(SchedulerCall(int(step), float(ratio), tuple(frozen), dict(scores), dict(full_scores),
+                                        lowest))
 
     def state(self) -> list[dict]:
         return [{"step": c.step, "ratio": c.ratio, "frozen": list(c.frozen), "scores": dict(c.scores),
-                 "full_scores": dict(c.full_scores)} for c in self.calls]
+                 "full_scores": dict(c.full_scores), "frozen_lowest": {n: list(p) for n, p in c.frozen_lowest.items()}}
+                for c in self.calls]
 
     def load_state(self, state: Sequence[Mapping]) -> None:
         self.calls = [SchedulerCall(int(c["step"]), float(c["ratio"]), tuple(c["frozen"]), dict(c["scores"]),
-                                    dict(c["full_scores"])) for c in state]
+                                    dict(c["full_scores"]), {n: tuple(p) for n, p in c["frozen_lowest"].items()})
+                      for c in state]
 
     def as_dict(self, total_steps: int) -> dict:
         return {"calls": self.state(), "summary": schedule_summary(self.calls, total_steps)}
@@ -342,16 +399,19 @@ def schedule_summary(calls: Sequence[SchedulerCall], total_steps: int) -> dict:
       random decisions of those sizes would have: a scheduler that follows persistent turbulence keeps layers
       frozen (overlap well above chance), a rotation swaps them (overlap at or below chance);
     - ``score_gap``: mean score of the frozen layers minus the others', per call, on the scores the decision
-      used and on ``full_scores``; ``refrozen_by_full_scores``: per consecutive pair, the Jaccard index of the
-      decision made with what the previous decision left against the one the full scores would give (1: the
-      previous freeze did not change who is most turbulent).
+      used and on ``full_scores``; ``refrozen_by_full_scores``: per call after the first, the Jaccard index of the
+      decision made with what the previous decision left against the one the full scores would give for the same
+      number of layers (1: the previous freeze did not change who is most turbulent);
+    - ``frozen_lowest_points``: the distinct lowest (w_bits, a_bits) of frozen layers over every call, e.g.
+      ``[[3, 3]]`` where freezing takes the lowest weight and activation candidate (ResNet), ``[[3, 2]]`` where it
+      takes the weights' only.
     """
     steps = [c.step for c in calls]
     keep = persistence(steps, total_steps) if calls else []
     pairs = list(zip(calls, calls[1:]))
     overlaps = [frozen_overlap(a.frozen, b.frozen) for a, b in pairs]
     layers = len(calls[0].scores) if calls else 0
-    full_decisions = [decide_frozen(c.full_scores, c.ratio) for c in calls]
+    full_decisions = [top_layers(c.full_scores, len(c.frozen)) for c in calls]
     return {"calls": len(calls), "total_steps": int(total_steps), "call_steps": steps,
             "steps_between": [b - a for a, b in zip(steps, steps[1:])], "persistence": keep,
             "median_persistence": _median(keep), "min_persistence": min(keep) if keep else None,
@@ -364,7 +424,9 @@ def schedule_summary(calls: Sequence[SchedulerCall], total_steps: int) -> dict:
             "full_score_gap": [score_gap(c.full_scores, c.frozen) for c in calls],
             "mean_score_gap": _mean([score_gap(c.scores, c.frozen) for c in calls]),
             "mean_full_score_gap": _mean([score_gap(c.full_scores, c.frozen) for c in calls]),
-            "refrozen_by_full_scores": [frozen_overlap(c.frozen, f)[1] for c, f in zip(calls, full_decisions)][1:]}
+            "refrozen_by_full_scores": [frozen_overlap(c.frozen, f)[1] for c, f in zip(calls, full_decisions)][1:],
+            "frozen_lowest_points": [list(p) for p in sorted({tuple(p) for c in calls
+                                                              for p in c.frozen_lowest.values()})]}
 
 
 def schedule_design(total_steps: int, cfg: SchedulerConfig, ema_decay: float) -> dict:

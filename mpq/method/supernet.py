@@ -36,6 +36,7 @@ class SupernetSpec:
     depthwise_min_bits: int = 3     # depthwise convs never go below 3-bit weights (the floor itself if no choice reaches it)
     fixed_bits: int = FIXED_BITS    # first conv (weights) and last linear (weights and input)
     grad_scaling: bool = False      # LSQ gradient scaling (off in the official configs)
+    depthwise_floor_activations: bool = True   # the floor holds for depthwise convs' input activations too (official)
 
     def __post_init__(self) -> None:
         for name in ("w_bit_choices", "a_bit_choices"):
@@ -124,9 +125,10 @@ class Supernet(nn.Module):
             else:
                 depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
                 floor = spec.depthwise_min_bits if depthwise else 0
+                a_floor = floor if spec.depthwise_floor_activations else 0
                 # a uniform W2A2 baseline (choices (2,)) keeps its depthwise convs at the floor, like the supernet
                 w_choices = tuple(b for b in spec.w_bit_choices if b >= floor) or (floor,)
-                a_choices = spec.a_bit_choices
+                a_choices = tuple(b for b in spec.a_bit_choices if b >= a_floor) or (a_floor,)
                 if layer_choices is not None:      # e.g. one searched configuration, to retrain it alone
                     if name not in layer_choices:
                         raise ValueError(f"layer_choices lacks searchable layer {name!r}")
@@ -204,9 +206,9 @@ class Supernet(nn.Module):
         self._config = None
 
     def uniform_config(self, w_bits: int, a_bits: int | None = None) -> BitCfg:
-        """Every searchable layer at (w_bits, a_bits), weights clipped up to each layer's floor."""
+        """Every searchable layer at (w_bits, a_bits), each clipped up to the layer's floor (depthwise convs)."""
         a_bits = w_bits if a_bits is None else a_bits
-        return {n: (max(w_bits, min(w)), a_bits) for n, (w, a) in self.choices.items()}
+        return {n: (max(w_bits, min(w)), max(a_bits, min(a))) for n, (w, a) in self.choices.items()}
 
     def max_config(self) -> BitCfg:
         return {n: (max(w), max(a)) for n, (w, a) in self.choices.items()}

@@ -77,14 +77,16 @@ def _with_kernel(settings: list[tuple[int, int, int, int]], kernel: int = 3) -> 
     return [(t, kernel, c, n, s) for t, c, n, s in settings]
 
 
-@register_model("mobilenetv2_28", input_size=(1, 28, 28), role="MobileNetV2 analogue for 28x28 inputs")
+@register_model("mobilenetv2_28", input_size=(1, 28, 28), role="MobileNetV2 analogue for 28x28 inputs",
+                shared_candidates=False)
 def mobilenetv2_28(num_classes: int = 10, width_mult: float = 1.0, in_channels: int = 1) -> MBConvNet:
     # Same block types as MobileNetV2, fewer stages: 28 -> 14 -> 7 spatially.
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1)]
     return MBConvNet(_with_kernel(settings), 32, 256, 1, num_classes, width_mult, in_channels)
 
 
-@register_model("mobilenetv2", input_size=(3, 224, 224), role="full-size MobileNetV2 (cost accounting, GPUs)")
+@register_model("mobilenetv2", input_size=(3, 224, 224), role="full-size MobileNetV2 (cost accounting, GPUs)",
+                shared_candidates=False)
 def mobilenetv2(num_classes: int = 1000, width_mult: float = 1.0, in_channels: int = 3) -> MBConvNet:
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                 (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]

@@ -56,14 +56,16 @@ def _width(base: int, width_mult: float) -> int:
     return max(4, int(round(base * width_mult)))
 
 
-@register_model("resnet20", input_size=(1, 28, 28), role="ResNet-18 analogue (CIFAR-style ResNet-20)")
+@register_model("resnet20", input_size=(1, 28, 28), role="ResNet-18 analogue (CIFAR-style ResNet-20)",
+                shared_candidates=True)
 def resnet20(num_classes: int = 10, width_mult: float = 1.0, in_channels: int = 1) -> ResNet:
     widths = [_width(w, width_mult) for w in (16, 32, 64)]
     stem = nn.Sequential(*conv_bn(in_channels, widths[0], 3), nn.ReLU(inplace=True))
     return ResNet(stem, widths, [3, 3, 3], [1, 2, 2], num_classes)
 
 
-@register_model("resnet18", input_size=(3, 224, 224), role="full-size ResNet-18 (cost accounting, GPUs)")
+@register_model("resnet18", input_size=(3, 224, 224), role="full-size ResNet-18 (cost accounting, GPUs)",
+                shared_candidates=True)
 def resnet18(num_classes: int = 1000, width_mult: float = 1.0, in_channels: int = 3) -> ResNet:
     widths = [_width(w, width_mult) for w in (64, 128, 256, 512)]
     stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),

@@ -7,10 +7,10 @@ epoch (``ablation.train_size``), with its own training seed; the data split is t
 so every run is scored and tested on the same images and runs compare pairwise. It records:
 
 - the oscillation of the integer weight levels at 4-6 bits during training (``OscillationMonitor``);
-- test predictions at the run's own lowest point (each layer at its lowest current candidate, the
-  scheduler's last decision applied), at uniform W2A2 (which ignores that decision; shown beside only)
-  and W3A3, and for the greedy no-retraining configuration at each of ``ablation.levels`` (searched on the
-  held-out scoring images, within the scheduler's last decision);
+- test predictions at the run's own lowest point (each layer at its lowest current weight and activation
+  candidates, the scheduler's last decision applied: W3A3 on a frozen ResNet layer), at uniform W2A2 (which
+  ignores that decision; shown beside only) and W3A3, and for the greedy no-retraining configuration at each
+  of ``ablation.levels`` (searched on the held-out scoring images, within the scheduler's last decision);
 - the distortion of BN outputs at the own lowest point against the max path on calibration images, per
   layer (and at the uniform lowest point, beside it), and a sample of one layer's values for the density
   figure (F3/F4);
@@ -49,9 +49,10 @@ from mpq.search.evaluation import make_scorer, recalibrate, search_space, test_p
 from mpq.method.losses import capture_bn_outputs
 from mpq.models import model_entry
 from mpq.training.recipe import OneShotConfig
-from mpq.training.oneshot import build_supernet, load_supernet, run_meta, train_oneshot, training_subset
+from mpq.training.oneshot import (build_supernet, checkpoint_candidates, load_supernet, run_meta, train_oneshot,
+                                  training_subset)
 from mpq.method.oscillation import WindowMonitor, window_starts
-from mpq.method.scheduler import Choices, OscillationMonitor, SchedulerLog, apply_decision, schedule_design
+from mpq.method.scheduler import Choices, OscillationMonitor, SchedulerLog, schedule_design
 from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
 from mpq.method.supernet import Supernet
@@ -203,10 +204,10 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     data_cfg = from_dict(DataConfig, params["data"], "data")
     eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
     search_cfg = from_dict(SearchConfig, params["search"], "search")
-    base = from_dict(OneShotConfig, params["oneshot"], "oneshot")
     spec = next((s for s in model_specs(params["models"]) if s.name == ab.model), None)
     if spec is None:
         raise ValueError(f"ablation.model {ab.model!r} is not in the models section {list(params['models'])}")
+    base = from_dict(OneShotConfig, params["oneshot"], "oneshot").for_model(spec.name)
     cfg = cell_config(base, cell, ab.train_size, epochs=ab.epochs, sched_min_steps=ab.sched_min_steps, lr=ab.lr,
                       step_lr=ab.step_lr)
     out = Path(out)
@@ -250,7 +251,8 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     ema = run.ema
     eval_start = time.perf_counter()
     health = training_health(run.history.loss, ema, splits.calib, splits.score, fp_heldout)
-    # uniform W2A2 ignores the scheduler's last decision; "lowest" is each layer's lowest current candidate
+    # uniform W2A2 ignores the scheduler's last decision; "lowest" is each layer's lowest current weight and
+    # activation candidates (a frozen ResNet layer: W3A3)
     configs = {f"W{b}A{b}": ema.uniform_config(b) for b in (2, 3)
                if b in cfg.a_bit_choices and b >= min(cfg.w_bit_choices)}
     configs["lowest"] = ema.min_config(run.candidates())
@@ -284,7 +286,9 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
               "schedule_design": design, "scheduler_log": sched_log.as_dict(total_steps),
               "oscillation_windows": windows.as_dict() if windows is not None else None,
               "bn_distortion": distortion, "distortion_sample_layer": sample_layer,
-              "low_config": "each layer's lowest current candidate (the scheduler's last decision applied)",
+              "low_config": "each layer's lowest current weight and activation candidates (the scheduler's last "
+                            "decision applied)",
+              "sched_freeze_activations": cfg.sched_freeze_activations,
               "bn_distortion_uniform_lowest": distortion_uniform, "health": health,
               "history": run.history.as_dict()}
     np.savez(work / "predictions.npz", labels=evaluated.labels.numpy().astype(np.int16),
@@ -319,7 +323,7 @@ def search_in_space(params: Mapping, run_dir: str | Path, space_of: str | Path, 
                          score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
     ema = load_supernet(run_dir / "supernet.pt", data=splits.identity)   # the same data split, or refused
     place(ema, pick_device())        # channels_last, as trained and searched in run_cell: the same float sums
-    candidates = apply_decision(ema.choices, other["frozen_at_end"])
+    candidates = checkpoint_candidates(space_of / "supernet.pt", ema)     # its last decision, as it froze
     configs, searched, seconds = greedy_configs(ema, candidates, score_subset(splits, search_cfg), ab.levels,
                                                 search_cfg)
     evaluated = evaluation_images(params, splits, ab.extra_eval_images)

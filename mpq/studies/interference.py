@@ -360,8 +360,9 @@ def ablation_setup(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], s
 
 def run_overview(runs: Mapping[tuple[str, int], dict]) -> pd.DataFrame:
     """One row per ablation run: cell, seed, training and search seconds, layers frozen at the end, the test
-    top-1 (%) of each evaluated configuration ("lowest": each layer's lowest current candidate; "W2A2": uniform,
-    ignoring the scheduler's last decision) and whether the run stayed healthy (``health.training_health``)."""
+    top-1 (%) of each evaluated configuration ("lowest": each layer's lowest current weight and activation
+    candidates; "W2A2": uniform, ignoring the scheduler's last decision) and whether the run stayed healthy
+    (``health.training_health``)."""
     return pd.DataFrame([{"cell": c, "seed": s, "train s": r["result"]["train_seconds"],
                           "search s": r["result"]["search_seconds"],
                           "layers frozen at end": len(r["result"]["frozen_at_end"]),
@@ -638,8 +639,9 @@ def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortio
     lines.append("F1 toy: " + "; ".join(toy_lines))
     if runs is not None:
         lines.append(collapse_line(runs))
-    lines.append("T6's \"lowest\" is each layer's lowest current candidate (the scheduler's last decision applied, "
-                 "the supernet's own space); its uniform \"W2A2\" ignores that decision and is shown beside it only.")
+    lines.append("T6's \"lowest\" is each layer's lowest current weight and activation candidates (the scheduler's "
+                 "last decision applied, the supernet's own space: W3A3 on a frozen ResNet layer); its uniform "
+                 "\"W2A2\" ignores that decision and is shown beside it only.")
     return lines
 
 

@@ -3,7 +3,8 @@
 The shared candidates (``oneshot.w_bit_choices`` and ``a_bit_choices``, 2..6) suit ResNet-20. MobileNet-style
 nets lose 5.5-6.9 points at W2A2 even when trained alone for that bit-width, at every width from 0.5 to 1.0
 (README, "MBConv regime"), outside the 2-5 point regime DESIGN.md section 3 asks for; at W3A3 they lose
-1.4-2.4. The official code and EQ-Net keep such nets at 3 bits and above, and so does a model listed here:
+1.4-2.4. EQ-Net keeps such nets at 3 bits and above, and so does a model listed here (the official MobileNetV2
+config trains 2..6, with depthwise convs at 3 and above: docs/method.md section 7 lists the difference):
 
     model_bits:
       mobilenetv2_28: {min_bits: 3, search_levels: [4, 3.5]}
@@ -12,7 +13,8 @@ nets lose 5.5-6.9 points at W2A2 even when trained alone for that bit-width, at 
 evaluation levels and LSQ baselines keep the shared ones at or above the floor; ``search_levels`` replaces
 ``search.levels`` (levels under the floor are out of reach: level 2.5 lies below uniform W3A3), and
 ``start_bits`` the walk's start where the shared one lies too low for them. A model not listed uses the shared
-settings unchanged.
+settings unchanged. What the bit-width scheduler takes from a frozen layer is a fact of the model's family, kept
+in its registry entry (``mpq.models``, ``shared_candidates``; ``oneshot.sched_freeze_activations`` overrides it).
 
 Notebooks 02-04 (and 06 for its model) read this section, and so does ``mpq.studies.seed_study`` (a model's main-table
 rows over extra seeds, outside ``dvc repro``); the single-model DVC studies (``replicates``, ``search_study``,

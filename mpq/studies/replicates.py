@@ -94,11 +94,11 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
     eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
     base_cfg = from_dict(BaselineConfig, params["baselines"], "baselines")
     search_cfg = from_dict(SearchConfig, params["search"], "search")
-    cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot")
-    cfg = replace(cfg, epochs=cfg.epochs * budget)      # baselines and retraining inherit the epochs
     spec = next((s for s in model_specs(params["models"]) if s.name == rep.model), None)
     if spec is None:
         raise ValueError(f"replicates.model {rep.model!r} is not in the models section {list(params['models'])}")
+    cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot").for_model(spec.name)
+    cfg = replace(cfg, epochs=cfg.epochs * budget)      # baselines and retraining inherit the epochs
     out = Path(out)
     work = out.with_name(f".{out.name}.partial")
     work.mkdir(parents=True, exist_ok=True)

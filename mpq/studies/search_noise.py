@@ -33,7 +33,6 @@ import torch
 
 from mpq.config import AblationConfig, DataConfig, EvalConfig, SearchConfig, from_dict, load_params
 from mpq.data.datasets import ImageSet, make_splits
-from mpq.method.scheduler import apply_decision
 from mpq.search.evaluation import test_predictions
 from mpq.studies.ablation import evaluation_images, greedy_configs, run_cell
 from mpq.studies.stats import t_quantile
@@ -41,7 +40,7 @@ from mpq.studies.tuning import run_jobs
 from mpq.training.checkpoint import check_output, run_command, write_json
 from mpq.training.fp import pick_device
 from mpq.training.hardware import place
-from mpq.training.oneshot import load_supernet
+from mpq.training.oneshot import checkpoint_candidates, load_supernet
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def research_run(params: Mapping, run_dir: str | Path, designs: Sequence[tuple[i
         scoring_slice(splits.score, size, k)
     ema = load_supernet(run_dir / "supernet.pt", data=splits.identity)
     place(ema, pick_device())
-    candidates = apply_decision(ema.choices, own["frozen_at_end"])
+    candidates = checkpoint_candidates(run_dir / "supernet.pt", ema)      # its scheduler's last decision
     evaluated = evaluation_images(params, splits, ab.extra_eval_images)
     record = {"cell": own["cell"], "seed": own["seed"], "device": own["device"],
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "eval_images": len(evaluated),

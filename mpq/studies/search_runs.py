@@ -100,7 +100,7 @@ def validate_sections(data: Mapping, models: Mapping, bits_section: Mapping | No
     from_dict(SearchStudyConfig, search_study, "search_study")
     search_cfg.check_candidates(cfg.w_bit_choices, cfg.a_bit_choices)
     specs = model_specs(models)
-    model_cfg = {s.name: model_bits(bits_section, s.name).oneshot(cfg) for s in specs}
+    model_cfg = {s.name: model_bits(bits_section, s.name).oneshot(cfg).for_model(s.name) for s in specs}
     model_search = {s.name: model_bits(bits_section, s.name).search(search_cfg) for s in specs}
     for name, c in model_cfg.items():
         model_search[name].check_candidates(c.w_bit_choices, c.a_bit_choices)

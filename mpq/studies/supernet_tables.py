@@ -31,12 +31,12 @@ def cost_summary(cost: pd.DataFrame) -> pd.DataFrame:
 
 def supernet_table(results: Mapping[str, Mapping]) -> pd.DataFrame:
     """Notebook 02's table: per model, FP and uniform WkAk top-1 (%) (the lowest uniform row ignores the
-    scheduler's last decision), the supernet's own lowest point, training time, layers without 2-bit, health."""
+    scheduler's last decision), the supernet's own lowest point, training time, layers frozen at the end, health."""
     return pd.DataFrame([{"model": name, "FP (%)": 100 * r["fp_test_acc"],
                           **{f"W{b}A{b} (%)": 100 * u["test_acc"] for b, u in r["uniform"].items()},
                           "own lowest point (%)": 100 * r["lowest"]["test_acc"],
                           "training (s)": r["train_seconds"],
-                          "layers without 2-bit at the end": len(r["frozen_at_end"]),
+                          "layers frozen at the end": len(r["frozen_at_end"]),
                           "run": "collapsed" if r["health"]["collapsed"] else "healthy"}
                          for name, r in results.items()])
 

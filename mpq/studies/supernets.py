@@ -43,12 +43,13 @@ from mpq.training.recipe import OneShotConfig
 def model_settings(bits_section: Mapping[str, Any] | None, specs: Sequence[ModelSpec], cfg: OneShotConfig,
                    eval_cfg: EvalConfig) -> tuple[dict[str, OneShotConfig], dict[str, EvalConfig]]:
     """Each model's one-shot recipe and uniform evaluation levels under its floor in ``bits_section`` (the
-    ``model_bits`` section of params.yaml; notebook 02).
+    ``model_bits`` section of params.yaml; notebook 02); each recipe has its family's scheduler rule
+    (``OneShotConfig.for_model``).
 
     The shared levels are checked against the shared candidates, then each model's against its own.
     """
     eval_cfg.check_candidates(cfg.w_bit_choices, cfg.a_bit_choices)
-    model_cfg = {s.name: model_bits(bits_section, s.name).oneshot(cfg) for s in specs}
+    model_cfg = {s.name: model_bits(bits_section, s.name).oneshot(cfg).for_model(s.name) for s in specs}
     model_eval = {s.name: model_bits(bits_section, s.name).evaluation(eval_cfg) for s in specs}
     for name, c in model_cfg.items():
         model_eval[name].check_candidates(c.w_bit_choices, c.a_bit_choices)
@@ -70,14 +71,17 @@ def uniform_accuracies(supernet: Supernet, levels: Sequence[int], calib: ImageSe
 
 def lowest_point(supernet: Supernet, candidates: Mapping[str, tuple[Sequence[int], Sequence[int]]], calib: ImageSet,
                  test: ImageSet, *, batch_size: int) -> dict[str, Any]:
-    """The supernet's own lowest point: every layer at the lowest of its current candidates (``candidates``,
-    the scheduler's last decision applied), as the official evaluation measures it. Test top-1 (BN
-    recalibrated), G-BitOPs, size, and how many layers sit above the uniform lowest weight bit-width."""
+    """The supernet's own lowest point: every layer at the lowest of its current weight and activation candidates
+    (``candidates``, the scheduler's last decision applied: a frozen ResNet layer at W3A3, a frozen MobileNetV2
+    layer at W3 with its lowest activations). Test top-1 (BN recalibrated), G-BitOPs, size, and how many layers sit
+    above the uniform lowest point: in weights or activations (``layers_above_floor``), and in each."""
     bit_cfg = supernet.min_config(candidates)
     floor = supernet.min_config()
     return {"test_acc": recalibrated_accuracy(supernet, bit_cfg, calib, test, batch_size=batch_size),
             "gbitops": bitops(supernet.cost_table, bit_cfg) / 1e9, "size_mib": model_size_mib(supernet.cost_table, bit_cfg),
-            "layers_above_floor": sum(bit_cfg[n][0] > floor[n][0] for n in bit_cfg)}
+            "layers_above_floor": sum(bit_cfg[n] != floor[n] for n in bit_cfg),
+            "weights_above_floor": sum(bit_cfg[n][0] > floor[n][0] for n in bit_cfg),
+            "activations_above_floor": sum(bit_cfg[n][1] > floor[n][1] for n in bit_cfg)}
 
 
 def train_supernets(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,

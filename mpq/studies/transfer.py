@@ -375,7 +375,7 @@ def transfer_setup(*, data: Mapping, models: Mapping, model_bits: Mapping | None
     if spec is None:
         raise ValueError(f"transfer.model {tr.model!r} is not in the models section {list(models)}")
     own = mpq.studies.model_bits.model_bits(model_bits, spec.name)   # the model's own candidates, if listed
-    cfg = own.oneshot(cfg)
+    cfg = own.oneshot(cfg).for_model(spec.name)      # ... and its family's scheduler rule
     search_cfg = own.search(search_cfg)              # ... and its search start
     search_cfg.check_candidates(cfg.w_bit_choices, cfg.a_bit_choices)
     missing = sorted(set(tr.baseline_bits) - set(own.baseline_levels(base_cfg)))

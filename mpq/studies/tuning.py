@@ -86,11 +86,11 @@ def lr_trial(params: Mapping, lr: float, step_lr: float, device: str | None = No
     """
     data_cfg, splits, held_out = _splits(params)
     eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
-    cfg = replace(from_dict(OneShotConfig, params["oneshot"], "oneshot"), lr=lr, step_lr=step_lr)
+    model = params["replicates"]["model"]
+    cfg = replace(from_dict(OneShotConfig, params["oneshot"], "oneshot").for_model(model), lr=lr, step_lr=step_lr)
     levels = eval_cfg.levels
     if bits is not None:
         cfg, levels = cfg.baseline(bits), (bits,)
-    model = params["replicates"]["model"]
     spec = next(s for s in model_specs(params["models"]) if s.name == model)
     seed = params["seed"] if seed is None else seed
     torch.manual_seed(seed)
@@ -109,7 +109,7 @@ def regime_job(params: Mapping, model: str, width_mult: float, bits: Sequence[in
     """FP, then uniform LSQ alone at each of ``bits``, for one model and width; gaps on held-out and test images."""
     data_cfg, splits, held_out = _splits(params)
     fp_cfg = from_dict(FPConfig, params["fp"], "fp")
-    cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot")
+    cfg = from_dict(OneShotConfig, params["oneshot"], "oneshot").for_model(model)
     seed, dev = params["seed"], pick_device(device)
     classes, input_size = len(splits.train.classes), model_entry(model).input_size
     torch.manual_seed(seed)

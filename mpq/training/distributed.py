@@ -120,7 +120,7 @@ def _train(args: argparse.Namespace) -> int:
     for key, value in (("epochs", args.epochs), ("train_size", args.train_images)):
         if value is not None:
             oneshot[key] = value
-    cfg = from_dict(OneShotConfig, oneshot, "oneshot")
+    cfg = from_dict(OneShotConfig, oneshot, "oneshot").for_model(args.model)
     rank, world_size, device = setup()
     seed = int(params["seed"])
     # the same splits and the same one-shot training prefix as notebooks/02_supernet.ipynb

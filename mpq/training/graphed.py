@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from mpq.method.layers import SwitchableBatchNorm2d, bn_key, nchw_bn_below, quant_layers
 from mpq.method.losses import capture_bn_outputs, coupled_rounding_error, distillation_loss, grid
 from mpq.training.recipe import OneShotConfig
-from mpq.training.steps import clip_gradients, decay_weights, step_stats
+from mpq.training.steps import clip_gradients, correct_2bit_decay, decay_weights, step_stats
 from mpq.method.quantizer import LSQQuantizer, int_range
 from mpq.method.supernet import Supernet
 
@@ -314,6 +314,7 @@ class GraphedStep:
                 t.grad = None
             out = self._body()
         self._hand_out_grads(configs)
+        correct_2bit_decay(sn, cfg, configs[1:])
         clip_gradients(sn, cfg.clip_grad_value)
         decay_weights(sn, cfg, configs[1:])
         return step_stats(out.tolist(), self.paths - 1)

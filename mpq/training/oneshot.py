@@ -7,12 +7,13 @@ of all paths accumulate, then one optimiser step: SGD (Nesterov, warm-up + cosin
 biases, Adam for the LSQ step sizes. An EMA copy of the supernet is what gets evaluated and searched.
 
 The loss terms live in ``mpq.method.losses``; the bit-width scheduler (C3) in ``mpq.method.scheduler``, called here
-every few steps to take the lowest weight candidate away from the most turbulent layers; information
-distortion mitigation (C4) is added on every random path. Three details follow the official code, each a
-named parameter: the quantization-error penalty on the random paths only, ramped in along a cosine from
-27% of training (``qe_*``); weight decay on conv weights only (``decay_linear``); and no weight decay in a
-step on layers sampled at 2-bit weights on some random path (``cancel_2bit_decay``; the official code
-subtracts the decay once per 2-bit path on convs, we skip it once per step, see the README).
+every few steps to take the lowest weight candidate (and, for ResNet models, the lowest activation candidate:
+``sched_freeze_activations``) away from the most turbulent layers; information distortion mitigation (C4) is
+added on every random path. Three details follow the official code, each a named parameter: the
+quantization-error penalty on the random paths only, ramped in along a cosine from 27% of training (``qe_*``);
+weight decay on conv weights only (``decay_linear``); and the 2-bit decay correction (``cancel_2bit_decay``,
+``cancel_2bit_decay_rule``: once per random path that samples a conv at 2 bits, the decay of the weights inside
+its 2-bit range is taken back; docs/method.md sections 2 and 7).
 
 The same function trains a uniform fixed-precision LSQ baseline: a supernet whose only candidate is
 (k, k) and ``num_random_paths=0`` is plain LSQ at WkAk (``baseline_spec``).
@@ -43,7 +44,7 @@ from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, 
 from mpq.method.scheduler import (Choices, SchedulerConfig, SchedulerLog, apply_decision, call_steps, decide_frozen,
                                   freeze_ratio, layer_scores)
 from mpq.method.supernet import Supernet, SupernetSpec
-from mpq.training.steps import clip_gradients, decay_weights, step_stats
+from mpq.training.steps import clip_gradients, correct_2bit_decay, decay_weights, step_stats
 from mpq.training.graphed import GraphedStep
 from mpq.training.fp import History, TrainingDiverged, describe_tensors, nonfinite_tensors, to_device, warmup_cosine
 
@@ -118,6 +119,7 @@ def train_step(supernet: Supernet, x: Tensor, y: Tensor, cfg: OneShotConfig, gen
         rand_losses.append(loss.detach())
     if grad_sync is not None:
         grad_sync(supernet.parameters())
+    correct_2bit_decay(supernet, cfg, random_configs)
     clip_gradients(supernet, cfg.clip_grad_value)
     decay_weights(supernet, cfg, random_configs)
     # the step's numbers reach the host together: one device sync per step, not one per path
@@ -164,9 +166,10 @@ def schedule(supernet: Supernet, candidates: Mapping[str, Choices], progress: fl
     score over its full candidate list, which the decision does not use)."""
     scores = layer_scores(supernet, candidates, cfg.band)
     ratio = freeze_ratio(progress, cfg.ratio_start, cfg.ratio_end)
-    frozen = decide_frozen(scores, ratio)
+    frozen = decide_frozen(scores, ratio, cfg.count_rounding)
     if sched_log is not None:
-        sched_log.record(step, ratio, frozen, scores, layer_scores(supernet, None, cfg.band))
+        sched_log.record(step, ratio, frozen, scores, layer_scores(supernet, None, cfg.band),
+                         apply_decision(supernet.choices, frozen, activations=cfg.freeze_activations))
     return frozen
 
 
@@ -179,10 +182,11 @@ class OneShotRun:
     history: History
     seconds: float               # wall time of the epochs this call trained (a resumed run: since the resume)
     frozen: list[str]            # the scheduler's last decision: layers without their lowest weight candidate
+    freeze_activations: bool     # ... and without their lowest activation candidate (oneshot.sched_freeze_activations)
 
     def candidates(self) -> dict[str, Choices]:
         """The search space the scheduler leaves: each layer's candidates after its last decision."""
-        return apply_decision(self.ema.choices, self.frozen)
+        return apply_decision(self.ema.choices, self.frozen, activations=self.freeze_activations)
 
 
 def _look_at(cfg: OneShotConfig) -> str:
@@ -268,6 +272,10 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     history, start_epoch, seconds = History(), 0, 0.0
     sched_cfg = cfg.scheduler_config()
     sched_calls = set(call_steps(total_steps, sched_cfg)) if cfg.scheduler and cfg.num_random_paths > 0 else set()
+    if sched_calls and cfg.sched_freeze_activations is None:
+        raise ValueError("oneshot.sched_freeze_activations is null (the model family's setting) and the scheduler "
+                         "is on: train with the recipe resolved for the model, OneShotConfig.for_model(name)")
+    freeze_activations = bool(cfg.sched_freeze_activations)      # no call, no frozen layer: either is the same
     frozen: list[str] = []
     if checkpoint is not None and Path(checkpoint).is_file():
         fix = "delete it to start afresh (or restore what it was trained with to resume)"
@@ -321,13 +329,15 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
                 if world_size > 1:
                     x, y = x[rank::world_size], y[rank::world_size]            # this process's slice of the batch
                 if step in sched_calls:
-                    frozen = schedule(supernet, apply_decision(supernet.choices, frozen), step / total_steps, sched_cfg,
-                                      sched_log, step)
+                    frozen = schedule(supernet, apply_decision(supernet.choices, frozen,
+                                                               activations=freeze_activations),
+                                      step / total_steps, sched_cfg, sched_log, step)
                 sgd.zero_grad(set_to_none=True)
                 adam.zero_grad(set_to_none=True)
                 qe_weight = (qe_weight_at(step, total_steps, cfg.qe_start, cfg.qe_weight, cfg.qe_ramp)
                              if cfg.quant_error_penalty else 0.0)
-                candidates = apply_decision(supernet.choices, frozen) if frozen else None
+                candidates = (apply_decision(supernet.choices, frozen, activations=freeze_activations)
+                              if frozen else None)
                 if step_fn is not None:
                     stats = step_fn(x, y, gen, qe_weight, candidates)
                 else:
@@ -387,7 +397,8 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         raise TrainingInterrupted(checkpoint if saved else None, saved or 0, cfg.epochs) from None
     supernet.set_float()
     ema.module.set_float()
-    return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds, frozen=list(frozen))
+    return OneShotRun(ema=ema.module, supernet=supernet, history=history, seconds=seconds, frozen=list(frozen),
+                      freeze_activations=freeze_activations)
 
 
 def build_supernet(float_model: nn.Module, spec: SupernetSpec, calib: ImageSet, input_size: Sequence[int],
@@ -453,7 +464,7 @@ def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = N
                               "checkpoint explicitly")
     meta = state["meta"]
     require_keys(meta, ("model", "width_mult", "num_classes", "data"), path, SUPERNET_FIX)
-    cfg = OneShotConfig(**state["config"])
+    cfg = stored_recipe(state)
     fix = "pass the checkpoint of the model you mean, or re-train it with these params (`dvc repro`)"
     for what, stored, expected in (("model", meta["model"], model), ("width_mult", meta["width_mult"], width_mult),
                                    ("num_classes", meta["num_classes"], num_classes),
@@ -477,11 +488,24 @@ def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = N
     return supernet.eval()
 
 
+# the keys a checkpoint written before them lacks, and what its training did instead (before issue 45): such a file
+# still loads, and its search space is the one it was trained in
+EARLIER_RECIPE = {"cancel_2bit_decay_rule": "per_step_layer", "depthwise_floor_activations": False,
+                  "sched_count_rounding": "round", "sched_freeze_activations": False}
+
+
+def stored_recipe(state: Mapping) -> OneShotConfig:
+    """The one-shot recipe a checkpoint's ``state`` was trained with (keys newer than the file: ``EARLIER_RECIPE``)."""
+    return OneShotConfig(**{**EARLIER_RECIPE, **state["config"]})
+
+
 def checkpoint_candidates(path: str | Path, supernet: Supernet) -> dict[str, Choices]:
-    """The search space a one-shot checkpoint leaves: its scheduler's last decision applied to ``supernet``."""
+    """The search space a one-shot checkpoint leaves: its scheduler's last decision applied to ``supernet``, a frozen
+    layer losing what it lost in that training (``oneshot.sched_freeze_activations``)."""
     state = load_checkpoint(path, fix=SUPERNET_FIX)
-    require_keys(state, ("frozen",), path, SUPERNET_FIX)
-    return apply_decision(supernet.choices, state["frozen"])
+    require_keys(state, ("frozen", "config"), path, SUPERNET_FIX)
+    return apply_decision(supernet.choices, state["frozen"],
+                          activations=bool(stored_recipe(state).sched_freeze_activations))
 
 
 def checkpoint_meta(path: str | Path) -> dict:

@@ -5,14 +5,16 @@ settings; ``mpq.config`` holds the sections that need nothing of the method, so 
 depend on the quantizer."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from mpq.config import finite, in_unit, require
 from mpq.method.scheduler import SchedulerConfig
 from mpq.method.supernet import SupernetSpec
+from mpq.models import model_entry
 
 
 MIN_BITS, MAX_BITS = 2, 8    # candidate bit-widths: 2 (the paper's lowest) up to the fixed first and last layers' 8
+DECAY_RULES = ("per_path_in_range", "per_step_layer")    # oneshot.cancel_2bit_decay_rule (mpq.training.steps)
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class OneShotConfig:
     train_size: int | None = None      # training images used (None: all of the training split)
     lr: float = 0.04                   # SGD learning rate for weights, BN and biases (tuned here for short runs)
     momentum: float = 0.9
-    weight_decay: float = 5e-4         # conv weights (and the final linear layer's with decay_linear)
+    weight_decay: float = 2.5e-5       # conv weights (and the final linear layer's with decay_linear); official value
     decay_linear: bool = False         # official code: decay 4-D (conv) weights only
     warmup_epochs: float = 0.1
     step_lr: float = 3e-3              # Adam learning rate for LSQ step sizes (tuned here for short runs)
@@ -36,15 +38,20 @@ class OneShotConfig:
     qe_start: float = 0.27             # fraction of training after which the penalty ramps up to qe_weight
     qe_ramp: str = "cosine"            # "cosine" (official code) or "linear"
     qe_max_path: bool = False          # official code: random paths only; True adds it on the max path too
-    cancel_2bit_decay: bool = True     # official code: no weight decay on layers sampled at 2-bit weights
+    cancel_2bit_decay: bool = True     # official code: 2-bit-sampled weights are spared their decay
+    # how: "per_path_in_range" (official) subtracts the decay once per random path that samples a conv at 2 bits,
+    # from the weights inside that path's 2-bit range only; "per_step_layer" skips a 2-bit-sampled layer's decay
+    # once per step (this package's rule before issue 45)
+    cancel_2bit_decay_rule: str = "per_path_in_range"
     w_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
     a_bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6)
     depthwise_min_bits: int = 3
+    depthwise_floor_activations: bool = True   # official code: depthwise convs' activations have the floor too
     grad_scaling: bool = False         # LSQ gradient scaling, off in the official configs
     clip_grad_value: float | None = 1.0  # official code: every gradient element clamped to [-1, 1] after all paths
     # bit-width scheduler (C3, mpq.method.scheduler); times are fractions of the whole run (SchedulerConfig says why)
     scheduler: bool = True
-    sched_warmup: float = 0.04
+    sched_warmup: float = 0.047          # official: the first call after epoch 7 of 150
     sched_every: float = 0.0133
     sched_late_from: float = 0.72
     sched_every_late: float = 0.1
@@ -52,6 +59,10 @@ class OneShotConfig:
     sched_ratio_start: float = 0.5
     sched_ratio_end: float = 0.2
     sched_band: float = 0.125
+    sched_count_rounding: str = "floor"  # layers frozen of n at ratio r: "floor" (official int(n * r)) or "round"
+    # a frozen layer loses its lowest activation candidate too (the official ResNet config shares one list between
+    # weights and activations) or not (MobileNetV2 config); None: the model family's (``for_model``, mpq.models)
+    sched_freeze_activations: bool | None = None
     # information distortion mitigation (C4, mpq.method.losses): MSE of lowest-bit BN outputs to the max path's
     idm: bool = True
     idm_weight: float = 0.01
@@ -86,6 +97,10 @@ class OneShotConfig:
                     f"a non-empty increasing list of distinct bit-widths from {MIN_BITS} to {MAX_BITS}")
         require(self.depthwise_min_bits >= 0, "oneshot.depthwise_min_bits", self.depthwise_min_bits,
                 "an integer >= 0 (0: no floor for depthwise convs)")
+        require(self.cancel_2bit_decay_rule in DECAY_RULES, "oneshot.cancel_2bit_decay_rule",
+                self.cancel_2bit_decay_rule, f"one of {list(DECAY_RULES)}")
+        require(isinstance(self.depthwise_floor_activations, bool), "oneshot.depthwise_floor_activations",
+                self.depthwise_floor_activations, "true or false")
         try:
             self.scheduler_config()           # validates the sched_* fields
         except ValueError as exc:             # SchedulerConfig names its fields without the section's prefix
@@ -94,17 +109,31 @@ class OneShotConfig:
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(warmup=self.sched_warmup, every=self.sched_every, late_from=self.sched_late_from,
                                every_late=self.sched_every_late, min_steps=self.sched_min_steps, ratio_start=self.sched_ratio_start,
-                               ratio_end=self.sched_ratio_end, band=self.sched_band)
+                               ratio_end=self.sched_ratio_end, band=self.sched_band,
+                               count_rounding=self.sched_count_rounding,
+                               freeze_activations=self.sched_freeze_activations)
 
     def supernet_spec(self) -> SupernetSpec:
         return SupernetSpec(self.w_bit_choices, self.a_bit_choices, self.depthwise_min_bits,
-                            grad_scaling=self.grad_scaling)
+                            grad_scaling=self.grad_scaling,
+                            depthwise_floor_activations=self.depthwise_floor_activations)
+
+    def for_model(self, name: str) -> "OneShotConfig":
+        """This recipe for registered model ``name``: ``sched_freeze_activations`` null becomes the model family's
+        official setting (``mpq.models.model_entry(name).shared_candidates``: true for ResNet, whose official
+        config shares one candidate list between weights and activations; false for MobileNetV2 and
+        EfficientNet-Lite, which follow the MobileNetV2 config's split lists); a value set in params stays."""
+        if self.sched_freeze_activations is not None:
+            model_entry(name)                 # an unknown model is refused all the same
+            return self
+        return replace(self, sched_freeze_activations=model_entry(name).shared_candidates)
 
     def baseline(self, bits: int) -> "OneShotConfig":
         """The same recipe as a uniform WkAk LSQ baseline: one candidate, the max path only.
 
-        Depthwise convs keep their floor (``depthwise_min_bits``): the W2A2 baseline has them at 3-bit weights,
-        the same configuration as the supernet's uniform W2A2 point.
+        Depthwise convs keep their floor (``depthwise_min_bits``): the W2A2 baseline has them at 3-bit weights (and
+        activations, with ``depthwise_floor_activations``), the same configuration as the supernet's uniform W2A2
+        point.
         """
         return OneShotConfig(**{**asdict(self.fixed_config()), "w_bit_choices": (bits,), "a_bit_choices": (bits,)})
 
