@@ -30,6 +30,10 @@ class UsageError(ValueError):
     """A mistake on the command line: printed as one line, exit status 2, no traceback (``run_command``)."""
 
 
+# test images on which `evaluate` compares fake-quant and integer codes layer by layer, unless told
+DEFAULT_AGREEMENT_IMAGES = 256
+# where the greedy walk starts (uniform W5A5, docs/method.md section 2; `greedy_search`'s default)
+START_BITS = 5
 # the default profile's `search.score_size`; the whole 2,000-image subset is 15.6x the work per evaluation
 DEFAULT_SCORE_SIZE = 128
 
@@ -113,8 +117,18 @@ def _splits(args: argparse.Namespace, identity: dict):
     if identity["name"] != "folder" and args.data_root:
         raise UsageError(f"--data-root is for image folders; checkpoint {args.checkpoint} was trained on "
                          f"{identity['name']!r}; drop --data-root")
-    return splits_from_identity(identity, test_size=args.test_size,
-                                root=Path(args.data_root) if args.data_root else None)
+    splits = splits_from_identity(identity, test_size=args.test_size,
+                                  root=Path(args.data_root) if args.data_root else None)
+    _at_most("--test-size", args.test_size, len(splits.test), "test")
+    _at_most("--agreement-images", getattr(args, "agreement_images", None), len(splits.test), "test")
+    return splits
+
+
+def _at_most(flag: str, given: int | None, available: int, what: str) -> None:
+    """Refuse a request for more images than there are: a smaller answer would be another question's."""
+    if given is not None and given > available:
+        raise UsageError(f"{flag} {given}: the {what} set has {available} images; use at most {available}, or leave "
+                         f"{flag} out for all of them")
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -123,7 +137,7 @@ def _search(args: argparse.Namespace) -> int:
     from mpq.training.hardware import place
     from mpq.training.oneshot import checkpoint_candidates
     from mpq.search.space import cfg_to_json
-    from mpq.search.greedy import greedy_search
+    from mpq.search.greedy import greedy_reachable, greedy_search
 
     _check_args(args)
     supernet, identity, warning = _open_supernet(args)
@@ -132,7 +146,8 @@ def _search(args: argparse.Namespace) -> int:
     calib_size = _subset_size(args.calib_size, identity["calib_size"], "--calib-size", "calibration")
     table = supernet.cost_table
     space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
-    lo, hi = bitops(table, space.cfg(space.lowest_key())), bitops(table, space.cfg(space.highest_key()))
+    # the walk starts at uniform W5A5 and moves down: a budget above the start would get the start back
+    lo, hi = greedy_reachable(space, lambda c: bitops(table, c), START_BITS)
     target = args.gbitops * 1e9 if args.gbitops is not None else level_bitops(table, args.level)
     if not lo <= target <= hi:
         narrowed = sum(len(space.w_choices[n]) < len(supernet.choices[n][0]) for n in space.names)
@@ -140,7 +155,8 @@ def _search(args: argparse.Namespace) -> int:
                if narrowed else "")
         raise UsageError(f"target {target / 1e9:.4f} G-BitOPs is outside this supernet's reachable range "
                          f"[{lo / 1e9:.4f}, {hi / 1e9:.4f}] G-BitOPs (levels {bitops_level(table, lo):.2f} to "
-                         f"{bitops_level(table, hi):.2f}{why}); pick a budget inside it")
+                         f"{bitops_level(table, hi):.2f}: the greedy walk starts at uniform W{START_BITS}A{START_BITS} "
+                         f"and moves down{why}); pick a budget inside it")
     splits = _splits(args, identity)
     score = splits.score.subset(torch.arange(score_size))
     calib = splits.calib.subset(torch.arange(calib_size))
@@ -148,7 +164,7 @@ def _search(args: argparse.Namespace) -> int:
     scorer = make_scorer(supernet, score, metric=args.metric)
     start = time.perf_counter()
     result = greedy_search(space, scorer, lambda c: bitops(table, c), target,
-                           phase1_budget(table, target), alpha=args.alpha)
+                           phase1_budget(table, target), start_bits=START_BITS, alpha=args.alpha)
     out = {"checkpoint": args.checkpoint, "target_gbitops": target / 1e9, "gbitops": result.cost / 1e9,
            "level": bitops_level(table, result.cost), "size_mib": model_size_mib(table, result.bit_cfg),
            "score": result.error, "score_metric": args.metric, "scoring_images": len(score),
@@ -276,7 +292,8 @@ def _test_images(args: argparse.Namespace, identity: dict, classes: int, splits=
         raise UsageError(f"data set {name!r} has {len(images.classes)} classes, the model {classes}; "
                          "evaluate on a data set with the classes it was trained on")
     if args.test_size is not None:
-        images = images.subset(torch.arange(min(args.test_size, len(images))))
+        _at_most("--test-size", args.test_size, len(images), f"{name!r} test")
+        images = images.subset(torch.arange(args.test_size))
     return images, name
 
 
@@ -321,7 +338,8 @@ def _evaluate(args: argparse.Namespace) -> int:
            "gbitops": meta["gbitops"], "size_mib": meta["size_mib"], **evaluate.accuracies(logits, test.labels),
            "onnx_logits_equal_integer": bool(torch.equal(logits["onnx"], logits["integer"]))}
     if fake_quant is not None:
-        pixels = test.images[:args.agreement_images]
+        _at_most("--agreement-images", args.agreement_images, len(test), "test")
+        pixels = test.images[:args.agreement_images or min(DEFAULT_AGREEMENT_IMAGES, len(test))]
         layers = evaluate.code_agreement(deployed, fake_quant.export(cfg), pixels)
         out["code_agreement"] = {"images": len(pixels),
                                  "max_share_differing": max(v["differ"] for v in layers.values() if v["codes"]),
@@ -365,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                                         "ONNX Runtime")
     v.add_argument("source", help="a folder written by `export`, or a checkpoint with --config")
     v.add_argument("--config", default=None, help="with a checkpoint: the configuration JSON")
-    v.add_argument("--agreement-images", type=int, default=256,
-                   help="test images on which fake-quant and integer codes are compared layer by layer")
+    v.add_argument("--agreement-images", type=int, default=None,
+                   help=f"test images on which fake-quant and integer codes are compared layer by layer (default "
+                        f"{DEFAULT_AGREEMENT_IMAGES}, or all where the test set has fewer)")
     for p in (e, v):
         p.add_argument("--allow-unfinished", action="store_true",
                        help="use a checkpoint whose training has not finished")

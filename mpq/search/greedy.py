@@ -67,6 +67,13 @@ def _greedy_move(memo: _Memo, key: Key, visited: set[Key], dim: int, alpha: floa
     return moves[best]
 
 
+def greedy_reachable(space: SearchSpace, cost_fn: CostFn, start_bits: int = 5) -> tuple[float, float]:
+    """``(lowest, highest)`` cost a greedy walk from uniform W{start_bits}A{start_bits} can answer: every layer
+    at its lowest choices, and the start itself (the walk moves down from its start and stops as soon as it is
+    within the budget, so a target above the start would get the start back)."""
+    return cost_fn(space.cfg(space.lowest_key())), cost_fn(space.cfg(space.start_key(start_bits)))
+
+
 STALL_PATIENCE = 2      # moves per layer without a new cheapest configuration before a floored phase 1 ends
 
 
@@ -83,7 +90,8 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
     exactly the result `greedy_search` would give it alone. Results come in the order of ``targets``.
 
     A phase-1 budget below what weight moves can reach (every weight at its lowest choice) ends phase 1 at
-    the cheapest configuration the walk reaches (see ``STALL_PATIENCE``). Raises ValueError when a target lies outside the reachable BitOPs range, or when a target
+    the cheapest configuration the walk reaches (see ``STALL_PATIENCE``). Raises ValueError when a target lies outside
+    the reachable BitOPs range (``greedy_reachable``: above the start included), or when a target
     is below what activation moves can reach from its phase-1 end point; RuntimeError when a walk gets
     stuck or exceeds
     4 x `SearchSpace.num_steps` iterations.
@@ -98,13 +106,14 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
     for value in (*targets, *phase1_budgets):
         _check_target(value)
     memo = _Memo(space, evaluator, cost_fn)
-    lo, hi = memo.reachable()
+    start = space.start_key(start_bits)
+    lo, hi = greedy_reachable(space, cost_fn, start_bits)
     for target in targets:
         if not lo <= target <= hi:
-            raise ValueError(f"target {target:.6g} BitOPs outside the reachable range [{lo:.6g}, {hi:.6g}] "
-                             "(every layer at its lowest / highest choices); pick a target in that range "
-                             "or widen the bit choices")
-    start = space.start_key(start_bits)
+            # above the start the walk would stop at once and return the start: an answer to another question
+            raise ValueError(f"target {target:.6g} BitOPs outside the reachable range [{lo:.6g}, {hi:.6g}] (every "
+                             f"layer at its lowest choices; the walk's start, uniform W{start_bits}A{start_bits}, "
+                             "from which it moves down); pick a target in that range, or start higher")
     # A budget below what weight moves can reach (every weight at its lowest choice: the "floor") happens
     # in a narrowed space, e.g. when the scheduler's last decision keeps some layers above 2 bits. Such a
     # target's phase 1 walks towards the floor and ends at the cheapest configuration it reaches, either at
