@@ -264,8 +264,7 @@ def _export(args: argparse.Namespace) -> int:
                          float32_weight_bytes=4 * sum(deployed.tensors[f"{op['name']}.weight"].numel()
                                                       for op in deployed.layers))
     with atomic_folder(args.out) as folder:
-        save(deployed, folder)
-        (folder / "model.onnx").write_bytes(onnx_bytes)
+        save(deployed, folder, files={"model.onnx": onnx_bytes})       # model.json pins both files by sha256
     meta = deployed.meta
     out = {"out": args.out, "model": meta["model"], "gbitops": meta["gbitops"],
            "gbitops_onnx_graph": graph_bitops / 1e9,

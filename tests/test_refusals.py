@@ -7,11 +7,19 @@ whole before the work; files get the user's umask and no temporary file outlives
 images than a batch is one line. ``tests/test_fuzz.py`` keeps the classes closed over random inputs."""
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import math
+import shutil
 
+import numpy as np
 import pytest
+import torch
 
 from mpq.__main__ import main
+from mpq.deploy.model import _doc_digest, lower
+from mpq.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,3 +52,120 @@ def test_more_images_than_there_are_is_refused_not_capped(trained, tmp_path, cap
     cfg.write_text(json.dumps({"bit_cfg": {n: [4, 4] for n in trained[0].searchable}}))
     assert main(["evaluate", str(path), "--config", str(cfg), "--test-size", "16", "--agreement-images", "17"]) == 2
     _one_line(capsys, "--agreement-images 17: the test set has 16 images; use at most 16")
+
+
+# --- 2. non-finite values refused wherever weights are loaded, saved or exported -------------------------
+
+def _with_nan_ema(path, tmp_path):
+    """A copy of checkpoint ``path`` whose EMA weights hold nan (written with torch.save: save_checkpoint refuses)."""
+    state = torch.load(path, weights_only=True)
+    name = next(k for k, v in state["ema"].items() if k.endswith(".weight") and v.is_floating_point())
+    state["ema"][name] = torch.full_like(state["ema"][name], math.nan)
+    bad = tmp_path / "nan.pt"
+    torch.save(state, bad)
+    return bad, name
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+def _repin(folder) -> None:
+    """Record the files' digests in model.json again, as a writer that did not check its values would have."""
+    doc = json.loads((folder / "model.json").read_text())
+    doc["files"] = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in doc["files"]}
+    doc["sha256"] = _doc_digest(doc)
+    (folder / "model.json").write_text(json.dumps(doc))
+
+
+def test_non_finite_weights_are_refused_when_saved_loaded_exported_and_evaluated(trained, exports, tmp_path, capsys):
+    """`export` of a checkpoint whose EMA weights are nan wrote a deployable folder; `evaluate` reported 8.6% on it."""
+    supernet, path = trained
+    with pytest.raises(ValueError, match=r"checkpoint .*x.pt not written: it would hold nan or inf in ema.w"):
+        save_checkpoint({"ema": {"w": torch.tensor([1.0, math.inf])}}, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+    bad, name = _with_nan_ema(path, tmp_path)
+    with pytest.raises(CheckpointError, match=rf"holds nan or inf in ema.{name}: its weights are unusable"):
+        load_checkpoint(bad)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"bit_cfg": {n: [4, 4] for n in supernet.searchable}}))
+    for argv in (["export", str(bad), "--config", str(cfg), "--out", str(tmp_path / "out")],
+                 ["search", str(bad), "--level", "3"],
+                 ["evaluate", str(bad), "--config", str(cfg)]):
+        assert main(argv) == 2
+        _one_line(capsys, f"checkpoint {bad} holds nan or inf in ema.{name}")
+    assert not (tmp_path / "out").exists()
+    folder = tmp_path / "deployed"
+    shutil.copytree(exports[4], folder)
+    with np.load(folder / "weights.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    key = next(k for k in arrays if k.endswith(".multiplier"))
+    arrays[key][:] = np.nan
+    np.savez(folder / "weights.npz", **arrays)
+    _repin(folder)
+    assert main(["evaluate", str(folder), "--test-size", "8"]) == 2
+    _one_line(capsys, f"weights.npz holds nan or inf in {key}")
+
+
+def test_a_step_size_that_is_not_positive_is_refused_by_the_export(trained):
+    supernet = copy.deepcopy(trained[0])
+    cfg = supernet.uniform_config(4)
+    layer = dict(supernet.model.named_modules())[supernet.searchable[1]]
+    with torch.no_grad():
+        layer.weight_quantizer.step_size["4"].zero_()
+    with pytest.raises(ValueError, match=rf"layer {supernet.searchable[1]}: its weight step size at 4 bits is 0.0"):
+        lower(supernet, cfg)
+
+
+# --- 3. the files of an artefact pinned to one another by digest -------------------------------------------
+
+def test_an_export_folders_files_are_pinned_by_digest(exports, tmp_path, capsys):
+    """A model.onnx from another export evaluated with exit 0 (reporting the other model's accuracy); a truncated
+    weights.npz gave a zipfile.BadZipFile traceback."""
+    folder = tmp_path / "w4a4"
+    shutil.copytree(exports[4], folder)
+    assert main(["evaluate", str(folder), "--test-size", "8"]) == 0
+    capsys.readouterr()
+    doc = json.loads((folder / "model.json").read_text())
+    assert set(doc["files"]) == {"weights.npz", "model.onnx"} and doc["version"] == 2
+    shutil.copy(exports[3] / "model.onnx", folder / "model.onnx")              # swapped in from another export
+    assert main(["evaluate", str(folder), "--test-size", "8"]) == 2
+    _one_line(capsys, f"{folder / 'model.onnx'} does not belong to this export: its sha256 differs")
+    shutil.copy(exports[4] / "model.onnx", folder / "model.onnx")
+    data = (folder / "weights.npz").read_bytes()
+    (folder / "weights.npz").write_bytes(data[:len(data) // 2])                 # truncated
+    assert main(["evaluate", str(folder), "--test-size", "8"]) == 2
+    _one_line(capsys, f"{folder / 'weights.npz'} does not belong to this export")
+    shutil.copy(exports[4] / "weights.npz", folder / "weights.npz")
+    text = (folder / "model.json").read_text()
+    w_step = next(op["w_step"] for op in doc["ops"] if op["op"] == "conv")
+    assert f'"w_step": {w_step}' in text
+    (folder / "model.json").write_text(text.replace(f'"w_step": {w_step}', f'"w_step": {w_step * 2}', 1))
+    assert main(["evaluate", str(folder), "--test-size", "8"]) == 2            # valid JSON, another model
+    _one_line(capsys, f"{folder / 'model.json'} is damaged: its content does not match the sha256 it records")
+    old = dict(doc, version=1)
+    old.pop("files"), old.pop("sha256")
+    (folder / "model.json").write_text(json.dumps(old))
+    assert main(["evaluate", str(folder), "--test-size", "8"]) == 2
+    _one_line(capsys, "is of format version 1, this version reads 2")
+
+
+def test_a_released_supernet_is_pinned_to_its_record(trained, tmp_path, capsys):
+    """models/MODEL.pt and MODEL.json: a file that is not the one its record describes is refused naming both."""
+    from mpq.deploy.release import release
+
+    release(trained[1].parent, tmp_path / "models", "tiny")
+    released, record = tmp_path / "models" / "resnet20.pt", tmp_path / "models" / "resnet20.json"
+    load_checkpoint(released)
+    for damage, message in (
+            (lambda: released.write_bytes(_flip(released.read_bytes(), 1000)),
+             f"checkpoint {released} does not match its record {record}: its sha256 differs"),
+            (lambda: record.write_text(record.read_text()[:40]),
+             f"{record}, the record beside checkpoint {released}, is not valid JSON (damaged)"),
+            (lambda: record.write_text(json.dumps({**json.loads(record.read_text()), "file": "other.pt"})),
+             f"{record}, the record beside checkpoint {released}, describes file 'other.pt'")):
+        saved = released.read_bytes(), record.read_text()
+        damage()
+        assert main(["search", str(released), "--level", "3"]) == 2
+        _one_line(capsys, message)
+        released.write_bytes(saved[0]), record.write_text(saved[1])

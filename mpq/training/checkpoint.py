@@ -13,6 +13,8 @@ last complete checkpoint and the command that resumes from it (exit status 130).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
@@ -68,12 +70,40 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in nested dicts, lists and tuples, named by its path (``ema.module.stem.0.weight``)."""
+    if torch.is_tensor(obj):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def nonfinite_entries(obj: Any) -> list[str]:
+    """Names of the floating-point tensors anywhere in ``obj`` that hold a nan or an infinity."""
+    from mpq.training.fp import nonfinite_tensors
+
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, tensor in _tensors(obj):     # one check per device (an optimizer's step counts stay on the CPU)
+        by_device.setdefault(tensor.device, []).append((name, tensor))
+    return [name for named in by_device.values() for name in nonfinite_tensors(named)]
+
+
 def save_checkpoint(obj: Any, path: str | Path) -> None:
     """``torch.save`` atomically; the same ``obj`` gives the same bytes (DVC skips what depends on an unchanged file).
 
     Saved through a file object: given a path, torch names the archive's records after the file, here a random
-    temporary name, which made every re-run write new bytes.
+    temporary name, which made every re-run write new bytes. A tensor holding nan or inf is refused (ValueError
+    naming it): no reader could use such weights, and a file that exists is taken for a result.
     """
+    from mpq.training.fp import describe_tensors
+
+    bad = nonfinite_entries(obj)
+    if bad:
+        raise ValueError(f"checkpoint {path} not written: it would hold nan or inf in {describe_tensors(bad)}")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
 
@@ -85,13 +115,23 @@ class CheckpointError(ValueError):
 def load_checkpoint(path: str | Path, *, fix: str = "re-run the stage that writes it (`dvc repro`)") -> dict:
     """Read a checkpoint written by ``save_checkpoint``: tensors and plain values only (``weights_only``).
 
-    A missing, truncated, corrupt or foreign file raises one ``CheckpointError`` naming the file and ``fix``.
+    A missing, truncated, corrupt or foreign file, or one holding a tensor with nan or inf, raises one
+    ``CheckpointError`` naming the file and ``fix``.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; {fix}")
+    record = release_record(path, fix)
+    source: Path | io.BytesIO = path
+    if record is not None:              # a released supernet: the file must be the one its record describes
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise CheckpointError(f"checkpoint {path} does not match its record {path.with_suffix('.json')}: its "
+                                  "sha256 differs from the recorded one (a damaged file, or one of another release); "
+                                  f"restore both from one release (e.g. `git checkout {path.parent}`)")
+        source = io.BytesIO(data)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's own message suggests weights_only=False: exactly what must not be done with such a file
         if "GLOBAL" in str(exc) or "global" in str(exc):
@@ -105,7 +145,33 @@ def load_checkpoint(path: str | Path, *, fix: str = "re-run the stage that write
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not an mpq checkpoint; "
                               f"delete it and {fix}")
+    bad = nonfinite_entries(state)
+    if bad:
+        from mpq.training.fp import describe_tensors
+
+        raise CheckpointError(f"checkpoint {path} holds nan or inf in {describe_tensors(bad)}: its weights are "
+                              f"unusable; delete it and {fix}")
     return state
+
+
+def release_record(path: Path, fix: str) -> dict | None:
+    """The record beside a released checkpoint (``MODEL.json`` beside ``MODEL.pt``, ``mpq.deploy.release``), which
+    pins the file by its sha256; None where there is none. A damaged record, or one naming another file, is refused."""
+    record = path.with_suffix(".json")
+    if record == path or not record.is_file():
+        return None
+    try:
+        info = json.loads(record.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"{record}, the record beside checkpoint {path}, is not valid JSON (damaged); restore "
+                              f"it (e.g. `git checkout {record}`), or delete both and {fix}") from None
+    if not isinstance(info, dict) or "sha256" not in info:
+        return None                    # some other file that happens to share the name: no record
+    if info.get("file") != path.name or not isinstance(info["sha256"], str):
+        raise CheckpointError(f"{record}, the record beside checkpoint {path}, describes file {info.get('file')!r} "
+                              f"with sha256 {info['sha256']!r}; restore both from one release (e.g. `git checkout "
+                              f"{path.parent}`)")
+    return info
 
 
 def require_keys(state: dict, keys: tuple[str, ...], path: str | Path, fix: str) -> None:
