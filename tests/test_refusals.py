@@ -11,17 +11,22 @@ import copy
 import hashlib
 import json
 import math
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mpq.__main__ import main
+from mpq.config import load_params, model_specs
 from mpq.deploy.model import _doc_digest, lower
 from mpq.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.timeout(90)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _one_line(capsys, *needles: str) -> str:
@@ -169,3 +174,30 @@ def test_a_released_supernet_is_pinned_to_its_record(trained, tmp_path, capsys):
         assert main(["search", str(released), "--level", "3"]) == 2
         _one_line(capsys, message)
         released.write_bytes(saved[0]), record.write_text(saved[1])
+
+
+# --- 4. parameter files read strictly -----------------------------------------------------------------------
+
+TINY_TEXT = (ROOT / "profiles" / "tiny.yaml").read_text()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t + "fp:\n  epochs: 3\n", r"line \d+: key 'fp' given twice at the top level \(first on line 19\)"),
+    (lambda t: t.replace("seed: 0\n", "seed: 0\nseed: 1\n"), r"line 4: key 'seed' given twice at the top level"),
+    (lambda t: t.replace("  epochs: 1\n", "  epochs: 1\n  epochs: 2\n", 1), r"line 21: key 'epochs' given twice in fp"),
+    (lambda t: t.replace("  resnet20: {width_mult: 0.25}", "  resnet20: null"),
+     r"line 14: models.resnet20 is empty \(null\); give its settings as a mapping"),
+    (lambda t: t.replace("fp:\n", "fp:\nfp_old:\n", 1), r"line 19: section 'fp' is empty \(null\)"),
+    (lambda t: t.replace("seed: 0\n", "seed: [0\n"), r"line 4: not valid YAML \(expected ',' or '\]'"),
+    (lambda t: t + "---\nseed: 1\n", r"line \d+: not valid YAML \(but found another document\)"),
+])
+def test_a_params_file_is_read_strictly_naming_the_file_and_line(tmp_path, edit, message):
+    """A second `fp:` section or a repeated `seed:` overrode the first silently; `models: {resnet20: null}` gave a
+    TypeError traceback."""
+    path = tmp_path / "params.yaml"
+    path.write_text(edit(TINY_TEXT))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}, {message}") as info:
+        load_params(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"models.resnet20 must be a mapping of its settings"):
+        model_specs({"resnet20": None})              # a notebook's parameters cell, read without the file
