@@ -73,15 +73,17 @@ def _open_supernet(args: argparse.Namespace):
     """The EMA supernet of ``args.checkpoint`` (a one-shot checkpoint or a released supernet), its data identity,
     and a warning when it is unfinished (refused unless ``args.allow_unfinished``)."""
     from mpq.training.checkpoint import load_checkpoint
-    from mpq.training.oneshot import checkpoint_meta, load_supernet, training_progress
+    from mpq.training.oneshot import load_supernet, read_supernet_state, training_progress
 
-    state = load_checkpoint(args.checkpoint, fix="pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt) "
-                                                 "or a released one (models/MODEL.pt)")
+    fix = "pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt) or a released one (models/MODEL.pt)"
+    state = load_checkpoint(args.checkpoint, fix=fix)
     if "ema" not in state or "meta" not in state:
         kind = "a full-precision checkpoint (FP stage)" if "state_dict" in state else "not a one-shot checkpoint"
         raise UsageError(f"{args.checkpoint} is {kind}; pass a one-shot supernet checkpoint "
                          "(checkpoints/supernet/MODEL.pt, written by `dvc repro supernet`, or models/MODEL.pt)")
+    state = read_supernet_state(args.checkpoint, fix=fix)        # every entry read below, checked
     epoch, epochs, finished = training_progress(state)
+    identity = state["meta"]["data"]
     del state
     warning = None
     if not finished:
@@ -93,11 +95,6 @@ def _open_supernet(args: argparse.Namespace):
         done = {"search": "searched", "export": "exported", "evaluate": "evaluated"}[args.command]
         warning = f"{unfinished}; {done} as it is (--allow-unfinished)"
         log.warning("warning: %s", warning)
-    meta = checkpoint_meta(args.checkpoint)
-    identity = meta.get("data")
-    if not identity:
-        raise UsageError(f"checkpoint {args.checkpoint} records no data identity (an older format); "
-                         "re-train it (`dvc repro supernet`)")
     for flag, given, stored in (("--dataset", getattr(args, "dataset", None), identity["name"]),
                                 ("--seed", getattr(args, "seed", None), identity["seed"])):
         if args.command == "search" and given is not None and given != stored:

@@ -22,7 +22,8 @@ import torch
 from mpq.__main__ import main
 from mpq.config import load_params, model_specs
 from mpq.deploy.model import _doc_digest, lower
-from mpq.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpq.training.checkpoint import CheckpointError, VERSION_KEY, load_checkpoint, package_version, save_checkpoint
+from mpq.training.oneshot import load_supernet
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -201,3 +202,26 @@ def test_a_params_file_is_read_strictly_naming_the_file_and_line(tmp_path, edit,
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match=r"models.resnet20 must be a mapping of its settings"):
         model_specs({"resnet20": None})              # a notebook's parameters cell, read without the file
+
+
+# --- 5. checkpoints carrying options this version does not know ------------------------------------------
+
+def test_a_checkpoint_with_options_this_version_does_not_know_is_refused_naming_the_writer(trained, tmp_path,
+                                                                                           capsys):
+    """A config option this version does not know gave `TypeError: OneShotConfig.__init__() got an unexpected
+    keyword argument`."""
+    import mpq
+
+    _, path = trained
+    state = torch.load(path, weights_only=True)
+    assert state[VERSION_KEY] == package_version() == mpq.__version__            # every checkpoint records it
+    newer = tmp_path / "newer.pt"
+    torch.save({**state, "config": {**state["config"], "warp_drive": True}, VERSION_KEY: "9.1.0"}, newer)
+    older = tmp_path / "older.pt"
+    torch.save({k: v for k, v in state.items() if k != VERSION_KEY} | {"config": {**state["config"], "zeta": 1}}, older)
+    for ckpt, writer, option in ((newer, "mpq 9.1.0", "warp_drive"), (older, "an unknown version of mpq", "zeta")):
+        assert main(["search", str(ckpt), "--level", "3"]) == 2
+        _one_line(capsys, f"checkpoint {ckpt} was written by {writer} with training options ['{option}'] that this "
+                          f"version (mpq {mpq.__version__}) does not know")
+    with pytest.raises(CheckpointError, match="was written by mpq 9.1.0 with training options"):
+        load_supernet(newer)

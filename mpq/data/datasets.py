@@ -349,6 +349,36 @@ def make_splits(name: str, *, seed: int, train_size: int | None, score_size: int
                   test=test, identity=identity)
 
 
+# what ``splits_from_identity`` reads from a stored identity, and the type each must have
+IDENTITY_KEYS = ("name", "seed", "train_size", "score_size", "calib_size", "test_fraction", "classes")
+
+
+def check_identity(identity: object) -> None:
+    """Refuse a stored data identity (``Splits.identity``) the splits cannot be made again from: a missing key, a
+    value of the wrong type or out of range; the ValueError names the key and the value."""
+    if not isinstance(identity, dict):
+        raise ValueError(f"data identity is {identity!r}, not a mapping")
+    missing = [k for k in IDENTITY_KEYS if k not in identity]
+    if missing:
+        raise ValueError(f"data identity lacks {missing}")
+
+    def count(value: object, nullable: bool) -> bool:
+        return (value is None and nullable) or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+    checks = {"name": isinstance(identity["name"], str) and identity["name"] in (*NAMED_DATASETS, "folder"),
+              "seed": isinstance(identity["seed"], int) and not isinstance(identity["seed"], bool),
+              "train_size": count(identity["train_size"], True), "score_size": count(identity["score_size"], False),
+              "calib_size": count(identity["calib_size"], False),
+              "test_size": count(identity.get("test_size"), True),
+              "test_fraction": isinstance(identity["test_fraction"], (int, float))
+              and not isinstance(identity["test_fraction"], bool) and 0 < identity["test_fraction"] < 1,
+              "classes": isinstance(identity["classes"], list) and len(identity["classes"]) >= 2
+              and all(isinstance(c, str) for c in identity["classes"])}
+    wrong = [k for k, ok in checks.items() if not ok]
+    if wrong:
+        raise ValueError(f"data identity has {wrong[0]} {identity.get(wrong[0])!r}, which no split was made with")
+
+
 def splits_from_identity(identity: dict, *, test_size: int | None = None, root: Path | None = None) -> Splits:
     """The splits a checkpoint was trained with, from its stored ``identity`` (``Splits.identity``).
 

@@ -92,18 +92,41 @@ def nonfinite_entries(obj: Any) -> list[str]:
     return [name for named in by_device.values() for name in nonfinite_tensors(named)]
 
 
+VERSION_KEY = "mpq_version"      # every checkpoint records the version of mpq that wrote it
+
+
+def package_version() -> str:
+    """This package's version (its installed metadata, which ``mpq.__version__`` repeats)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mpq")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def written_by(state: Mapping[str, Any]) -> str:
+    """Which version wrote a checkpoint, in words: ``mpq 0.1.0``, or an unknown one (files from before the record)."""
+    value = state.get(VERSION_KEY)
+    return f"mpq {value}" if isinstance(value, str) else "an unknown version of mpq"   # files from before the record
+
+
 def save_checkpoint(obj: Any, path: str | Path) -> None:
     """``torch.save`` atomically; the same ``obj`` gives the same bytes (DVC skips what depends on an unchanged file).
 
     Saved through a file object: given a path, torch names the archive's records after the file, here a random
     temporary name, which made every re-run write new bytes. A tensor holding nan or inf is refused (ValueError
-    naming it): no reader could use such weights, and a file that exists is taken for a result.
+    naming it): no reader could use such weights, and a file that exists is taken for a result. A dict is saved
+    with the version of mpq that wrote it (``VERSION_KEY``), so a reader can say which one wrote options it does
+    not know (``stored_config``).
     """
     from mpq.training.fp import describe_tensors
 
     bad = nonfinite_entries(obj)
     if bad:
         raise ValueError(f"checkpoint {path} not written: it would hold nan or inf in {describe_tensors(bad)}")
+    if isinstance(obj, dict):
+        obj = {**obj, VERSION_KEY: package_version()}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
 
@@ -180,6 +203,28 @@ def require_keys(state: dict, keys: tuple[str, ...], path: str | Path, fix: str)
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}: an older format or another program's file; "
                               f"delete it and {fix}")
+
+
+def stored_config(cls: type, state: Mapping[str, Any], path: str | Path, fix: str) -> Any:
+    """The config dataclass ``cls`` a checkpoint's ``config`` entry was trained with, checked as a params section
+    is. Options this version does not know (a newer version's) are refused naming them and the version that wrote
+    the file; a value of the wrong type or out of range is refused naming it."""
+    import dataclasses
+
+    from mpq.config import from_dict
+
+    config = state.get("config")
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds config {config!r}, not a mapping of training options; {fix}")
+    unknown = sorted(str(k) for k in set(config) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise CheckpointError(f"checkpoint {path} was written by {written_by(state)} with training options "
+                              f"{unknown} that this version (mpq {package_version()}) does not know; read it with the "
+                              f"version that wrote it, or {fix}")
+    try:
+        return from_dict(cls, config, "config")
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} holds an invalid training config ({exc}); {fix}") from None
 
 
 def check_matches(path: str | Path, what: str, stored: Any, expected: Any, fix: str) -> None:
