@@ -21,6 +21,7 @@ import torch
 
 from mpq.__main__ import main
 from mpq.config import load_params, model_specs
+from mpq.data.datasets import DataError, load_image_folder, read_image
 from mpq.deploy.model import _doc_digest, lower
 from mpq.training.checkpoint import CheckpointError, VERSION_KEY, load_checkpoint, package_version, save_checkpoint
 from mpq.training.oneshot import load_supernet
@@ -225,3 +226,40 @@ def test_a_checkpoint_with_options_this_version_does_not_know_is_refused_naming_
                           f"version (mpq {mpq.__version__}) does not know")
     with pytest.raises(CheckpointError, match="was written by mpq 9.1.0 with training options"):
         load_supernet(newer)
+
+
+# --- 6. images converted by their bit depth and mode ---------------------------------------------------------
+
+def test_images_are_read_by_bit_depth_and_mode(tmp_path):
+    """A folder of 16-bit PNGs loaded with 96% of its pixels at 255 (clipped, not scaled)."""
+    from PIL import Image
+
+    ramp16 = (np.arange(28 * 28, dtype=np.int64).reshape(28, 28) * 80).astype(np.uint16)     # 0 .. 62640
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(ramp16).save(tmp_path / cls / "x.png")
+    assert Image.open(tmp_path / "a" / "x.png").mode == "I;16"
+    data = load_image_folder(tmp_path)
+    expected = np.rint(ramp16 * (255 / 65535)).astype(np.uint8)
+    assert np.array_equal(data.images[0, 0].numpy(), expected)                    # 28x28: no resampling
+    assert (data.images == 255).float().mean() == 0 and data.images.max() == round(62640 * 255 / 65535)
+    half = np.full((28, 28, 4), [200, 100, 50, 128], dtype=np.uint8)                # half transparent orange
+    grey_rgb = round((200 * 299 + 100 * 587 + 50 * 114) / 1000 * 128 / 255)
+    for mode, image, grey in (
+            ("RGBA", Image.fromarray(half, "RGBA"), grey_rgb),
+            ("LA", Image.fromarray(np.dstack([np.full((28, 28), 200, np.uint8), np.full((28, 28), 64, np.uint8)]),
+                                   "LA"), round(200 * 64 / 255)),
+            ("RGBA", Image.fromarray(np.full((28, 28, 4), [255, 255, 255, 0], np.uint8), "RGBA"), 0)):
+        image.save(tmp_path / "a" / "x.png")
+        assert Image.open(tmp_path / "a" / "x.png").mode == mode
+        assert abs(int(read_image(tmp_path / "a" / "x.png", 28, True).max()) - grey) <= 1, mode
+    palette = Image.new("P", (28, 28), 1)
+    palette.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    palette.info["transparency"] = 1                                                 # the white entry is clear
+    palette.save(tmp_path / "a" / "x.png", transparency=1)
+    assert read_image(tmp_path / "a" / "x.png", 28, True).max() == 0
+    with pytest.raises(DataError, match=r"x.tif: float pixels outside \[0, 1\]; convert it"):
+        Image.fromarray(np.full((28, 28), 3.5, np.float32), "F").save(tmp_path / "a" / "x.tif")
+        read_image(tmp_path / "a" / "x.tif", 28, True)
+    Image.fromarray(np.full((28, 28), 0.5, np.float32), "F").save(tmp_path / "a" / "x.tif")
+    assert read_image(tmp_path / "a" / "x.tif", 28, True).max() == 128
