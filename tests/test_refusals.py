@@ -11,8 +11,11 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
+import stat
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,8 @@ from mpq.__main__ import main
 from mpq.config import load_params, model_specs
 from mpq.data.datasets import DataError, load_image_folder, read_image
 from mpq.deploy.model import _doc_digest, lower
-from mpq.training.checkpoint import CheckpointError, VERSION_KEY, load_checkpoint, package_version, save_checkpoint
+from mpq.training.checkpoint import (CheckpointError, OutputError, VERSION_KEY, atomic_folder, check_output,
+                                     current_umask, load_checkpoint, package_version, save_checkpoint, write_json)
 from mpq.training.oneshot import load_supernet
 
 pytestmark = pytest.mark.timeout(90)
@@ -263,3 +267,69 @@ def test_images_are_read_by_bit_depth_and_mode(tmp_path):
         read_image(tmp_path / "a" / "x.tif", 28, True)
     Image.fromarray(np.full((28, 28), 0.5, np.float32), "F").save(tmp_path / "a" / "x.tif")
     assert read_image(tmp_path / "a" / "x.tif", 28, True).max() == 128
+
+
+# --- 7. outputs checked whole before the work ----------------------------------------------------------------
+
+def test_an_output_name_the_file_system_cannot_hold_is_refused_before_the_work(trained, tmp_path, capsys):
+    """An `--out` with a 250-character name passed the check, then the write failed after the search: its
+    temporary name was longer still. Such a name now fits (temporary names are short); a longer one than the
+    file system's NAME_MAX is refused before anything is loaded."""
+    _, path = trained
+    fits = tmp_path / ("c" * 245 + ".json")                                  # 250 characters
+    assert check_output(fits) == fits
+    write_json({"ok": True}, fits)
+    assert json.loads(fits.read_text()) == {"ok": True} and sorted(tmp_path.iterdir()) == [fits]
+    too_long = tmp_path / ("c" * 252 + ".json")                              # 257 bytes
+    for argv in (["search", str(path), "--level", "3", "--out", str(too_long)],
+                 ["evaluate", str(path), "--config", str(fits), "--out", str(too_long)],
+                 ["export", str(path), "--config", str(fits), "--out", str(tmp_path / ("d" * 256))],
+                 ["search", str(path), "--level", "3", "--out", str(tmp_path / ("e" * 300) / "cfg.json")]):
+        assert main(argv) == 2
+        _one_line(capsys, "bytes a name may have on this file system; pass a shorter name")
+    for out, message in ((tmp_path / "new" / "", "ends with a slash, so it names a folder"),
+                         ("a\x00b.json", "a path cannot hold a NUL character")):
+        with pytest.raises(OutputError, match=message):
+            check_output(str(out) + ("/" if out != "a\x00b.json" else ""))
+    assert sorted(tmp_path.iterdir()) == [fits]
+
+
+# --- 8. files created with the user's umask, and no temporary file left behind ----------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_get_the_users_umask(tmp_path, umask):
+    """Search results and checkpoints were written 0600 whatever the umask (tempfile.mkstemp's mode)."""
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        save_checkpoint({"w": torch.ones(2)}, tmp_path / "a.pt")
+        write_json({}, tmp_path / "b.json")
+        with atomic_folder(tmp_path / "out") as folder:
+            (folder / "model.json").write_text("{}")
+        (tmp_path / "plain").write_text("")
+    finally:
+        os.umask(old)
+    plain = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert plain == 0o666 & ~umask
+    for name in ("a.pt", "b.json", "out/model.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == plain, name
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~umask
+
+
+def test_a_killed_runs_temporary_files_are_removed_by_the_next_write(tmp_path):
+    """Hidden 0-byte temporary files stayed beside a checkpoint after a killed run."""
+    done = subprocess.run(["true"])                 # a process that has ended: its pid names a killed writer
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = [tmp_path / f".resnet20.{dead.pid}.abcd1234.tmp.pt",         # this version's, its writer gone
+            tmp_path / ".resnet20.x7_kq2mz.tmp.pt",                      # an earlier version's (no pid)
+            tmp_path / f".run.{dead.pid}.old.tmp", tmp_path / f".run.{dead.pid}.zz99aa11.tmp"]
+    live = [tmp_path / f".resnet20.{os.getppid()}.abcd1234.tmp.pt",      # a write in progress elsewhere
+            tmp_path / ".resnet20_b.x7_kq2mz.tmp.pt", tmp_path / ".resnet.x7_kq2mz.tmp.pt"]   # other targets'
+    for path in left + live:
+        path.mkdir() if path.name.startswith(".run.") else path.write_bytes(b"")
+    assert done.returncode == 0
+    save_checkpoint({"w": torch.ones(1)}, tmp_path / "resnet20.pt")
+    with atomic_folder(tmp_path / "run") as folder:
+        (folder / "result.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["resnet20.pt", "run", *(p.name for p in live)])

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shlex
 import shutil
 import sys
@@ -35,13 +36,84 @@ from mpq.data.datasets import DataError
 log = logging.getLogger(__name__)
 
 
+# --- atomic writes: the user's umask, short temporary names, no temporary file outliving its run ------------
+
+TEMP_STEM = 64        # a temporary name keeps at most this much of its target's name: it fits wherever the target does
+_RANDOM = "[a-z0-9_]{8}"  # tempfile's random part
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_pattern(path: Path, folder: bool) -> re.Pattern:
+    """The temporary names that writes to ``path`` use, this version's (with the writer's pid) and earlier ones'."""
+    name = path.name if folder else path.stem
+    short, tail = re.escape(name[:TEMP_STEM]), (r"\.tmp" if folder else r"\.tmp" + re.escape(path.suffix[:16]))
+    old_tail = r"\.tmp" if folder else r"\.tmp" + re.escape(path.suffix)
+    kinds = f"(?:{_RANDOM}|old)" if folder else _RANDOM          # a folder's writes also park the old folder
+    return re.compile(rf"^\.{short}\.(?P<pid>\d+)\.{kinds}{tail}$|^\.{re.escape(name)}\.{kinds}{old_tail}$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:          # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path, folder: bool = False) -> list[Path]:
+    """Delete the temporary files (or staging folders) beside ``path`` that a killed earlier write to it left:
+    those of a process that no longer runs, and those of earlier versions, which did not name their process.
+    A write in progress in another live process keeps its file. Returns what was removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern, removed = _temp_pattern(path, folder), []
+    for entry in path.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match is None or (match["pid"] is not None and _alive(int(match["pid"]))):
+            continue
+        try:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(entry)
+    if removed:
+        log.info("removed %d temporary file(s) left by an earlier, interrupted write of %s", len(removed), path)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path`` (same file system)."""
+    """Yield a temporary path beside ``path``; on success rename it over ``path`` (same file system).
+
+    The file gets the mode a plain ``open`` would give it (``0o666`` less the umask; ``mkstemp`` makes it
+    ``0o600``), and the temporary files of an earlier write to ``path`` that was killed are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:TEMP_STEM]}.{os.getpid()}.", suffix=f".tmp{path.suffix[:16]}",
+                               dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -52,14 +124,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """Yield a new temporary folder beside ``path``; on success it replaces ``path`` (a folder) as a whole."""
+    """Yield a new temporary folder beside ``path``; on success it replaces ``path`` (a folder) as a whole.
+
+    The folder gets the mode ``mkdir`` would give it (``0o777`` less the umask; ``mkdtemp`` makes it ``0o700``),
+    and the staging folders of an earlier write to ``path`` that was killed are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path, folder=True)
+    prefix = f".{path.name[:TEMP_STEM]}.{os.getpid()}."
+    staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    os.chmod(staging, 0o777 & ~current_umask())
     try:
         yield staging
         if path.exists():
-            old = path.with_name(f".{path.name}.old.tmp")
+            old = path.with_name(f"{prefix}old.tmp")
             shutil.rmtree(old, ignore_errors=True)
             path.rename(old)
             staging.rename(path)
@@ -320,18 +398,56 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _pathconf(folder: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(folder, name)
+    except (OSError, ValueError):
+        return default
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:                 # a name too long, a loop of links: nothing is there to use
+        return False
+
+
+def _check_names(out: Path, flag: str) -> None:
+    """Refuse a path the file system cannot hold: a name (of the output, or of a folder to be created for it)
+    longer than its NAME_MAX, or a whole path beyond PATH_MAX."""
+    absolute = Path(os.path.abspath(out))
+    anchor = absolute.parent
+    while not _exists(anchor):
+        anchor = anchor.parent
+    name_max, path_max = _pathconf(anchor, "PC_NAME_MAX", 255), _pathconf(anchor, "PC_PATH_MAX", 4096)
+    for part in absolute.relative_to(anchor).parts:              # the names to be created, the output's own last
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise OutputError(f"{flag} {out}: the name {part[:24]}... is {size} bytes, longer than the {name_max} "
+                              f"bytes a name may have on this file system; pass a shorter name")
+    if len(os.fsencode(str(absolute))) >= path_max:
+        raise OutputError(f"{flag} {out}: the path is longer than the {path_max} bytes this system allows; pass a "
+                          "shorter one")
+
+
 def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), flag: str = "--out",
                  folder: bool = False, result: str = "result.json") -> Path:
     """Refuse, before any work, an output location the work could not end in: one of the command's
     ``inputs`` (writing there would destroy it), for a file output an existing folder, for a folder output
     (``folder``: replaced as a whole when the work completes) an existing file, a folder that holds an
     input, or a non-empty folder that is not an earlier output of the command (no ``result`` file in it:
-    replacing it would delete someone else's files), and a place where no file can be created (a missing or
-    read-only folder, a file in the way).
+    replacing it would delete someone else's files), a name the file system cannot hold (longer than its
+    NAME_MAX, a path beyond PATH_MAX, a NUL character, a file path ending in a slash), and a place where no
+    file can be created (a missing or read-only folder, a file in the way).
 
     Nothing is created: the parent folder is probed with a temporary file that is removed at once.
     """
+    if "\x00" in str(path):
+        raise OutputError(f"{flag} {str(path)!r}: a path cannot hold a NUL character; pass another")
+    if not folder and str(path).endswith(("/", os.sep)):
+        raise OutputError(f"{flag} {path} ends with a slash, so it names a folder; pass a file path")
     out = Path(path)
+    _check_names(out, flag)                  # first: a name too long makes every other look-up fail
     for given in inputs:
         if given is None:
             continue
