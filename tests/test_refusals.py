@@ -333,3 +333,18 @@ def test_a_killed_runs_temporary_files_are_removed_by_the_next_write(tmp_path):
     with atomic_folder(tmp_path / "run") as folder:
         (folder / "result.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["resnet20.pt", "run", *(p.name for p in live)])
+
+
+# --- 9. FP training on fewer images than one batch --------------------------------------------------------
+
+def test_fp_training_on_fewer_images_than_a_batch_is_one_line(tiny_splits):
+    """It ended in ZeroDivisionError, where the one-shot path refused the same mistake in one line."""
+    from mpq.models import create_model
+    from mpq.training.fp import train_fp
+
+    few = tiny_splits.train.subset(torch.arange(20))
+    with pytest.raises(ValueError, match=r"^20 training images give no full batch of 32, so training would take no "
+                                         r"step; use more training images or a smaller batch$"):
+        train_fp(create_model("resnet20", width_mult=0.25), few, tiny_splits.test, epochs=1, batch_size=32, lr=0.1,
+                 momentum=0.9, weight_decay=0.0, warmup_epochs=0.0, label_smoothing=0.0, pad=2, flip=True, seed=0,
+                 device=torch.device("cpu"), progress=False)

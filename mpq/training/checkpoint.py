@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
+from torch import Tensor
 
 from mpq.data.datasets import DataError
 
@@ -148,6 +149,23 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+@torch.no_grad()
+def nonfinite_tensors(named: Iterable[tuple[str, Tensor]]) -> list[str]:
+    """Names of the floating-point tensors in ``named`` that hold a nan or an infinity (one device sync in all);
+    other values (integer buffers, a module's extra state) are skipped."""
+    floats = [(name, t) for name, t in named if isinstance(t, Tensor) and t.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in floats]).tolist()
+    return [name for (name, _), ok in zip(floats, finite) if not ok]
+
+
+def describe_tensors(names: list[str], limit: int = 3) -> str:
+    """``names`` as a short list for a message: the first ``limit`` and how many more."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor in nested dicts, lists and tuples, named by its path (``ema.module.stem.0.weight``)."""
     if torch.is_tensor(obj):
@@ -162,8 +180,6 @@ def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
 
 def nonfinite_entries(obj: Any) -> list[str]:
     """Names of the floating-point tensors anywhere in ``obj`` that hold a nan or an infinity."""
-    from mpq.training.fp import nonfinite_tensors
-
     by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
     for name, tensor in _tensors(obj):     # one check per device (an optimizer's step counts stay on the CPU)
         by_device.setdefault(tensor.device, []).append((name, tensor))
@@ -198,8 +214,6 @@ def save_checkpoint(obj: Any, path: str | Path) -> None:
     with the version of mpq that wrote it (``VERSION_KEY``), so a reader can say which one wrote options it does
     not know (``stored_config``).
     """
-    from mpq.training.fp import describe_tensors
-
     bad = nonfinite_entries(obj)
     if bad:
         raise ValueError(f"checkpoint {path} not written: it would hold nan or inf in {describe_tensors(bad)}")
@@ -248,8 +262,6 @@ def load_checkpoint(path: str | Path, *, fix: str = "re-run the stage that write
                               f"delete it and {fix}")
     bad = nonfinite_entries(state)
     if bad:
-        from mpq.training.fp import describe_tensors
-
         raise CheckpointError(f"checkpoint {path} holds nan or inf in {describe_tensors(bad)}: its weights are "
                               f"unusable; delete it and {fix}")
     return state

@@ -34,8 +34,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.std import tqdm
 
 from mpq.training.recipe import OneShotConfig
-from mpq.training.checkpoint import (CheckpointError, TrainingInterrupted, check_matches, load_checkpoint,
-                                     require_keys, save_checkpoint, stored_config)
+from mpq.training.checkpoint import (CheckpointError, TrainingInterrupted, check_matches, describe_tensors,
+                                     load_checkpoint, nonfinite_tensors, require_keys, save_checkpoint, stored_config)
 from mpq.data.datasets import ImageSet, Splits, augment, batches
 from mpq.training.hardware import place
 from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, lowest_bit_layers, qe_weight_at,
@@ -45,7 +45,7 @@ from mpq.method.scheduler import (Choices, SchedulerConfig, SchedulerLog, apply_
 from mpq.method.supernet import Supernet, SupernetSpec
 from mpq.training.steps import clip_gradients, decay_weights, step_stats
 from mpq.training.graphed import GraphedStep
-from mpq.training.fp import History, TrainingDiverged, describe_tensors, nonfinite_tensors, to_device, warmup_cosine
+from mpq.training.fp import History, TrainingDiverged, full_batches, to_device, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +258,7 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     supernet.train()
     gen = torch.Generator().manual_seed(seed)
     sgd, adam = optimizers(supernet, cfg)
-    steps_per_epoch = len(train) // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train)} training images give no full batch of {batch_size}")
+    steps_per_epoch = full_batches(len(train), batch_size)      # refused where there is no whole batch
     total_steps = cfg.epochs * steps_per_epoch
     sched = warmup_cosine(sgd, int(cfg.warmup_epochs * steps_per_epoch), total_steps)
     sched_steps = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=total_steps)
