@@ -30,6 +30,14 @@ class UsageError(ValueError):
     """A mistake on the command line: printed as one line, exit status 2, no traceback (``run_command``)."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes (an unknown flag, a value that is not a number, a missing argument) end as every
+    other mistake does: one line and exit status 2, not the usage block and a second line."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 # test images on which `evaluate` compares fake-quant and integer codes layer by layer, unless told
 DEFAULT_AGREEMENT_IMAGES = 256
 # where the greedy walk starts (uniform W5A5, docs/method.md section 2; `greedy_search`'s default)
@@ -70,10 +78,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _open_supernet(args: argparse.Namespace):
-    """The EMA supernet of ``args.checkpoint`` (a one-shot checkpoint or a released supernet), its data identity,
-    and a warning when it is unfinished (refused unless ``args.allow_unfinished``)."""
+    """The EMA supernet of ``args.checkpoint`` (a one-shot checkpoint or a released supernet), the checkpoint's
+    checked contents (its data identity is ``state["meta"]["data"]``), and a warning when it is unfinished (refused
+    unless ``args.allow_unfinished``). The file is read once."""
     from mpq.training.checkpoint import load_checkpoint
-    from mpq.training.oneshot import load_supernet, read_supernet_state, training_progress
+    from mpq.training.oneshot import check_supernet_state, load_supernet, training_progress
 
     fix = "pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt) or a released one (models/MODEL.pt)"
     state = load_checkpoint(args.checkpoint, fix=fix)
@@ -81,10 +90,9 @@ def _open_supernet(args: argparse.Namespace):
         kind = "a full-precision checkpoint (FP stage)" if "state_dict" in state else "not a one-shot checkpoint"
         raise UsageError(f"{args.checkpoint} is {kind}; pass a one-shot supernet checkpoint "
                          "(checkpoints/supernet/MODEL.pt, written by `dvc repro supernet`, or models/MODEL.pt)")
-    state = read_supernet_state(args.checkpoint, fix=fix)        # every entry read below, checked
+    state = check_supernet_state(state, args.checkpoint, fix=fix)        # every entry read below, checked
     epoch, epochs, finished = training_progress(state)
     identity = state["meta"]["data"]
-    del state
     warning = None
     if not finished:
         unfinished = (f"checkpoint {args.checkpoint} is unfinished: it holds epoch {epoch} of {epochs} (its training "
@@ -100,8 +108,8 @@ def _open_supernet(args: argparse.Namespace):
         if args.command == "search" and given is not None and given != stored:
             raise UsageError(f"{flag} {given} conflicts with the checkpoint, trained on {identity['name']!r} split "
                              f"with seed {identity['seed']}; drop {flag} (it is read from the checkpoint)")
-    supernet = load_supernet(args.checkpoint, allow_unfinished=args.allow_unfinished)
-    return supernet, identity, warning
+    supernet = load_supernet(args.checkpoint, allow_unfinished=args.allow_unfinished, state=state)
+    return supernet, state, warning
 
 
 def _splits(args: argparse.Namespace, identity: dict):
@@ -134,15 +142,17 @@ def _search(args: argparse.Namespace) -> int:
     from mpq.training.hardware import place
     from mpq.training.oneshot import checkpoint_candidates
     from mpq.search.space import cfg_to_json
-    from mpq.search.greedy import greedy_reachable, greedy_search
+    from mpq.search.greedy import OutOfReach, WalkStuck, greedy_reachable, greedy_search
 
     _check_args(args)
-    supernet, identity, warning = _open_supernet(args)
+    supernet, state, warning = _open_supernet(args)
+    identity = state["meta"]["data"]
     score_size = _subset_size(args.score_size, identity["score_size"], "--score-size", "scoring",
                               default=min(DEFAULT_SCORE_SIZE, identity["score_size"]))
     calib_size = _subset_size(args.calib_size, identity["calib_size"], "--calib-size", "calibration")
     table = supernet.cost_table
-    space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
+    space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet, state))   # bounded by the scheduler
+    del state
     # the walk starts at uniform W5A5 and moves down: a budget above the start would get the start back
     lo, hi = greedy_reachable(space, lambda c: bitops(table, c), START_BITS)
     target = args.gbitops * 1e9 if args.gbitops is not None else level_bitops(table, args.level)
@@ -160,8 +170,16 @@ def _search(args: argparse.Namespace) -> int:
     place(supernet, torch.device("cpu"))      # channels_last (and the AVX2 guard), as the notebooks search
     scorer = make_scorer(supernet, score, metric=args.metric)
     start = time.perf_counter()
-    result = greedy_search(space, scorer, lambda c: bitops(table, c), target,
-                           phase1_budget(table, target), start_bits=START_BITS, alpha=args.alpha)
+    try:
+        result = greedy_search(space, scorer, lambda c: bitops(table, c), target,
+                               phase1_budget(table, target), start_bits=START_BITS, alpha=args.alpha)
+    except WalkStuck as exc:          # the scores outweigh the BitOPs saved at this alpha
+        raise UsageError(f"{exc} (--alpha {args.alpha}; the default is 1.5)") from None
+    except OutOfReach as exc:         # within the range, but below where this supernet's weight walk leads
+        raise UsageError(f"target {target / 1e9:.4f} G-BitOPs (level {bitops_level(table, target):.2f}) is out of the "
+                         f"greedy walk's reach on this supernet: its weight phase ended where activation moves reach "
+                         f"down to {exc.floor / 1e9:.4f} G-BitOPs (level {bitops_level(table, exc.floor):.2f}); pick a "
+                         "budget at or above that") from None
     out = {"checkpoint": args.checkpoint, "target_gbitops": target / 1e9, "gbitops": result.cost / 1e9,
            "level": bitops_level(table, result.cost), "size_mib": model_size_mib(table, result.bit_cfg),
            "score": result.error, "score_metric": args.metric, "scoring_images": len(score),
@@ -213,7 +231,8 @@ def _deploy(args: argparse.Namespace):
     from mpq.search.space import cfg_from_json
 
     given = _read_config(args.config)
-    supernet, identity, warning = _open_supernet(args)
+    supernet, state, warning = _open_supernet(args)
+    identity = state["meta"]["data"]
     try:
         cfg = supernet.validate(cfg_from_json(given))
     except ValueError as exc:
@@ -221,15 +240,9 @@ def _deploy(args: argparse.Namespace):
     splits = _splits(args, identity)
     recalibrate(supernet, cfg, splits.calib)                # as `search --evaluate` does before measuring
     meta = {"checkpoint": Path(args.checkpoint).name,
-            "checkpoint_sha256": sha256_file(Path(args.checkpoint)), "data": identity, **_model_meta(args.checkpoint)}
+            "checkpoint_sha256": sha256_file(Path(args.checkpoint)), "data": identity,
+            **{k: state["meta"][k] for k in ("model", "width_mult", "num_classes")}}
     return supernet, cfg, lower(supernet, cfg, meta=meta), splits, warning
-
-
-def _model_meta(checkpoint: str) -> dict:
-    from mpq.training.oneshot import checkpoint_meta
-
-    meta = checkpoint_meta(checkpoint)
-    return {k: meta[k] for k in ("model", "width_mult", "num_classes")}
 
 
 def _require_onnx():
@@ -347,7 +360,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpq", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m mpq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="greedy search for a BitOPs budget on a trained supernet")
     s.add_argument("checkpoint", help="one-shot checkpoint (checkpoints/supernet/MODEL.pt)")

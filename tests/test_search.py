@@ -11,7 +11,7 @@ import pytest
 from mpq.method.cost import CostTable, LayerShape, bitops, phase1_budget
 from mpq.search.space import SearchSpace, cfg_from_json, cfg_to_json, move_scores, result_from_json, result_to_json
 from mpq.search.sampling import brute_force, evolutionary_search, random_search
-from mpq.search.greedy import greedy_front, greedy_reachable, greedy_search
+from mpq.search.greedy import WalkStuck, greedy_front, greedy_reachable, greedy_search
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -106,9 +106,9 @@ def test_minmax_cost_norm_climbs():
     err = partial(separable_error, dict.fromkeys(names, 1), dict.fromkeys(names, 0))
     cost = partial(bitops, equal_table())
     target = 9 * 8 * 16
-    with pytest.raises(RuntimeError, match="iteration cap"):
+    with pytest.raises(WalkStuck, match="iteration cap"):
         greedy_search(space, err, cost, target, target, cost_norm="minmax")
-    with pytest.raises(RuntimeError, match="iteration cap"):
+    with pytest.raises(WalkStuck, match="iteration cap"):
         greedy_search(space, err, cost, target, target, cost_norm="zero_anchored")
     found = greedy_search(space, err, cost, target, target)
     assert found.error == pytest.approx(brute_force(space, err, cost, target).error)

@@ -26,10 +26,24 @@ def _lowest_in(space: SearchSpace, key: Key, dim: int) -> Key:
     return tuple((choices[n][0], a) if dim == 0 else (w, choices[n][0]) for n, (w, a) in zip(space.names, key))
 
 
-def _walk_error(phase: str, stuck: bool, cost: float, iterations: int, budget: str, cost_norm: str) -> RuntimeError:
+class WalkStuck(ValueError):
+    """A greedy walk that cannot get within its budget with the settings it was given (its scores keep choosing up
+    moves: ``alpha`` too high for the scores, or the min-max cost norm). A consequence of those settings, so a
+    command line reports it in one line naming them."""
+
+
+class OutOfReach(ValueError):
+    """A target below ``floor``, the smallest cost the activation walk reaches from where the weight walk ended."""
+
+    def __init__(self, message: str, floor: float) -> None:
+        super().__init__(message)
+        self.floor = floor
+
+
+def _walk_error(phase: str, stuck: bool, cost: float, iterations: int, budget: str, cost_norm: str) -> WalkStuck:
     why = "is stuck (every neighbouring configuration already visited)" if stuck else "hit its iteration cap"
     fix = "lower alpha" if cost_norm == "signed" else "use cost_norm='signed' or lower alpha"
-    return RuntimeError(f"greedy {phase} walk {why} at {cost:.6g} BitOPs after {iterations} iterations, "
+    return WalkStuck(f"greedy {phase} walk {why} at {cost:.6g} BitOPs after {iterations} iterations, "
                         f"above {budget}: the scores keep choosing up moves; {fix}")
 
 
@@ -92,7 +106,7 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
     A phase-1 budget below what weight moves can reach (every weight at its lowest choice) ends phase 1 at
     the cheapest configuration the walk reaches (see ``STALL_PATIENCE``). Raises ValueError when a target lies outside
     the reachable BitOPs range (``greedy_reachable``: above the start included), or when a target
-    is below what activation moves can reach from its phase-1 end point; RuntimeError when a walk gets
+    is below what activation moves can reach from its phase-1 end point; ``WalkStuck`` (a ValueError) when a walk gets
     stuck or exceeds
     4 x `SearchSpace.num_steps` iterations.
     """
@@ -174,8 +188,9 @@ def _activation_branch(memo: _Memo, key: Key, visited: set[Key], iterations: int
     """Phase 2 of the greedy search: activation moves from ``key`` until the cost is within ``target``."""
     floor = memo.cost(_lowest_in(memo.space, key, dim=1))
     if target < floor:
-        raise ValueError(f"target {target:.6g} is below {floor:.6g}, the smallest BitOPs that activation moves "
-                         f"reach from the weight phase's end {memo.space.cfg(key)}; lower that target's phase1_budget")
+        raise OutOfReach(f"target {target:.6g} is below {floor:.6g}, the smallest BitOPs that activation moves "
+                         f"reach from the weight phase's end {memo.space.cfg(key)}; lower that target's phase1_budget",
+                         floor)
     trajectory = list(prefix)
     while memo.cost(key) > target:
         found = _greedy_move(memo, key, visited, 1, alpha, cost_norm)

@@ -437,7 +437,12 @@ def _is_int(value: object) -> bool:
 
 
 def read_supernet_state(path: str | Path, which: str = "ema", fix: str = SUPERNET_FIX) -> dict:
-    """A one-shot checkpoint's state (``load_checkpoint``), each entry a reader uses checked before it is used:
+    """A one-shot checkpoint's state (``load_checkpoint``), checked by ``check_supernet_state``."""
+    return check_supernet_state(load_checkpoint(path, fix=fix), path, which, fix)
+
+
+def check_supernet_state(state: dict, path: str | Path, which: str = "ema", fix: str = SUPERNET_FIX) -> dict:
+    """``state`` (read from one-shot checkpoint ``path``) with each entry a reader uses checked before it is used:
     the training config (``stored_config``: options this version does not know are refused naming the version
     that wrote them), the epoch and the finished flag, the metadata and its data identity, the scheduler's frozen
     layers and the weights ``which``. A missing entry, or one of the wrong type, is one ``CheckpointError``
@@ -445,7 +450,6 @@ def read_supernet_state(path: str | Path, which: str = "ema", fix: str = SUPERNE
     from mpq.data.datasets import check_identity
     from mpq.models import list_models
 
-    state = load_checkpoint(path, fix=fix)
     require_keys(state, tuple(dict.fromkeys(RELEASE_KEYS + (which,))), path, fix)
     stored_config(OneShotConfig, state, path, fix)
 
@@ -485,16 +489,17 @@ def read_supernet_state(path: str | Path, which: str = "ema", fix: str = SUPERNE
 
 def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = None, width_mult: float | None = None,
                   spec: SupernetSpec | None = None, num_classes: int | None = None,
-                  data: Mapping | None = None, allow_unfinished: bool = False) -> Supernet:
+                  data: Mapping | None = None, allow_unfinished: bool = False, state: dict | None = None) -> Supernet:
     """Rebuild a trained supernet from a one-shot checkpoint (``which``: "ema", the default, or "supernet").
 
     Each given expectation (model name, width, candidates as a ``SupernetSpec``, number of classes, the
     data identity of ``Splits.identity``) must match the checkpoint, or it is refused naming both sides. A
     checkpoint whose training has not finished (``training_progress``) is refused unless ``allow_unfinished``.
+    ``state``: the file's contents, already read by ``read_supernet_state`` (it is not read again).
     """
     from mpq.models import create_model, model_entry
 
-    state = read_supernet_state(path, which)
+    state = read_supernet_state(path, which) if state is None else check_supernet_state(state, path, which)
     epoch, epochs, finished = training_progress(state)
     if not finished and not allow_unfinished:
         raise CheckpointError(f"checkpoint {path} is unfinished: it holds epoch {epoch} of {epochs}; finish its "
@@ -525,9 +530,10 @@ def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = N
     return supernet.eval()
 
 
-def checkpoint_candidates(path: str | Path, supernet: Supernet) -> dict[str, Choices]:
-    """The search space a one-shot checkpoint leaves: its scheduler's last decision applied to ``supernet``."""
-    state = read_supernet_state(path)
+def checkpoint_candidates(path: str | Path, supernet: Supernet, state: dict | None = None) -> dict[str, Choices]:
+    """The search space a one-shot checkpoint leaves: its scheduler's last decision applied to ``supernet``
+    (``state``: the file's contents, already read by ``read_supernet_state``)."""
+    state = read_supernet_state(path) if state is None else state
     unknown = sorted(set(state["frozen"]) - set(supernet.choices))
     if unknown:
         raise CheckpointError(f"checkpoint {path}: the scheduler's decision names layers {unknown} that are not "
