@@ -441,12 +441,13 @@ def read_supernet_state(path: str | Path, which: str = "ema", fix: str = SUPERNE
     return check_supernet_state(load_checkpoint(path, fix=fix), path, which, fix)
 
 
-def check_supernet_state(state: dict, path: str | Path, which: str = "ema", fix: str = SUPERNET_FIX) -> dict:
+def check_supernet_state(state: dict, path: str | Path, which: str = "ema", fix: str = SUPERNET_FIX, *,
+                         identity: bool = True) -> dict:
     """``state`` (read from one-shot checkpoint ``path``) with each entry a reader uses checked before it is used:
     the training config (``stored_config``: options this version does not know are refused naming the version
-    that wrote them), the epoch and the finished flag, the metadata and its data identity, the scheduler's frozen
-    layers and the weights ``which``. A missing entry, or one of the wrong type, is one ``CheckpointError``
-    naming the file, the entry and ``fix``."""
+    that wrote them), the epoch and the finished flag, the metadata and (``identity``: for a reader that makes the
+    splits again from it) its data identity, the scheduler's frozen layers and the weights ``which``. A missing
+    entry, or one of the wrong type, is one ``CheckpointError`` naming the file, the entry and ``fix``."""
     from mpq.data.datasets import check_identity
     from mpq.models import list_models
 
@@ -473,7 +474,10 @@ def check_supernet_state(state: dict, path: str | Path, which: str = "ema", fix:
     if not _is_int(meta["num_classes"]) or meta["num_classes"] < 2:
         refuse("meta num_classes", meta["num_classes"], "a number of classes >= 2")
     try:
-        check_identity(meta["data"])
+        if identity:
+            check_identity(meta["data"])
+        elif not isinstance(meta["data"], Mapping):
+            raise ValueError(f"data identity is {meta['data']!r}, not a mapping")
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path}: its {exc}; {fix}") from None
     if not isinstance(state["frozen"], list) or not all(isinstance(n, str) for n in state["frozen"]):
@@ -499,7 +503,9 @@ def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = N
     """
     from mpq.models import create_model, model_entry
 
-    state = read_supernet_state(path, which) if state is None else check_supernet_state(state, path, which)
+    # the splits are not made here: an identity is compared (``data``), so it need not be complete
+    state = check_supernet_state(load_checkpoint(path, fix=SUPERNET_FIX) if state is None else state, path, which,
+                                 identity=False)
     epoch, epochs, finished = training_progress(state)
     if not finished and not allow_unfinished:
         raise CheckpointError(f"checkpoint {path} is unfinished: it holds epoch {epoch} of {epochs}; finish its "
