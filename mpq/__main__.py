@@ -30,6 +30,18 @@ class UsageError(ValueError):
     """A mistake on the command line: printed as one line, exit status 2, no traceback (``run_command``)."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes (an unknown flag, a value that is not a number, a missing argument) end as every
+    other mistake does: one line and exit status 2, not the usage block and a second line."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+# test images on which `evaluate` compares fake-quant and integer codes layer by layer, unless told
+DEFAULT_AGREEMENT_IMAGES = 256
+# where the greedy walk starts (uniform W5A5, docs/method.md section 2; `greedy_search`'s default)
+START_BITS = 5
 # the default profile's `search.score_size`; the whole 2,000-image subset is 15.6x the work per evaluation
 DEFAULT_SCORE_SIZE = 128
 
@@ -66,19 +78,21 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _open_supernet(args: argparse.Namespace):
-    """The EMA supernet of ``args.checkpoint`` (a one-shot checkpoint or a released supernet), its data identity,
-    and a warning when it is unfinished (refused unless ``args.allow_unfinished``)."""
+    """The EMA supernet of ``args.checkpoint`` (a one-shot checkpoint or a released supernet), the checkpoint's
+    checked contents (its data identity is ``state["meta"]["data"]``), and a warning when it is unfinished (refused
+    unless ``args.allow_unfinished``). The file is read once."""
     from mpq.training.checkpoint import load_checkpoint
-    from mpq.training.oneshot import checkpoint_meta, load_supernet, training_progress
+    from mpq.training.oneshot import check_supernet_state, load_supernet, training_progress
 
-    state = load_checkpoint(args.checkpoint, fix="pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt) "
-                                                 "or a released one (models/MODEL.pt)")
+    fix = "pass a one-shot supernet checkpoint (checkpoints/supernet/MODEL.pt) or a released one (models/MODEL.pt)"
+    state = load_checkpoint(args.checkpoint, fix=fix)
     if "ema" not in state or "meta" not in state:
         kind = "a full-precision checkpoint (FP stage)" if "state_dict" in state else "not a one-shot checkpoint"
         raise UsageError(f"{args.checkpoint} is {kind}; pass a one-shot supernet checkpoint "
                          "(checkpoints/supernet/MODEL.pt, written by `dvc repro supernet`, or models/MODEL.pt)")
+    state = check_supernet_state(state, args.checkpoint, fix=fix)        # every entry read below, checked
     epoch, epochs, finished = training_progress(state)
-    del state
+    identity = state["meta"]["data"]
     warning = None
     if not finished:
         unfinished = (f"checkpoint {args.checkpoint} is unfinished: it holds epoch {epoch} of {epochs} (its training "
@@ -89,18 +103,13 @@ def _open_supernet(args: argparse.Namespace):
         done = {"search": "searched", "export": "exported", "evaluate": "evaluated"}[args.command]
         warning = f"{unfinished}; {done} as it is (--allow-unfinished)"
         log.warning("warning: %s", warning)
-    meta = checkpoint_meta(args.checkpoint)
-    identity = meta.get("data")
-    if not identity:
-        raise UsageError(f"checkpoint {args.checkpoint} records no data identity (an older format); "
-                         "re-train it (`dvc repro supernet`)")
     for flag, given, stored in (("--dataset", getattr(args, "dataset", None), identity["name"]),
                                 ("--seed", getattr(args, "seed", None), identity["seed"])):
         if args.command == "search" and given is not None and given != stored:
             raise UsageError(f"{flag} {given} conflicts with the checkpoint, trained on {identity['name']!r} split "
                              f"with seed {identity['seed']}; drop {flag} (it is read from the checkpoint)")
-    supernet = load_supernet(args.checkpoint, allow_unfinished=args.allow_unfinished)
-    return supernet, identity, warning
+    supernet = load_supernet(args.checkpoint, allow_unfinished=args.allow_unfinished, state=state)
+    return supernet, state, warning
 
 
 def _splits(args: argparse.Namespace, identity: dict):
@@ -113,8 +122,18 @@ def _splits(args: argparse.Namespace, identity: dict):
     if identity["name"] != "folder" and args.data_root:
         raise UsageError(f"--data-root is for image folders; checkpoint {args.checkpoint} was trained on "
                          f"{identity['name']!r}; drop --data-root")
-    return splits_from_identity(identity, test_size=args.test_size,
-                                root=Path(args.data_root) if args.data_root else None)
+    splits = splits_from_identity(identity, test_size=args.test_size,
+                                  root=Path(args.data_root) if args.data_root else None)
+    _at_most("--test-size", args.test_size, len(splits.test), "test")
+    _at_most("--agreement-images", getattr(args, "agreement_images", None), len(splits.test), "test")
+    return splits
+
+
+def _at_most(flag: str, given: int | None, available: int, what: str) -> None:
+    """Refuse a request for more images than there are: a smaller answer would be another question's."""
+    if given is not None and given > available:
+        raise UsageError(f"{flag} {given}: the {what} set has {available} images; use at most {available}, or leave "
+                         f"{flag} out for all of them")
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -123,16 +142,19 @@ def _search(args: argparse.Namespace) -> int:
     from mpq.training.hardware import place
     from mpq.training.oneshot import checkpoint_candidates
     from mpq.search.space import cfg_to_json
-    from mpq.search.greedy import greedy_search
+    from mpq.search.greedy import OutOfReach, WalkStuck, greedy_reachable, greedy_search
 
     _check_args(args)
-    supernet, identity, warning = _open_supernet(args)
+    supernet, state, warning = _open_supernet(args)
+    identity = state["meta"]["data"]
     score_size = _subset_size(args.score_size, identity["score_size"], "--score-size", "scoring",
                               default=min(DEFAULT_SCORE_SIZE, identity["score_size"]))
     calib_size = _subset_size(args.calib_size, identity["calib_size"], "--calib-size", "calibration")
     table = supernet.cost_table
-    space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet))   # bounded by the scheduler
-    lo, hi = bitops(table, space.cfg(space.lowest_key())), bitops(table, space.cfg(space.highest_key()))
+    space = search_space(supernet, checkpoint_candidates(args.checkpoint, supernet, state))   # bounded by the scheduler
+    del state
+    # the walk starts at uniform W5A5 and moves down: a budget above the start would get the start back
+    lo, hi = greedy_reachable(space, lambda c: bitops(table, c), START_BITS)
     target = args.gbitops * 1e9 if args.gbitops is not None else level_bitops(table, args.level)
     if not lo <= target <= hi:
         narrowed = sum(len(space.w_choices[n]) < len(supernet.choices[n][0]) for n in space.names)
@@ -140,15 +162,24 @@ def _search(args: argparse.Namespace) -> int:
                if narrowed else "")
         raise UsageError(f"target {target / 1e9:.4f} G-BitOPs is outside this supernet's reachable range "
                          f"[{lo / 1e9:.4f}, {hi / 1e9:.4f}] G-BitOPs (levels {bitops_level(table, lo):.2f} to "
-                         f"{bitops_level(table, hi):.2f}{why}); pick a budget inside it")
+                         f"{bitops_level(table, hi):.2f}: the greedy walk starts at uniform W{START_BITS}A{START_BITS} "
+                         f"and moves down{why}); pick a budget inside it")
     splits = _splits(args, identity)
     score = splits.score.subset(torch.arange(score_size))
     calib = splits.calib.subset(torch.arange(calib_size))
     place(supernet, torch.device("cpu"))      # channels_last (and the AVX2 guard), as the notebooks search
     scorer = make_scorer(supernet, score, metric=args.metric)
     start = time.perf_counter()
-    result = greedy_search(space, scorer, lambda c: bitops(table, c), target,
-                           phase1_budget(table, target), alpha=args.alpha)
+    try:
+        result = greedy_search(space, scorer, lambda c: bitops(table, c), target,
+                               phase1_budget(table, target), start_bits=START_BITS, alpha=args.alpha)
+    except WalkStuck as exc:          # the scores outweigh the BitOPs saved at this alpha
+        raise UsageError(f"{exc} (--alpha {args.alpha}; the default is 1.5)") from None
+    except OutOfReach as exc:         # within the range, but below where this supernet's weight walk leads
+        raise UsageError(f"target {target / 1e9:.4f} G-BitOPs (level {bitops_level(table, target):.2f}) is out of the "
+                         f"greedy walk's reach on this supernet: its weight phase ended where activation moves reach "
+                         f"down to {exc.floor / 1e9:.4f} G-BitOPs (level {bitops_level(table, exc.floor):.2f}); pick a "
+                         "budget at or above that") from None
     out = {"checkpoint": args.checkpoint, "target_gbitops": target / 1e9, "gbitops": result.cost / 1e9,
            "level": bitops_level(table, result.cost), "size_mib": model_size_mib(table, result.bit_cfg),
            "score": result.error, "score_metric": args.metric, "scoring_images": len(score),
@@ -200,7 +231,8 @@ def _deploy(args: argparse.Namespace):
     from mpq.search.space import cfg_from_json
 
     given = _read_config(args.config)
-    supernet, identity, warning = _open_supernet(args)
+    supernet, state, warning = _open_supernet(args)
+    identity = state["meta"]["data"]
     try:
         cfg = supernet.validate(cfg_from_json(given))
     except ValueError as exc:
@@ -208,15 +240,9 @@ def _deploy(args: argparse.Namespace):
     splits = _splits(args, identity)
     recalibrate(supernet, cfg, splits.calib)                # as `search --evaluate` does before measuring
     meta = {"checkpoint": Path(args.checkpoint).name,
-            "checkpoint_sha256": sha256_file(Path(args.checkpoint)), "data": identity, **_model_meta(args.checkpoint)}
+            "checkpoint_sha256": sha256_file(Path(args.checkpoint)), "data": identity,
+            **{k: state["meta"][k] for k in ("model", "width_mult", "num_classes")}}
     return supernet, cfg, lower(supernet, cfg, meta=meta), splits, warning
-
-
-def _model_meta(checkpoint: str) -> dict:
-    from mpq.training.oneshot import checkpoint_meta
-
-    meta = checkpoint_meta(checkpoint)
-    return {k: meta[k] for k in ("model", "width_mult", "num_classes")}
 
 
 def _require_onnx():
@@ -248,8 +274,7 @@ def _export(args: argparse.Namespace) -> int:
                          float32_weight_bytes=4 * sum(deployed.tensors[f"{op['name']}.weight"].numel()
                                                       for op in deployed.layers))
     with atomic_folder(args.out) as folder:
-        save(deployed, folder)
-        (folder / "model.onnx").write_bytes(onnx_bytes)
+        save(deployed, folder, files={"model.onnx": onnx_bytes})       # model.json pins both files by sha256
     meta = deployed.meta
     out = {"out": args.out, "model": meta["model"], "gbitops": meta["gbitops"],
            "gbitops_onnx_graph": graph_bitops / 1e9,
@@ -276,7 +301,8 @@ def _test_images(args: argparse.Namespace, identity: dict, classes: int, splits=
         raise UsageError(f"data set {name!r} has {len(images.classes)} classes, the model {classes}; "
                          "evaluate on a data set with the classes it was trained on")
     if args.test_size is not None:
-        images = images.subset(torch.arange(min(args.test_size, len(images))))
+        _at_most("--test-size", args.test_size, len(images), f"{name!r} test")
+        images = images.subset(torch.arange(args.test_size))
     return images, name
 
 
@@ -321,7 +347,8 @@ def _evaluate(args: argparse.Namespace) -> int:
            "gbitops": meta["gbitops"], "size_mib": meta["size_mib"], **evaluate.accuracies(logits, test.labels),
            "onnx_logits_equal_integer": bool(torch.equal(logits["onnx"], logits["integer"]))}
     if fake_quant is not None:
-        pixels = test.images[:args.agreement_images]
+        _at_most("--agreement-images", args.agreement_images, len(test), "test")
+        pixels = test.images[:args.agreement_images or min(DEFAULT_AGREEMENT_IMAGES, len(test))]
         layers = evaluate.code_agreement(deployed, fake_quant.export(cfg), pixels)
         out["code_agreement"] = {"images": len(pixels),
                                  "max_share_differing": max(v["differ"] for v in layers.values() if v["codes"]),
@@ -333,7 +360,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpq", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m mpq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="greedy search for a BitOPs budget on a trained supernet")
     s.add_argument("checkpoint", help="one-shot checkpoint (checkpoints/supernet/MODEL.pt)")
@@ -365,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                                         "ONNX Runtime")
     v.add_argument("source", help="a folder written by `export`, or a checkpoint with --config")
     v.add_argument("--config", default=None, help="with a checkpoint: the configuration JSON")
-    v.add_argument("--agreement-images", type=int, default=256,
-                   help="test images on which fake-quant and integer codes are compared layer by layer")
+    v.add_argument("--agreement-images", type=int, default=None,
+                   help=f"test images on which fake-quant and integer codes are compared layer by layer (default "
+                        f"{DEFAULT_AGREEMENT_IMAGES}, or all where the test set has fewer)")
     for p in (e, v):
         p.add_argument("--allow-unfinished", action="store_true",
                        help="use a checkpoint whose training has not finished")

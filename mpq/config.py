@@ -156,10 +156,15 @@ def model_specs(models: Mapping[str, Mapping[str, Any]]) -> list[ModelSpec]:
     """``models:`` section, ``name -> {width_mult: ...}``, as a list of specs (registry names checked)."""
     from mpq.models import list_models
 
+    if not isinstance(models, Mapping):
+        raise ValueError(f"params section 'models' must map model names to settings, got {type(models).__name__}")
     specs = []
     for name, values in models.items():
         if name not in list_models():
             raise ValueError(f"models: unknown model {name!r}; registered: {', '.join(list_models())}")
+        if not isinstance(values, Mapping):
+            raise ValueError(f"models.{name} must be a mapping of its settings (e.g. {{width_mult: 0.5}}), got "
+                             f"{values!r}")
         specs.append(from_dict(ModelSpec, {"name": name, **values}, f"models.{name}"))
     if not specs:
         raise ValueError("models: the section lists no model")
@@ -187,12 +192,85 @@ class FPConfig:
         require(in_unit(self.label_smoothing, high_open=True), "fp.label_smoothing", self.label_smoothing, "in [0, 1)")
 
 
+# top-level entries that are single values; every other section is a mapping of settings
+SCALAR_SECTIONS = ("profile", "seed")
+# sections whose every entry is itself a mapping of settings: ``name -> {setting: value}``
+NAMED_SECTIONS = ("models", "model_bits")
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _refuse_duplicates(node: yaml.Node, path: str | Path, where: str = "") -> None:
+    """Refuse a key given twice in one mapping (YAML would keep the last silently), with both lines."""
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicates(item, path, where)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key, value in node.value:
+        name = key.value if isinstance(key, yaml.ScalarNode) else None
+        if name is not None and name in seen:
+            inside = f" in {where}" if where else " at the top level"
+            raise ValueError(f"{path}, line {_line(key)}: key {name!r} given twice{inside} (first on line "
+                             f"{seen[name]}); YAML would keep only the last: remove one")
+        if name is not None:
+            seen[name] = _line(key)
+        _refuse_duplicates(value, path, f"{where}.{name}" if where and name else (name or where))
+
+
+def _refuse_empty_sections(root: yaml.Node, path: str | Path) -> None:
+    """Refuse a section (or a ``models`` / ``model_bits`` entry) that is not a mapping of settings: ``fp:`` with
+    nothing under it is null, and ``models: {resnet20: null}`` gave a TypeError deep inside the study."""
+    def what(node: yaml.Node) -> str:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return "empty (null)"
+        return "a list" if isinstance(node, yaml.SequenceNode) else f"the value {node.value!r}"
+
+    for key, value in root.value:
+        name = key.value if isinstance(key, yaml.ScalarNode) else None
+        if name in SCALAR_SECTIONS or name not in SECTIONS:
+            continue
+        if not isinstance(value, yaml.MappingNode):
+            raise ValueError(f"{path}, line {_line(key)}: section {name!r} is {what(value)}; a section is a mapping "
+                             "of settings: indent its keys under it (or write {} for none)")
+        if name in NAMED_SECTIONS:
+            for entry, settings in value.value:
+                if not isinstance(settings, yaml.MappingNode):
+                    raise ValueError(f"{path}, line {_line(entry)}: {name}.{entry.value} is {what(settings)}; give "
+                                     f"its settings as a mapping, e.g. {entry.value}: {{width_mult: 0.5}}"
+                                     if name == "models" else
+                                     f"{path}, line {_line(entry)}: {name}.{entry.value} is {what(settings)}; give "
+                                     f"its settings as a mapping, e.g. {entry.value}: {{min_bits: 3}}")
+
+
 def load_params(path: str | Path) -> dict[str, Any]:
-    """The params file as a dict of sections; its top level checked (``check_params``), each section where read."""
-    with open(path) as fh:
-        params = yaml.safe_load(fh)
-    if not isinstance(params, dict):
-        raise ValueError(f"{path} must hold a mapping of sections")
+    """The params file as a dict of sections, read strictly: a YAML syntax error, a key given twice in one mapping,
+    or a section that is not a mapping of settings is one ValueError naming the file and the line. Its top level is
+    checked (``check_params``), each section where read."""
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file (not UTF-8); pass the YAML params file") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if not isinstance(root, yaml.MappingNode):
+            raise ValueError(f"{path} must hold a mapping of sections (profile, seed, data, ...)")
+        _refuse_duplicates(root, path)
+        _refuse_empty_sections(root, path)
+        params = loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(exc.problem or exc.context or exc).split())
+        raise ValueError(f"{path}{where}: not valid YAML ({problem}); fix the syntax there") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); fix the syntax") from None
+    finally:
+        loader.dispose()
     check_params(params, path)
     return params
 

@@ -1,6 +1,7 @@
 """Shared fixtures: the repository root and small seeded data."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,23 @@ def trained(tiny_splits, tmp_path_factory):
     run = train_oneshot(sn, train, cfg, batch_size=32, pad=2, flip=True, seed=0, device=torch.device("cpu"),
                         checkpoint=path, progress=False, meta=run_meta("resnet20", 0.25, tiny_splits, train))
     return run.ema, path
+
+
+@pytest.fixture(scope="session")
+def exports(trained, tmp_path_factory) -> dict[int, Path]:
+    """The tiny supernet (``trained``) exported at uniform W4A4 and W3A3 by `python -m mpq export`: bits -> folder."""
+    pytest.importorskip("onnxruntime")
+    from mpq.__main__ import main
+
+    supernet, path = trained
+    root = tmp_path_factory.mktemp("exports")
+    folders = {}
+    for bits in (4, 3):
+        cfg = root / f"w{bits}a{bits}.json"
+        cfg.write_text(json.dumps({"bit_cfg": {name: [bits, bits] for name in supernet.searchable}}))
+        folders[bits] = root / f"w{bits}a{bits}"
+        assert main(["export", str(path), "--config", str(cfg), "--out", str(folders[bits])]) == 0
+    return folders
 
 
 @pytest.fixture(autouse=True)

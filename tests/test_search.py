@@ -11,7 +11,7 @@ import pytest
 from mpq.method.cost import CostTable, LayerShape, bitops, phase1_budget
 from mpq.search.space import SearchSpace, cfg_from_json, cfg_to_json, move_scores, result_from_json, result_to_json
 from mpq.search.sampling import brute_force, evolutionary_search, random_search
-from mpq.search.greedy import greedy_front, greedy_search
+from mpq.search.greedy import WalkStuck, greedy_front, greedy_reachable, greedy_search
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -106,9 +106,9 @@ def test_minmax_cost_norm_climbs():
     err = partial(separable_error, dict.fromkeys(names, 1), dict.fromkeys(names, 0))
     cost = partial(bitops, equal_table())
     target = 9 * 8 * 16
-    with pytest.raises(RuntimeError, match="iteration cap"):
+    with pytest.raises(WalkStuck, match="iteration cap"):
         greedy_search(space, err, cost, target, target, cost_norm="minmax")
-    with pytest.raises(RuntimeError, match="iteration cap"):
+    with pytest.raises(WalkStuck, match="iteration cap"):
         greedy_search(space, err, cost, target, target, cost_norm="zero_anchored")
     found = greedy_search(space, err, cost, target, target)
     assert found.error == pytest.approx(brute_force(space, err, cost, target).error)
@@ -165,7 +165,7 @@ def test_greedy_meets_budgets_and_gap_to_brute_force():
 
 def test_greedy_front_equals_separate_searches_and_shares_evaluations():
     table, space, cost, _ = general_setup()
-    targets = [l**2 * table.searchable_macs + table.fixed_bitops for l in (4.0, 2.6, 3.3, 5.2, 3.3)]
+    targets = [l**2 * table.searchable_macs + table.fixed_bitops for l in (4.0, 2.6, 3.3, 4.8, 3.3)]
     budgets = [phase1_budget(table, t) for t in targets]
     front_eval = CountingEvaluator(general_error)
     front = greedy_front(space, front_eval, cost, targets, budgets)
@@ -229,13 +229,16 @@ def test_floors_respected():
 
 def test_unreachable_budgets_rejected():
     table, space, cost, _ = general_setup()
-    lo, hi = cost(space.cfg(space.lowest_key())), cost(space.cfg(space.highest_key()))
-    assert (lo, hi) == (4 * 450 + 6400, 36 * 450 + 6400)
-    for target in (lo - 1, hi + 1):
-        with pytest.raises(ValueError, match=rf"reachable range \[{lo}, {hi}\]"):
+    lo, top = cost(space.cfg(space.lowest_key())), cost(space.cfg(space.highest_key()))
+    hi = cost(space.cfg(space.start_key(5)))           # the walk moves down from its start, uniform W5A5
+    assert (lo, hi, top) == (4 * 450 + 6400, 25 * 450 + 6400, 36 * 450 + 6400)
+    assert greedy_reachable(space, cost, 5) == (lo, hi) and greedy_reachable(space, cost, 6) == (lo, top)
+    for target in (lo - 1, hi + 1, top):          # above the start: the walk would return the start unchanged
+        with pytest.raises(ValueError, match=rf"reachable range \[{lo}, {hi}\].*start, uniform W5A5"):
             greedy_search(space, general_error, cost, target, hi)
     with pytest.raises(ValueError, match=rf"reachable range \[{lo}, {hi}\]"):
         greedy_front(space, general_error, cost, [hi, hi + 1], [hi, hi])
+    assert greedy_search(space, general_error, cost, top, top, start_bits=6).cost == top
     # Phase 1 alone cannot go below every weight at 2 with activations at 5 (10 * 450 + 6400): with a
     # budget below that floor, phase 1 ends at the cheapest configuration its walk reaches (at the floor,
     # or after STALL_PATIENCE x layers moves without a new cheapest one), and phase 2 goes on to the target.

@@ -255,15 +255,69 @@ def folder_digest(files: dict[str, list[Path]]) -> str:
     return digest.hexdigest()
 
 
+class _ModeError(ValueError):
+    """An image mode (or pixel range) with no faithful 8-bit reading; ``read_image`` names the file."""
+
+
+def to_8bit(img, grayscale: bool):
+    """A PIL image of any mode and bit depth as 8-bit ``L`` (``grayscale``) or ``RGB``, its full range kept:
+
+    ========================  =====================================================================
+    mode                      reading
+    ========================  =====================================================================
+    L, RGB, 1, P, CMYK, ...   PIL's conversion (as before: 8-bit images read exactly as they did)
+    I;16, I;16B, I;16L        16-bit: ``round(v * 255 / 65535)`` (PIL's conversion clips at 255)
+    I                         32-bit integers within 0..65535 (a 16-bit PNG in some PIL versions): as 16-bit
+    F                         floats within [0, 1]: ``round(v * 255)``
+    LA, La, PA, RGBA, RGBa,   transparency over black, the background of every training image:
+    P with transparency       ``colour * alpha / 255``
+    ========================  =====================================================================
+
+    A mode or pixel range with no faithful reading (LAB, integers beyond 16 bits, floats outside [0, 1]) raises
+    ``_ModeError``."""
+    from PIL import Image
+
+    target = "L" if grayscale else "RGB"
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(img).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise _ModeError(f"{mode} pixels range over {values.min()}..{values.max()}, beyond 16 bits")
+        grey = Image.fromarray(np.rint(values * (255 / 65535)).astype(np.uint8), "L")
+        return grey if grayscale else grey.convert("RGB")
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise _ModeError("float pixels outside [0, 1]")
+        grey = Image.fromarray(np.rint(values * 255).astype(np.uint8), "L")
+        return grey if grayscale else grey.convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("La", "RGBa"):            # colour already multiplied by alpha: over black as it is
+        colour = np.asarray(img)[..., :-1]
+        rgb = np.repeat(colour, 3, axis=-1) if mode == "La" else colour
+        return Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").convert(target)
+    if mode in ("LA", "PA", "RGBA"):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float64)
+        over_black = rgba[..., :3] * rgba[..., 3:] / 255
+        return Image.fromarray(np.rint(over_black).astype(np.uint8), "RGB").convert(target)
+    if mode == "LAB":
+        raise _ModeError("LAB colour has no conversion to grey or RGB here")
+    return img.convert(target)
+
+
 def read_image(path: Path, size: int, grayscale: bool) -> np.ndarray:
-    """One image file as uint8 ``(C, size, size)``; any failure (unreadable, truncated, too large for PIL's
-    decompression-bomb guard) is one ``DataError`` naming the file."""
+    """One image file as uint8 ``(C, size, size)``, converted by its mode and bit depth (``to_8bit``); any failure
+    (unreadable, truncated, too large for PIL's decompression-bomb guard, a mode with no 8-bit reading) is one
+    ``DataError`` naming the file."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR)
+            img = to_8bit(img, grayscale).resize((size, size), Image.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
+    except _ModeError as exc:
+        raise DataError(f"image file {path}: {exc}; convert it to 8- or 16-bit grey or RGB") from None
     except Exception as exc:      # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         raise DataError(f"image file {path} cannot be read as an image ({type(exc).__name__}: {exc}); remove or "
                         "replace the file (every file with an image suffix must be a readable image)") from None
@@ -347,6 +401,36 @@ def make_splits(name: str, *, seed: int, train_size: int | None, score_size: int
         identity |= {"images": sum(len(paths) for paths in files.values()), "files_sha256": folder_digest(files)}
     return Splits(train=train.subset(train_idx), score=train.subset(score_idx), calib=train.subset(calib_idx),
                   test=test, identity=identity)
+
+
+# what ``splits_from_identity`` reads from a stored identity, and the type each must have
+IDENTITY_KEYS = ("name", "seed", "train_size", "score_size", "calib_size", "test_fraction", "classes")
+
+
+def check_identity(identity: object) -> None:
+    """Refuse a stored data identity (``Splits.identity``) the splits cannot be made again from: a missing key, a
+    value of the wrong type or out of range; the ValueError names the key and the value."""
+    if not isinstance(identity, dict):
+        raise ValueError(f"data identity is {identity!r}, not a mapping")
+    missing = [k for k in IDENTITY_KEYS if k not in identity]
+    if missing:
+        raise ValueError(f"data identity lacks {missing}")
+
+    def count(value: object, nullable: bool) -> bool:
+        return (value is None and nullable) or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+    checks = {"name": isinstance(identity["name"], str) and identity["name"] in (*NAMED_DATASETS, "folder"),
+              "seed": isinstance(identity["seed"], int) and not isinstance(identity["seed"], bool),
+              "train_size": count(identity["train_size"], True), "score_size": count(identity["score_size"], False),
+              "calib_size": count(identity["calib_size"], False),
+              "test_size": count(identity.get("test_size"), True),
+              "test_fraction": isinstance(identity["test_fraction"], (int, float))
+              and not isinstance(identity["test_fraction"], bool) and 0 < identity["test_fraction"] < 1,
+              "classes": isinstance(identity["classes"], list) and len(identity["classes"]) >= 2
+              and all(isinstance(c, str) for c in identity["classes"])}
+    wrong = [k for k, ok in checks.items() if not ok]
+    if wrong:
+        raise ValueError(f"data identity has {wrong[0]} {identity.get(wrong[0])!r}, which no split was made with")
 
 
 def splits_from_identity(identity: dict, *, test_size: int | None = None, root: Path | None = None) -> Splits:

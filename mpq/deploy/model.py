@@ -20,8 +20,12 @@ sums in float64. The operations are plain JSON data; the tensors live beside the
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import math
 import operator
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -39,7 +43,7 @@ from mpq.method.quantizer import int_range
 from mpq.method.supernet import Supernet
 
 FORMAT = "mpq-deployed"
-VERSION = 1
+VERSION = 2                    # 2: model.json pins the other files and itself by sha256
 INPUT_BITS = 8                 # the stem's input: uint8 pixels
 FLOAT32_EXACT = 2 ** 24        # integers up to this magnitude are exact in float32
 
@@ -163,6 +167,7 @@ def lower(supernet: Supernet, bit_cfg: Mapping[str, Sequence[int]], *, mean: flo
         else:
             raise ValueError(f"node {node.name} ({node.op} {node.target}) has no deployed form; deployable models "
                              "use conv, linear, BN after a conv, ReLU, ReLU6, add, global average pooling, flatten")
+    _require_finite(tensors, "the lowered model", "its checkpoint's weights or BN statistics are unusable")
     deployed = DeployedModel(ops, tensors, output)
     deployed.meta = {"format": FORMAT, "version": VERSION, "bit_cfg": {k: list(v) for k, v in cfg.items()},
                      "input": {"name": input_name, "shape": list(supernet.input_size), "bits": INPUT_BITS,
@@ -179,8 +184,13 @@ def _lower_layer(name: str, layer: QConv2d | QLinear, source: str, is_stem: bool
         raise ValueError(f"layer {name} has no weight bit-width set")
     if is_stem != (a_bits is None):
         raise ValueError(f"layer {name}: only the stem (the layer reading the image) may have an unquantized input")
-    codes = weight_codes(layer, w_bits)
     w_step = float(layer.weight_quantizer.step_size[str(w_bits)])
+    a_step = None if is_stem else float(layer.input_quantizer.step_size[str(a_bits)])
+    for what, step in (("weight", w_step), ("input", a_step)):
+        if step is not None and not (math.isfinite(step) and step > 0):
+            raise ValueError(f"layer {name}: its {what} step size at {w_bits if what == 'weight' else a_bits} bits is "
+                             f"{step}, not a finite number > 0: the checkpoint's weights are unusable")
+    codes = weight_codes(layer, w_bits)
     out_channels = codes.shape[0]
     gain, shift = _bn_fold(bn, out_channels, layer.bias)
     op: dict[str, Any] = {"op": "conv" if isinstance(layer, QConv2d) else "linear", "name": name, "input": source,
@@ -202,7 +212,6 @@ def _lower_layer(name: str, layer: QConv2d | QLinear, source: str, is_stem: bool
         bias = shift.reshape(-1, 1, 1) - (multiplier * 255.0 * mean).reshape(-1, 1, 1) * corr
         op.update(a_bits=INPUT_BITS, a_signed=False, a_step=None)
     else:
-        a_step = float(layer.input_quantizer.step_size[str(a_bits)])
         multiplier = gain * w_step * a_step
         bias = shift
         op.update(a_bits=a_bits, a_signed=bool(layer.input_quantizer.signed), a_step=a_step)
@@ -213,14 +222,36 @@ def _lower_layer(name: str, layer: QConv2d | QLinear, source: str, is_stem: bool
     return op
 
 
+def _require_finite(tensors: Mapping[str, Tensor], where: str, fix: str) -> None:
+    """Refuse multipliers and biases with nan or inf: such a model computes nothing, yet would run."""
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(f"{where} holds nan or inf in {', '.join(bad[:3])}{more}; {fix}")
+
+
 # --- the file format ------------------------------------------------------------------------------------
 
-MODEL_JSON, WEIGHTS_NPZ = "model.json", "weights.npz"
+MODEL_JSON, WEIGHTS_NPZ, MODEL_ONNX = "model.json", "weights.npz", "model.onnx"
+EXPORT_FIX = "export the model again (`python -m mpq export`)"
 
 
-def save(deployed: DeployedModel, folder: str | Path) -> None:
-    """Write ``model.json`` (operations, bits, steps, shapes, metadata) and ``weights.npz`` (packed codes,
-    multipliers, biases) into ``folder`` (created if missing)."""
+def _doc_digest(doc: Mapping[str, Any]) -> str:
+    """sha256 of ``model.json``'s content (canonical JSON: sorted keys, no spaces), its own ``sha256`` left out."""
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def save(deployed: DeployedModel, folder: str | Path, files: Mapping[str, bytes] | None = None) -> None:
+    """Write ``weights.npz`` (packed codes, multipliers, biases), the other ``files`` given (``model.onnx``), and
+    last ``model.json`` (operations, bits, steps, shapes, metadata) into ``folder`` (created if missing).
+
+    ``model.json`` is the export's manifest: it records every other file's sha256 (``files``) and its own
+    content's (``sha256``), so ``load`` refuses a damaged file, or one swapped in from another export."""
+    _require_finite(deployed.tensors, "the deployed model", "its checkpoint's weights are unusable")
+    unknown = sorted(set(files or {}) - {MODEL_ONNX})
+    if unknown:
+        raise ValueError(f"an export folder holds {MODEL_JSON}, {WEIGHTS_NPZ} and {MODEL_ONNX}, not {unknown}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
@@ -229,14 +260,39 @@ def save(deployed: DeployedModel, folder: str | Path) -> None:
         arrays[f"{name}.weight"] = pack_codes(deployed.tensors[f"{name}.weight"].numpy(), op["w_bits"], signed=True)
         for key in ("multiplier", "bias"):
             arrays[f"{name}.{key}"] = deployed.tensors[f"{name}.{key}"].numpy()
-    with open(folder / WEIGHTS_NPZ, "wb") as fh:
-        np.savez(fh, **arrays)
-    doc = {**deployed.meta, "output": deployed.output, "ops": deployed.ops}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    blobs = {WEIGHTS_NPZ: buffer.getvalue(), **(files or {})}
+    for fname, data in blobs.items():
+        (folder / fname).write_bytes(data)
+    meta = {k: v for k, v in deployed.meta.items() if k not in ("files", "sha256")}
+    doc = json.loads(json.dumps({**meta, "output": deployed.output, "ops": deployed.ops,
+                                 "files": {fname: hashlib.sha256(data).hexdigest() for fname, data in blobs.items()}}))
+    doc["sha256"] = _doc_digest(doc)
     (folder / MODEL_JSON).write_text(json.dumps(doc, indent=1) + "\n")
 
 
+def _verified(folder: Path, doc: Mapping[str, Any]) -> dict[str, bytes]:
+    """The bytes of every file ``model.json`` lists, each checked against the sha256 it records."""
+    files = doc.get("files")
+    if not isinstance(files, dict) or WEIGHTS_NPZ not in files or not set(files) <= {WEIGHTS_NPZ, MODEL_ONNX}:
+        raise ValueError(f"{folder / MODEL_JSON} lists no valid files; {EXPORT_FIX}")
+    out = {}
+    for fname, digest in files.items():
+        path = folder / fname
+        if not path.is_file():
+            raise ValueError(f"{folder} holds no {fname}, which its {MODEL_JSON} lists; {EXPORT_FIX}")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"{path} does not belong to this export: its sha256 differs from the one {MODEL_JSON} "
+                             f"records (a damaged file, or one from another export); {EXPORT_FIX}")
+        out[fname] = data
+    return out
+
+
 def load(folder: str | Path) -> DeployedModel:
-    """Read a folder written by ``save``: plain JSON and numpy arrays (no pickle), checked for consistency."""
+    """Read a folder written by ``save``: plain JSON and numpy arrays (no pickle), each file checked against the
+    sha256 ``model.json`` records (and ``model.json`` against its own), the weights checked finite."""
     folder = Path(folder)
     for fname in (MODEL_JSON, WEIGHTS_NPZ):
         if not (folder / fname).is_file():
@@ -244,12 +300,19 @@ def load(folder: str | Path) -> DeployedModel:
     try:
         doc = json.loads((folder / MODEL_JSON).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{folder / MODEL_JSON} is not valid JSON ({exc}); export the model again") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
-        raise ValueError(f"{folder / MODEL_JSON} is not an {FORMAT} file of version {VERSION}; export the model again")
+        raise ValueError(f"{folder / MODEL_JSON} is not valid JSON ({exc}); {EXPORT_FIX}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{folder / MODEL_JSON} is not an {FORMAT} file; {EXPORT_FIX}")
+    if doc.get("version") != VERSION:
+        raise ValueError(f"{folder / MODEL_JSON} is of format version {doc.get('version')!r}, this version reads "
+                         f"{VERSION} (whose files are pinned by sha256); {EXPORT_FIX}")
+    if doc.get("sha256") != _doc_digest(doc):
+        raise ValueError(f"{folder / MODEL_JSON} is damaged: its content does not match the sha256 it records; "
+                         f"{EXPORT_FIX}")
+    blobs = _verified(folder, doc)
     tensors: dict[str, Tensor] = {}
     try:
-        with np.load(folder / WEIGHTS_NPZ, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(blobs[WEIGHTS_NPZ]), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         for op in doc["ops"]:
             if op["op"] not in ("conv", "linear"):
@@ -262,8 +325,9 @@ def load(folder: str | Path) -> DeployedModel:
                 if arr.dtype != np.float32 or arr.shape[0] != shape[0]:
                     raise ValueError(f"{key} of layer {name} has dtype {arr.dtype} and shape {arr.shape}")
                 tensors[f"{name}.{key}"] = torch.from_numpy(arr.copy())
-    except (KeyError, ValueError, OSError) as exc:
-        raise ValueError(f"{folder / WEIGHTS_NPZ} does not match {MODEL_JSON} ({exc}); "
-                         "export the model again") from None
-    meta = {k: v for k, v in doc.items() if k not in ("ops", "output")}
+    except (KeyError, ValueError, TypeError, IndexError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{folder / WEIGHTS_NPZ} does not match {MODEL_JSON} ({type(exc).__name__}: {exc}); "
+                         f"{EXPORT_FIX}") from None
+    _require_finite(tensors, str(folder / WEIGHTS_NPZ), EXPORT_FIX)
+    meta = {k: v for k, v in doc.items() if k not in ("ops", "output", "files", "sha256")}
     return DeployedModel(doc["ops"], tensors, doc["output"], meta)

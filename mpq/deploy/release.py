@@ -18,17 +18,15 @@ from pathlib import Path
 import torch
 
 from mpq.data.datasets import sha256_file
-from mpq.training.checkpoint import (CheckpointError, atomic_folder, load_checkpoint, require_keys, save_checkpoint,
-                                     write_json)
-from mpq.training.oneshot import RELEASE_KEYS, SUPERNET_FIX, training_progress
+from mpq.training.checkpoint import CheckpointError, atomic_folder, save_checkpoint, write_json
+from mpq.training.oneshot import RELEASE_KEYS, SUPERNET_FIX, read_supernet_state, training_progress
 
 log = logging.getLogger(__name__)
 
 
 def release_one(src: Path, out_dir: Path, profile: str) -> dict:
     """Write ``out_dir/<src stem>.pt`` and ``.json`` from the finished one-shot checkpoint ``src``; return the JSON."""
-    state = load_checkpoint(src, fix=SUPERNET_FIX)
-    require_keys(state, RELEASE_KEYS, src, SUPERNET_FIX)
+    state = read_supernet_state(src)
     epoch, epochs, finished = training_progress(state)
     if not finished:
         raise CheckpointError(f"checkpoint {src} is unfinished (epoch {epoch} of {epochs}); finish its training "

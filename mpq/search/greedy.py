@@ -26,10 +26,24 @@ def _lowest_in(space: SearchSpace, key: Key, dim: int) -> Key:
     return tuple((choices[n][0], a) if dim == 0 else (w, choices[n][0]) for n, (w, a) in zip(space.names, key))
 
 
-def _walk_error(phase: str, stuck: bool, cost: float, iterations: int, budget: str, cost_norm: str) -> RuntimeError:
+class WalkStuck(ValueError):
+    """A greedy walk that cannot get within its budget with the settings it was given (its scores keep choosing up
+    moves: ``alpha`` too high for the scores, or the min-max cost norm). A consequence of those settings, so a
+    command line reports it in one line naming them."""
+
+
+class OutOfReach(ValueError):
+    """A target below ``floor``, the smallest cost the activation walk reaches from where the weight walk ended."""
+
+    def __init__(self, message: str, floor: float) -> None:
+        super().__init__(message)
+        self.floor = floor
+
+
+def _walk_error(phase: str, stuck: bool, cost: float, iterations: int, budget: str, cost_norm: str) -> WalkStuck:
     why = "is stuck (every neighbouring configuration already visited)" if stuck else "hit its iteration cap"
     fix = "lower alpha" if cost_norm == "signed" else "use cost_norm='signed' or lower alpha"
-    return RuntimeError(f"greedy {phase} walk {why} at {cost:.6g} BitOPs after {iterations} iterations, "
+    return WalkStuck(f"greedy {phase} walk {why} at {cost:.6g} BitOPs after {iterations} iterations, "
                         f"above {budget}: the scores keep choosing up moves; {fix}")
 
 
@@ -67,6 +81,13 @@ def _greedy_move(memo: _Memo, key: Key, visited: set[Key], dim: int, alpha: floa
     return moves[best]
 
 
+def greedy_reachable(space: SearchSpace, cost_fn: CostFn, start_bits: int = 5) -> tuple[float, float]:
+    """``(lowest, highest)`` cost a greedy walk from uniform W{start_bits}A{start_bits} can answer: every layer
+    at its lowest choices, and the start itself (the walk moves down from its start and stops as soon as it is
+    within the budget, so a target above the start would get the start back)."""
+    return cost_fn(space.cfg(space.lowest_key())), cost_fn(space.cfg(space.start_key(start_bits)))
+
+
 STALL_PATIENCE = 2      # moves per layer without a new cheapest configuration before a floored phase 1 ends
 
 
@@ -83,8 +104,9 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
     exactly the result `greedy_search` would give it alone. Results come in the order of ``targets``.
 
     A phase-1 budget below what weight moves can reach (every weight at its lowest choice) ends phase 1 at
-    the cheapest configuration the walk reaches (see ``STALL_PATIENCE``). Raises ValueError when a target lies outside the reachable BitOPs range, or when a target
-    is below what activation moves can reach from its phase-1 end point; RuntimeError when a walk gets
+    the cheapest configuration the walk reaches (see ``STALL_PATIENCE``). Raises ValueError when a target lies outside
+    the reachable BitOPs range (``greedy_reachable``: above the start included), or when a target
+    is below what activation moves can reach from its phase-1 end point; ``WalkStuck`` (a ValueError) when a walk gets
     stuck or exceeds
     4 x `SearchSpace.num_steps` iterations.
     """
@@ -98,13 +120,14 @@ def greedy_front(space: SearchSpace, evaluator: Evaluator, cost_fn: CostFn, targ
     for value in (*targets, *phase1_budgets):
         _check_target(value)
     memo = _Memo(space, evaluator, cost_fn)
-    lo, hi = memo.reachable()
+    start = space.start_key(start_bits)
+    lo, hi = greedy_reachable(space, cost_fn, start_bits)
     for target in targets:
         if not lo <= target <= hi:
-            raise ValueError(f"target {target:.6g} BitOPs outside the reachable range [{lo:.6g}, {hi:.6g}] "
-                             "(every layer at its lowest / highest choices); pick a target in that range "
-                             "or widen the bit choices")
-    start = space.start_key(start_bits)
+            # above the start the walk would stop at once and return the start: an answer to another question
+            raise ValueError(f"target {target:.6g} BitOPs outside the reachable range [{lo:.6g}, {hi:.6g}] (every "
+                             f"layer at its lowest choices; the walk's start, uniform W{start_bits}A{start_bits}, "
+                             "from which it moves down); pick a target in that range, or start higher")
     # A budget below what weight moves can reach (every weight at its lowest choice: the "floor") happens
     # in a narrowed space, e.g. when the scheduler's last decision keeps some layers above 2 bits. Such a
     # target's phase 1 walks towards the floor and ends at the cheapest configuration it reaches, either at
@@ -165,8 +188,9 @@ def _activation_branch(memo: _Memo, key: Key, visited: set[Key], iterations: int
     """Phase 2 of the greedy search: activation moves from ``key`` until the cost is within ``target``."""
     floor = memo.cost(_lowest_in(memo.space, key, dim=1))
     if target < floor:
-        raise ValueError(f"target {target:.6g} is below {floor:.6g}, the smallest BitOPs that activation moves "
-                         f"reach from the weight phase's end {memo.space.cfg(key)}; lower that target's phase1_budget")
+        raise OutOfReach(f"target {target:.6g} is below {floor:.6g}, the smallest BitOPs that activation moves "
+                         f"reach from the weight phase's end {memo.space.cfg(key)}; lower that target's phase1_budget",
+                         floor)
     trajectory = list(prefix)
     while memo.cost(key) > target:
         found = _greedy_move(memo, key, visited, 1, alpha, cost_norm)

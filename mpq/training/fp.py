@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from tqdm.std import tqdm  # plain text bars: they render in JupyterLab, papermill output and HTML alike
 
 from mpq.data.datasets import ImageSet, augment, batches, normalize
+from mpq.training.checkpoint import describe_tensors, nonfinite_tensors
 from mpq.training.hardware import place
 
 log = logging.getLogger(__name__)
@@ -52,25 +53,17 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
+def full_batches(images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over ``images`` (whole batches only); refused where there is not one: a
+    training of no step would divide by zero in its record, or end as if it had trained."""
+    if images // batch_size == 0:
+        raise ValueError(f"{images} training images give no full batch of {batch_size}, so training would take no "
+                         "step; use more training images or a smaller batch")
+    return images // batch_size
+
+
 class TrainingDiverged(ValueError):
     """Training went non-finite (a nan or infinite loss or weight); the message names the settings to look at."""
-
-
-@torch.no_grad()
-def nonfinite_tensors(named: Iterable[tuple[str, Tensor]]) -> list[str]:
-    """Names of the floating-point tensors in ``named`` that hold a nan or an infinity (one device sync in all);
-    other values (integer buffers, a module's extra state) are skipped."""
-    floats = [(name, t) for name, t in named if isinstance(t, Tensor) and t.is_floating_point()]
-    if not floats:
-        return []
-    finite = torch.stack([torch.isfinite(t).all() for _, t in floats]).tolist()
-    return [name for (name, _), ok in zip(floats, finite) if not ok]
-
-
-def describe_tensors(names: list[str], limit: int = 3) -> str:
-    """``names`` as a short list for a message: the first ``limit`` and how many more."""
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 @torch.no_grad()
@@ -135,13 +128,13 @@ def train_fp(model: nn.Module, train: ImageSet, test: ImageSet, *, epochs: int, 
     place(model, device)             # channels_last, and the AVX2 guard (mpq.training.hardware)
     model.train()
     optimizer = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=True)
-    steps_per_epoch = len(train) // batch_size
-    scheduler = warmup_cosine(optimizer, int(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+    steps = full_batches(len(train), batch_size)
+    scheduler = warmup_cosine(optimizer, int(warmup_epochs * steps), epochs * steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     history = History()
     for epoch in range(epochs):
         start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(batches(train, batch_size, shuffle=True, gen=gen, drop_last=True), total=steps_per_epoch,
+        bar = tqdm(batches(train, batch_size, shuffle=True, gen=gen, drop_last=True), total=steps,
                    desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for images, labels in bar:
             x, y = to_device(augment(images, gen, pad, flip), labels, device)

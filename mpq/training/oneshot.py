@@ -35,8 +35,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.std import tqdm
 
 from mpq.training.recipe import OneShotConfig
-from mpq.training.checkpoint import (CheckpointError, TrainingInterrupted, check_matches, load_checkpoint,
-                                     require_keys, save_checkpoint)
+from mpq.training.checkpoint import (CheckpointError, TrainingInterrupted, check_matches, describe_tensors,
+                                     load_checkpoint, nonfinite_tensors, require_keys, save_checkpoint, stored_config)
 from mpq.data.datasets import ImageSet, Splits, augment, batches
 from mpq.training.hardware import place
 from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, lowest_bit_layers, qe_weight_at,
@@ -46,7 +46,7 @@ from mpq.method.scheduler import (Choices, SchedulerConfig, SchedulerLog, apply_
 from mpq.method.supernet import Supernet, SupernetSpec
 from mpq.training.steps import clip_gradients, correct_2bit_decay, decay_weights, step_stats
 from mpq.training.graphed import GraphedStep
-from mpq.training.fp import History, TrainingDiverged, describe_tensors, nonfinite_tensors, to_device, warmup_cosine
+from mpq.training.fp import History, TrainingDiverged, full_batches, to_device, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +262,7 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
     supernet.train()
     gen = torch.Generator().manual_seed(seed)
     sgd, adam = optimizers(supernet, cfg)
-    steps_per_epoch = len(train) // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train)} training images give no full batch of {batch_size}")
+    steps_per_epoch = full_batches(len(train), batch_size)      # refused where there is no whole batch
     total_steps = cfg.epochs * steps_per_epoch
     sched = warmup_cosine(sgd, int(cfg.warmup_epochs * steps_per_epoch), total_steps)
     sched_steps = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=total_steps)
@@ -281,6 +279,7 @@ def train_oneshot(supernet: Supernet, train: ImageSet, cfg: OneShotConfig, *, ba
         fix = "delete it to start afresh (or restore what it was trained with to resume)"
         state = load_checkpoint(checkpoint, fix=fix)
         require_keys(state, ("epoch", "config"), checkpoint, fix)
+        stored_config(OneShotConfig, state, checkpoint, fix)      # options this version does not know: refused
         done = training_progress(state)[2]            # a finished file has no optimizer state, and needs none
         require_keys(state, tuple(k for k in CHECKPOINT_KEYS if not (done and k in RESUME_KEYS + ("supernet",))),
                      checkpoint, fix)
@@ -444,27 +443,87 @@ def run_meta(model: str, width_mult: float, splits: Splits, train: ImageSet, **e
 SUPERNET_FIX = "re-run the stage that trains it (`dvc repro supernet`)"
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_supernet_state(path: str | Path, which: str = "ema", fix: str = SUPERNET_FIX) -> dict:
+    """A one-shot checkpoint's state (``load_checkpoint``), checked by ``check_supernet_state``."""
+    return check_supernet_state(load_checkpoint(path, fix=fix), path, which, fix)
+
+
+def check_supernet_state(state: dict, path: str | Path, which: str = "ema", fix: str = SUPERNET_FIX, *,
+                         identity: bool = True) -> dict:
+    """``state`` (read from one-shot checkpoint ``path``) with each entry a reader uses checked before it is used:
+    the training config (``stored_config``: options this version does not know are refused naming the version
+    that wrote them), the epoch and the finished flag, the metadata and (``identity``: for a reader that makes the
+    splits again from it) its data identity, the scheduler's frozen layers and the weights ``which``. A missing
+    entry, or one of the wrong type, is one ``CheckpointError`` naming the file, the entry and ``fix``."""
+    from mpq.data.datasets import check_identity
+    from mpq.models import list_models
+
+    require_keys(state, tuple(dict.fromkeys(RELEASE_KEYS + (which,))), path, fix)
+    stored_config(OneShotConfig, state, path, fix)
+
+    def refuse(entry: str, value: object, expected: str) -> None:
+        raise CheckpointError(f"checkpoint {path} holds {entry} {value!r}, not {expected}: damaged, or not an mpq "
+                              f"one-shot checkpoint; {fix}")
+
+    if not _is_int(state["epoch"]) or state["epoch"] < 0:
+        refuse("epoch", state["epoch"], "a number of epochs")
+    if not isinstance(state.get("finished", False), bool):
+        refuse("finished", state["finished"], "true or false")
+    meta = state["meta"]
+    if not isinstance(meta, Mapping):
+        refuse("meta", meta, "a mapping")
+    require_keys(meta, ("model", "width_mult", "num_classes", "data"), path, fix)
+    if meta["model"] not in list_models():
+        refuse("meta model", meta["model"], f"a registered model ({', '.join(list_models())})")
+    if isinstance(meta["width_mult"], bool) or not isinstance(meta["width_mult"], (int, float)) \
+            or not math.isfinite(meta["width_mult"]) or meta["width_mult"] <= 0:
+        refuse("meta width_mult", meta["width_mult"], "a finite number > 0")
+    if not _is_int(meta["num_classes"]) or meta["num_classes"] < 2:
+        refuse("meta num_classes", meta["num_classes"], "a number of classes >= 2")
+    try:
+        if identity:
+            check_identity(meta["data"])
+        elif not isinstance(meta["data"], Mapping):
+            raise ValueError(f"data identity is {meta['data']!r}, not a mapping")
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path}: its {exc}; {fix}") from None
+    if not isinstance(state["frozen"], list) or not all(isinstance(n, str) for n in state["frozen"]):
+        refuse("frozen", state["frozen"], "a list of layer names")
+    weights = state[which]
+    if not isinstance(weights, Mapping):
+        refuse(which, type(weights).__name__, "a mapping of names to tensors")
+    odd = [k for k, v in weights.items() if not isinstance(k, str) or not (torch.is_tensor(v) or k.endswith("_extra_state"))]
+    if odd:
+        refuse(f"{which} entries", odd[:3], "tensors")
+    return state
+
+
 def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = None, width_mult: float | None = None,
                   spec: SupernetSpec | None = None, num_classes: int | None = None,
-                  data: Mapping | None = None, allow_unfinished: bool = False) -> Supernet:
+                  data: Mapping | None = None, allow_unfinished: bool = False, state: dict | None = None) -> Supernet:
     """Rebuild a trained supernet from a one-shot checkpoint (``which``: "ema", the default, or "supernet").
 
     Each given expectation (model name, width, candidates as a ``SupernetSpec``, number of classes, the
     data identity of ``Splits.identity``) must match the checkpoint, or it is refused naming both sides. A
     checkpoint whose training has not finished (``training_progress``) is refused unless ``allow_unfinished``.
+    ``state``: the file's contents, already read by ``read_supernet_state`` (it is not read again).
     """
     from mpq.models import create_model, model_entry
 
-    state = load_checkpoint(path, fix=SUPERNET_FIX)
-    require_keys(state, tuple(dict.fromkeys(RELEASE_KEYS + (which,))), path, SUPERNET_FIX)
+    # the splits are not made here: an identity is compared (``data``), so it need not be complete
+    state = check_supernet_state(load_checkpoint(path, fix=SUPERNET_FIX) if state is None else state, path, which,
+                                 identity=False)
     epoch, epochs, finished = training_progress(state)
     if not finished and not allow_unfinished:
         raise CheckpointError(f"checkpoint {path} is unfinished: it holds epoch {epoch} of {epochs}; finish its "
                               "training (the command that trains it resumes from this file), or allow an unfinished "
                               "checkpoint explicitly")
     meta = state["meta"]
-    require_keys(meta, ("model", "width_mult", "num_classes", "data"), path, SUPERNET_FIX)
-    cfg = stored_recipe(state)
+    cfg = stored_recipe(state, path, SUPERNET_FIX)
     fix = "pass the checkpoint of the model you mean, or re-train it with these params (`dvc repro`)"
     for what, stored, expected in (("model", meta["model"], model), ("width_mult", meta["width_mult"], width_mult),
                                    ("num_classes", meta["num_classes"], num_classes),
@@ -494,25 +553,31 @@ EARLIER_RECIPE = {"cancel_2bit_decay_rule": "per_step_layer", "depthwise_floor_a
                   "sched_count_rounding": "round", "sched_freeze_activations": False}
 
 
-def stored_recipe(state: Mapping) -> OneShotConfig:
-    """The one-shot recipe a checkpoint's ``state`` was trained with (keys newer than the file: ``EARLIER_RECIPE``)."""
-    return OneShotConfig(**{**EARLIER_RECIPE, **state["config"]})
+def stored_recipe(state: Mapping, path: str | Path = "(in memory)", fix: str = SUPERNET_FIX) -> OneShotConfig:
+    """The one-shot recipe a checkpoint's ``state`` was trained with, checked as ``stored_config`` checks it; keys
+    newer than the file take what its training did instead (``EARLIER_RECIPE``)."""
+    config = state.get("config")
+    if isinstance(config, Mapping):
+        state = {**state, "config": {**EARLIER_RECIPE, **config}}
+    return stored_config(OneShotConfig, state, path, fix)
 
 
-def checkpoint_candidates(path: str | Path, supernet: Supernet) -> dict[str, Choices]:
+def checkpoint_candidates(path: str | Path, supernet: Supernet, state: dict | None = None) -> dict[str, Choices]:
     """The search space a one-shot checkpoint leaves: its scheduler's last decision applied to ``supernet``, a frozen
-    layer losing what it lost in that training (``oneshot.sched_freeze_activations``)."""
-    state = load_checkpoint(path, fix=SUPERNET_FIX)
-    require_keys(state, ("frozen", "config"), path, SUPERNET_FIX)
+    layer losing what it lost in that training (``oneshot.sched_freeze_activations``). ``state``: the file's
+    contents, already read by ``read_supernet_state``."""
+    state = read_supernet_state(path) if state is None else state
+    unknown = sorted(set(state["frozen"]) - set(supernet.choices))
+    if unknown:
+        raise CheckpointError(f"checkpoint {path}: the scheduler's decision names layers {unknown} that are not "
+                              f"searchable layers of {state['meta']['model']}; {SUPERNET_FIX}")
     return apply_decision(supernet.choices, state["frozen"],
-                          activations=bool(stored_recipe(state).sched_freeze_activations))
+                          activations=bool(stored_recipe(state, path).sched_freeze_activations))
 
 
 def checkpoint_meta(path: str | Path) -> dict:
     """The ``meta`` of a one-shot checkpoint (model, width, classes, data identity)."""
-    state = load_checkpoint(path, fix=SUPERNET_FIX)
-    require_keys(state, ("meta",), path, SUPERNET_FIX)
-    return state["meta"]
+    return read_supernet_state(path)["meta"]
 
 
 def training_progress(state: Mapping) -> tuple[int, int, bool]:
