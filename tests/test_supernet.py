@@ -227,3 +227,17 @@ def test_small_channel_bn_route_equals_plain_bn(monkeypatch, channels):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     for (name, a), (_, b) in zip(sw.named_parameters(), ref.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_28"])
+def test_layers_listed_once_are_the_models_layers_also_in_a_copy(name):
+    """``Supernet.layers`` (listed at construction, read on every one-shot step) is ``quant_layers`` of the model:
+    the same modules in the same order, in a deep copy too (the EMA model is one)."""
+    import copy
+
+    _, sn = _supernet(name)
+    for net in (sn, copy.deepcopy(sn)):
+        walked = layers.quant_layers(net.model)
+        assert list(net.layers) == list(walked)
+        assert all(net.layers[n] is m for n, m in walked.items())

@@ -80,10 +80,8 @@ def quantization_error(supernet, candidates: Mapping[str, tuple[Sequence[int], S
     as the scheduler left them; None: the supernet's full lists): ``coupled_rounding_error`` of its latent
     weight. Summed over layers. The gradient reaches the latent weights only (DESIGN.md section 2 (a)).
     """
-    from mpq.method.layers import quant_layers
-
     cands = candidates or supernet.choices
-    layers = quant_layers(supernet.model)
+    layers = supernet.layers
     total = torch.zeros((), device=next(supernet.parameters()).device)
     for name in supernet.searchable:
         layer = layers[name]

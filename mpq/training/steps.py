@@ -10,7 +10,6 @@ from typing import Mapping, Sequence
 import torch
 
 from mpq.training.recipe import OneShotConfig
-from mpq.method.layers import quant_layers
 from mpq.method.quantizer import int_range
 from mpq.method.supernet import Supernet
 
@@ -25,7 +24,7 @@ def decayed(weight: torch.Tensor, linear: bool) -> bool:
 def apply_weight_decay(supernet: Supernet, weight_decay: float, skip: set[str], linear: bool = False) -> None:
     """Add ``weight_decay * w`` to the gradient of every conv weight (and linear weight with ``linear``)
     except the layers in ``skip``."""
-    for name, layer in quant_layers(supernet.model).items():
+    for name, layer in supernet.layers.items():
         if name in skip or layer.weight.grad is None or not decayed(layer.weight, linear):
             continue
         layer.weight.grad.add_(layer.weight, alpha=weight_decay)
@@ -43,7 +42,7 @@ def in_range_decay_correction(supernet: Supernet, weight_decay: float,
     call it before ``clip_gradients``. A weight inside the range on two 2-bit paths of a step is corrected twice,
     a net growth term, as there.
     """
-    layers = quant_layers(supernet.model)
+    layers = supernet.layers
     qmin, qmax = int_range(2, signed=True)
     for bit_cfg in random_configs:
         for name, (w_bits, _) in bit_cfg.items():
