@@ -8,9 +8,13 @@ random mixed configuration (the unit of one-shot training), (c) a whole one-shot
 random paths, distillation; plain, and with IDM), and of inference FP vs fake-quantized; plus the ratios. Runs interleave
 (FP, FQ, FP, FQ, ...) so background load hits both alike; medians are reported.
 
+The same two steps again at the ablation's batch of 16 images (``--small-batch``), where a step is bound by
+per-layer overhead rather than arithmetic: the one-shot step over the FP step there.
+
 Then the greedy search's evaluations per second, full forward passes against incremental ones (a one-layer
 move re-runs only the network downstream of that layer, ``mpq.search.evaluation.Scorer``), on one greedy
-iteration's moves from uniform W4A4.
+iteration's moves from uniform W4A4; and incremental ones on 128 and on 512 scoring images (each set one
+batch), interleaved: what a greedy walk with more scoring images costs per evaluation.
 
 Then, on a CPU, the LSQ quantizer's one-pass kernels (``mpq.method.cpu_kernels``) against its torch ops, interleaved:
 a fake-quantized path, a one-shot step of the default recipe and an incremental search evaluation, each as the
@@ -49,6 +53,10 @@ from mpq.training.oneshot import train_step
 from mpq.method.supernet import Supernet
 
 
+SMALL_BATCH = 16         # ablation.batch_size: the one-shot step there is bound by per-layer overhead
+SCORE_SIZES = (128, 512)  # scoring images: search.score_size, and the wider set the ablation's levels may use
+
+
 def _time(fn, reps: int, device: torch.device) -> float:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)   # CUDA runs asynchronously
     sync()
@@ -84,6 +92,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--reps", type=int)
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--small-batch", type=int, default=SMALL_BATCH,
+                        help="the overhead-bound batch of the ablation's steps (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is present")
     parser.add_argument("--no-profile", action="store_true", help="skip the operator profile (CPU time only)")
     parser.add_argument("--out", default=None)
@@ -150,6 +160,25 @@ def main() -> None:
         supernet.set_config(supernet.sample_config(gen))
         times["fp_infer"].append(_time(fp_infer, args.reps, device))
         times["fq_infer"].append(_time(fq_infer, args.reps, device))
+    # the overhead-bound batch: FP step and plain one-shot step on the first ``small_batch`` images, interleaved
+    xs, ys = x[:args.small_batch], y[:args.small_batch]
+
+    def fp_step_small():
+        fp_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(float_model(xs), ys).backward()
+        fp_opt.step()
+
+    def oneshot_step_small():
+        sn_opt.zero_grad(set_to_none=True)
+        train_step(supernet, xs, ys, cfg, gen, qe_weight=0.0)
+        sn_opt.step()
+
+    float_model.train(), supernet.train()
+    fp_step_small(), oneshot_step_small()            # warm-up
+    times["fp_train_small_batch"], times["oneshot_step_small_batch"] = [], []
+    for _ in range(args.rounds):
+        times["fp_train_small_batch"].append(_time(fp_step_small, args.reps, device))
+        times["oneshot_step_small_batch"].append(_time(oneshot_step_small, max(1, args.reps // 4), device))
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "model": args.model, "width_mult": args.width_mult, "batch_size": args.batch_size,
@@ -157,10 +186,15 @@ def main() -> None:
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
         "onednn_avx2_kernels": onednn_runs_avx2(), "rerouted_convs": rerouted,
-        "img_per_s": {k: round(args.batch_size / v, 1) for k, v in med.items()},
+        "small_batch_size": args.small_batch,
+        "img_per_s": {k: round((args.small_batch if k.endswith("small_batch") else args.batch_size) / v, 1)
+                      for k, v in med.items()},
+        "step_ms": {k: round(1e3 * v, 2) for k, v in med.items() if "train" in k or "step" in k},
         "ratio_fq_vs_fp_train": round(med["fq_train_path"] / med["fp_train"], 3),
         "ratio_oneshot_step_vs_fp_train": round(med["oneshot_step"] / med["fp_train"], 3),
         "ratio_idm_vs_plain_oneshot_step": round(med["oneshot_idm_step"] / med["oneshot_step"], 3),
+        "ratio_oneshot_step_vs_fp_train_small_batch": round(med["oneshot_step_small_batch"]
+                                                            / med["fp_train_small_batch"], 3),
         "ratio_fq_vs_fp_infer": round(med["fq_infer"] / med["fp_infer"], 3),
     }
     # where the time goes: a one-shot step of the default recipe, a search evaluation, a BN recalibration
@@ -211,6 +245,24 @@ def main() -> None:
     result["search_evaluation_ms"] = {k: round(1e3 * v, 2) for k, v in med_s.items()}
     result["search_evaluation_moves"] = len(moves)
     result["ratio_search_full_vs_incremental"] = round(med_s["full"] / med_s["incremental"], 3)
+    # incremental evaluations on more scoring images, each set scored as one batch (its BN statistics whole)
+    sized = {n: make_scorer(supernet, data.subset(torch.arange(n)), batch_size=n, incremental=True)
+             for n in SCORE_SIZES}
+    sized_times = {n: [] for n in SCORE_SIZES}
+
+    def sized_iteration(n):
+        sized[n].reset()
+        sized[n].around(base)
+        for cfg_ in moves:
+            sized[n](cfg_)
+
+    for _ in range(args.rounds):
+        for n in SCORE_SIZES:
+            sized_times[n].append(_time(lambda: sized_iteration(n), 1, device) / len(moves))
+    med_n = {n: statistics.median(v) for n, v in sized_times.items()}
+    result["search_evaluations_per_s"] = {str(n): round(1 / v, 2) for n, v in med_n.items()}
+    result["ratio_search_512_vs_128_images"] = round(med_n[SCORE_SIZES[-1]] / med_n[SCORE_SIZES[0]], 3)
+    del sized
     # the quantizer's one-pass CPU kernels (mpq.method.cpu_kernels) against its torch ops, interleaved in this run
     result["lsq_cpu_kernels"] = cpu_kernels.load() is not None
     if result["lsq_cpu_kernels"] and device.type == "cpu":
