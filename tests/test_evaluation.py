@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mpq.__main__ import main
-from mpq.search.evaluation import make_scorer, paired_difference, search_space
+from mpq.search.evaluation import equal_batches, make_scorer, paired_difference, search_space
 from mpq.models import create_model
 from mpq.training.recipe import OneShotConfig
 from mpq.training.oneshot import build_supernet
@@ -26,6 +26,22 @@ def test_scoring_changes_no_state(trained, tiny_splits):
     assert 0.0 <= error <= 1.0
     with pytest.raises(ValueError, match="metric"):
         make_scorer(supernet, tiny_splits.score, metric="top5")
+
+
+@pytest.mark.timeout(60)
+def test_scoring_batches_are_nearly_equal_and_a_split_that_was_equal_is_kept(trained, tiny_splits):
+    assert [equal_batches(n, 500) for n in (1, 128, 500, 501, 512, 2000)] == [[1], [128], [500], [251, 250],
+                                                                               [256, 256], [500] * 4]
+    for n in range(1, 300):
+        for cap in (1, 7, 64, 128, 500):
+            sizes = equal_batches(n, cap)
+            assert sum(sizes) == n and max(sizes) <= cap and max(sizes) - min(sizes) <= 1 and len(sizes) == -(-n // cap)
+    supernet, _ = trained
+    n = len(tiny_splits.score)
+    scorer = make_scorer(supernet, tiny_splits.score, batch_size=n - 1)     # was n - 1 and 1: now two halves
+    assert sorted(len(y) for _, y in scorer.batches) == sorted([n // 2, n - n // 2])
+    with pytest.raises(ValueError, match="at least one image"):
+        equal_batches(0, 500)
 
 
 def test_search_space_matches_supernet(trained):

@@ -51,6 +51,20 @@ def batch_statistics(model: nn.Module, bns: Sequence[nn.BatchNorm2d] | None = No
             bn.track_running_stats = tracking
 
 
+def equal_batches(images: int, batch_size: int) -> list[int]:
+    """The sizes of as few batches of at most ``batch_size`` as hold ``images``, differing by at most one image:
+    with batch statistics (``batch_statistics``) a remainder batch would normalise a few images by their own
+    statistics (512 images at 500 a batch would be 500 and 12).
+
+    >>> [equal_batches(n, 500) for n in (128, 512, 1001, 2000)]
+    [[128], [256, 256], [334, 334, 333], [500, 500, 500, 500]]
+    """
+    if images < 1 or batch_size < 1:
+        raise ValueError(f"need at least one image and a batch size of at least 1, got {images} and {batch_size}")
+    count = -(-images // batch_size)
+    return [images // count + (i < images % count) for i in range(count)]
+
+
 CACHE_BYTES = 2**30     # the incremental scorer keeps one configuration's activations up to this size
 
 
@@ -60,6 +74,7 @@ class Scorer:
     ``metric``: "loss" (mean cross-entropy; smooth, so small differences between neighbouring
     configurations are visible on 1-2k images) or "error" (top-1 error, the paper's criterion).
     ``bn_mode``: "batch" (batch statistics, see ``batch_statistics``) or "running" (stored statistics).
+    The scoring images are split into batches of nearly equal size, at most ``batch_size`` (``equal_batches``).
     The data are normalised once and kept on the supernet's device.
 
     Incremental (``incremental=True``; the default on CPU): ``around(bit_cfg)`` makes ``bit_cfg`` the base and
@@ -83,7 +98,9 @@ class Scorer:
         self.num_images = len(data)
         device = next(supernet.parameters()).device
         incremental = device.type == "cpu" if incremental is None else incremental
-        self.batches = [to_device(x, y, device) for x, y in batches(data, batch_size, shuffle=False)]
+        # ImageSet slices in order, as ``batches`` yields them when the sizes are equal
+        ends = list(itertools.accumulate(equal_batches(len(data), batch_size)))
+        self.batches = [to_device(data.images[a:b], data.labels[a:b], device) for a, b in zip([0] + ends, ends)]
         self._switch = list(supernet.bn_layers().values())
         inside = {id(bn) for sw in self._switch for bn in sw.bns.values()}
         self._plain_bns = [m for m in supernet.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in inside]
