@@ -25,9 +25,10 @@ from mpq.studies.transfer import (FROM_FP, Budget, Sources, TransferConfig, Tran
                                   head_name, load_target, load_transfer, lr_grid, lsq_bits, paths_per_step,
                                   replace_head, retarget_supernet, run_record, run_transfer, save_transfer,
                                   target_budget, transfer_setup, widen_grid)
-from mpq.studies.transfer_tables import (budget_table, choice_table, comparison_table, convergence_table, fp_curves,
-                                         grid_table, paired_comparisons, paired_differences, stage_passes, t5_table,
-                                         transfer_figure, transfer_findings, transfer_metrics)
+from mpq.studies.transfer_tables import (budget_table, choice_table, comparison_table, convergence_curves,
+                                         convergence_table, fp_curves, grid_table, paired_comparisons,
+                                         paired_differences, stage_passes, t5_table, transfer_figure,
+                                         transfer_findings, transfer_metrics)
 from mpq.training.checkpoint import CheckpointError, read_stage_record, save_checkpoint, write_json, write_stage_record
 from mpq.training.fp import load_fp_model, predictions, train_fp
 from mpq.training.oneshot import build_supernet, train_oneshot
@@ -394,6 +395,9 @@ def test_t5_table_rows_in_record_order_with_hand_computed_values_and_collapses_s
     assert scratch3["top-1 mean"] == pytest.approx(50 / 3) and (t5.collapsed.iloc[:4] == 0).all()
     assert (t5.passes == 8).all() and list(t5.lr) == [0.05, 0.03, 0.01, 0.01, 0.02, 0.02]     # each arm's own rate
     assert list(t5["optimizer steps"]) == [8, 8, 2, 2, 2, 2]                          # beside the equal passes
+    compute = budget_table(_result())
+    assert [(r.arm, r.lr, r["optimizer steps"], r.passes) for _, r in compute.iterrows()] == [
+        ("FP", 0.05, 8, 8), ("LSQ W3A3", 0.03, 8, 8), ("this method", 0.01, 2, 8), (FROM_FP, 0.02, 2, 8)]
     one_seed = t5_table([r for r in _records() if r["seed"] == 0])
     assert (one_seed.seeds == 1).all() and one_seed["top-1 SD"].isna().all()
 
@@ -516,15 +520,19 @@ def test_transfer_figure_front_with_seed_dots_and_collapses_above_the_fp_curves(
     import matplotlib.pyplot as plt
 
     result = _result()
-    fig = transfer_figure(result.records, fp_curves(result), result.budgets, ["t"], "title")
+    curves = fp_curves(result) + convergence_curves(result)
+    assert [(c["arm"], c["passes"], c["heldout top-1"]) for c in curves[4:]] == [
+        ("LSQ W3A3", [8, 16], [80.0, 80.0]), ("this method", [8, 16], [80.0, 84.0]), (FROM_FP, [8, 16], [80.0, 80.0])]
+    fig = transfer_figure(result.records, curves, result.budgets, ["t"], "title")
     front, curve = fig.axes
-    assert front.get_title() == "t" and curve.get_title() == "t: FP fine-tuning"
+    assert front.get_title() == "t" and curve.get_title().startswith("t: convergence")
     assert [t.get_text() for t in front.get_legend().get_texts()] == [
         "LSQ W3A3", "this method, no retraining", f"{FROM_FP}, no retraining", "FP fine-tuned"]
     assert front.lines[-1].get_ydata()[0] == pytest.approx(275 / 3)
     crosses = [c for c in front.collections if c.get_offsets().shape[0] == 2]      # seed dots: 3, 6 and 4 per arm
     assert len(crosses) == 1 and list(crosses[0].get_offsets()[:, 1]) == [0.0, 0.0]   # the collapsed seed, both levels
-    assert len(curve.lines) == 5 and curve.lines[-1].get_xdata()[0] == 8                 # 4 curves and the budget
+    assert len(curve.lines) == 8 and curve.lines[-1].get_xdata()[0] == 8      # 4 FP curves, 3 arms, the budget
+    assert curve.get_legend().get_texts()[4].get_text() == "LSQ W3A3: 1x and 2x, seed 0"
     plt.close(fig)
 
 

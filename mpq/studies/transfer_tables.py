@@ -8,8 +8,8 @@ fine-tuning and search seconds, the stage's) are kept out of the stage's folder,
 ``load_transfer`` merges them back into the records, where T5 and the metrics show them.
 
 Pieces: ``stage_passes`` and ``passes_note`` (the stage's compute), ``budget_table``, ``choice_table`` and
-``grid_table`` (every arm's rate and the grid it was chosen from), ``fp_curves`` and ``convergence_table`` (is the
-budget enough for every arm?), ``t5_table`` (T5), ``paired_differences``,
+``grid_table`` (every arm's rate and the grid it was chosen from), ``fp_curves``, ``convergence_curves`` and
+``convergence_table`` (is the budget enough for every arm?), ``t5_table`` (T5), ``paired_differences``,
 ``paired_comparisons``, ``comparison_table`` and ``comparison_note`` (the verdicts, through
 ``mpq.studies.stats.paired_verdict``: per seed, this method minus the other arm on the same test images, with both
 the seed spread and the test-image noise), ``collapsed_runs``, ``transfer_metrics`` (the JSON),
@@ -84,8 +84,22 @@ def fp_curves(result: TransferResult) -> list[dict]:
             + [r for r in result.longer if r["arm"] == "FP"])
     for r in runs:
         per_epoch = result.budgets[r["target"]].steps_per_epoch
-        out.append({"target": r["target"], "seed": r["seed"], "multiple": r["multiple"], "lr": r["lr"],
+        out.append({"target": r["target"], "arm": "FP", "seed": r["seed"], "multiple": r["multiple"], "lr": r["lr"],
                     "passes": [per_epoch * (i + 1) for i in range(len(r["curve"]))], "heldout top-1": r["curve"]})
+    return out
+
+
+def convergence_curves(result: TransferResult) -> list[dict]:
+    """Every quantized arm's convergence check as a curve of two points: the held-out score its rate was chosen by
+    at the budget (the same seed's compared run) and at ``curve_multiple`` budgets, against the passes (FP's whole
+    curves: ``fp_curves``)."""
+    out = []
+    for longer in (r for r in result.longer if r["arm"] != "FP"):
+        base = next(r for r in result.records if (r["target"], r["arm"], r["seed"]) ==
+                    (longer["target"], longer["arm"], longer["seed"]))
+        out.append({"target": longer["target"], "arm": longer["arm"], "seed": longer["seed"],
+                    "multiple": longer["multiple"], "lr": longer["lr"], "passes": [base["passes"], longer["passes"]],
+                    "heldout top-1": [base["selection top-1"], longer["selection top-1"]]})
     return out
 
 
@@ -239,9 +253,10 @@ def transfer_metrics(*, profile: str, seed: int, spec: ModelSpec, device: torch.
 def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budgets: Mapping[str, Budget],
                     targets: Sequence[str], title: str):
     """T5 as a figure, one column per target. Top: test top-1 against G-BitOPs of each quantized arm (mean over
-    seeds, every seed as a dot, collapsed runs as red crosses) and FP fine-tuned as a dashed line. Bottom: FP
-    fine-tuning's held-out top-1 against passes (``fp_curves``), every seed at the budget and the longer run, the
-    budget dotted."""
+    seeds, every seed as a dot, collapsed runs as red crosses) and FP fine-tuned as a dashed line. Bottom: the
+    held-out score against passes of ``curves``: FP fine-tuning's after every epoch (``fp_curves``, every seed at
+    the budget and the longer run) and every other arm's at the budget and at twice it (``convergence_curves``,
+    dashed), the budget dotted."""
     import textwrap
 
     import matplotlib.pyplot as plt
@@ -270,11 +285,16 @@ def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budge
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         for c in (c for c in curves if c["target"] == target):
-            ax_curve.plot(c["passes"], c["heldout top-1"], marker=".", lw=1.5 if c["multiple"] > 1 else 0.8,
-                          label=f"{c['multiple']}x budget, seed {c['seed']}")
+            if c.get("arm", "FP") == "FP":
+                ax_curve.plot(c["passes"], c["heldout top-1"], marker=".", lw=1.5 if c["multiple"] > 1 else 0.8,
+                              label=f"FP, {c['multiple']}x budget, seed {c['seed']}")
+            else:
+                ax_curve.plot(c["passes"], c["heldout top-1"], marker="s", ls="--", lw=1,
+                              label=f"{c['arm']}: 1x and {c['multiple']}x, seed {c['seed']}")
         if target in budgets:
             ax_curve.axvline(budgets[target].passes, color="grey", ls=":", lw=1, label="the budget")
-        ax_curve.set(xlabel="forward/backward passes", ylabel="held-out top-1 (%)", title=f"{target}: FP fine-tuning")
+        ax_curve.set(xlabel="forward/backward passes", ylabel="held-out top-1 (%)\n(supernets: uniform configs' mean)",
+                     title=f"{target}: convergence")
         ax_curve.grid(alpha=0.3)
         ax_curve.legend(fontsize=7)
     fig.suptitle(textwrap.fill(title, 75 * len(targets)), fontsize=9)
