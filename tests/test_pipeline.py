@@ -105,8 +105,13 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
     transfer = json.loads((work / "reports/metrics/transfer.json").read_text())
     assert {r["target"] for r in transfer["t5"]} == {"animal_mnist"}
     assert all(b["equal_passes"] for b in transfer["budget"].values())
-    assert {r["method"] for r in transfer["t5"]} >= {"FP", "LSQ W2A2", "this method, no retraining",
-                                                     "supernet without pre-training, no retraining"}
+    assert {r["method"] for r in transfer["t5"]} >= {
+        "FP", "LSQ W2A2", "this method, no retraining",
+        "supernet from the FP model (no one-shot pre-training), no retraining"}
+    arms = {r["arm"] for r in transfer["runs"]}        # every arm records its grid, its chosen rate, its convergence
+    assert {c["arm"] for c in transfer["lr_grid"]["choices"]} == arms == {r["arm"] for r in
+                                                                          transfer["convergence"]["rows"]}
+    assert all(c["grid"] and c["chosen"] in c["grid"] for c in transfer["lr_grid"]["choices"])
     # nothing changed: a second repro runs no stage; a changed data file marks exactly what reads it
     again = _run(["dvc", "repro"], work)
     assert "Running stage" not in again, again

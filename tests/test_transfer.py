@@ -20,12 +20,13 @@ from mpq.method.layers import quant_layers
 from mpq.method.supernet import Supernet
 from mpq.models import create_model
 from mpq.studies.stats import Verdict, paired_verdict
-from mpq.studies.transfer import (Budget, Sources, TransferConfig, TransferResult, Tuned, accuracy, arm_family,
-                                  check_input_channels, choose_lr, fresh_float_model, flag_collapses, head_name,
-                                  load_target, load_transfer, lr_grid, lsq_bits, paths_per_step, replace_head,
-                                  retarget_supernet, run_record, run_transfer, save_transfer, target_budget,
-                                  transfer_setup)
-from mpq.studies.transfer_tables import (comparison_table, convergence_table, fp_curves, paired_comparisons,
+from mpq.studies.transfer import (FROM_FP, Budget, Sources, TransferConfig, TransferResult, Tuned, accuracy,
+                                  arm_family, check_input_channels, choose_lr, fresh_float_model, flag_collapses,
+                                  head_name, load_target, load_transfer, lr_grid, lsq_bits, paths_per_step,
+                                  replace_head, retarget_supernet, run_record, run_transfer, save_transfer,
+                                  target_budget, transfer_setup, widen_grid)
+from mpq.studies.transfer_tables import (budget_table, choice_table, comparison_table, convergence_curves,
+                                         convergence_table, fp_curves, grid_table, paired_comparisons,
                                          paired_differences, stage_passes, t5_table, transfer_figure,
                                          transfer_findings, transfer_metrics)
 from mpq.training.checkpoint import CheckpointError, read_stage_record, save_checkpoint, write_json, write_stage_record
@@ -142,9 +143,9 @@ def test_budget_gives_every_arm_the_same_passes_over_the_same_images():
 
 def test_arms_families_and_passes_per_step():
     tune = dataclasses.replace(transfer_setup(**_sections(), device=torch.device("cpu")).tune, num_random_paths=3)
-    assert [arm_family(a) for a in ("FP", "LSQ W3A3", "this method", "supernet without pre-training")] == [
+    assert [arm_family(a) for a in ("FP", "LSQ W3A3", "this method", FROM_FP)] == [
         "FP", "LSQ", "supernet", "supernet"]
-    assert [paths_per_step(a, tune) for a in ("FP", "LSQ W4A4", "this method", "supernet without pre-training")] == [
+    assert [paths_per_step(a, tune) for a in ("FP", "LSQ W4A4", "this method", FROM_FP)] == [
         1, 1, 4, 4]
     assert lsq_bits("LSQ W3A3") == 3
     with pytest.raises(ValueError):
@@ -169,18 +170,59 @@ def test_transfer_config_refuses_a_grid_seed_among_the_seeds_and_empty_grids():
         TransferConfig(grid_images=0.0)
     with pytest.raises(ValueError, match="curve_multiple must be 2 or more"):
         TransferConfig(curve_multiple=1)
+    with pytest.raises(ValueError, match="transfer.widen_factor must be a number above 1"):
+        TransferConfig(widen_factor=1.0)
+    with pytest.raises(ValueError, match="transfer.max_widenings must be a whole number >= 0"):
+        TransferConfig(max_widenings=-1)
 
 
-def test_lr_grid_scores_on_the_heldout_images_only(monkeypatch, tiny_splits):
-    """Every grid run trains on a share of the training images at the grid seed and is scored on the held-out
-    images it is given; the test split is no argument of the grid, and the choice follows the held-out scores."""
+def _peak(at: float):
+    """A fake held-out score of a learning rate, best at ``at`` (on a log scale), and the rates it was asked for."""
+    asked = []
+
+    def score(lr):
+        asked.append(lr)
+        return 90.0 - abs(math.log(lr / at))
+    return score, asked
+
+
+def test_widen_grid_moves_an_edge_choice_inside():
+    # best above the grid: one rate added on top per widening until the best lies inside
+    score, asked = _peak(0.4)
+    g = widen_grid([0.05, 0.1, 0.2], score, factor=2.0, max_widenings=3)
+    assert (g.grid, g.chosen, g.widenings, g.inside) == ((0.05, 0.1, 0.2, 0.4, 0.8), 0.4, 2, True)
+    assert asked == [0.05, 0.1, 0.2, 0.4, 0.8]                         # each rate scored once, in this order
+    assert [(lr, w) for lr, _, w in g.tried] == [(0.05, 0), (0.1, 0), (0.2, 0), (0.4, 1), (0.8, 2)]
+    assert g.tried[3][1] == pytest.approx(90.0)
+    # best below: rates added underneath (divided by the factor, at 4 significant digits)
+    g = widen_grid([0.05, 0.1, 0.2], _peak(0.02)[0], factor=2.0, max_widenings=3)
+    assert (g.grid, g.chosen, g.widenings, g.inside) == ((0.0125, 0.025, 0.05, 0.1, 0.2), 0.025, 2, True)
+    # a choice already inside: no widening; a grid of one rate widens on both sides at once
+    score, asked = _peak(0.1)
+    assert widen_grid([0.05, 0.1, 0.2], score, factor=2.0, max_widenings=3).widenings == 0 and len(asked) == 3
+    g = widen_grid([0.1], _peak(0.1)[0], factor=3.0, max_widenings=1)
+    assert (g.grid, g.chosen, g.widenings, g.inside) == ((0.03333, 0.1, 0.3), 0.1, 1, True)
+    # still at the edge after the allowed widenings: returned as such, for the page to report
+    g = widen_grid([0.05, 0.1], _peak(10.0)[0], factor=2.0, max_widenings=2)
+    assert (g.grid, g.chosen, g.widenings, g.inside) == ((0.05, 0.1, 0.2, 0.4), 0.4, 2, False)
+    g = widen_grid([0.05, 0.1], _peak(10.0)[0], factor=2.0, max_widenings=0)
+    assert (g.grid, g.chosen, g.widenings, g.inside) == ((0.05, 0.1), 0.1, 0, False)
+    # a tie goes to the smaller rate, so a tie at the bottom edge widens downwards
+    g = widen_grid([0.01, 0.03], lambda lr: 71.0 if lr >= 0.01 else 60.0, factor=2.0, max_widenings=3)
+    assert (g.grid, g.chosen, g.inside) == ((0.005, 0.01, 0.03), 0.01, True)
+
+
+def test_lr_grid_tunes_every_arm_on_its_own_grid_on_the_heldout_images_only(monkeypatch, tiny_splits):
+    """Every arm (FP, each LSQ bit-width, both supernets) has its own grid, widened until its choice is inside; every
+    grid run trains on a share of the training images at the grid seed and is scored on the held-out images it is
+    given; the test split is no argument of the grid, and the choice follows the held-out scores."""
     import mpq.studies.transfer as transfer
 
     setup = transfer_setup(**_sections(fp_lrs=[0.02, 0.05, 0.1], lsq_lrs=[0.01, 0.03], supernet_lrs=[0.01, 0.03],
-                                       grid_seed=7, grid_images=0.5, baseline_bits=[3, 4]),
+                                       grid_seed=7, grid_images=0.5, baseline_bits=[3, 4], widen_factor=2.0,
+                                       max_widenings=2),
                            device=torch.device("cpu"))
-    scores = {("FP", 0.02): 70.0, ("FP", 0.05): 75.0, ("FP", 0.1): 72.0, ("LSQ W3A3", 0.01): 60.0,
-              ("LSQ W3A3", 0.03): 66.0, ("this method", 0.01): 71.0, ("this method", 0.03): 71.0}
+    peaks = {"FP": 0.05, "LSQ W3A3": 0.06, "LSQ W4A4": 10.0, "this method": 0.01, FROM_FP: 0.012}
     seen = []
 
     def fake_fine_tune(setup, arm, train, heldout, calib, *, seed, lr, budget, sources, kw, **_):
@@ -190,23 +232,37 @@ def test_lr_grid_scores_on_the_heldout_images_only(monkeypatch, tiny_splits):
 
     def fake_selection(tuned, heldout, calib, bits):
         assert heldout is tiny_splits.score and calib is tiny_splits.calib and tuple(bits) == (3, 4)
-        return scores[(tuned.arm, tuned.lr)]
+        return 90.0 - abs(math.log(tuned.lr / peaks[tuned.arm]))
 
     monkeypatch.setattr(transfer, "fine_tune", fake_fine_tune)
     monkeypatch.setattr(transfer, "selection_top1", fake_selection)
     monkeypatch.setattr(transfer, "heldout_predictions", lambda tuned, heldout, calib, bits=None: heldout.labels)
     budget = Budget(steps_per_epoch=len(tiny_splits.train) // 32, paths=4, supernet_epochs=1)
-    rows, chosen = lr_grid(setup, "t", tiny_splits.train, tiny_splits.score, tiny_splits.calib, budget,
-                           Sources(create_model("resnet20", width_mult=0.25)), {"batch_size": 32})
-    assert chosen == {"FP": 0.05, "LSQ": 0.03, "supernet": 0.01}          # best held-out, tie to the smaller
-    assert [(r["arm"], r["lr"], r["chosen"]) for r in rows] == [
-        ("FP", 0.02, False), ("FP", 0.05, True), ("FP", 0.1, False), ("LSQ W3A3", 0.01, False),
-        ("LSQ W3A3", 0.03, True), ("this method", 0.01, True), ("this method", 0.03, False)]
+    rows, choices = lr_grid(setup, "t", tiny_splits.train, tiny_splits.score, tiny_splits.calib, budget,
+                            Sources(create_model("resnet20", width_mult=0.25)), {"batch_size": 32})
+    got = {c["arm"]: (c["starting grid"], c["grid"], c["chosen"], c["widenings"], c["inside"]) for c in choices}
+    assert got == {"FP": ([0.02, 0.05, 0.1], [0.02, 0.05, 0.1], 0.05, 0, True),
+                   "LSQ W3A3": ([0.01, 0.03], [0.01, 0.03, 0.06, 0.12], 0.06, 2, True),
+                   "LSQ W4A4": ([0.01, 0.03], [0.01, 0.03, 0.06, 0.12], 0.12, 2, False),    # at the edge: reported
+                   "this method": ([0.01, 0.03], [0.005, 0.01, 0.03], 0.01, 1, True),
+                   FROM_FP: ([0.01, 0.03], [0.005, 0.01, 0.03], 0.01, 1, True)}
+    assert [c["target"] for c in choices] == ["t"] * 5 and choices[0]["heldout top-1"] == pytest.approx(90.0)
+    assert [(r["arm"], r["lr"], r["round"], r["chosen"]) for r in rows if r["arm"] in ("FP", "LSQ W3A3")] == [
+        ("FP", 0.02, 0, False), ("FP", 0.05, 0, True), ("FP", 0.1, 0, False), ("LSQ W3A3", 0.01, 0, False),
+        ("LSQ W3A3", 0.03, 0, False), ("LSQ W3A3", 0.06, 1, True), ("LSQ W3A3", 0.12, 2, False)]
+    assert len(rows) == 3 + 4 + 4 + 3 + 3 and [(a, lr) for a, lr, *_ in seen] == [(r["arm"], r["lr"]) for r in rows]
+    # each arm's own compute beside its passes: a supernet makes a quarter of the optimizer steps
+    assert {r["arm"]: (r["steps"], r["passes"]) for r in rows} == {
+        "FP": (16, 16), "LSQ W3A3": (16, 16), "LSQ W4A4": (16, 16), "this method": (4, 16), FROM_FP: (4, 16)}
     for arm, lr, seed, train, heldout, calib in seen:
         assert seed == 7 and heldout is tiny_splits.score and calib is tiny_splits.calib
         assert len(train) == 128 and torch.equal(train.images, tiny_splits.train.images[:128])   # half, a prefix
     assert all(r["passes"] == budget.passes // 2 and r["seed"] == 7 for r in rows)     # half the batches
     assert "test" not in lr_grid.__code__.co_varnames[:lr_grid.__code__.co_argcount]
+    table = choice_table(choices)
+    assert list(table.grid) == ["0.02, 0.05, 0.1", "0.01, 0.03, 0.06, 0.12", "0.01, 0.03, 0.06, 0.12",
+                                "0.005, 0.01, 0.03", "0.005, 0.01, 0.03"]
+    assert list(grid_table(rows).columns[:4]) == ["target", "arm", "lr", "round"]
 
 
 # --- T5: tables, metrics and findings from hand-made records --------------------------------------------------
@@ -230,22 +286,26 @@ BUDGET = Budget(steps_per_epoch=2, paths=4, supernet_epochs=1)      # 8 passes p
 
 def _records(finite=True):
     """Three seeds of one target, T5's arm order. Test top-1 per seed: FP 4/4, 3/4, 4/4; LSQ W3A3 2/4, 2/4, 1/4;
-    this method @3 3/4, 4/4, 3/4, @2.9 1/4, 2/4, 2/4; no pre-training @3 1/4, 1/4, 0/4, @2.9 0/4, 1/4, 0/4.
-    Held-out top-1 of the max paths: FP 90-92, LSQ 80-82, this method 85-87, no pre-training 85, 84 and 50 (seed 2
-    collapsed: 34 points under the median)."""
+    this method @3 3/4, 4/4, 3/4, @2.9 1/4, 2/4, 2/4; from the FP model @3 1/4, 1/4, 0/4, @2.9 0/4, 1/4, 0/4.
+    Held-out top-1 of the max paths: FP 90-92, LSQ 80-82, this method 85-87, from the FP model 85, 84 and 50 (seed 2
+    collapsed: 34 points under the median); the supernets' selection score (their uniform configurations) 5 points
+    under their max path's. Each arm at its own rate."""
     correct = {("FP", 32): (4, 3, 4), ("LSQ W3A3", 3): (2, 2, 1), ("this method", 3): (3, 4, 3),
-               ("this method", 2.9): (1, 2, 2), ("supernet without pre-training", 3): (1, 1, 0),
-               ("supernet without pre-training", 2.9): (0, 1, 0)}
+               ("this method", 2.9): (1, 2, 2), (FROM_FP, 3): (1, 1, 0),
+               (FROM_FP, 2.9): (0, 1, 0)}
     heldout = {"FP": (90, 91, 92), "LSQ W3A3": (80, 81, 82), "this method": (85, 86, 87),
-               "supernet without pre-training": (85, 84, 50)}
+               FROM_FP: (85, 84, 50)}
     records = []
     for s in (0, 1, 2):
         for (arm, level), right in correct.items():
             paths = 4 if arm_family(arm) == "supernet" else 1
-            common = {"lr": {"FP": 0.05, "LSQ": 0.03, "supernet": 0.01}[arm_family(arm)],
-                      "epochs": BUDGET.epochs(paths), "steps": BUDGET.steps(paths), "passes": BUDGET.passes,
-                      "losses finite": finite or arm != "LSQ W3A3" or s != 0,
-                      "heldout top-1": float(heldout[arm][s]), "heldout_correct": _heldout(heldout[arm][s])}
+            correct_heldout = _heldout(heldout[arm][s])
+            selection = heldout[arm][s] - (5 if paths > 1 else 0)
+            common = {"lr": RATES[arm], "epochs": BUDGET.epochs(paths), "steps": BUDGET.steps(paths),
+                      "passes": BUDGET.passes, "losses finite": finite or arm != "LSQ W3A3" or s != 0,
+                      "heldout top-1": float(heldout[arm][s]), "heldout_correct": correct_heldout,
+                      "selection top-1": float(selection),
+                      "selection_correct": correct_heldout if paths == 1 else _heldout(selection).float()}
             if arm == "FP":
                 common["curve"] = [50.0, 80.0, 88.0, float(heldout[arm][s])]
             extra = {} if arm_family(arm) != "supernet" else {"search_seconds": 2.0 + s, "found_level": level,
@@ -255,16 +315,38 @@ def _records(finite=True):
     return flag_collapses(records, 10.0)
 
 
+RATES = {"FP": 0.05, "LSQ W3A3": 0.03, "this method": 0.01, FROM_FP: 0.02}     # each arm's chosen rate
+
+
+def _longer(arm: str, top1: float, heldout: float | None = None) -> dict:
+    """An arm's run of twice the budget: its selection score ``top1`` (%), its max path's ``heldout`` (% or the same)."""
+    paths = 4 if arm_family(arm) == "supernet" else 1
+    heldout = top1 if heldout is None else heldout
+    row = {"target": "t", "arm": arm, "seed": 0, "multiple": 2, "lr": RATES[arm], "epochs": 2 * BUDGET.epochs(paths),
+           "steps": 2 * BUDGET.steps(paths), "passes": 16, "losses finite": True, "heldout top-1": heldout,
+           "heldout_correct": _heldout(heldout), "selection top-1": top1,
+           "selection_correct": _heldout(top1) if paths == 1 else _heldout(top1).float()}
+    return row | ({"curve": [55.0, 82.0, 89.0, 91.0, 92.0, 93.0, 93.0, 93.0]} if arm == "FP" else {})
+
+
 def _result(records=None):
+    """``_records`` with FP's grid (widened once), every arm's choice, and every arm's run of twice the budget: FP
+    90 -> 93 (still rising), LSQ 80 -> 80, this method 80 -> 84 (still rising), from the FP model 80 -> 80."""
     records = _records() if records is None else records
-    longer = {"target": "t", "seed": 0, "multiple": 2, "lr": 0.05, "epochs": 8, "steps": 16, "passes": 16,
-              "losses finite": True, "heldout top-1": 93.0, "heldout_correct": _heldout(93),
-              "curve": [55.0, 82.0, 89.0, 91.0, 92.0, 93.0, 93.0, 93.0]}
-    grid = [{"target": "t", "family": "FP", "arm": "FP", "lr": lr, "seed": 100, "train images": 2, "epochs": 4,
-             "steps": 4, "passes": 4, "heldout top-1": acc, "max path heldout top-1": acc, "losses finite": True,
-             "chosen": lr == 0.05} for lr, acc in ((0.02, 88.0), (0.05, 90.0))]
-    return TransferResult(records=records, grid=grid, longer=[longer], budgets={"t": BUDGET},
-                          lrs={"t": {"FP": 0.05, "LSQ": 0.03, "supernet": 0.01}}, seconds=12.345)
+    longer = [_longer("FP", 93.0), _longer("LSQ W3A3", 80.0), _longer("this method", 84.0, 88.0),
+              _longer(FROM_FP, 80.0, 85.0)]
+    grid = [{"target": "t", "family": "FP", "arm": "FP", "lr": lr, "round": r, "seed": 100, "train images": 2,
+             "epochs": 4, "steps": 4, "passes": 4, "heldout top-1": acc, "max path heldout top-1": acc,
+             "losses finite": True, "chosen": lr == 0.05} for lr, r, acc in ((0.02, 0, 88.0), (0.05, 0, 90.0),
+                                                                             (0.1, 1, 89.0))]
+    choices = [{"target": "t", "arm": arm, "starting grid": start, "grid": grid_, "chosen": RATES[arm],
+                "inside": grid_[0] < RATES[arm] < grid_[-1], "widenings": w, "heldout top-1": acc}
+               for arm, start, grid_, w, acc in (("FP", [0.02, 0.05], [0.02, 0.05, 0.1], 1, 90.0),
+                                                 ("LSQ W3A3", [0.01, 0.03], [0.01, 0.03, 0.06], 1, 81.0),
+                                                 ("this method", [0.01, 0.03], [0.01, 0.03], 0, 82.0),
+                                                 (FROM_FP, [0.01, 0.02, 0.04], [0.01, 0.02, 0.04], 0, 79.0))]
+    return TransferResult(records=records, grid=grid, choices=choices, longer=longer, budgets={"t": BUDGET},
+                          seconds=12.345)
 
 
 def test_run_record_keeps_the_key_order_of_the_metrics():
@@ -276,7 +358,7 @@ def test_run_record_keeps_the_key_order_of_the_metrics():
 
 def test_flag_collapses_marks_runs_far_under_their_median_and_non_finite_losses():
     flagged = {(r["arm"], r["seed"], r["level"]) for r in _records() if r["collapsed"]}
-    assert flagged == {("supernet without pre-training", 2, 3), ("supernet without pre-training", 2, 2.9)}
+    assert flagged == {(FROM_FP, 2, 3), (FROM_FP, 2, 2.9)}
     why = next(r["collapse"] for r in _records() if r["collapsed"])
     assert why == "held-out top-1 50.00% is 34.00 points under the median of its seeds (84.00%)"
     nan_run = [r for r in _records(finite=False) if r["collapsed"] and r["arm"] == "LSQ W3A3"]
@@ -297,10 +379,11 @@ def test_flag_collapses_marks_runs_far_under_their_median_and_non_finite_losses(
 def test_t5_table_rows_in_record_order_with_hand_computed_values_and_collapses_shown():
     t5 = t5_table(_records())
     assert list(t5.columns) == ["target", "method", "W/A level", "seeds", "top-1 mean", "top-1 SD", "per seed",
-                                "collapsed", "G-BitOPs", "lr", "passes", "fine-tune s (per run)", "search s"]
+                                "collapsed", "G-BitOPs", "lr", "optimizer steps", "passes", "fine-tune s (per run)",
+                                "search s"]
     assert list(t5.method) == ["FP", "LSQ W3A3", "this method, no retraining", "this method, no retraining",
-                               "supernet without pre-training, no retraining",
-                               "supernet without pre-training, no retraining"]
+                               "supernet from the FP model (no one-shot pre-training), no retraining",
+                               "supernet from the FP model (no one-shot pre-training), no retraining"]
     assert list(t5["W/A level"]) == ["32/32", "3.0", "3.0", "2.9", "3.0", "2.9"]     # levels share a float column
     fp, lsq, ours3, scratch3 = t5.iloc[0], t5.iloc[1], t5.iloc[2], t5.iloc[4]
     assert fp["top-1 mean"] == pytest.approx(275 / 3) and fp["per seed"] == "100.00 / 75.00 / 100.00"
@@ -310,7 +393,11 @@ def test_t5_table_rows_in_record_order_with_hand_computed_values_and_collapses_s
     # the collapsed run is marked, counted, and stays in the mean
     assert scratch3["per seed"] == "25.00 / 25.00 / 0.00 (collapsed)" and scratch3.collapsed == 1
     assert scratch3["top-1 mean"] == pytest.approx(50 / 3) and (t5.collapsed.iloc[:4] == 0).all()
-    assert (t5.passes == 8).all() and list(t5.lr) == [0.05, 0.03, 0.01, 0.01, 0.01, 0.01]
+    assert (t5.passes == 8).all() and list(t5.lr) == [0.05, 0.03, 0.01, 0.01, 0.02, 0.02]     # each arm's own rate
+    assert list(t5["optimizer steps"]) == [8, 8, 2, 2, 2, 2]                          # beside the equal passes
+    compute = budget_table(_result())
+    assert [(r.arm, r.lr, r["optimizer steps"], r.passes) for _, r in compute.iterrows()] == [
+        ("FP", 0.05, 8, 8), ("LSQ W3A3", 0.03, 8, 8), ("this method", 0.01, 2, 8), (FROM_FP, 0.02, 2, 8)]
     one_seed = t5_table([r for r in _records() if r["seed"] == 0])
     assert (one_seed.seeds == 1).all() and one_seed["top-1 SD"].isna().all()
 
@@ -320,7 +407,7 @@ def test_paired_comparisons_use_both_noise_sources_and_the_papers_direction():
     assert paired_differences(records, "t", (0, 1, 2), "this method", 3, "LSQ W3A3", 3) == [25.0, 50.0, 50.0]
     comparisons = paired_comparisons(records, ("t",), (3, 2.9), (0, 1, 2), (3,))
     assert [(c["level"], c["this method minus"]) for c in comparisons] == [
-        (3, "LSQ W3A3"), (3, "supernet without pre-training"), (2.9, "supernet without pre-training")]
+        (3, "LSQ W3A3"), (3, FROM_FP), (2.9, FROM_FP)]
     ours = np.stack([(_preds(k) == LABELS).numpy() for k in (3, 4, 3)])
     lsq = np.stack([(_preds(k) == LABELS).numpy() for k in (2, 2, 1)])
     expected = paired_verdict(ours, lsq, expected=1)
@@ -335,21 +422,30 @@ def test_paired_comparisons_use_both_noise_sources_and_the_papers_direction():
                                    "collapsed runs", "95% interval", "verdict"]
     assert table.verdict.iloc[0] == v.text() and table["95% interval"].iloc[0] == f"[{v.low:+.2f}, {v.high:+.2f}]"
     no_lsq = paired_comparisons(records, ("t",), (3,), (0, 1, 2), (2,))        # no W3A3 model: no LSQ pair
-    assert [c["this method minus"] for c in no_lsq] == ["supernet without pre-training"]
+    assert [c["this method minus"] for c in no_lsq] == [FROM_FP]
 
 
-def test_fp_curves_and_the_convergence_check_from_the_same_seed():
+def test_fp_curves_and_every_arms_convergence_check_from_the_same_seed():
     result = _result()
     curves = fp_curves(result)
     assert [(c["seed"], c["multiple"]) for c in curves] == [(0, 1), (1, 1), (2, 1), (0, 2)]
     assert curves[0]["passes"] == [2, 4, 6, 8] and curves[-1]["passes"] == [2 * i for i in range(1, 9)]
     table = convergence_table(result, flat_points=1.0)
-    row = table.iloc[0]
-    assert (row["heldout top-1 at budget"], row["heldout top-1 longer"]) == (90.0, 93.0)
-    assert (row["passes at budget"], row["passes longer"]) == (8, 16)
+    assert list(table.arm) == ["FP", "LSQ W3A3", "this method", FROM_FP]              # every arm
+    assert list(table["heldout top-1 at budget"]) == [90.0, 80.0, 80.0, 80.0]         # its seed-0 selection score
+    assert list(table["heldout top-1 longer"]) == [93.0, 80.0, 84.0, 80.0]
+    assert list(table["steps at budget"]) == [8, 8, 2, 2] and list(table["steps longer"]) == [16, 16, 4, 4]
+    assert (table["passes at budget"] == 8).all() and (table["passes longer"] == 16).all()
+    assert list(table.lr) == [0.05, 0.03, 0.01, 0.02]                                 # each at its own rate
     gain = paired_verdict(_heldout(93).numpy(), _heldout(90).numpy())
-    assert row["gain (points)"] == pytest.approx(3.0) and row["gain SE"] == pytest.approx(gain.se_images)
-    assert not row["flattened"] and convergence_table(result, flat_points=5.0).flattened.iloc[0]
+    assert table["gain (points)"].iloc[0] == pytest.approx(3.0) and table["gain SE"].iloc[0] == pytest.approx(
+        gain.se_images)
+    # a supernet's gain is in the score its rate was chosen by (its uniform configurations), not its max path's
+    ours = paired_verdict(_heldout(84).float().numpy(), _heldout(80).float().numpy())
+    assert table["gain (points)"].iloc[2] == pytest.approx(4.0) and table["gain SE"].iloc[2] == pytest.approx(
+        ours.se_images)
+    assert list(table.flattened) == [False, True, False, True]
+    assert convergence_table(result, flat_points=5.0).flattened.all()
 
 
 def test_transfer_metrics_record_equal_passes_and_are_strict_json(tmp_path):
@@ -360,49 +456,60 @@ def test_transfer_metrics_record_equal_passes_and_are_strict_json(tmp_path):
     m = transfer_metrics(profile="tiny", seed=0, spec=spec, device=torch.device("cpu"), transfer=tr, result=result,
                          t5=t5, comparisons=comparisons, convergence=convergence_table(result, 1.0))
     assert list(m) == ["profile", "seed", "model", "width_mult", "device", "cpu_capability", "stage_seconds",
-                       "transfer", "budget", "passes", "lr_grid", "fp_convergence", "t5", "comparisons",
+                       "transfer", "budget", "passes", "lr_grid", "convergence", "t5", "comparisons",
                        "comparisons_note", "collapsed", "runs"]
     budget = m["budget"]["t"]
     assert budget["equal_passes"] and budget["passes"] == 8
     assert {a: (v["steps"], v["passes"]) for a, v in budget["arms"].items()} == {
-        "FP": (8, 8), "LSQ W3A3": (8, 8), "this method": (2, 8), "supernet without pre-training": (2, 8)}
-    assert m["passes"] == {"grid": 8, "compared runs": 3 * 4 * 8, "longer FP runs": 16, "total": 8 + 96 + 16}
-    assert m["lr_grid"]["chosen"] == {"t": {"FP": 0.05, "LSQ": 0.03, "supernet": 0.01}}
-    assert [c["seed"] for c in m["collapsed"]] == [2] and m["collapsed"][0]["arm"] == "supernet without pre-training"
+        "FP": (8, 8), "LSQ W3A3": (8, 8), "this method": (2, 8), FROM_FP: (2, 8)}
+    assert m["passes"] == {"grid": 12, "compared runs": 3 * 4 * 8, "longer runs": 4 * 16, "total": 12 + 96 + 64}
+    assert m["lr_grid"]["chosen"] == {"t": RATES}
+    assert [(c["arm"], c["grid"], c["chosen"], c["inside"], c["widenings"]) for c in m["lr_grid"]["choices"]] == [
+        ("FP", [0.02, 0.05, 0.1], 0.05, True, 1), ("LSQ W3A3", [0.01, 0.03, 0.06], 0.03, True, 1),
+        ("this method", [0.01, 0.03], 0.01, False, 0), (FROM_FP, [0.01, 0.02, 0.04], 0.02, True, 0)]
+    assert [r["round"] for r in m["lr_grid"]["rows"]] == [0, 0, 1]
+    assert [c["seed"] for c in m["collapsed"]] == [2] and m["collapsed"][0]["arm"] == FROM_FP
     rows = m["comparisons"]
     assert rows[0]["verdict"]["word"] in ("holds", "inconclusive", "reversed here") and rows[0]["verdict"]["n"] == 3
     assert rows[0]["verdict"]["expected"] == 1 and rows[1]["verdict"]["expected"] == 0
     assert m["comparisons_note"].startswith("3 comparisons")
     assert m["t5"][0]["G-BitOPs"] is None                                  # NaN written as null
     assert m["stage_seconds"] == 12.3 and len(m["runs"]) == len(result.records)
-    assert not {"preds", "labels", "heldout_correct", "curve"} & set(m["runs"][0])
+    assert not {"preds", "labels", "heldout_correct", "selection_correct", "curve"} & set(m["runs"][0])
+    assert m["runs"][2]["selection top-1"] == 80.0 and m["runs"][2]["steps"] == 2
     assert m["runs"][0]["test_acc"] == 1.0 and m["runs"][0]["passes"] == 8
     json.dumps(m, allow_nan=False)                                         # strict: no NaN token anywhere
     write_json(m, tmp_path / "transfer.json")
     back = json.loads((tmp_path / "transfer.json").read_text())
     assert back["budget"]["t"]["arms"]["this method"]["passes"] == 8
-    assert back["fp_convergence"]["rows"][0]["flattened"] is False
+    assert [(r["arm"], r["flattened"]) for r in back["convergence"]["rows"]] == [
+        ("FP", False), ("LSQ W3A3", True), ("this method", False), (FROM_FP, True)]
+    assert len(back["convergence"]["fp_curves"]) == 4
 
 
 def test_transfer_findings_state_budget_rates_convergence_verdicts_and_collapses():
     result = _result()
     tr = TransferConfig(seeds=(0, 1, 2), levels=(3,), baseline_bits=(3,), fp_lrs=(0.02, 0.05), lsq_lrs=(0.01, 0.03),
-                        supernet_lrs=(0.01, 0.03))
+                        supernet_lrs=(0.01, 0.03), max_widenings=1)
     comparisons = paired_comparisons(result.records, ("t",), (3,), (0, 1, 2), (3,))
     lines = transfer_findings(result, tr, t5_table(result.records), comparisons, convergence_table(result, 1.0))
     assert lines[0] == ("t: every arm made 8 forward/backward passes over the same 2 batches per epoch (FP and LSQ: "
                         "4 epochs, 8 steps; the supernets: 1 epochs, 2 steps of 4 passes)")
-    assert lines[1] == "the stage made 120 passes: grid 8, compared runs 96, longer FP runs 16"
-    assert lines[2].startswith("t: rates chosen on held-out training images (seed 100, 50% of the training images): "
-                               "FP 0.05 of [0.02, 0.05]") and "at the grid's edge: FP, LSQ, supernet" in lines[2]
-    assert "90.00% on held-out images at the budget and 93.00% with 2x the passes (+3.00" in lines[3]
-    assert "still rising" in lines[3]
+    assert lines[1] == "the stage made 172 passes: grid 12 (3 runs), compared runs 96, longer runs 64"
+    assert lines[2] == ("t: every arm's rate chosen on held-out training images from a grid of its own (seed 100, 50% "
+                        "of the training images, 2 widenings by x2): FP 0.05 of [0.02, 0.05, 0.1], LSQ W3A3 0.03 of "
+                        "[0.01, 0.03, 0.06], this method 0.01 of [0.01, 0.03], supernet from the FP model (no one-shot "
+                        "pre-training) 0.02 of [0.01, 0.02, 0.04]; at the grid's edge (at most 1 widening allowed): "
+                        "this method after 0 widenings")
+    assert "FP 90.00% -> 93.00% (+3.00 ± 1.71); LSQ W3A3 80.00% -> 80.00% (+0.00 ± 0.00); this method" in lines[3]
+    assert lines[3].endswith("still rising (a gain under 1 point is flat) for FP, this method: the budget is short of "
+                             "their convergence")
     assert lines[4] == (f"t: this method (no retraining) minus LSQ W3A3 at level 3: {comparisons[0]['verdict'].text()} "
                         "(per seed +25.00 / +50.00 / +50.00)")
     assert "1 collapsed run(s) included" in lines[5]
     assert lines[6].startswith("comparisons: 2 comparisons")
-    assert lines[7].startswith("1 of 12 runs collapsed, kept in every mean and verdict: t supernet without "
-                               "pre-training seed 2 (held-out top-1 50.00%")
+    assert lines[7].startswith("1 of 12 runs collapsed, kept in every mean and verdict: t supernet from the FP model "
+                               "(no one-shot pre-training) seed 2 (held-out top-1 50.00%")
     assert lines[8] == "t: the FP model fine-tuned reaches 91.67% on the test images (per seed 100.00 / 75.00 / 100.00)"
     healthy = [dict(r, collapsed=False, collapse=None) for r in result.records]
     assert "none of the 12 runs collapsed" in transfer_findings(_result(healthy), tr, t5_table(healthy), [],
@@ -413,15 +520,19 @@ def test_transfer_figure_front_with_seed_dots_and_collapses_above_the_fp_curves(
     import matplotlib.pyplot as plt
 
     result = _result()
-    fig = transfer_figure(result.records, fp_curves(result), result.budgets, ["t"], "title")
+    curves = fp_curves(result) + convergence_curves(result)
+    assert [(c["arm"], c["passes"], c["heldout top-1"]) for c in curves[4:]] == [
+        ("LSQ W3A3", [8, 16], [80.0, 80.0]), ("this method", [8, 16], [80.0, 84.0]), (FROM_FP, [8, 16], [80.0, 80.0])]
+    fig = transfer_figure(result.records, curves, result.budgets, ["t"], "title")
     front, curve = fig.axes
-    assert front.get_title() == "t" and curve.get_title() == "t: FP fine-tuning"
+    assert front.get_title() == "t" and curve.get_title().startswith("t: convergence")
     assert [t.get_text() for t in front.get_legend().get_texts()] == [
-        "LSQ W3A3", "this method, no retraining", "supernet without pre-training, no retraining", "FP fine-tuned"]
+        "LSQ W3A3", "this method, no retraining", f"{FROM_FP}, no retraining", "FP fine-tuned"]
     assert front.lines[-1].get_ydata()[0] == pytest.approx(275 / 3)
     crosses = [c for c in front.collections if c.get_offsets().shape[0] == 2]      # seed dots: 3, 6 and 4 per arm
     assert len(crosses) == 1 and list(crosses[0].get_offsets()[:, 1]) == [0.0, 0.0]   # the collapsed seed, both levels
-    assert len(curve.lines) == 5 and curve.lines[-1].get_xdata()[0] == 8                 # 4 curves and the budget
+    assert len(curve.lines) == 8 and curve.lines[-1].get_xdata()[0] == 8      # 4 FP curves, 3 arms, the budget
+    assert curve.get_legend().get_texts()[4].get_text() == "LSQ W3A3: 1x and 2x, seed 0"
     plt.close(fig)
 
 
@@ -437,7 +548,7 @@ def _assert_same_result(got: TransferResult, want: TransferResult) -> None:
             return isinstance(a, float) and math.isnan(a)
         return type(a) is type(b) and a == b
 
-    for section in ("records", "grid", "longer"):
+    for section in ("records", "grid", "choices", "longer"):
         rows, expected = getattr(got, section), getattr(want, section)
         assert len(rows) == len(expected), section
         for row, exp in zip(rows, expected):
@@ -487,7 +598,10 @@ def test_the_stage_folder_holds_no_wall_time_and_the_stage_record_holds_them(tmp
     assert "preds" in keys and not [k for k in keys if "seconds" in k or "time" in k]
     with np.load(tmp_path / "out" / "predictions.npz", allow_pickle=False) as npz:
         assert not [n for n in npz.files if "seconds" in n or "time" in n]
-        assert {npz[n].dtype for n in npz.files} == {np.dtype(np.int16), np.dtype(bool)}
+        # the supernets' selection score per image is a share of their uniform configurations (float32); FP's and
+        # LSQ's is their held-out correctness, one tensor stored once
+        assert {npz[n].dtype for n in npz.files} == {np.dtype(np.int16), np.dtype(bool), np.dtype(np.float32)}
+        assert not [n for n in npz.files if n.startswith("records_0_selection")]
     assert timings["run_seconds"] == 12.345
     assert timings["runs"][0] == {"target": "t", "seed": 0, "arm": "FP", "level": 32, "tune_seconds": 10.0}
     assert timings["runs"][2] == {"target": "t", "seed": 0, "arm": "this method", "level": 3, "tune_seconds": 10.0,
@@ -533,7 +647,7 @@ def test_command_line_writes_the_folder_whole_and_the_wall_times_apart(tmp_path,
     def fake_run(setup, seed, *, checkpoints, work):
         calls.append((setup.transfer.targets, seed, checkpoints, Path(work)))
         Path(work).mkdir(parents=True, exist_ok=True)
-        for tag in ("transferred", "from-fp"):
+        for tag in ("transferred", "from-fp", "transferred_x2", "from-fp_x2"):   # the longer runs' too
             (Path(work) / f"resnet20_t_{tag}_seed0.pt").write_bytes(b"weights")
         return _result()
 
@@ -590,13 +704,14 @@ def test_transfer_setup_reads_the_sections_and_refuses_what_no_stage_trains():
                        device=torch.device("cpu"))
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)       # 230 s here at a load of 7 on 2 cores (four helpers at once)
 def test_run_transfer_tiny_folder_equal_passes_heldout_rates_every_arm(tmp_path, monkeypatch):
     import mpq.studies.transfer as transfer
 
     root = _image_folder(tmp_path / "pets")            # 24 images: train 10, score 4, calib 4, test 6
     sections = _sections(targets=["folder"], root=str(root), seeds=[0], budget_passes=2, fp_lrs=[0.05, 0.1],
-                         lsq_lrs=[0.01], supernet_lrs=[0.01, 0.02], grid_seed=5, grid_images=0.5, curve_multiple=2,
+                         lsq_lrs=[0.01], supernet_lrs=[0.01], max_widenings=0, grid_seed=5, grid_images=0.5,
+                         curve_multiple=2,
                          train_size=None, score_size=4, calib_size=4, test_fraction=0.25, levels=[3],
                          baseline_bits=[3])
     # one batch per epoch (10 training images, batches of 8), two candidates per layer (none frozen), one random
@@ -633,7 +748,7 @@ def test_run_transfer_tiny_folder_equal_passes_heldout_rates_every_arm(tmp_path,
     records = result.records
     assert [(r["target"], r["seed"], r["arm"], r["level"]) for r in records] == [
         ("folder", 0, "FP", 32), ("folder", 0, "LSQ W3A3", 3), ("folder", 0, "this method", 3),
-        ("folder", 0, "supernet without pre-training", 3)]
+        ("folder", 0, FROM_FP, 3)]
     assert result.seconds > 0 and all(r["labels"] is records[0]["labels"] and r["preds"].shape == (6,) for r in records)
     assert records[0]["gbitops"] is None and records[1]["gbitops"] > 0
     # equal passes: a budget of 2 passes is one supernet epoch (one step of 2 passes), two single-path steps
@@ -644,29 +759,42 @@ def test_run_transfer_tiny_folder_equal_passes_heldout_rates_every_arm(tmp_path,
     ((train, heldout, calib),) = grid_calls
     assert torch.equal(heldout.images, splits.score.images) and torch.equal(calib.images, splits.calib.images)
     assert torch.equal(train.images, splits.train.images) and heldout.images.shape != splits.test.images.shape
-    assert [(r["arm"], r["lr"], r["seed"]) for r in result.grid] == [
-        ("FP", 0.05, 5), ("FP", 0.1, 5), ("LSQ W3A3", 0.01, 5), ("this method", 0.01, 5), ("this method", 0.02, 5)]
+    arms = ["FP", "LSQ W3A3", "this method", FROM_FP]
+    assert [(r["arm"], r["lr"], r["seed"], r["round"]) for r in result.grid] == [
+        ("FP", 0.05, 5, 0), ("FP", 0.1, 5, 0), ("LSQ W3A3", 0.01, 5, 0), ("this method", 0.01, 5, 0),
+        (FROM_FP, 0.01, 5, 0)]                                                      # every arm its own grid
     assert all(r["train images"] == 8 and r["passes"] == 2 for r in result.grid)          # 8 of 10 images: one batch
-    for family in ("FP", "LSQ", "supernet"):
-        best = max(r["heldout top-1"] for r in result.grid if r["family"] == family)
-        chosen = [r for r in result.grid if r["family"] == family and r["chosen"]]
-        assert len(chosen) == 1 and chosen[0]["heldout top-1"] == best
-        assert chosen[0]["lr"] == result.lrs["folder"][family]
-    assert [r["lr"] for r in records] == [result.lrs["folder"][f] for f in ("FP", "LSQ", "supernet", "supernet")]
+    assert [(r["arm"], r["steps"]) for r in result.grid] == list(zip(arms[:1] + arms, (2, 2, 2, 1, 1)))
+    assert [c["arm"] for c in result.choices] == arms
+    for c in result.choices:        # no widening allowed here: a choice at an edge is recorded as such
+        tried = [r for r in result.grid if r["arm"] == c["arm"]]
+        chosen = [r for r in tried if r["chosen"]]
+        assert len(chosen) == 1 and chosen[0]["heldout top-1"] == max(r["heldout top-1"] for r in tried)
+        assert c["chosen"] == chosen[0]["lr"] == result.lrs["folder"][c["arm"]] and c["widenings"] == 0
+        assert c["grid"] == [r["lr"] for r in tried] and c["inside"] is False
+    assert [r["lr"] for r in records] == [result.lrs["folder"][a] for a in arms]
     # health of every run; the FP curve and the longer FP run
     # (4 held-out images: whether a run is flagged depends on a few predictions, which the thread count can
     # change; every flag must come with its reason)
     assert all(r["losses finite"] and 0 <= r["heldout top-1"] <= 100 for r in records)
     assert all(r["collapsed"] is (r["collapse"] is not None) for r in records)
     assert len(records[0]["curve"]) == 2 and records[0]["heldout_correct"].shape == (4,)
-    (longer,) = result.longer
-    assert (longer["seed"], longer["epochs"], longer["passes"], len(longer["curve"])) == (0, 4, 4, 4)
-    assert stage_passes(result) == {"grid": 10, "compared runs": 8, "longer FP runs": 4, "total": 22}
+    # every arm's convergence check: twice the passes at its chosen rate and the first seed, its steps beside them
+    assert [(r["arm"], r["seed"], r["lr"], r["epochs"], r["steps"], r["passes"]) for r in result.longer] == [
+        (a, 0, result.lrs["folder"][a], e, e, 4) for a, e in zip(arms, (4, 4, 2, 2))]
+    assert len(result.longer[0]["curve"]) == 4 and "curve" not in result.longer[1]
+    assert all(r["selection_correct"].shape == (4,) for r in result.longer + records)
+    assert records[2]["selection_correct"].dtype == torch.float32          # a share of the uniform configurations
+    convergence = convergence_table(result, 1.0)
+    assert list(convergence.arm) == arms and list(convergence["steps longer"]) == [4, 4, 2, 2]
+    assert list(convergence["heldout top-1 at budget"]) == [r["selection top-1"] for r in records]
+    assert stage_passes(result) == {"grid": 10, "compared runs": 8, "longer runs": 16, "total": 34}
     ours = records[2]
     assert list(ours)[-5:] == ["search_seconds", "found_level", "bit_cfg", "collapsed", "collapse"]
     assert ours["found_level"] <= 3 + 1e-9
-    assert {p.name for p in (ckpt / "transfer").iterdir()} == {"resnet20_folder_transferred_seed0.pt",
-                                                               "resnet20_folder_from-fp_seed0.pt"}
+    assert {p.name for p in (ckpt / "transfer").iterdir()} == {
+        "resnet20_folder_transferred_seed0.pt", "resnet20_folder_from-fp_seed0.pt",
+        "resnet20_folder_transferred_x2_seed0.pt", "resnet20_folder_from-fp_x2_seed0.pt"}
     # the FP arm by hand: seed, new classifier, fine-tuning with the same seed, rate and epochs: the same predictions
     torch.manual_seed(0)
     model = fresh_float_model(load_fp_model(str(ckpt / "fp" / "resnet20.pt")), 2)
@@ -679,7 +807,9 @@ def test_run_transfer_tiny_folder_equal_passes_heldout_rates_every_arm(tmp_path,
     write_stage_record("transfer", 1.0, root=tmp_path / "stages", timings=save_transfer(result, tmp_path / "out"))
     _assert_same_result(load_transfer(tmp_path / "out", stages=tmp_path / "stages"), result)
     comparisons = paired_comparisons(records, ("folder",), (3,), (0,), (3,))
-    assert len(t5_table(records)) == 4 and len(comparisons) == 2
+    t5 = t5_table(records)
+    assert len(t5) == 4 and len(comparisons) == 2 and list(t5["optimizer steps"]) == [2, 2, 1, 1]
+    assert list(t5.method)[-1] == "supernet from the FP model (no one-shot pre-training), no retraining"
     m = transfer_metrics(profile="tiny", seed=0, spec=setup.spec, device="cpu", transfer=setup.transfer, result=result,
                          t5=t5_table(records), comparisons=comparisons, convergence=convergence_table(result, 1.0))
     assert m["budget"]["folder"]["equal_passes"] and json.dumps(m, allow_nan=False)

@@ -10,6 +10,9 @@ Protocol (the notebook ``06_transfer`` states it beside its numbers; DESIGN.md s
 - nothing is frozen: every weight, BN and step size is fine-tuned; the new classifier starts from
   PyTorch's default initialisation (seeded) and keeps the package's convention of 8-bit weights and
   inputs, its step sizes initialised on one calibration batch of the target;
+- the arms are named for what they start from: ``FP`` (notebook 01's FP model), ``LSQ WkAk`` (notebook 03's
+  uniform LSQ model), ``this method`` (notebook 02's one-shot supernet) and ``FROM_FP``, a supernet built from the
+  FP model of notebook 01, pre-trained on Fashion-MNIST as a float model but without the one-shot training;
 - **equal compute, counted in passes.** A pass is one forward and backward pass of one batch. A
   single-path arm (FP, fine-tuned uniform LSQ) makes one pass per optimizer step; a supernet arm makes
   ``1 + num_random_paths`` (its max path and its random paths). Every arm of a target gets the same passes
@@ -17,15 +20,19 @@ Protocol (the notebook ``06_transfer`` states it beside its numbers; DESIGN.md s
   (``Budget``), so a supernet arm runs P / (1 + R) optimizer steps and a single-path arm P steps, seeing each
   image 1 + R times as often as a supernet step does. ``reports/metrics/transfer.json`` records each run's
   passes, steps and epochs;
-- **learning rates chosen per arm family on held-out target images** (``lr_grid``): the FP family
-  (``transfer.fp_lrs``), the uniform LSQ family (``lsq_lrs``, tried on its lowest bit-width) and the
-  supernet family (``supernet_lrs``, tried on the transferred supernet; the supernet without pre-training
-  takes the family's rate), each rate once at ``grid_seed`` (not one of the compared seeds) on a share
-  ``grid_images`` of the training images with the budget's epochs, scored on the target's held-out scoring
-  images (never the test split: it is not an argument of the grid). The LSQ step sizes' Adam rate is
-  ``step_lr_ratio`` times the SGD rate; ties go to the smaller rate;
-- **enough compute**: FP fine-tuning is also run for ``curve_multiple`` budgets (the chosen rate, the first
-  seed); its held-out top-1 against passes (``fp_curves``) says whether the budget has flattened;
+- **every arm's learning rate chosen on held-out target images, from a grid of its own** (``lr_grid``): FP
+  starts from ``transfer.fp_lrs``, each uniform LSQ bit-width from ``lsq_lrs``, this method and the supernet from
+  the FP model each from ``supernet_lrs``; a grid whose best rate lies at an edge gains one rate beyond it (times
+  or divided by ``widen_factor``), up to ``max_widenings`` times, so that the choice lies inside the grid
+  (``widen_grid``; a choice still at an edge is reported). Each rate runs once at ``grid_seed`` (not one of the
+  compared seeds) on a share ``grid_images`` of the training images with the budget's epochs, scored on the
+  target's held-out scoring images (never the test split: it is not an argument of the grid): FP by its top-1, LSQ
+  by its own configuration's, a supernet by the mean top-1 of its uniform configurations at ``baseline_bits``. The
+  step sizes' Adam rate is ``step_lr_ratio`` times the SGD rate; ties go to the smaller rate;
+- **enough compute, for every arm**: each arm is also fine-tuned for ``curve_multiple`` budgets (its chosen rate,
+  the first seed); the gain of the held-out score it was chosen by, from the same seed's run at the budget to the
+  longer one, says whether the budget has flattened that arm's curve (FP also records its held-out top-1 after
+  every epoch, ``fp_curves``);
 - **every run counts**: each run records whether its losses stayed finite and the held-out top-1 of its max
   path (the FP model itself); a run with a non-finite loss, or ``collapse_points`` under the median of its
   arm's seeds, or (a supernet) with its max path ``collapse_points`` under FP fine-tuned with the same seed, is
@@ -44,8 +51,8 @@ Pieces: ``load_target`` (a named data set or an image folder, with clear errors)
 and step sizes in a supernet built for the target's classes), ``check_input_channels``.
 
 The experiment of notebook 06: ``transfer_setup`` (the params sections, checked), ``run_transfer`` (per
-target: the learning-rate grid, then seeds x arms at the chosen rates, then the longer FP run; one record
-per run and level, with its test predictions), ``save_transfer`` and ``load_transfer`` (the result as plain
+target: every arm's learning-rate grid, then seeds x arms at the chosen rates, then every arm's longer run; one
+record per run and level, with its test predictions), ``save_transfer`` and ``load_transfer`` (the result as plain
 data: JSON and an array archive, no pickles, no wall times). This module only trains: what the notebook shows
 (tables, figure, verdicts, metrics, findings) lives in ``mpq.studies.transfer_tables``, which this module does not
 import, so the training stage does not depend on it.
@@ -78,7 +85,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -117,9 +124,11 @@ class TransferConfig:
     root: str | None = None            # the image folder (one sub-folder per class) when a target is "folder"
     seeds: tuple[int, ...] = (0, 1, 2)  # fine-tuning seeds of the compared runs
     budget_passes: int = 368           # forward/backward passes of one batch per arm and target (see ``Budget``)
-    fp_lrs: tuple[float, ...] = (0.05, 0.1, 0.2)     # SGD rates tried for FP fine-tuning (FP training used 0.1)
-    lsq_lrs: tuple[float, ...] = (0.02, 0.05, 0.1)   # ... for the uniform LSQ arms (one-shot training used 0.04)
-    supernet_lrs: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)  # ... for the supernet arms
+    fp_lrs: tuple[float, ...] = (0.05, 0.1, 0.2)     # FP fine-tuning's starting grid of SGD rates (FP training: 0.1)
+    lsq_lrs: tuple[float, ...] = (0.05, 0.1, 0.2)    # ... each uniform LSQ arm's, one grid per bit-width
+    supernet_lrs: tuple[float, ...] = (0.05, 0.1, 0.2)  # ... each supernet arm's, one grid per arm
+    widen_factor: float = 2.0          # a grid whose best rate is at an edge gains rate x or / this on that side ...
+    max_widenings: int = 3             # ... at most this many times per arm (0: the starting grid only)
     step_lr_ratio: float = 0.075       # Adam rate of the step sizes per unit of SGD rate (one-shot: 0.003 / 0.04)
     grid_seed: int = 100               # the grid runs' seed (not one of ``seeds``)
     grid_images: float = 0.5           # share of the training images the grid runs train on, with the budget's epochs
@@ -137,6 +146,10 @@ class TransferConfig:
     def __post_init__(self) -> None:
         for name in ("targets", "seeds", "fp_lrs", "lsq_lrs", "supernet_lrs", "levels", "baseline_bits"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        require(math.isfinite(self.widen_factor) and self.widen_factor > 1, "transfer.widen_factor",
+                self.widen_factor, "a number above 1 (a widening multiplies the top rate by it or divides the bottom)")
+        require(isinstance(self.max_widenings, int) and self.max_widenings >= 0, "transfer.max_widenings",
+                self.max_widenings, "a whole number >= 0")
         _positive("transfer", budget_passes=self.budget_passes, step_lr_ratio=self.step_lr_ratio,
                   curve_multiple=self.curve_multiple, flat_points=self.flat_points,
                   collapse_points=self.collapse_points, train_size=self.train_size, score_size=self.score_size,
@@ -264,7 +277,11 @@ def fresh_float_model(model: nn.Module, num_classes: int) -> nn.Module:
 
 QUANTIZED_KEYS = ("w_bit_choices", "a_bit_choices", "depthwise_min_bits", "num_random_paths", "cancel_2bit_decay",
                   "scheduler", "idm")        # what a uniform LSQ arm takes from ``OneShotConfig.baseline``
-SUPERNET_ARMS = ("this method", "supernet without pre-training")
+# the supernet arms, named for what they start from: this method (the one-shot supernet of notebook 02) and a supernet
+# built from the Fashion-MNIST FP model of notebook 01, which had no one-shot pre-training (it had FP pre-training)
+THIS_METHOD, FROM_FP = "this method", "supernet from the FP model (no one-shot pre-training)"
+SUPERNET_ARMS = (THIS_METHOD, FROM_FP)
+CHECKPOINT_TAGS = {THIS_METHOD: "transferred", FROM_FP: "from-fp"}     # in a supernet arm's checkpoint name
 
 
 def lsq_arm(bits: int) -> str:
@@ -281,7 +298,8 @@ def lsq_bits(arm: str) -> int:
 
 
 def arm_family(arm: str) -> str:
-    """The family whose learning rate ``arm`` takes: "FP", "LSQ" (every uniform LSQ arm) or "supernet"."""
+    """The kind of ``arm``: "FP", "LSQ" (every uniform LSQ arm) or "supernet" (it sets the passes per optimizer step
+    and the paper's direction; every arm has a learning-rate grid of its own, ``grid_arms``)."""
     if arm == "FP":
         return "FP"
     if arm.startswith("LSQ "):
@@ -503,12 +521,19 @@ def heldout_predictions(tuned: Tuned, heldout: ImageSet, calib: ImageSet, bits: 
     return test_predictions(ema, ema.max_config() if bits is None else ema.uniform_config(bits), calib, heldout)
 
 
-def selection_top1(tuned: Tuned, heldout: ImageSet, calib: ImageSet, bits: Sequence[int]) -> float:
-    """The held-out top-1 (%) a rate is chosen by: FP's model, a uniform LSQ arm's own configuration, a supernet's
-    mean over the uniform configurations at ``bits`` (the bit-widths T5 compares at; none: its max path)."""
+def selection_correct(tuned: Tuned, heldout: ImageSet, calib: ImageSet, bits: Sequence[int]) -> Tensor:
+    """Per held-out image, what a rate is chosen by and convergence judged by: whether FP's model, or a uniform LSQ
+    arm's own configuration, classifies it right (bool); for a supernet, the share of its uniform configurations at
+    ``bits`` (the bit-widths T5 compares at; none: its max path) that do (float)."""
     if arm_family(tuned.arm) != "supernet" or not bits:
-        return 100 * accuracy(heldout_predictions(tuned, heldout, calib), heldout.labels)
-    return float(np.mean([100 * accuracy(heldout_predictions(tuned, heldout, calib, b), heldout.labels) for b in bits]))
+        return heldout_predictions(tuned, heldout, calib) == heldout.labels
+    return torch.stack([heldout_predictions(tuned, heldout, calib, b) == heldout.labels for b in bits]).float().mean(0)
+
+
+def selection_top1(tuned: Tuned, heldout: ImageSet, calib: ImageSet, bits: Sequence[int]) -> float:
+    """The held-out top-1 (%) a rate is chosen by (``selection_correct``): FP's model, a uniform LSQ arm's own
+    configuration, a supernet's mean over the uniform configurations at ``bits``."""
+    return 100 * float(selection_correct(tuned, heldout, calib, bits).float().mean())
 
 
 def choose_lr(rows: Sequence[Mapping]) -> float:
@@ -521,43 +546,104 @@ def choose_lr(rows: Sequence[Mapping]) -> float:
     return min(rows, key=lambda r: (-r["heldout top-1"], r["lr"]))["lr"]
 
 
-def grid_arms(setup: TransferSetup) -> list[tuple[str, str, tuple[float, ...]]]:
-    """``(family, arm tried, rates)`` of the grid: FP, the lowest uniform LSQ bit-width, the transferred supernet."""
+@dataclass(frozen=True)
+class GridChoice:
+    """One arm's learning-rate grid after ``widen_grid``: every rate tried with its held-out score and the widening
+    that added it (0: the starting grid), in the order tried; the final grid (ascending), the chosen rate and how many
+    widenings it took."""
+
+    tried: tuple[tuple[float, float, int], ...]      # (rate, held-out score, widening)
+    grid: tuple[float, ...]
+    chosen: float
+    widenings: int
+
+    @property
+    def inside(self) -> bool:
+        """Whether the chosen rate lies strictly inside the final grid (not at either edge)."""
+        return self.grid[0] < self.chosen < self.grid[-1]
+
+
+def _rate(x: float) -> float:
+    """A widened rate at 4 significant digits (0.05 / 2 = 0.025, 0.2 * 2 = 0.4, with no float noise in the JSON)."""
+    return float(f"{x:.4g}")
+
+
+def widen_grid(rates: Sequence[float], score: Callable[[float], float], *, factor: float, max_widenings: int
+               ) -> GridChoice:
+    """Try every rate of ``rates`` with ``score`` (higher is better), choose the best (``choose_lr``: ties to the
+    smaller rate), and while the choice lies at an edge of the grid add one rate beyond that edge (the top rate
+    times ``factor``, or the bottom one divided by it; a grid of one rate gains both) and choose again, at most
+    ``max_widenings`` times. Each rate is scored once. A choice still at an edge after that is returned as such
+    (``GridChoice.inside`` False): the caller reports it.
+
+    >>> g = widen_grid([0.05, 0.1], lambda lr: -abs(lr - 0.4), factor=2.0, max_widenings=3)
+    >>> g.grid, g.chosen, g.widenings, g.inside
+    ((0.05, 0.1, 0.2, 0.4, 0.8), 0.4, 3, True)
+    """
+    grid = sorted(set(rates))
+    if not grid:
+        raise ValueError("a learning-rate grid needs at least one rate")
+    tried: dict[float, tuple[float, float, int]] = {}
+    widenings = 0
+    while True:
+        for lr in grid:
+            if lr not in tried:
+                tried[lr] = (lr, float(score(lr)), widenings)
+        chosen = choose_lr([{"lr": lr, "heldout top-1": tried[lr][1]} for lr in grid])
+        low, high = chosen == grid[0], chosen == grid[-1]
+        if not (low or high) or widenings == max_widenings:
+            return GridChoice(tuple(tried.values()), tuple(grid), chosen, widenings)
+        grid = ([_rate(grid[0] / factor)] if low else []) + grid + ([_rate(grid[-1] * factor)] if high else [])
+        widenings += 1
+
+
+def grid_arms(setup: TransferSetup) -> list[tuple[str, tuple[float, ...]]]:
+    """``(arm, starting rates)`` of the grid, one per compared arm: FP (``fp_lrs``), every uniform LSQ bit-width
+    (``lsq_lrs`` each), this method and the supernet from the FP model (``supernet_lrs`` each)."""
     tr = setup.transfer
-    arms = [("FP", "FP", tr.fp_lrs)]
-    if tr.baseline_bits:
-        arms.append(("LSQ", lsq_arm(min(tr.baseline_bits)), tr.lsq_lrs))
-    return arms + [("supernet", "this method", tr.supernet_lrs)]
+    return ([("FP", tr.fp_lrs)] + [(lsq_arm(b), tr.lsq_lrs) for b in tr.baseline_bits]
+            + [(arm, tr.supernet_lrs) for arm in SUPERNET_ARMS])
 
 
 def lr_grid(setup: TransferSetup, target: str, train: ImageSet, heldout: ImageSet, calib: ImageSet, budget: Budget,
-            sources: Sources, kw: Mapping[str, Any]) -> tuple[list[dict], dict[str, float]]:
-    """Each arm family's learning rate, chosen on held-out training images of the target (T5; DESIGN.md section 5).
+            sources: Sources, kw: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
+    """Every arm's learning rate, chosen on held-out training images of the target (T5; DESIGN.md section 5).
 
-    Every rate of ``grid_arms`` is tried once, at ``transfer.grid_seed``, on the first ``grid_images`` share of
-    ``train`` with ``budget``'s epochs (so that share of its passes), and scored by ``selection_top1`` on
-    ``heldout``. The test split is not an argument: it cannot reach the choice. Returns one row per run
-    (with its compute and health) and ``{family: chosen rate}``.
+    Each arm of ``grid_arms`` has its own grid, widened until its choice lies inside (``widen_grid``, with
+    ``transfer.widen_factor`` and ``transfer.max_widenings``). A rate is tried once, at ``transfer.grid_seed``, on
+    the first ``grid_images`` share of ``train`` with ``budget``'s epochs (so that share of its passes), and scored
+    by ``selection_top1`` on ``heldout``. The test split is not an argument: it cannot reach the choice.
+
+    Returns one row per run, in the order tried (its arm, rate, widening ``round``, compute, held-out scores and
+    health, and whether it was ``chosen``), and one row per arm: its starting and final ``grid``, the ``chosen``
+    rate, whether it lies ``inside`` the final grid, and the ``widenings`` it took.
     """
     tr = setup.transfer
     batch = kw["batch_size"]
     sub = training_subset(train, max(batch, round(tr.grid_images * len(train))))
     grid_budget = dataclasses.replace(budget, steps_per_epoch=len(sub) // batch)
-    rows, chosen = [], {}
-    for family, arm, rates in grid_arms(setup):
-        family_rows = []
-        for lr in rates:
+    rows, choices = [], []
+    for arm, rates in grid_arms(setup):
+        runs: dict[float, dict] = {}
+
+        def score(lr: float, arm: str = arm, runs: dict = runs) -> float:
             tuned = fine_tune(setup, arm, sub, heldout, calib, seed=tr.grid_seed, lr=lr, budget=grid_budget,
                               sources=sources, kw=kw)
             top1 = selection_top1(tuned, heldout, calib, tr.baseline_bits)
             max_path = (top1 if arm_family(arm) != "supernet" or not tr.baseline_bits else
                         100 * accuracy(heldout_predictions(tuned, heldout, calib), heldout.labels))
-            family_rows.append({"target": target, "family": family, "arm": arm, "lr": lr, "seed": tr.grid_seed,
-                                "train images": len(sub), **tuned.compute(), "heldout top-1": top1,
-                                "max path heldout top-1": max_path, "losses finite": tuned.finite})
-        chosen[family] = choose_lr(family_rows)
-        rows += [{**r, "chosen": r["lr"] == chosen[family]} for r in family_rows]
-    return rows, chosen
+            runs[lr] = {**tuned.compute(), "heldout top-1": top1, "max path heldout top-1": max_path,
+                        "losses finite": tuned.finite}
+            return top1
+
+        choice = widen_grid(rates, score, factor=tr.widen_factor, max_widenings=tr.max_widenings)
+        rows += [{"target": target, "family": arm_family(arm), "arm": arm, "lr": lr, "round": widening,
+                  "seed": tr.grid_seed, "train images": len(sub), **runs[lr], "chosen": lr == choice.chosen}
+                 for lr, _, widening in choice.tried]
+        choices.append({"target": target, "arm": arm, "starting grid": sorted(set(rates)), "grid": list(choice.grid),
+                        "chosen": choice.chosen, "inside": choice.inside, "widenings": choice.widenings,
+                        "heldout top-1": runs[choice.chosen]["heldout top-1"]})
+    return rows, choices
 
 
 # --- the compared runs ---------------------------------------------------------------------------------------
@@ -590,31 +676,35 @@ def run_record(target: str, seed: int, arm: str, level: float, preds: Tensor, la
             "gbitops": gbitops, "tune_seconds": seconds, **extra}
 
 
-def health(tuned: Tuned, heldout: ImageSet, calib: ImageSet) -> dict:
+def health(tuned: Tuned, heldout: ImageSet, calib: ImageSet, bits: Sequence[int]) -> dict:
     """A run's health: finite losses, and its max path's (FP: the model's) held-out top-1 (%) with the per-image
-    correctness behind it (``heldout_correct``, for paired comparisons on the held-out images)."""
+    correctness behind it (``heldout_correct``, for paired comparisons on the held-out images); and the held-out
+    score its rate was chosen by (``selection_correct`` at ``bits``; the same tensor for FP and LSQ), which the
+    convergence check compares at one and at ``curve_multiple`` budgets."""
     correct = heldout_predictions(tuned, heldout, calib) == heldout.labels
+    chosen_by = correct if arm_family(tuned.arm) != "supernet" or not bits else selection_correct(
+        tuned, heldout, calib, bits)
     return {"losses finite": tuned.finite, "heldout top-1": 100 * float(correct.float().mean()),
-            "heldout_correct": correct}
+            "heldout_correct": correct, "selection top-1": 100 * float(chosen_by.float().mean()),
+            "selection_correct": chosen_by}
 
 
 def seed_runs(setup: TransferSetup, target: str, splits: Splits, s: int, lrs: Mapping[str, float], budget: Budget,
               sources: Sources, kw: Mapping[str, Any]) -> list[dict]:
     """Every arm of one target and fine-tuning seed ``s``, in T5's order: FP, each uniform LSQ model, this
-    method and the supernet without pre-training (searched at each ``transfer.levels``), each at its family's
-    rate in ``lrs`` and with ``budget``'s passes; one record per arm and level, with its compute and health."""
+    method and the supernet from the FP model (both searched at each ``transfer.levels``), each at its own rate in
+    ``lrs`` (arm -> rate) and with ``budget``'s passes; one record per arm and level, with its compute and health."""
     spec, tr = setup.spec, setup.transfer
     arms = ["FP", *(lsq_arm(b) for b in tr.baseline_bits), *SUPERNET_ARMS]
     records = []
     for arm in arms:
         ckpt, meta = None, None
         if arm in SUPERNET_ARMS:
-            tag = "transferred" if arm == "this method" else "from-fp"
-            ckpt = f"{sources.transfer}/{spec.name}_{target}_{tag}_seed{s}.pt"
+            ckpt = f"{sources.transfer}/{spec.name}_{target}_{CHECKPOINT_TAGS[arm]}_seed{s}.pt"
             meta = run_meta(spec.name, spec.width_mult, splits, splits.train, arm=arm)
-        tuned = fine_tune(setup, arm, splits.train, splits.score, splits.calib, seed=s, lr=lrs[arm_family(arm)],
-                          budget=budget, sources=sources, kw=kw, checkpoint=ckpt, meta=meta)
-        common = {"lr": tuned.lr, **tuned.compute(), **health(tuned, splits.score, splits.calib)}
+        tuned = fine_tune(setup, arm, splits.train, splits.score, splits.calib, seed=s, lr=lrs[arm], budget=budget,
+                          sources=sources, kw=kw, checkpoint=ckpt, meta=meta)
+        common = {"lr": tuned.lr, **tuned.compute(), **health(tuned, splits.score, splits.calib, tr.baseline_bits)}
         if arm == "FP":
             common["curve"] = tuned.curve
             records.append(run_record(target, s, arm, 32, predictions(tuned.model, splits.test), splits.test.labels,
@@ -636,16 +726,27 @@ def seed_runs(setup: TransferSetup, target: str, splits: Splits, s: int, lrs: Ma
     return records
 
 
-def longer_fp_run(setup: TransferSetup, target: str, splits: Splits, lr: float, budget: Budget, sources: Sources,
-                  kw: Mapping[str, Any]) -> dict:
-    """FP fine-tuned for ``transfer.curve_multiple`` budgets at rate ``lr`` and the first seed: the convergence
-    check of the budget (its held-out curve continues the budget run's of the same seed)."""
-    tr = setup.transfer
+def longer_runs(setup: TransferSetup, target: str, splits: Splits, lrs: Mapping[str, float], budget: Budget,
+                sources: Sources, kw: Mapping[str, Any]) -> list[dict]:
+    """Every arm fine-tuned again for ``transfer.curve_multiple`` budgets at its chosen rate in ``lrs`` and the
+    first seed: the convergence check of the budget. Each row holds the run's compute and health on the held-out
+    images, among them the score its rate was chosen by (``selection_correct``), which the page compares with the
+    same seed's run at the budget; FP's also its held-out curve, which continues the budget run's. A supernet arm's
+    run is resumable (its checkpoint ``<model>_<target>_<tag>_x<multiple>_seed<s>.pt``, not kept by the stage)."""
+    spec, tr = setup.spec, setup.transfer
     longer = dataclasses.replace(budget, supernet_epochs=budget.supernet_epochs * tr.curve_multiple)
-    tuned = fine_tune(setup, "FP", splits.train, splits.score, splits.calib, seed=tr.seeds[0], lr=lr, budget=longer,
-                      sources=sources, kw=kw)
-    return {"target": target, "seed": tr.seeds[0], "multiple": tr.curve_multiple, "lr": lr, **tuned.compute(),
-            **health(tuned, splits.score, splits.calib), "curve": tuned.curve}
+    seed, rows = tr.seeds[0], []
+    for arm, _ in grid_arms(setup):
+        ckpt, meta = None, None
+        if arm in SUPERNET_ARMS:
+            ckpt = f"{sources.transfer}/{spec.name}_{target}_{CHECKPOINT_TAGS[arm]}_x{tr.curve_multiple}_seed{seed}.pt"
+            meta = run_meta(spec.name, spec.width_mult, splits, splits.train, arm=arm, multiple=tr.curve_multiple)
+        tuned = fine_tune(setup, arm, splits.train, splits.score, splits.calib, seed=seed, lr=lrs[arm], budget=longer,
+                          sources=sources, kw=kw, checkpoint=ckpt, meta=meta)
+        row = {"target": target, "arm": arm, "seed": seed, "multiple": tr.curve_multiple, "lr": lrs[arm],
+               **tuned.compute(), **health(tuned, splits.score, splits.calib, tr.baseline_bits)}
+        rows.append(row | ({"curve": tuned.curve} if arm == "FP" else {}))
+    return rows
 
 
 def flag_collapses(records: Sequence[Mapping], collapse_points: float) -> list[dict]:
@@ -682,20 +783,29 @@ def flag_collapses(records: Sequence[Mapping], collapse_points: float) -> list[d
 
 @dataclass
 class TransferResult:
-    """What ``run_transfer`` returns: the compared runs, the grid, the FP curves, the budgets and chosen rates."""
+    """What ``run_transfer`` returns: the compared runs, the grid runs and each arm's choice, the longer runs of the
+    convergence check, the budgets, and the wall time."""
 
     records: list[dict]                      # one per (target, seed, arm, level), with test predictions
-    grid: list[dict]                         # one per grid run
-    longer: list[dict]                       # per target, the FP run of ``curve_multiple`` budgets
+    grid: list[dict]                         # one per grid run, in the order tried
+    choices: list[dict]                      # per target and arm: starting and final grid, chosen rate, widenings
+    longer: list[dict]                       # per target and arm, the run of ``curve_multiple`` budgets
     budgets: dict[str, Budget]               # per target
-    lrs: dict[str, dict[str, float]]         # target -> family -> chosen rate
     seconds: float                           # wall time of every run
+
+    @property
+    def lrs(self) -> dict[str, dict[str, float]]:
+        """target -> arm -> the rate chosen on held-out images (``choices``)."""
+        out: dict[str, dict[str, float]] = {}
+        for c in self.choices:
+            out.setdefault(c["target"], {})[c["arm"]] = c["chosen"]
+        return out
 
 
 def run_transfer(setup: TransferSetup, seed: int, *, checkpoints: str = "checkpoints", work: str | Path | None = None,
                  progress: bool = False) -> TransferResult:
-    """T5's runs, per target (split seeded by ``seed``): the learning-rate grid (``lr_grid``), then every arm of
-    ``seed_runs`` for each fine-tuning seed at the chosen rates, then the longer FP run (``longer_fp_run``);
+    """T5's runs, per target (split seeded by ``seed``): every arm's learning-rate grid (``lr_grid``), then every arm
+    of ``seed_runs`` for each fine-tuning seed at its chosen rate, then every arm's longer run (``longer_runs``);
     collapsed runs flagged (``flag_collapses``).
 
     Reads the FP model, the uniform LSQ models and the one-shot supernet under ``checkpoints`` (notebooks
@@ -706,7 +816,7 @@ def run_transfer(setup: TransferSetup, seed: int, *, checkpoints: str = "checkpo
     sources = Sources(load_fp_model(f"{checkpoints}/fp/{spec.name}.pt", spec.name, spec.width_mult), checkpoints,
                       None if work is None else str(work))
     start = time.perf_counter()
-    result = TransferResult([], [], [], {}, {}, 0.0)
+    result = TransferResult([], [], [], [], {}, 0.0)
     Path(sources.transfer).mkdir(parents=True, exist_ok=True)
     for target in tr.targets:
         splits = load_target(target, tr, seed)
@@ -717,16 +827,19 @@ def run_transfer(setup: TransferSetup, seed: int, *, checkpoints: str = "checkpo
               f"calib {len(splits.calib)}, test {len(splits.test)}, flip {flip}; {budget.passes} passes per arm")
         kw = dict(batch_size=setup.data.batch_size, pad=setup.data.pad, flip=flip, device=setup.device,
                   progress=progress)
-        grid, lrs = lr_grid(setup, target, splits.train, splits.score, splits.calib, budget, sources, kw)
-        print(f"{target}: rates chosen on held-out images {lrs}")
+        grid, choices = lr_grid(setup, target, splits.train, splits.score, splits.calib, budget, sources, kw)
+        lrs = {c["arm"]: c["chosen"] for c in choices}
+        print(f"{target}: rates chosen on held-out images " + ", ".join(
+            f"{c['arm']} {c['chosen']:g} of {c['grid']}" + ("" if c["inside"] else " (at the edge)") for c in choices))
         result.grid += grid
-        result.lrs[target], result.budgets[target] = lrs, budget
+        result.choices += choices
+        result.budgets[target] = budget
         for s in tr.seeds:
             done = seed_runs(setup, target, splits, s, lrs, budget, sources, kw)
             result.records += done
             print(f"{target} seed {s}: " + ", ".join(
                 f"{r['arm']}@{r['level']} {100 * accuracy(r['preds'], r['labels']):.2f}" for r in done))
-        result.longer.append(longer_fp_run(setup, target, splits, lrs["FP"], budget, sources, kw))
+        result.longer += longer_runs(setup, target, splits, lrs, budget, sources, kw)
     result.records = flag_collapses(result.records, tr.collapse_points)
     result.seconds = time.perf_counter() - start
     return result
@@ -735,10 +848,10 @@ def run_transfer(setup: TransferSetup, seed: int, *, checkpoints: str = "checkpo
 # --- the stage's folder: plain results without wall times, and the command line -------------------------------
 
 RESULT_JSON, ARRAYS_NPZ = "result.json", "predictions.npz"
-SECTIONS = ("records", "grid", "longer")             # TransferResult's lists of rows
+SECTIONS = ("records", "grid", "choices", "longer")  # TransferResult's lists of rows
 TIMING_KEYS = ("tune_seconds", "search_seconds")     # a record's wall times: the stage record holds them
 RUN_KEYS = ("target", "seed", "arm", "level")        # what names a record
-FIX = "run `dvc pull` (or `dvc repro transfer`: about 50 min on the default profile)"
+FIX = "run `dvc pull` (or `dvc repro transfer`: about 75 min on the default profile)"
 SETUP_SECTIONS = ("data", "models", "model_bits", "fp", "oneshot", "evaluation", "baselines", "search", "transfer")
 SOURCES = ("fp", "supernet", "baselines")            # the folders under ``checkpoints`` the arms start from
 
@@ -772,8 +885,8 @@ def _packed(t: Tensor) -> np.ndarray:
 def save_transfer(result: TransferResult, folder: str | Path) -> dict:
     """Write ``result`` into ``folder`` as data, without its wall times; return them (``transfer_timings``).
 
-    ``result.json`` (plain JSON): the budgets and chosen rates (lists, in the result's order), the rows of
-    ``records``, ``grid`` and ``longer`` without their tensors and wall times, each row's key order, and where each
+    ``result.json`` (plain JSON): the budgets (a list, in the result's order), the rows of ``records``, ``grid``,
+    ``choices`` and ``longer`` without their tensors and wall times, each row's key order, and where each
     tensor lies in ``predictions.npz`` with its dtype (predictions and labels stored as int16, the per-image
     correctness as bool; a tensor shared by several rows, such as a target's labels, stored once). The same result
     gives the same bytes. ``load_transfer`` reads it back.
@@ -785,7 +898,6 @@ def save_transfer(result: TransferResult, folder: str | Path) -> dict:
     names: dict[int, str] = {}
     doc: dict[str, Any] = {
         "budgets": [{"target": t, **dataclasses.asdict(b)} for t, b in result.budgets.items()],
-        "lrs": [{"target": t, "family": f, "lr": lr} for t, rates in result.lrs.items() for f, lr in rates.items()],
         "arrays": {}, "key_orders": {}}
     for section in SECTIONS:
         rows, refs, orders, order_of = [], [], [], []
@@ -838,9 +950,6 @@ def _rebuild(doc: Mapping, arrays: Mapping[str, Tensor], timings: Mapping) -> Tr
     """``save_transfer``'s document back as a ``TransferResult``: each row's keys in their order, its tensors from
     ``arrays`` (a shared one shared again), its wall times from ``timings`` (NaN where the record has none)."""
     budgets = {b["target"]: Budget(b["steps_per_epoch"], b["paths"], b["supernet_epochs"]) for b in doc["budgets"]}
-    lrs: dict[str, dict[str, float]] = {}
-    for r in doc["lrs"]:
-        lrs.setdefault(r["target"], {})[r["family"]] = r["lr"]
     times = {tuple(t[k] for k in RUN_KEYS): t for t in timings.get("runs", [])}
     sections: dict[str, list[dict]] = {}
     for section in SECTIONS:
@@ -861,7 +970,7 @@ def _rebuild(doc: Mapping, arrays: Mapping[str, Tensor], timings: Mapping) -> Tr
                 raise ValueError(f"a row of {section} holds keys outside its key order")
             rows.append(full)
         sections[section] = rows
-    return TransferResult(sections["records"], sections["grid"], sections["longer"], budgets, lrs,
+    return TransferResult(sections["records"], sections["grid"], sections["choices"], sections["longer"], budgets,
                           timings.get("run_seconds", math.nan))
 
 
@@ -903,8 +1012,8 @@ def load_transfer(folder: str | Path = "checkpoints/transfer", *, stages: str | 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpq.studies.transfer",
-                                     description="T5's fine-tuning runs (the transfer stage): the learning-rate grid, "
-                                                 "every seed and arm, the longer FP runs; results into --out, wall "
+                                     description="T5's fine-tuning runs (the transfer stage): every arm's learning-rate "
+                                                 "grid, every seed and arm, every arm's longer run; results into --out, wall "
                                                  "times into reports/stages/transfer.json.")
     parser.add_argument("--out", required=True,
                         help="output folder, e.g. checkpoints/transfer (replaced as a whole when the run completes)")
@@ -929,8 +1038,8 @@ def _run(args: argparse.Namespace, checkpoints: str = "checkpoints") -> int:
     work = _partial(out)
     result = run_transfer(setup, params["seed"], checkpoints=checkpoints, work=work)
     timings = save_transfer(result, work)
-    for extra in work.glob("*_from-fp_seed*.pt"):     # no reader: only this method's supernets are searched again
-        extra.unlink()
+    for extra in {*work.glob("*_from-fp_*.pt"), *work.glob("*_x[0-9]*_seed*.pt")}:   # no reader: only this
+        extra.unlink()                                  # method's supernets at the budget are searched again
     old = out.with_name(f".{out.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():

@@ -7,8 +7,9 @@ change to a table, the figure, a caption or how verdicts are judged re-runs only
 fine-tuning and search seconds, the stage's) are kept out of the stage's folder, in ``reports/stages/transfer.json``;
 ``load_transfer`` merges them back into the records, where T5 and the metrics show them.
 
-Pieces: ``stage_passes`` and ``passes_note`` (the stage's compute), ``budget_table``, ``grid_table``, ``fp_curves``
-and ``convergence_table`` (is the budget enough?), ``t5_table`` (T5), ``paired_differences``,
+Pieces: ``stage_passes`` and ``passes_note`` (the stage's compute), ``budget_table``, ``choice_table`` and
+``grid_table`` (every arm's rate and the grid it was chosen from), ``fp_curves``, ``convergence_curves`` and
+``convergence_table`` (is the budget enough for every arm?), ``t5_table`` (T5), ``paired_differences``,
 ``paired_comparisons``, ``comparison_table`` and ``comparison_note`` (the verdicts, through
 ``mpq.studies.stats.paired_verdict``: per seed, this method minus the other arm on the same test images, with both
 the seed spread and the test-image noise), ``collapsed_runs``, ``transfer_metrics`` (the JSON),
@@ -25,8 +26,8 @@ import torch
 
 from mpq.config import ModelSpec
 from mpq.studies.stats import json_ready, paired_verdict, table_note
-from mpq.studies.transfer import (SUPERNET_ARMS, Budget, TransferConfig, TransferResult, accuracy, arm_family,
-                                  lsq_arm)
+from mpq.studies.transfer import (FROM_FP, SUPERNET_ARMS, Budget, TransferConfig, TransferResult, accuracy,
+                                  arm_family, lsq_arm)
 
 T5_DISPLAY = {"top-1 mean": "top-1 mean (%)", "top-1 SD": "top-1 SD (points)",
               "fine-tune s (per run)": "fine-tuning (s, per run)", "search s": "search (s)"}
@@ -34,22 +35,23 @@ T5_DISPLAY = {"top-1 mean": "top-1 mean (%)", "top-1 SD": "top-1 SD (points)",
 
 def stage_passes(result: TransferResult) -> dict[str, int]:
     """The stage's forward/backward passes of one batch, counted from its runs: the grid, the compared runs (each
-    supernet run once, not once per level), the longer FP runs, and the total."""
+    supernet run once, not once per level), the longer runs of the convergence check, and the total."""
     compared = {(r["target"], r["arm"], r["seed"]): r["passes"] for r in result.records}
     out = {"grid": sum(r["passes"] for r in result.grid), "compared runs": sum(compared.values()),
-           "longer FP runs": sum(r["passes"] for r in result.longer)}
+           "longer runs": sum(r["passes"] for r in result.longer)}
     return {**out, "total": sum(out.values())}
 
 
 def passes_note(result: TransferResult) -> str:
-    """``stage_passes`` in words: "N passes: grid g, compared runs c, longer FP runs l"."""
+    """``stage_passes`` in words: "N passes: grid g (k runs), compared runs c, longer runs l"."""
     p = stage_passes(result)
-    return (f"{p['total']} passes: grid {p['grid']}, compared runs {p['compared runs']}, "
-            f"longer FP runs {p['longer FP runs']}")
+    return (f"{p['total']} passes: grid {p['grid']} ({len(result.grid)} runs), compared runs {p['compared runs']}, "
+            f"longer runs {p['longer runs']}")
 
 
 def budget_table(result: TransferResult) -> pd.DataFrame:
-    """Per target and arm of the compared runs: rate, epochs, optimizer steps and passes (equal within a target)."""
+    """Per target and arm of the compared runs: its own rate, epochs, optimizer steps and passes (the passes equal
+    within a target)."""
     rows = []
     for (target, arm), g in pd.DataFrame(result.records).groupby(["target", "arm"], sort=False):
         rows.append({"target": target, "arm": arm, "family": arm_family(arm), "lr": g.lr.iloc[0],
@@ -58,9 +60,18 @@ def budget_table(result: TransferResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def choice_table(choices: Sequence[Mapping]) -> pd.DataFrame:
+    """Every arm's rate choice: per target and arm, the starting grid, the final one after widening, the chosen rate
+    with its held-out top-1 (%), the widenings, and whether the choice lies inside the final grid (not at an edge)."""
+    cols = ["target", "arm", "starting grid", "grid", "chosen", "heldout top-1", "widenings", "inside"]
+    return pd.DataFrame([{k: (", ".join(f"{x:g}" for x in c[k]) if k.endswith("grid") else c[k]) for k in cols}
+                         for c in choices], columns=cols)
+
+
 def grid_table(grid: Sequence[Mapping]) -> pd.DataFrame:
-    """The learning-rate grid: per target, family and rate, the held-out top-1 it was chosen by (%)."""
-    cols = ["target", "family", "arm", "lr", "seed", "train images", "epochs", "steps", "passes", "heldout top-1",
+    """The learning-rate grids: per target, arm and rate tried (``round``: the widening that added it, 0 for the
+    starting grid), the run's compute and the held-out top-1 it was chosen by (%)."""
+    cols = ["target", "arm", "lr", "round", "seed", "train images", "epochs", "steps", "passes", "heldout top-1",
             "max path heldout top-1", "losses finite", "chosen"]
     return pd.DataFrame(list(grid), columns=cols)
 
@@ -69,33 +80,51 @@ def fp_curves(result: TransferResult) -> list[dict]:
     """The FP fine-tuning curves on held-out images: per FP run (every seed at the budget, and the longer run), its
     held-out top-1 (%) after each epoch against the passes made by then."""
     out = []
-    runs = [dict(r, multiple=1) for r in result.records if r["arm"] == "FP"] + list(result.longer)
+    runs = ([dict(r, multiple=1) for r in result.records if r["arm"] == "FP"]
+            + [r for r in result.longer if r["arm"] == "FP"])
     for r in runs:
         per_epoch = result.budgets[r["target"]].steps_per_epoch
-        out.append({"target": r["target"], "seed": r["seed"], "multiple": r["multiple"], "lr": r["lr"],
+        out.append({"target": r["target"], "arm": "FP", "seed": r["seed"], "multiple": r["multiple"], "lr": r["lr"],
                     "passes": [per_epoch * (i + 1) for i in range(len(r["curve"]))], "heldout top-1": r["curve"]})
     return out
 
 
+def convergence_curves(result: TransferResult) -> list[dict]:
+    """Every quantized arm's convergence check as a curve of two points: the held-out score its rate was chosen by
+    at the budget (the same seed's compared run) and at ``curve_multiple`` budgets, against the passes (FP's whole
+    curves: ``fp_curves``)."""
+    out = []
+    for longer in (r for r in result.longer if r["arm"] != "FP"):
+        base = next(r for r in result.records if (r["target"], r["arm"], r["seed"]) ==
+                    (longer["target"], longer["arm"], longer["seed"]))
+        out.append({"target": longer["target"], "arm": longer["arm"], "seed": longer["seed"],
+                    "multiple": longer["multiple"], "lr": longer["lr"], "passes": [base["passes"], longer["passes"]],
+                    "heldout top-1": [base["selection top-1"], longer["selection top-1"]]})
+    return out
+
+
 def convergence_table(result: TransferResult, flat_points: float) -> pd.DataFrame:
-    """Per target: FP's held-out top-1 (%) at the budget and at ``curve_multiple`` budgets (same seed and rate), the
-    gain with its paired SE over the held-out images, and whether the curve flattened (gain under ``flat_points``)."""
+    """Per target and arm: the held-out score its rate was chosen by (%; FP and LSQ: top-1, a supernet: the mean
+    top-1 of its uniform configurations at ``baseline_bits``) at the budget and at ``curve_multiple`` budgets (same
+    seed and rate), each with its optimizer steps and passes; the gain with its paired SE over the held-out images,
+    and whether the curve flattened (gain under ``flat_points``)."""
     rows = []
     for longer in result.longer:
         base = next(r for r in result.records if (r["target"], r["arm"], r["seed"]) ==
-                    (longer["target"], "FP", longer["seed"]))
-        gain = paired_verdict(longer["heldout_correct"].numpy(), base["heldout_correct"].numpy())
-        rows.append({"target": longer["target"], "seed": longer["seed"], "lr": longer["lr"],
-                     "passes at budget": base["passes"], "heldout top-1 at budget": base["heldout top-1"],
-                     "passes longer": longer["passes"], "heldout top-1 longer": longer["heldout top-1"],
+                    (longer["target"], longer["arm"], longer["seed"]))
+        gain = paired_verdict(longer["selection_correct"].float().numpy(), base["selection_correct"].float().numpy())
+        rows.append({"target": longer["target"], "arm": longer["arm"], "seed": longer["seed"], "lr": longer["lr"],
+                     "steps at budget": base["steps"], "passes at budget": base["passes"],
+                     "heldout top-1 at budget": base["selection top-1"], "steps longer": longer["steps"],
+                     "passes longer": longer["passes"], "heldout top-1 longer": longer["selection top-1"],
                      "gain (points)": gain.diff, "gain SE": gain.se_images, "flattened": bool(gain.diff < flat_points)})
     return pd.DataFrame(rows)
 
 
 def t5_table(records: Sequence[Mapping]) -> pd.DataFrame:
     """T5: one row per (target, arm, level) in the records' order: test top-1 (%) mean, SD and per-seed values
-    (collapsed runs marked, counted, and kept in the mean), G-BitOPs, the rate and passes of each run,
-    fine-tuning and search wall time."""
+    (collapsed runs marked, counted, and kept in the mean), G-BitOPs, the rate, optimizer steps and passes of each
+    run, fine-tuning and search wall time."""
     rows = []
     for (target, arm, level), group in pd.DataFrame(records).groupby(["target", "arm", "level"], sort=False):
         accs = [100 * accuracy(p, l) for p, l in zip(group.preds, group.labels)]
@@ -108,6 +137,7 @@ def t5_table(records: Sequence[Mapping]) -> pd.DataFrame:
                      "collapsed": int(sum(collapsed)),
                      "G-BitOPs": group.gbitops.iloc[0] if group.gbitops.iloc[0] is not None else np.nan,
                      "lr": group.lr.iloc[0] if "lr" in group else np.nan,
+                     "optimizer steps": group.steps.iloc[0] if "steps" in group else np.nan,
                      "passes": group.passes.iloc[0] if "passes" in group else np.nan,
                      "fine-tune s (per run)": group["tune_seconds"].mean() if "tune_seconds" in group else np.nan,
                      "search s": group["search_seconds"].mean() if "search_seconds" in group else np.nan})
@@ -128,14 +158,16 @@ def paired_differences(records: Sequence[Mapping], target: str, seeds: Sequence[
 
 
 # the paper's direction of "this method minus <arm>" at equal BitOPs: above fine-tuned LSQ (+1); it states none
-# for a supernet trained on the target without the one-shot pre-training (0: the words "higher" / "lower")
+# for a supernet built from the FP model and trained on the target without the one-shot pre-training (0: the words
+# "higher" / "lower")
 EXPECTED = {"LSQ": 1, "supernet": 0}
 
 
 def paired_comparisons(records: Sequence[Mapping], targets: Sequence[str], levels: Sequence[float],
                        seeds: Sequence[int], baseline_bits: Sequence[int]) -> list[dict]:
     """T5's comparisons: this method at each level minus the uniform LSQ model of that bit-width (integer levels
-    with a baseline) and minus the supernet without pre-training, paired per seed on the same test images.
+    with a baseline) and minus the supernet from the FP model (``FROM_FP``), paired per seed on the same test
+    images.
 
     Each row: target, level, the other arm, the mean difference and per-seed differences (points), the number of
     collapsed runs among the two arms' runs (kept in the verdict), and ``verdict``, a ``stats.Verdict`` from the
@@ -144,7 +176,7 @@ def paired_comparisons(records: Sequence[Mapping], targets: Sequence[str], level
     rows = []
     for target in targets:
         for level in levels:
-            pairs = [("supernet without pre-training", level)]
+            pairs = [(FROM_FP, level)]
             if int(level) == level and int(level) in baseline_bits:
                 pairs.insert(0, (lsq_arm(int(level)), int(level)))
             for arm_b, level_b in pairs:
@@ -178,7 +210,8 @@ def collapsed_runs(records: Sequence[Mapping]) -> list[dict]:
             for (t, a, s), r in runs.items()]
 
 
-HIDDEN = ("preds", "labels", "heldout_correct", "curve")      # per-image data and curves: not in the runs' JSON
+HIDDEN = ("preds", "labels", "heldout_correct", "selection_correct", "curve")   # per-image data, curves: not in
+                                                                                 # the runs' JSON
 
 
 def transfer_metrics(*, profile: str, seed: int, spec: ModelSpec, device: torch.device | str, transfer: TransferConfig,
@@ -186,7 +219,8 @@ def transfer_metrics(*, profile: str, seed: int, spec: ModelSpec, device: torch.
                      convergence: pd.DataFrame, stage: Mapping | None = None) -> dict:
     """``reports/metrics/transfer.json`` (T5), strict JSON (no NaN): the run's scale and config; per target the
     budget with every arm's epochs, steps and passes (``equal passes``: the same for every arm); the stage's
-    passes; the rate grid and the chosen rates; FP's convergence check and curves; T5; the comparisons, each with its
+    passes; every arm's rate grid (each run, in the order tried) and choice; every arm's convergence check and FP's
+    curves; T5; the comparisons, each with its
     verdict (``Verdict.as_dict``), and their note (``comparison_note``); the collapsed runs; every compared run
     without its predictions (with its test top-1 as a fraction).
 
@@ -205,8 +239,9 @@ def transfer_metrics(*, profile: str, seed: int, spec: ModelSpec, device: torch.
         "cpu_capability": (stage or {}).get("cpu_capability") or torch.backends.cpu.get_cpu_capability(),
         "stage_seconds": round(result.seconds, 1),
         "transfer": dataclasses.asdict(transfer), "budget": budgets, "passes": stage_passes(result),
-        "lr_grid": {"rows": [dict(r) for r in result.grid], "chosen": result.lrs},
-        "fp_convergence": {"rows": convergence.to_dict(orient="records"), "curves": fp_curves(result)},
+        "lr_grid": {"rows": [dict(r) for r in result.grid], "choices": [dict(c) for c in result.choices],
+                    "chosen": result.lrs},
+        "convergence": {"rows": convergence.to_dict(orient="records"), "fp_curves": fp_curves(result)},
         "t5": t5.to_dict(orient="records"),
         "comparisons": [{**c, "verdict": c["verdict"].as_dict()} for c in comparisons],
         "comparisons_note": comparison_note(comparisons),
@@ -218,9 +253,10 @@ def transfer_metrics(*, profile: str, seed: int, spec: ModelSpec, device: torch.
 def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budgets: Mapping[str, Budget],
                     targets: Sequence[str], title: str):
     """T5 as a figure, one column per target. Top: test top-1 against G-BitOPs of each quantized arm (mean over
-    seeds, every seed as a dot, collapsed runs as red crosses) and FP fine-tuned as a dashed line. Bottom: FP
-    fine-tuning's held-out top-1 against passes (``fp_curves``), every seed at the budget and the longer run, the
-    budget dotted."""
+    seeds, every seed as a dot, collapsed runs as red crosses) and FP fine-tuned as a dashed line. Bottom: the
+    held-out score against passes of ``curves``: FP fine-tuning's after every epoch (``fp_curves``, every seed at
+    the budget and the longer run) and every other arm's at the budget and at twice it (``convergence_curves``,
+    dashed), the budget dotted."""
     import textwrap
 
     import matplotlib.pyplot as plt
@@ -249,11 +285,16 @@ def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budge
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         for c in (c for c in curves if c["target"] == target):
-            ax_curve.plot(c["passes"], c["heldout top-1"], marker=".", lw=1.5 if c["multiple"] > 1 else 0.8,
-                          label=f"{c['multiple']}x budget, seed {c['seed']}")
+            if c.get("arm", "FP") == "FP":
+                ax_curve.plot(c["passes"], c["heldout top-1"], marker=".", lw=1.5 if c["multiple"] > 1 else 0.8,
+                              label=f"FP, {c['multiple']}x budget, seed {c['seed']}")
+            else:
+                ax_curve.plot(c["passes"], c["heldout top-1"], marker="s", ls="--", lw=1,
+                              label=f"{c['arm']}: 1x and {c['multiple']}x, seed {c['seed']}")
         if target in budgets:
             ax_curve.axvline(budgets[target].passes, color="grey", ls=":", lw=1, label="the budget")
-        ax_curve.set(xlabel="forward/backward passes", ylabel="held-out top-1 (%)", title=f"{target}: FP fine-tuning")
+        ax_curve.set(xlabel="forward/backward passes", ylabel="held-out top-1 (%)\n(supernets: uniform configs' mean)",
+                     title=f"{target}: convergence")
         ax_curve.grid(alpha=0.3)
         ax_curve.legend(fontsize=7)
     fig.suptitle(textwrap.fill(title, 75 * len(targets)), fontsize=9)
@@ -263,8 +304,8 @@ def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budge
 
 def transfer_findings(result: TransferResult, tr: TransferConfig, t5: pd.DataFrame, comparisons: Sequence[Mapping],
                       convergence: pd.DataFrame) -> list[str]:
-    """The findings bullets of notebook 06 (T5): the equal budgets, the chosen rates, whether FP fine-tuning
-    flattened, each target's comparisons with their verdicts and the table's note, the collapsed runs, and each
+    """The findings bullets of notebook 06 (T5): the equal budgets, every arm's chosen rate and grid, whether each
+    arm's held-out score flattened at twice the passes, each target's comparisons with their verdicts and the table's note, the collapsed runs, and each
     target's FP fine-tuned top-1."""
     lines = []
     for target, b in result.budgets.items():
@@ -272,20 +313,32 @@ def transfer_findings(result: TransferResult, tr: TransferConfig, t5: pd.DataFra
                      f"batches per epoch (FP and LSQ: {b.epochs(1)} epochs, {b.steps(1)} steps; the supernets: "
                      f"{b.supernet_epochs} epochs, {b.steps(b.paths)} steps of {b.paths} passes)")
     lines.append(f"the stage made {passes_note(result)}")
-    families = {"FP": tr.fp_lrs, "LSQ": tr.lsq_lrs, "supernet": tr.supernet_lrs}
-    for target, lrs in result.lrs.items():
-        edge = [f for f, lr in lrs.items() if len(families[f]) > 1 and lr in (min(families[f]), max(families[f]))]
-        lines.append(f"{target}: rates chosen on held-out training images (seed {tr.grid_seed}, "
-                     f"{100 * tr.grid_images:.0f}% of the training images): "
-                     + ", ".join(f"{f} {lr:g} of {list(families[f])}" for f, lr in lrs.items())
-                     + (f"; at the grid's edge: {', '.join(edge)}" if edge else ""))
-    for _, c in convergence.iterrows():
-        state = ("flattened" if c["flattened"] else
-                 "still rising: the budget is short of FP fine-tuning's convergence, and every arm shares it")
-        lines.append(f"{c.target}: FP fine-tuning reached {c['heldout top-1 at budget']:.2f}% on held-out images at "
-                     f"the budget and {c['heldout top-1 longer']:.2f}% with {tr.curve_multiple}x the passes "
-                     f"({c['gain (points)']:+.2f} ± {c['gain SE']:.2f} points, paired SE): {state} "
-                     f"(criterion: a gain under {tr.flat_points:g} point{'' if tr.flat_points == 1 else 's'})")
+    for target in result.budgets:
+        choices = [c for c in result.choices if c["target"] == target]
+        edge = [f"{c['arm']} after {c['widenings']} widening{'' if c['widenings'] == 1 else 's'}" for c in choices
+                if not c["inside"]]
+        widened = sum(c["widenings"] for c in choices)
+        lines.append(f"{target}: every arm's rate chosen on held-out training images from a grid of its own (seed "
+                     f"{tr.grid_seed}, {100 * tr.grid_images:.0f}% of the training images, {widened} widening"
+                     f"{'' if widened == 1 else 's'} by x{tr.widen_factor:g}): "
+                     + ", ".join(f"{c['arm']} {c['chosen']:g} of [{', '.join(f'{x:g}' for x in c['grid'])}]"
+                                 for c in choices)
+                     + (f"; at the grid's edge (at most {tr.max_widenings} widening"
+                        f"{'' if tr.max_widenings == 1 else 's'} allowed): {', '.join(edge)}" if edge else
+                        "; every choice inside its grid"))
+    criterion = f"a gain under {tr.flat_points:g} point{'' if tr.flat_points == 1 else 's'}"
+    for target in result.budgets:
+        rows = convergence[convergence.target == target] if len(convergence) else convergence
+        if not len(rows):
+            continue
+        rising = list(rows.arm[~rows.flattened.astype(bool)])
+        lines.append(f"{target}: held-out score at the budget -> at {tr.curve_multiple}x the passes (seed "
+                     f"{rows.seed.iloc[0]}, paired SE over the held-out images; FP and LSQ top-1, the supernets the "
+                     f"mean of their uniform configurations): " + "; ".join(
+                         f"{c.arm} {c['heldout top-1 at budget']:.2f}% -> {c['heldout top-1 longer']:.2f}% "
+                         f"({c['gain (points)']:+.2f} ± {c['gain SE']:.2f})" for _, c in rows.iterrows())
+                     + (f": still rising ({criterion} is flat) for {', '.join(rising)}: the budget is short of "
+                        f"their convergence" if rising else f": every arm flattened ({criterion})"))
     for c in comparisons:
         lines.append(f"{c['target']}: this method (no retraining) minus {c['this method minus']} at level "
                      f"{c['level']}: {c['verdict'].text()} (per seed {c['per seed']}"
