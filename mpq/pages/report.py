@@ -272,7 +272,8 @@ def flip_table(m: dict) -> VerdictTable | None:
                         ab["flip_verdicts"]["note"]) if rows else None
 
 
-CELL_NAMES = {"sched": "scheduler", "idm": "IDM", "both": "scheduler and IDM"}
+CELL_NAMES = {"sched": "scheduler", "idm": "IDM", "both": "scheduler and IDM",
+              "sched_full": "scheduler scoring full candidates (this package's variant)", "plain": "plain"}
 
 
 # Table 6 of the paper, ResNet-18 on ImageNet: top-1 gained over the plain supernet (points)
@@ -296,7 +297,8 @@ def excluded_sizes(rows: Sequence[Judged]) -> str:
 
 def t6_table(m: dict) -> VerdictTable | None:
     ab = m.get("ablation", {})
-    rows = _stored(ab.get("t6"), lambda r: f"{CELL_NAMES.get(r['cell'], r['cell'])} minus plain",
+    rows = _stored(ab.get("t6"), lambda r: f"{CELL_NAMES.get(r['cell'], r['cell'])} minus "
+                                           f"{CELL_NAMES.get(r.get('reference', 'plain'), r.get('reference'))}",
                    lambda r: r["metric"])
     return VerdictTable(f"T6: each cell minus the plain supernet, top-1 points, ResNet-20, {len(ab.get('seeds', []))} "
                         f"seeds ({PAPER_T6_TEXT})", rows,
