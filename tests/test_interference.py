@@ -307,6 +307,10 @@ def test_the_scheduler_line_says_rotation_or_persistence():
     assert "followed persistent turbulence" in scheduler_line([{**row, "mean overlap": 5.0}])
     assert scheduler_line([]) == "No run had a scheduler."
     assert "one call each" in scheduler_line([{**row, "mean overlap": None, "chance overlap": None}])
+    # the paper's scheduler and this package's variant, each in its own sentence
+    both = scheduler_line([{**row, "cell": "sched"}, {**row, "cell": "sched_full", "mean overlap": 5.0}])
+    paper, full = both.split(" With scores over the full candidate list (sched_full, this package's variant): ")
+    assert paper.startswith("Scheduler, 1 runs") and "it rotated" in paper and "followed persistent turbulence" in full
 
 
 @pytest.mark.timeout(60)

@@ -585,7 +585,18 @@ def ablation_metrics(profile: str, setup: str, cells: Sequence[str], seeds: Sequ
 def scheduler_line(rows: Sequence[Mapping]) -> str:
     """Did the scheduler follow turbulence or rotate? One sentence over ``scheduler_rows``: calls, the median
     decision's persistence, and consecutive frozen sets' overlap against chance (above chance: it kept turbulent
-    layers frozen; at or below: it rotated)."""
+    layers frozen; at or below: it rotated). With ``sched_full`` (this package's variant: scores over the full
+    candidate list) among the runs, one sentence for the paper's scheduler cells and one for sched_full."""
+    paper = [r for r in rows if r.get("cell") != "sched_full"]
+    full = [r for r in rows if r.get("cell") == "sched_full"]
+    if not full or not paper:
+        return _scheduler_sentence(rows)
+    return (f"{_scheduler_sentence(paper)} With scores over the full candidate list (sched_full, this package's "
+            f"variant): {_scheduler_sentence(full)}")
+
+
+def _scheduler_sentence(rows: Sequence[Mapping]) -> str:
+    """``scheduler_line`` for the rows of one cell (or of every cell where all score alike)."""
     paired = [r for r in rows if r["mean overlap"] is not None and r["chance overlap"] is not None]
     if not rows:
         return "No run had a scheduler."
