@@ -652,7 +652,7 @@ def test_an_other_models_seeds_judge_c1_c6_and_f5_over_seeds(tmp_path):
     assert f5["verdict"]["per_seed"] == pytest.approx([4.0, 4.0, 4.0]) and f5["verdict"]["expected"] == 1
     assert rows["greedy 3.5 minus retrained"]["verdict"]["per_seed"] == pytest.approx([-1.0, -2.0, -2.0])
     assert rows["supernet W3A3 minus LSQ alone"]["verdict"]["expected"] == 0
-    assert out["note"].startswith("4 comparisons")
+    assert out["note"].startswith("4 comparisons") and out["replicate_seconds"] == {"mbv2-1": {}, "mbv2-2": {}}
     assert model_seeds_summary({})["rows"] == []
     with pytest.raises(FileNotFoundError, match="seed-3"):
         load_model_seed_records(["mbv2"], 0, [3], metrics["supernet"], metrics["baselines"], results, LABELS, tmp_path)

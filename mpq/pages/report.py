@@ -632,6 +632,8 @@ STAGES = [("fp_train", "01_fp_train", "FP checkpoints every other stage starts f
           ("supernet", "02_supernet", "the supernets; C1's uniform rows"),
           ("baselines", "03_baselines", "uniform LSQ models trained alone (T2-T4 rows)"),
           ("replicate@<seed>", None, "ResNet-20's T2 rows again for each extra training seed"),
+          ("model_replicate@<model>-<seed>", None,
+           "MobileNetV2's and EfficientNet-Lite's C1, C6 and F5 rows again for each extra training seed"),
           ("budget@<factor>", None, "ResNet-20's T2 rows with every training's epochs multiplied (F7)"),
           ("search_study", None, "the search settings and equal-compute search baselines on ResNet-20 (S1)"),
           ("search", "04_search", "T2-T4, T2 with seeds, F5, F6, F7, S1, A1's times"),
@@ -676,6 +678,9 @@ def stage_times(m: dict, envs: dict) -> dict:
     reps = m.get("search", {}).get("seeds", {}).get("replicate_seconds", {})
     if reps:
         out["replicate@<seed>"] = sum(sum(v.values()) for v in reps.values())
+    others = m.get("search", {}).get("model_seeds", {}).get("replicate_seconds", {})
+    if others:
+        out["model_replicate@<model>-<seed>"] = sum(sum(v.values()) for v in others.values())
     budget = m.get("search", {}).get("budget", {}).get("seconds", {})
     if budget:
         out["budget@<factor>"] = sum(sum(v.values()) for v in budget.values())

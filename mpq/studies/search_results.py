@@ -210,15 +210,16 @@ def load_model_seed_records(models: Sequence[str], seed: int, seeds: Sequence[in
 def model_seeds_summary(records: Mapping[str, Sequence[Mapping]]) -> dict:
     """search.json's "model_seeds" section: per model of ``replicates.other_models`` (``records``:
     ``load_model_seed_records``) the seeds, every row's spread over them and the C1, C6 and F5 comparisons judged
-    over them (``seed_comparisons``); then every model's comparisons in one table (``rows``, with the model) and
-    its note."""
+    over them (``seed_comparisons``); then every model's comparisons in one table (``rows``, with the model), its
+    note, and each replicate's seconds ("<model>-<seed>", for the entry page's timing table)."""
     models, flat = {}, []
     for model, recs in records.items():
         rows = seed_comparisons(recs)
         models[model] = {"seeds": [r["seed"] for r in recs], "rows": seed_rows(recs), "comparisons": rows}
         flat += [{"model": model, **r} for r in rows]
+    seconds = {f"{model}-{r['seed']}": r["seconds"] for model, recs in records.items() for r in recs[1:]}
     return json_ready({"models": models, "rows": flat, "note": rows_note(flat) if flat else
-                       "no model of replicates.other_models in this profile"})
+                       "no model of replicates.other_models in this profile", "replicate_seconds": seconds})
 
 
 def seed_tables(records: Sequence[Mapping]) -> tuple[pd.DataFrame, list[dict]]:
