@@ -387,7 +387,8 @@ class InterferenceConfig:
                              f"{self.toy_steps}, got {self.toy_window}")
 
 
-ABLATION_CELLS = ("plain", "sched", "idm", "both", "no2bit")
+ABLATION_CELLS = ("plain", "sched", "idm", "both", "no2bit", "sched_full")
+SCHEDULER_CELLS = ("sched", "both", "sched_full")     # the cells that train with the bit-width scheduler
 
 
 @dataclass(frozen=True)
@@ -397,20 +398,21 @@ class PilotConfig:
     and evaluation images of the full run before it starts (DESIGN.md section 5, "Power before compute")."""
 
     seeds: tuple[int, ...] = (100, 101, 102)        # pilot training seeds (2 or more)
-    cells: tuple[str, ...] = ("plain", "sched", "idm", "both")   # plain and the cells compared with it
+    cells: tuple[str, ...] = ("plain", "sched", "idm", "both", "sched_full")   # plain and the cells compared with it
     metrics: tuple[str, ...] = ("greedy 3", "W3A3")  # evaluated configurations whose contrasts are planned
     target_mde: float = 0.5                          # points: every contrast's minimal detectable effect at most this
     image_options: tuple[int, ...] = (10000, 20000, 31000)   # evaluation images considered (test + held-out training)
     max_seeds: int = 30                              # seeds per cell beyond which a design counts as out of reach
+    score_options: tuple[int, ...] = (128, 512)      # scoring images of the greedy levels considered (ablation.score_size)
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "cells", "metrics", "image_options"):
+        for name in ("seeds", "cells", "metrics", "image_options", "score_options"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         require(len(self.seeds) >= 2 and distinct(self.seeds), "ablation.pilot.seeds", list(self.seeds),
                 "2 or more distinct seeds (one seed has no spread to measure)")
         require("plain" in self.cells and len(self.cells) >= 2 and distinct(self.cells)
                 and set(self.cells) <= set(ABLATION_CELLS) - {"no2bit"}, "ablation.pilot.cells", list(self.cells),
-                "distinct T6 cells (plain, sched, idm, both), plain and at least one other")
+                "distinct T6 cells (plain, sched, idm, both, sched_full), plain and at least one other")
         require(bool(self.metrics) and distinct(self.metrics), "ablation.pilot.metrics", list(self.metrics),
                 "a non-empty list of distinct evaluated configurations (e.g. 'greedy 3', 'W3A3')")
         require(finite(self.target_mde) and self.target_mde > 0, "ablation.pilot.target_mde", self.target_mde,
@@ -419,6 +421,10 @@ class PilotConfig:
                 "ablation.pilot.image_options", list(self.image_options),
                 "a non-empty list of distinct image counts > 1")
         require(self.max_seeds >= 2, "ablation.pilot.max_seeds", self.max_seeds, "an integer >= 2")
+        require(bool(self.score_options) and distinct(self.score_options)
+                and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.score_options),
+                "ablation.pilot.score_options", list(self.score_options),
+                "a non-empty list of distinct scoring-image counts >= 1 (ablation.score_size's candidates)")
 
 
 @dataclass(frozen=True)
@@ -426,7 +432,9 @@ class AblationConfig:
     """The interference experiments on a real model (``mpq.studies.ablation``, notebook 05: F2-F4, T1, T6).
 
     One run per (cell, seed): cells "plain", "sched", "idm", "both" are the 2x2 of T6 (scheduler off/on
-    x IDM off/on); "no2bit" trains without the 2-bit weight candidate for F2/T1. Every other setting
+    x IDM off/on); "no2bit" trains without the 2-bit weight candidate for F2/T1; "sched_full" is this package's
+    variant of the scheduler, not the paper's: layer scores over the full candidate list
+    (``oneshot.sched_score_candidates`` "full"), so a decision can persist. Every other setting
     comes from the ``oneshot`` section; ``train_size`` overrides its images per epoch, ``epochs`` its epochs,
     ``batch_size`` the images per step (``data.batch_size``), ``lr`` and ``step_lr`` its two learning rates (a
     smaller batch takes smaller rates) and ``sched_min_steps`` its scheduler spacing (null: the profile's
@@ -440,6 +448,7 @@ class AblationConfig:
     cells: tuple[str, ...] = ABLATION_CELLS
     train_size: int = 10000            # images per one-shot epoch in these runs
     levels: tuple[float, ...] = (3, 2.5)   # greedy no-retraining targets (BitOPs levels) per run
+    score_size: int = 128              # held-out scoring images the greedy levels are searched on (<= data.score_size)
     monitor_every: float = 0.05        # oscillation measurements, as a fraction of training
     monitor_bits: tuple[int, ...] = (4, 5, 6)
     feature_images: int = 256          # calibration images whose BN outputs measure distortion (F3/F4)
@@ -461,7 +470,8 @@ class AblationConfig:
     def __post_init__(self) -> None:
         for name in ("seeds", "cells", "levels", "monitor_bits", "extra_eval_configs", "space_cells"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        _positive("ablation", train_size=self.train_size, feature_images=self.feature_images, epochs=self.epochs,
+        _positive("ablation", train_size=self.train_size, score_size=self.score_size,
+                  feature_images=self.feature_images, epochs=self.epochs,
                   batch_size=self.batch_size, sched_min_steps=self.sched_min_steps,
                   min_sched_calls=self.min_sched_calls, window_steps=self.window_steps)
         for name in ("lr", "step_lr"):
@@ -495,7 +505,7 @@ class AblationConfig:
                     "distinct seeds of ablation.seeds, with no2bit among the cells; null for every seed")
         require(isinstance(self.jobs, int) and self.jobs >= 1, "ablation.jobs", self.jobs,
                 "an integer >= 1 (runs trained at a time; 2 on 2 cores: one thread each)")
-        scheduled = [c for c in self.cells if c in ("sched", "both")]
+        scheduled = [c for c in self.cells if c in SCHEDULER_CELLS]
         require(distinct(self.space_cells) and set(self.space_cells) <= set(scheduled)
                 and (not self.space_cells or "plain" in self.cells), "ablation.space_cells", list(self.space_cells),
                 f"distinct scheduler cells of ablation.cells ({scheduled}), with plain among the cells; [] for none")

@@ -23,6 +23,32 @@ def test_cells_switch_only_what_they_name():
     assert not no2bit.scheduler and not no2bit.idm
     with pytest.raises(ValueError, match="unknown ablation cell 'bothh'"):
         cell_config(base, "bothh", 500)
+    # sched_full: the scheduler alone, scoring over the full candidate list; the paper's cells score as the paper
+    full = cell_config(OneShotConfig(sched_score_candidates="full"), "sched_full", 500)
+    assert (full.scheduler, full.idm, full.sched_score_candidates) == (True, False, "full")
+    assert full.scheduler_config().score_candidates == "full"
+    assert cell_config(OneShotConfig(sched_score_candidates="full"), "sched", 500).sched_score_candidates == "current"
+
+
+@pytest.mark.timeout(10)
+def test_score_size_and_scheduler_scoring_are_checked():
+    assert AblationConfig(score_size=512).score_size == 512
+    with pytest.raises(ValueError, match="ablation.score_size must be a positive integer, got 0"):
+        AblationConfig(score_size=0)
+    with pytest.raises(ValueError, match="ablation.score_size: expected int, got float"):
+        from_dict(AblationConfig, {**AblationConfig().__dict__, "pilot": None, "score_size": 512.0}, "ablation")
+    with pytest.raises(ValueError, match=r"oneshot.sched_score_candidates must be one of \['current', 'full'\]"):
+        OneShotConfig(sched_score_candidates="all")
+    with pytest.raises(ValueError, match="ablation.pilot.score_options"):
+        from_dict(AblationConfig, {"pilot": {"score_options": [128, 128]}}, "ablation")
+    assert AblationConfig(cells=("plain", "sched_full"), space_cells=("sched_full",)).space_cells == ("sched_full",)
+    from mpq.data.datasets import make_splits
+    from mpq.studies.ablation import score_subset
+
+    splits = make_splits("fashion_mnist", seed=0, train_size=64, score_size=32, calib_size=16, test_size=16)
+    assert len(score_subset(splits, 32)) == 32
+    with pytest.raises(ValueError, match=r"ablation.score_size 64 exceeds the 32 held-out scoring images \(data."):
+        score_subset(splits, 64)
 
 
 def test_ablation_config_checks():
@@ -110,6 +136,7 @@ def _pilot_runs(seeds=(0, 1, 2), images=400):
             runs[(cell, seed)] = {"preds": preds, "features": {}, "result": {
                 "test_acc": {m: float((p == labels).mean()) for m, p in preds.items() if m != "labels"},
                 "epochs": 3, "train_images": 12800, "test_images": images, "scheduler_log": log,
+                "train_seconds": 100.0, "search_seconds": 20.0, "eval_seconds": 30.0, "score_size": 128,
                 "schedule_design": {"total_steps": 1200},
                 "health": {"collapsed": (cell, seed) == ("plain", 2), "why": "constructed"}}}
     return runs
@@ -137,6 +164,33 @@ def test_pilot_summary_measures_noise_and_plans_the_design():
     assert out["collapsed"] == ["plain-2"]
     with pytest.raises(ValueError, match=r"metrics \['greedy 2.5'\] were not evaluated"):
         pilot_summary(runs, PilotConfig(seeds=(0, 1, 2), cells=("plain", "sched"), metrics=("greedy 2.5",)), 400)
+
+
+@pytest.mark.timeout(10)
+def test_pilot_plans_the_scoring_images_at_the_lowest_cost():
+    """Searched again on 512 scoring images, both cells find configurations right on the same images (constructed:
+    no noise left in the greedy contrast) at 4 more seconds of search per run: that plan needs 2 seeds, the
+    128-image plan more, and it is chosen for its lower cost."""
+    runs = _pilot_runs()
+    searches = {(cell, seed, 512): {"result": {"search_seconds": 24.0},
+                                    "preds": {"labels": runs[("plain", seed)]["preds"]["labels"],
+                                              "greedy 3": runs[("plain", seed)]["preds"]["W3A3"]}}
+                for seed in (0, 1, 2) for cell in ("plain", "sched")}
+    pilot = PilotConfig(seeds=(0, 1, 2), cells=("plain", "sched"), metrics=("greedy 3", "W3A3"),
+                        image_options=(400,), target_mde=6.0, max_seeds=40)
+    out = pilot_summary(runs, pilot, available=400, searches=searches)
+    by_size = out["plans_by_score_size"]
+    assert sorted(by_size) == ["128", "512"] and out["score_size"] == 128
+    # per seed: plain and sched, each 100 s training + 30 s evaluation + its search
+    assert by_size["128"]["seconds_per_seed"] == 2 * 150.0 and by_size["512"]["seconds_per_seed"] == 2 * 154.0
+    greedy_512 = [c for c in out["contrasts"] if c["score_size"] == 512]
+    assert [c["metric"] for c in greedy_512] == ["greedy 3"] and greedy_512[0]["components"]["within_var"] == 0
+    assert by_size["512"]["seeds"] == 2 < by_size["128"]["seeds"]
+    assert out["plan"]["score_size"] == 512 and out["plan"]["seconds"] == 2 * 308.0
+    # sched_full is judged against plain and against sched, the paper's scheduler
+    from mpq.studies.ablation_pilot import pilot_contrasts
+    assert pilot_contrasts(["plain", "sched", "sched_full"]) == [("sched", "plain"), ("sched_full", "plain"),
+                                                                  ("sched_full", "sched")]
 
 
 # --- one seed's block: its cells, where its runs lie, resuming ---------------------------------------------------

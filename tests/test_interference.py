@@ -209,6 +209,31 @@ def test_ablation_verdicts_and_findings_on_constructed_runs(tmp_path):
     assert metrics["flip_verdicts"]["note"].startswith("1 comparison") and len(metrics["runs"]) == 9
 
 
+@pytest.mark.timeout(10)
+def test_t6_judges_sched_full_against_plain_and_against_sched(tmp_path):
+    n = 100
+    for seed in (0, 1, 2):
+        _write_run(tmp_path, "plain", seed, np.arange(n) < 80, [0.1, 0.1, 0.1])
+        _write_run(tmp_path, "sched", seed, np.arange(n) < 81, [0.1, 0.1, 0.1])
+        _write_run(tmp_path, "sched_full", seed, np.arange(n) < 83 + seed, [0.1, 0.1, 0.1])
+    cells, seeds = ["plain", "sched", "sched_full"], [0, 1, 2]
+    runs = load_runs(tmp_path, cells, seeds)
+    runs[("sched_full", 0)]["result"]["frozen_overlap"] = {"mean_overlap": 2.0, "mean_chance_overlap": 1.25}
+    t6 = t6_rows(runs, cells, seeds)
+    judged = [(r["cell"], r.get("reference")) for r in t6 if "verdict" in r]
+    assert judged == [("sched", "plain"), ("sched_full", "plain"), ("sched_full", "sched")]
+    full_minus = {r["reference"]: r["verdict"] for r in t6 if r["cell"] == "sched_full"}
+    assert full_minus["plain"]["per_seed"] == pytest.approx([3.0, 4.0, 5.0])
+    assert full_minus["sched"]["per_seed"] == pytest.approx([2.0, 3.0, 4.0])
+    # the paper has no such cell: no direction, so "higher" / "lower", never "holds"
+    assert full_minus["sched"]["expected"] == 0 and full_minus["plain"]["expected"] == 0
+    assert t6_rows(runs, ["plain", "sched_full"], seeds)[-1]["reference"] == "plain"     # no sched: one row
+    lines = ablation_findings(t6, [], [], ["a toy line"])
+    assert lines[2].startswith("T6 sched_full minus sched (this package's scheduler variant, scores over the full "
+                               "candidate list; the paper has no such cell): W2A2 ")
+    assert run_records(runs)["sched_full-0"]["frozen_overlap"] == {"mean_overlap": 2.0, "mean_chance_overlap": 1.25}
+
+
 # --- the powered design's records (issue 26): scheduler summaries, dense windows, the search-space confound ------
 
 from mpq.studies.interference import load_space_runs, scheduler_rows, space_comparisons, space_folder, window_rows
@@ -282,6 +307,10 @@ def test_the_scheduler_line_says_rotation_or_persistence():
     assert "followed persistent turbulence" in scheduler_line([{**row, "mean overlap": 5.0}])
     assert scheduler_line([]) == "No run had a scheduler."
     assert "one call each" in scheduler_line([{**row, "mean overlap": None, "chance overlap": None}])
+    # the paper's scheduler and this package's variant, each in its own sentence
+    both = scheduler_line([{**row, "cell": "sched"}, {**row, "cell": "sched_full", "mean overlap": 5.0}])
+    paper, full = both.split(" With scores over the full candidate list (sched_full, this package's variant): ")
+    assert paper.startswith("Scheduler, 1 runs") and "it rotated" in paper and "followed persistent turbulence" in full
 
 
 @pytest.mark.timeout(60)

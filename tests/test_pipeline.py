@@ -78,6 +78,10 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
     assert seeds["seeds"] == [0, 1] and {g["BitOPs level"] for g in seeds["gaps"]} == {"2.9"}
     assert [p.name for p in (work / "checkpoints/replicates").glob("seed-1/*.pt")] == ["supernet.pt"]
     assert search["budget"]["budgets"] == [1] and {r["budget (x)"] for r in search["budget"]["rows"]} == {1}
+    other = search["model_seeds"]["models"]["mobilenetv2_28"]   # C1, C6 and F5 of another model over its seeds
+    assert other["seeds"] == [0, 1] and {r["comparison"] for r in other["comparisons"]} >= {
+        "greedy 3.9 minus retrained", "greedy 3.9 minus random", "greedy 3.9 minus evolutionary"}
+    assert (work / "checkpoints/model_replicates/mobilenetv2_28/seed-1/result.json").is_file()
     assert search["search_study"]["seeds"] == [0]          # S1 without alternatives: the equal-compute rows
     assert {r["setting"] for r in search["search_study"]["rows"]} == {"random search, equal evaluations",
                                                                        "evolutionary search, equal evaluations"}
@@ -93,9 +97,11 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
     toy = json.loads((work / "reports/metrics/interference.json").read_text())
     assert {r["candidates"] for r in toy["runs"]} == {"{4,6}", "{2,4,6}"}
     ablation = json.loads((work / "reports/metrics/ablation.json").read_text())
-    assert set(ablation["runs"]) == {f"{c}-{s}" for c in ("plain", "both", "no2bit") for s in (0, 1)}
+    assert set(ablation["runs"]) == {f"{c}-{s}" for c in ("plain", "both", "no2bit", "sched_full") for s in (0, 1)}
     assert {(r["cell"], r["metric"]) for r in ablation["t6"]["rows"]} == {
-        (c, m) for c in ("plain", "both") for m in ("W2A2", "W3A3", "greedy 2.9", "lowest")}
+        (c, m) for c in ("plain", "both", "sched_full") for m in ("W2A2", "W3A3", "greedy 2.9", "lowest")}
+    assert ablation["runs"]["sched_full-0"]["sched_score_candidates"] == "full"      # this package's variant
+    assert "frozen_overlap" in ablation["runs"]["sched_full-0"] and ablation["runs"]["plain-0"]["frozen_overlap"] is None
     assert all(r["health"]["finite"] for r in ablation["runs"].values())
     assert {r["w bits"] for r in ablation["t1"]} == {4, 5, 6}
     assert not list((work / "checkpoints/ablation").glob(".*partial"))     # every run completed and renamed

@@ -294,3 +294,70 @@ def test_schedule_design_counts_calls_and_compares_persistence_with_the_ema_hori
     assert design["median_persistence"] == 100 and design["decisions_outlast_ema"]
     short = schedule_design(470, SchedulerConfig(min_steps=100), 0.995)      # horizon 200 steps
     assert short["calls"] == 5 and not short["decisions_outlast_ema"]
+
+
+# --- this package's variant: scores over the full candidate list, so a decision can persist -------------------------
+
+from mpq.method.scheduler import SchedulerCall, decision_scores, overlap_against_chance, score_layers, turbulence_table
+
+
+@pytest.mark.timeout(10)
+def test_full_candidate_scores_let_a_decision_persist():
+    # four layers whose turbulence does not change between two calls; a and b are the most turbulent at 2 bits
+    table = {"a": {2: 0.8, 3: 0.3, 4: 0.2}, "b": {2: 0.7, 3: 0.3, 4: 0.2},
+             "c": {2: 0.4, 3: 0.45, 4: 0.4}, "d": {2: 0.3, 3: 0.45, 4: 0.4}}
+    full = {n: ((2, 3, 4), (2, 3, 4)) for n in table}
+    # full scores (mean of turbulence / b): a (0.4 + 0.1 + 0.05) / 3, b 0.5 / 3, c 0.45 / 3, d 0.4 / 3
+    assert score_layers(table, full) == pytest.approx({"a": 0.55 / 3, "b": 0.5 / 3, "c": 0.15, "d": 0.4 / 3})
+    first = decide_frozen(decision_scores(table, full, full, "current"), 0.5)
+    assert first == ["a", "b"] and decide_frozen(decision_scores(table, full, full, "full"), 0.5) == first
+    now = apply_decision(full, first, activations=True)                    # a and b lose W2 and A2
+    current = decision_scores(table, full, now, "current")
+    # the paper's score: a and b scored without their 2-bit term, (0.1 + 0.05) / 2, drop under c and d: a rotation
+    assert current == pytest.approx({"a": 0.075, "b": 0.075, "c": 0.15, "d": 0.4 / 3})
+    assert decide_frozen(current, 0.5) == ["c", "d"]
+    # the full-candidate score does not see the previous decision: a and b stay frozen while their turbulence does
+    assert decide_frozen(decision_scores(table, full, now, "full"), 0.5) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"score_candidates must be one of \['current', 'full'\]"):
+        decision_scores(table, full, now, "lowest")
+    with pytest.raises(ValueError, match="scheduler.score_candidates"):
+        SchedulerConfig(score_candidates="all")
+
+
+@pytest.mark.timeout(10)
+def test_overlap_against_chance_by_hand():
+    def calls(*frozen_sets, layers="abcdef"):
+        return [SchedulerCall(10 * i, 0.5, tuple(f), {n: 0.0 for n in layers}, {}, {}) for i, f in enumerate(frozen_sets)]
+
+    # six layers; sizes 3, 3, 2: chance shares 3 * 3 / 6 = 1.5, then 3 * 2 / 6 = 1; shared 3 (a persisting
+    # decision), then 1 (b)
+    rec = overlap_against_chance(calls("abc", "abc", "bd"))
+    assert rec == {"pairs": 2, "mean_overlap": 2.0, "mean_chance_overlap": 1.25, "excess": 0.75, "ratio": 1.6,
+                   "above_chance": True}
+    rotation = overlap_against_chance(calls("abc", "def", "abc"))              # no layer stays frozen
+    assert rotation["mean_overlap"] == 0.0 and rotation["mean_chance_overlap"] == 1.5 and not rotation["above_chance"]
+    assert overlap_against_chance(calls("abc")) is None and overlap_against_chance([]) is None
+    # the same as the summary's mean overlap and chance (scheduler.schedule_summary)
+    summary = schedule_summary(calls("abc", "abc", "bd"), 100)
+    assert (summary["mean_overlap"], summary["mean_chance_overlap"]) == (rec["mean_overlap"], rec["mean_chance_overlap"])
+
+
+@pytest.mark.timeout(20)
+def test_a_full_candidate_scheduler_call_decides_on_and_records_the_full_scores():
+    from mpq.training.oneshot import schedule
+
+    sn = Supernet(create_model("resnet20", width_mult=0.25), (1, 28, 28))
+    sn.calibrate(torch.randn(8, 1, 28, 28))
+    table = turbulence_table(sn)
+    assert layer_scores(sn) == score_layers(table, sn.choices)
+    frozen = list(sn.searchable[:4])
+    now = apply_decision(sn.choices, frozen, activations=True)
+    assert layer_scores(sn, now) == score_layers(table, now)
+    for mode in ("current", "full"):
+        log = SchedulerLog()
+        cfg = SchedulerConfig(score_candidates=mode, freeze_activations=True)
+        decided = schedule(sn, now, 0.0, cfg, log, step=7)
+        call = log.calls[0]
+        assert call.full_scores == score_layers(table, sn.choices)
+        assert call.scores == (call.full_scores if mode == "full" else score_layers(table, now))
+        assert decided == decide_frozen(call.scores, 0.5) and call.step == 7

@@ -576,6 +576,7 @@ def test_search_command_writes_the_folder_and_the_stage_record(tmp_path, monkeyp
     params = load_params(ROOT / "profiles/tiny.yaml")
     params["data"] |= {"train_size": 64, "score_size": 32, "calib_size": 32, "test_size": 64, "batch_size": 16}
     params["models"] = {"resnet20": {"width_mult": 0.25}}
+    params["replicates"]["other_models"] = []                      # a model that is not searched has no replicates
     params["oneshot"] |= {"train_size": 32, "num_random_paths": 0, "scheduler": False, "w_bit_choices": [2, 3],
                           "a_bit_choices": [2, 3]}                  # a short walk from W3A3
     params["search"] |= {"score_size": 8, "random_samples": 2, "evo_population": 2}
@@ -615,3 +616,43 @@ def test_search_command_writes_the_folder_and_the_stage_record(tmp_path, monkeyp
     assert torch.equal(run.labels, splits.test.labels) and run.scoring_images == 8 and run.seed == 0 and run.device == "cpu"
     judged = judge_retrained(run.results, run.labels)
     assert judged["resnet20"]["levels"][2.9]["retrained"]["verdict"]["n"] == 1
+
+
+@pytest.mark.timeout(20)
+def test_an_other_models_seeds_judge_c1_c6_and_f5_over_seeds(tmp_path):
+    """replicates.other_models: the main run (random and evolutionary search included) and each replicate of
+    ``checkpoints/model_replicates/<model>`` pool into C1, C6 and F5 verdicts over the seeds, paired per image where
+    the predictions were kept."""
+    from mpq.studies.search_results import load_model_seed_records, model_seeds_summary
+
+    results = {"mbv2": {"levels": {3.5: {"greedy": entry(0.80), "random": entry(0.76), "evolutionary": entry(0.78),
+                                         "retrained": {**entry(0.81), "epochs": 3, "no_retrain_minus_retrained": -0.01,
+                                                       "paired_se": 0.01}}}}}
+    metrics = {"supernet": {"mbv2": {"uniform": {"3": {"test_acc": 0.7}}}},
+               "baselines": {"mbv2": {"3": {"test_acc": 0.72}}}}
+    accs = {"greedy 3.5": 0.79, "random 3.5": 0.75, "evolutionary 3.5": 0.77, "retrained 3.5": 0.81,
+            "supernet W3A3": 0.7, "LSQ W3A3": 0.72}
+    for seed in (1, 2):
+        folder = tmp_path / "mbv2" / f"seed-{seed}"
+        write_json({"seed": seed, "model": "mbv2", "test_acc": accs, "test_images": IMAGES, "seconds": {},
+                    "gaps": {"3.5": {"no_retrain_minus_retrained": -0.02, "paired_se": 0.01}}}, folder / "result.json")
+        np.savez(folder / "predictions.npz", labels=np.zeros(IMAGES, dtype=np.int16),
+                 **{k: preds_for(v).numpy().astype(np.int16) for k, v in accs.items()})
+    records = load_model_seed_records(["mbv2"], 0, [1, 2], metrics["supernet"], metrics["baselines"], results, LABELS,
+                                      tmp_path)
+    assert [r["seed"] for r in records["mbv2"]] == [0, 1, 2]
+    assert {"random 3.5", "evolutionary 3.5"} <= set(records["mbv2"][0]["correct"])
+    out = model_seeds_summary(records)
+    assert out["models"]["mbv2"]["seeds"] == [0, 1, 2]
+    rows = {r["comparison"]: r for r in out["rows"]}
+    assert list(rows) == ["greedy 3.5 minus retrained", "supernet W3A3 minus LSQ alone", "greedy 3.5 minus random",
+                          "greedy 3.5 minus evolutionary"]
+    f5 = rows["greedy 3.5 minus random"]
+    assert f5["model"] == "mbv2" and f5["seeds"] == 3 and f5["pairing"] == "per image"
+    assert f5["verdict"]["per_seed"] == pytest.approx([4.0, 4.0, 4.0]) and f5["verdict"]["expected"] == 1
+    assert rows["greedy 3.5 minus retrained"]["verdict"]["per_seed"] == pytest.approx([-1.0, -2.0, -2.0])
+    assert rows["supernet W3A3 minus LSQ alone"]["verdict"]["expected"] == 0
+    assert out["note"].startswith("4 comparisons") and out["replicate_seconds"] == {"mbv2-1": {}, "mbv2-2": {}}
+    assert model_seeds_summary({})["rows"] == []
+    with pytest.raises(FileNotFoundError, match="seed-3"):
+        load_model_seed_records(["mbv2"], 0, [3], metrics["supernet"], metrics["baselines"], results, LABELS, tmp_path)

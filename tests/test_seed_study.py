@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from mpq.config import load_params
-from mpq.studies.seed_study import main_record, model_params
+from mpq.studies.model_bits import model_params
+from mpq.studies.seed_study import main_record
 
 
 def test_model_params_carry_the_models_own_bits_and_leave_the_input_alone(root):

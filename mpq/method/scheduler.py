@@ -5,8 +5,9 @@ bit-widths oscillate across rounding thresholds. The scheduler measures, per lay
 near a rounding threshold ("turbulence"), and takes the lowest weight candidate away from the most
 turbulent layers until its next call, so the rest can settle. Three steps, three functions:
 
-- measure: ``turbulence`` (one tensor, one bit-width) and ``layer_scores`` (every searchable layer of a
-  supernet, over its current weight candidates);
+- measure: ``turbulence`` (one tensor, one bit-width), ``turbulence_table`` (every searchable layer of a supernet at
+  each of its candidates) and ``score_layers`` (each layer's score over its current weight candidates, the paper's,
+  or over its full list, this package's variant: ``SchedulerConfig.score_candidates``, ``decision_scores``);
 - decide: ``decide_frozen`` is a pure function of the scores and the freeze ratio (``freeze_ratio``
   anneals it from 0.5 to 0.2 with a cosine over training); ``frozen_count`` says how many layers that is;
 - apply: ``apply_decision`` turns the decision into each layer's candidates, which sampling
@@ -34,6 +35,7 @@ from mpq.method.quantizer import int_range
 
 Choices = tuple[tuple[int, ...], tuple[int, ...]]      # (weight candidates, activation candidates)
 ROUNDINGS = ("floor", "round")                         # how a freeze ratio becomes a number of layers
+SCORE_CANDIDATES = ("current", "full")                 # which weight candidates a layer's score averages over
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,11 @@ class SchedulerConfig:
     two conflict, persistence wins (DESIGN.md section 2) and the run has fewer calls.
 
     ``count_rounding``: how many of n layers a ratio r freezes, ``"floor"`` (official ``int(n * r)``) or
-    ``"round"``. ``freeze_activations``: whether a frozen layer also loses its lowest activation candidate (the
+    ``"round"``. ``score_candidates``: a layer's score averages turbulence over its ``"current"`` weight candidates
+    (the paper's and the official code's: a layer frozen by the previous call is scored without its lowest
+    bit-width, whose term is usually the largest, so it tends to drop out of the next decision and the frozen sets
+    rotate) or over its ``"full"`` candidate list (this package's variant, not the paper's: a frozen layer keeps the
+    score it would have, so a decision can persist while its turbulence does). ``freeze_activations``: whether a frozen layer also loses its lowest activation candidate (the
     official ResNet config; ``apply_decision``); None until resolved for a model (``OneShotConfig.for_model``).
     """
 
@@ -62,6 +68,7 @@ class SchedulerConfig:
     ratio_end: float = 0.2             # ... at the end of training (paper: 0.2)
     band: float = 0.125                # "near a threshold": within band * step size (paper: 0.125)
     count_rounding: str = "floor"      # layers frozen: floor(r * n) (official int(n * r)) or "round"
+    score_candidates: str = "current"  # scores over the current weight candidates (paper) or the "full" list
     freeze_activations: bool | None = None   # frozen layers lose their lowest activation candidate too
 
     def __post_init__(self) -> None:
@@ -77,6 +84,9 @@ class SchedulerConfig:
             raise ValueError(f"scheduler.band must lie in (0, 0.5), got {self.band!r}")
         if self.count_rounding not in ROUNDINGS:
             raise ValueError(f"scheduler.count_rounding must be one of {list(ROUNDINGS)}, got {self.count_rounding!r}")
+        if self.score_candidates not in SCORE_CANDIDATES:
+            raise ValueError(f"scheduler.score_candidates must be one of {list(SCORE_CANDIDATES)} (current: the "
+                             f"paper's), got {self.score_candidates!r}")
         if self.freeze_activations not in (True, False, None):
             raise ValueError("scheduler.freeze_activations must be true, false or null (the model family's), "
                              f"got {self.freeze_activations!r}")
@@ -132,19 +142,47 @@ def turbulence(weight: Tensor, step_size: float, bits: int, band: float = 0.125)
     return float(((v - nearest).abs() < band).float().mean())
 
 
-def layer_scores(supernet, candidates: Mapping[str, Choices] | None = None, band: float = 0.125) -> dict[str, float]:
-    """Turbulence score per searchable layer: mean over its current weight candidates b of turbulence / b."""
+def turbulence_table(supernet, band: float = 0.125) -> dict[str, dict[int, float]]:
+    """Turbulence of every searchable layer's weights at each of its full weight candidates: layer -> {bits: value}."""
     from mpq.method.layers import quant_layers
 
-    cands = candidates or supernet.choices
     layers = quant_layers(supernet.model)
-    scores = {}
+    table = {}
     for name in supernet.searchable:
         layer = layers[name]
         steps = layer.weight_quantizer.step_size
-        bits = cands[name][0]
-        scores[name] = sum(turbulence(layer.weight, float(steps[str(b)].detach()), b, band) / b for b in bits) / len(bits)
-    return scores
+        table[name] = {b: turbulence(layer.weight, float(steps[str(b)].detach()), b, band)
+                       for b in supernet.choices[name][0]}
+    return table
+
+
+def score_layers(table: Mapping[str, Mapping[int, float]], candidates: Mapping[str, Choices]) -> dict[str, float]:
+    """Each layer's score: the mean over its weight candidates b in ``candidates`` of turbulence / b (``table``:
+    ``turbulence_table``). Pass each layer's current candidates for the paper's score, its full list for the
+    full-candidate score (``SchedulerConfig.score_candidates``).
+
+    >>> table = {"a": {2: 0.5, 3: 0.375}, "b": {2: 0.125, 3: 0.375}}
+    >>> score_layers(table, {"a": ((2, 3), (2,)), "b": ((2, 3), (2,))})
+    {'a': 0.1875, 'b': 0.09375}
+    >>> score_layers(table, {"a": ((3,), (2,)), "b": ((2, 3), (2,))})     # a frozen: its 2-bit term is gone
+    {'a': 0.125, 'b': 0.09375}
+    """
+    return {name: sum(turb[b] / b for b in candidates[name][0]) / len(candidates[name][0])
+            for name, turb in table.items()}
+
+
+def decision_scores(table: Mapping[str, Mapping[int, float]], full: Mapping[str, Choices],
+                    current: Mapping[str, Choices], score_candidates: str = "current") -> dict[str, float]:
+    """The scores a scheduler call decides on: over each layer's ``current`` candidates (``"current"``, the paper's)
+    or its ``full`` list (``"full"``, this package's variant, under which a frozen layer keeps its score)."""
+    if score_candidates not in SCORE_CANDIDATES:
+        raise ValueError(f"score_candidates must be one of {list(SCORE_CANDIDATES)}, got {score_candidates!r}")
+    return score_layers(table, full if score_candidates == "full" else current)
+
+
+def layer_scores(supernet, candidates: Mapping[str, Choices] | None = None, band: float = 0.125) -> dict[str, float]:
+    """Turbulence score per searchable layer: mean over its current weight candidates b of turbulence / b."""
+    return score_layers(turbulence_table(supernet, band), candidates or supernet.choices)
 
 
 def frozen_count(layers: int, ratio: float, rounding: str = "floor") -> int:
@@ -427,6 +465,27 @@ def schedule_summary(calls: Sequence[SchedulerCall], total_steps: int) -> dict:
             "refrozen_by_full_scores": [frozen_overlap(c.frozen, f)[1] for c, f in zip(calls, full_decisions)][1:],
             "frozen_lowest_points": [list(p) for p in sorted({tuple(p) for c in calls
                                                               for p in c.frozen_lowest.values()})]}
+
+
+def overlap_against_chance(calls: Sequence[SchedulerCall]) -> dict | None:
+    """Whether consecutive decisions keep the same layers frozen more than chance would: the mean number of layers
+    two consecutive frozen sets share, against the mean that two random decisions of the same sizes would share
+    (the hypergeometric mean ``k1 k2 / n``, ``chance_overlap``), their difference and ratio, and how many pairs of
+    calls there are. None for a run with fewer than two calls (nothing to compare).
+
+    >>> calls = [SchedulerCall(s, 0.5, f, {n: 0.0 for n in "abcd"}, {}, {}) for s, f in
+    ...          ((0, ("a", "b")), (10, ("a", "b")), (20, ("a", "c")))]
+    >>> overlap_against_chance(calls)
+    {'pairs': 2, 'mean_overlap': 1.5, 'mean_chance_overlap': 1.0, 'excess': 0.5, 'ratio': 1.5, 'above_chance': True}
+    """
+    if len(calls) < 2:
+        return None
+    layers = len(calls[0].scores)
+    shared = [frozen_overlap(a.frozen, b.frozen)[0] for a, b in zip(calls, calls[1:])]
+    chance = [chance_overlap(len(a.frozen), len(b.frozen), layers) for a, b in zip(calls, calls[1:])]
+    mean, expected = sum(shared) / len(shared), sum(chance) / len(chance)
+    return {"pairs": len(shared), "mean_overlap": mean, "mean_chance_overlap": expected, "excess": mean - expected,
+            "ratio": mean / expected if expected > 0 else None, "above_chance": mean > expected}
 
 
 def schedule_design(total_steps: int, cfg: SchedulerConfig, ema_decay: float) -> dict:

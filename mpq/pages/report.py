@@ -272,7 +272,8 @@ def flip_table(m: dict) -> VerdictTable | None:
                         ab["flip_verdicts"]["note"]) if rows else None
 
 
-CELL_NAMES = {"sched": "scheduler", "idm": "IDM", "both": "scheduler and IDM"}
+CELL_NAMES = {"sched": "scheduler", "idm": "IDM", "both": "scheduler and IDM",
+              "sched_full": "scheduler scoring full candidates (this package's variant)", "plain": "plain"}
 
 
 # Table 6 of the paper, ResNet-18 on ImageNet: top-1 gained over the plain supernet (points)
@@ -296,7 +297,8 @@ def excluded_sizes(rows: Sequence[Judged]) -> str:
 
 def t6_table(m: dict) -> VerdictTable | None:
     ab = m.get("ablation", {})
-    rows = _stored(ab.get("t6"), lambda r: f"{CELL_NAMES.get(r['cell'], r['cell'])} minus plain",
+    rows = _stored(ab.get("t6"), lambda r: f"{CELL_NAMES.get(r['cell'], r['cell'])} minus "
+                                           f"{CELL_NAMES.get(r.get('reference', 'plain'), r.get('reference'))}",
                    lambda r: r["metric"])
     return VerdictTable(f"T6: each cell minus the plain supernet, top-1 points, ResNet-20, {len(ab.get('seeds', []))} "
                         f"seeds ({PAPER_T6_TEXT})", rows,
@@ -630,6 +632,8 @@ STAGES = [("fp_train", "01_fp_train", "FP checkpoints every other stage starts f
           ("supernet", "02_supernet", "the supernets; C1's uniform rows"),
           ("baselines", "03_baselines", "uniform LSQ models trained alone (T2-T4 rows)"),
           ("replicate@<seed>", None, "ResNet-20's T2 rows again for each extra training seed"),
+          ("model_replicate@<model>-<seed>", None,
+           "MobileNetV2's and EfficientNet-Lite's C1, C6 and F5 rows again for each extra training seed"),
           ("budget@<factor>", None, "ResNet-20's T2 rows with every training's epochs multiplied (F7)"),
           ("search_study", None, "the search settings and equal-compute search baselines on ResNet-20 (S1)"),
           ("search", "04_search", "T2-T4, T2 with seeds, F5, F6, F7, S1, A1's times"),
@@ -674,6 +678,9 @@ def stage_times(m: dict, envs: dict) -> dict:
     reps = m.get("search", {}).get("seeds", {}).get("replicate_seconds", {})
     if reps:
         out["replicate@<seed>"] = sum(sum(v.values()) for v in reps.values())
+    others = m.get("search", {}).get("model_seeds", {}).get("replicate_seconds", {})
+    if others:
+        out["model_replicate@<model>-<seed>"] = sum(sum(v.values()) for v in others.values())
     budget = m.get("search", {}).get("budget", {}).get("seconds", {})
     if budget:
         out["budget@<factor>"] = sum(sum(v.values()) for v in budget.values())

@@ -7,10 +7,15 @@ epoch (``ablation.train_size``), with its own training seed; the data split is t
 so every run is scored and tested on the same images and runs compare pairwise. It records:
 
 - the oscillation of the integer weight levels at 4-6 bits during training (``OscillationMonitor``);
+- with a scheduler, every call's decision and scores (``SchedulerLog``) and whether consecutive frozen sets share
+  more layers than two random decisions of the same sizes would (``frozen_overlap``: mean overlap against the
+  hypergeometric mean ``k1 k2 / n``); the cell ``sched_full`` is this package's scheduler variant, not the paper's:
+  scores over the full candidate list, so a decision can persist;
 - test predictions at the run's own lowest point (each layer at its lowest current weight and activation
   candidates, the scheduler's last decision applied: W3A3 on a frozen ResNet layer), at uniform W2A2 (which
   ignores that decision; shown beside only) and W3A3, and for the greedy no-retraining configuration at each
-  of ``ablation.levels`` (searched on the held-out scoring images, within the scheduler's last decision);
+  of ``ablation.levels`` (searched on the first ``ablation.score_size`` held-out scoring images, within the
+  scheduler's last decision);
 - the distortion of BN outputs at the own lowest point against the max path on calibration images, per
   layer (and at the uniform lowest point, beside it), and a sample of one layer's values for the density
   figure (F3/F4);
@@ -52,7 +57,7 @@ from mpq.training.recipe import OneShotConfig
 from mpq.training.oneshot import (build_supernet, checkpoint_candidates, load_supernet, run_meta, train_oneshot,
                                   training_subset)
 from mpq.method.oscillation import WindowMonitor, window_starts
-from mpq.method.scheduler import Choices, OscillationMonitor, SchedulerLog, schedule_design
+from mpq.method.scheduler import Choices, OscillationMonitor, SchedulerLog, overlap_against_chance, schedule_design
 from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
 from mpq.method.supernet import Supernet
@@ -67,15 +72,19 @@ log = logging.getLogger(__name__)
 def cell_config(cfg: OneShotConfig, cell: str, train_size: int, *, epochs: int | None = None,
                 sched_min_steps: int | None = None, lr: float | None = None,
                 step_lr: float | None = None) -> OneShotConfig:
-    """The one-shot recipe of an ablation cell: ``cfg`` with the cell's switches and ``train_size``, and the
+    """The one-shot recipe of an ablation cell: ``cfg`` with the cell's switches (scheduler, IDM, how the scheduler
+    scores: ``sched_full`` over the full candidate list, the others over the current ones) and ``train_size``, and the
     ablation's run length (``epochs``), scheduler spacing (``sched_min_steps``) and learning rates (``lr``,
     ``step_lr``) where given (None: ``cfg``'s)."""
     switches = {"plain": (False, False), "sched": (True, False), "idm": (False, True), "both": (True, True),
-                "no2bit": (False, False)}
+                "no2bit": (False, False), "sched_full": (True, False)}
     if cell not in switches:
         raise ValueError(f"unknown ablation cell {cell!r}; choose one of {list(switches)}")
     scheduler, idm = switches[cell]
     changes = {"scheduler": scheduler, "idm": idm, "train_size": train_size}
+    # sched_full is this package's variant (scores over the full candidate list, so a decision can persist); every
+    # other cell scores as the paper does, whatever the oneshot section says
+    changes["sched_score_candidates"] = "full" if cell == "sched_full" else "current"
     if epochs is not None:
         changes["epochs"] = epochs
     if sched_min_steps is not None:
@@ -159,9 +168,13 @@ def greedy_configs(ema: Supernet, candidates: Mapping[str, Choices], score_set: 
     return configs, searched, time.perf_counter() - start
 
 
-def score_subset(splits: Splits, search_cfg: SearchConfig) -> ImageSet:
-    """The held-out scoring images the greedy search uses (a prefix of the scoring subset)."""
-    return splits.score.subset(torch.arange(min(search_cfg.score_size, len(splits.score))))
+def score_subset(splits: Splits, size: int) -> ImageSet:
+    """The held-out scoring images the greedy search uses: the first ``size`` of the scoring subset
+    (``ablation.score_size``), refused when the subset (``data.score_size``) holds fewer."""
+    if size > len(splits.score):
+        raise ValueError(f"ablation.score_size {size} exceeds the {len(splits.score)} held-out scoring images "
+                         "(data.score_size); lower it or raise data.score_size")
+    return splits.score.subset(torch.arange(size))
 
 
 def check_schedule(design: Mapping, min_calls: int, cell: str) -> None:
@@ -226,6 +239,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
         except ValueError as exc:
             raise ValueError(f"ablation.windows {ab.windows} x window_steps {ab.window_steps}: {exc}") from None
     evaluated = evaluation_images(params, splits, ab.extra_eval_images)
+    score_set = score_subset(splits, ab.score_size)
     check_extra_configs(ab, cfg, cell)
     work.mkdir(parents=True, exist_ok=True)             # after the refusals: a refused design leaves nothing behind
     classes = len(splits.train.classes)
@@ -258,8 +272,7 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     configs["lowest"] = ema.min_config(run.candidates())
     search_seconds, searched = 0.0, {}
     if cell != "no2bit":
-        greedy, searched, search_seconds = greedy_configs(ema, run.candidates(), score_subset(splits, search_cfg),
-                                                          ab.levels, search_cfg)
+        greedy, searched, search_seconds = greedy_configs(ema, run.candidates(), score_set, ab.levels, search_cfg)
         configs |= greedy
     # the configurations of extra_eval_configs see the held-out training images too, the others the test set,
     # which comes first: every prediction array is a prefix of ``labels``
@@ -277,13 +290,16 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
               "lr": cfg.lr, "step_lr": cfg.step_lr,
               "scheduler": cfg.scheduler, "idm": cfg.idm,
               "w_bit_choices": list(cfg.w_bit_choices), "train_seconds": round(run.seconds, 1),
-              "search_seconds": round(search_seconds, 1), "eval_seconds": round(time.perf_counter() - eval_start, 1),
+              "search_seconds": round(search_seconds, 1), "score_size": ab.score_size,
+              "eval_seconds": round(time.perf_counter() - eval_start, 1),
               "device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "test_images": len(evaluated), "test_acc": accuracy, "searched": searched,
               "eval_images": {"test": len(splits.test), "held_out_training": len(evaluated) - len(splits.test),
                               "configs_on_held_out": [n for n in configs if n in ab.extra_eval_configs]},
               "frozen_at_end": run.frozen, "oscillation": monitor.as_dict(),
               "schedule_design": design, "scheduler_log": sched_log.as_dict(total_steps),
+              "sched_score_candidates": cfg.sched_score_candidates if cfg.scheduler else None,
+              "frozen_overlap": overlap_against_chance(sched_log.calls),
               "oscillation_windows": windows.as_dict() if windows is not None else None,
               "bn_distortion": distortion, "distortion_sample_layer": sample_layer,
               "low_config": "each layer's lowest current weight and activation candidates (the scheduler's last "
@@ -301,12 +317,14 @@ def run_cell(params: Mapping, cell: str, seed: int, out: str | Path, *, progress
     return result
 
 
-def search_in_space(params: Mapping, run_dir: str | Path, space_of: str | Path, out: str | Path | None = None) -> dict:
+def search_in_space(params: Mapping, run_dir: str | Path, space_of: str | Path, out: str | Path | None = None, *,
+                    score_size: int | None = None) -> dict:
     """The T6 confound separated: the trained supernet of ``run_dir`` (e.g. ``plain-0``) searched inside the final
     space of the run ``space_of`` (e.g. ``sched-0``: its scheduler's last decision applied), with the same
     scoring, calibration and evaluation images as the runs. A sched cell minus plain searched in sched's own
     space is then the training effect at a fixed space; plain in sched's space minus plain in its own is the
-    space's share.
+    space's share. ``score_size``: the scoring images (None: ``ablation.score_size``); the pilot searches a run in
+    its own space (``space_of`` = ``run_dir``) at each of ``ablation.pilot.score_options`` this way.
 
     Returns (and, with ``out``, writes as ``out/result.json`` and ``out/predictions.npz``, which holds
     ``labels`` and one array per greedy level) the searched configurations, their accuracy on the evaluation
@@ -324,13 +342,14 @@ def search_in_space(params: Mapping, run_dir: str | Path, space_of: str | Path, 
     ema = load_supernet(run_dir / "supernet.pt", data=splits.identity)   # the same data split, or refused
     place(ema, pick_device())        # channels_last, as trained and searched in run_cell: the same float sums
     candidates = checkpoint_candidates(space_of / "supernet.pt", ema)     # its last decision, as it froze
-    configs, searched, seconds = greedy_configs(ema, candidates, score_subset(splits, search_cfg), ab.levels,
-                                                search_cfg)
+    size = ab.score_size if score_size is None else score_size
+    configs, searched, seconds = greedy_configs(ema, candidates, score_subset(splits, size), ab.levels, search_cfg)
     evaluated = evaluation_images(params, splits, ab.extra_eval_images)
     preds = {name: test_predictions(ema, c, splits.calib, evaluated if name in ab.extra_eval_configs else splits.test,
                                     batch_size=eval_cfg.batch_size) for name, c in configs.items()}
     result = {"cell": own["cell"], "seed": own["seed"], "space_of": {"cell": other["cell"], "seed": other["seed"]},
               "frozen": list(other["frozen_at_end"]), "searched": searched, "search_seconds": round(seconds, 1),
+              "score_size": size,
               "test_images": len(evaluated), "eval_images": {n: len(p) for n, p in preds.items()},
               "test_acc": {name: float((p == evaluated.labels[:len(p)]).float().mean()) for name, p in preds.items()}}
     if out is not None:
@@ -414,7 +433,7 @@ def _space_run(params: Mapping, run_dir: str, space_of: str, out: str) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpq.studies.ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, help="training seed: with --cell one run, without it the seed's block")
-    parser.add_argument("--cell", help="plain, sched, idm, both or no2bit: one run only")
+    parser.add_argument("--cell", help="plain, sched, idm, both, no2bit or sched_full: one run only")
     parser.add_argument("--out", required=True, help="output folder (replaced when the run or block completes)")
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--jobs", type=int, help="a block's runs at a time (default: ablation.jobs)")

@@ -17,11 +17,13 @@ settings unchanged. What the bit-width scheduler takes from a frozen layer is a 
 in its registry entry (``mpq.models``, ``shared_candidates``; ``oneshot.sched_freeze_activations`` overrides it).
 
 Notebooks 02-04 (and 06 for its model) read this section, and so does ``mpq.studies.seed_study`` (a model's main-table
-rows over extra seeds, outside ``dvc repro``); the single-model DVC studies (``replicates``, ``search_study``,
+rows over extra seeds, outside ``dvc repro``), and so do the replicates of ``replicates.other_models``
+(``model_params``); the single-model DVC studies (``replicates.model``'s replicates, ``search_study``,
 ``ablation``) train the shared candidates, so their model must not be listed (``check_shared``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -94,3 +96,24 @@ def check_shared(section: Mapping[str, Any] | None, names: Sequence[str], where:
             raise ValueError(f"{where}: model {name!r} has its own entry in model_bits, but that study trains "
                              "the shared candidates (oneshot.w_bit_choices, a_bit_choices); choose a model not "
                              "listed in model_bits")
+
+
+def model_params(params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """``params`` with ``model`` as the replicated model (``replicates.model``, and out of ``other_models``) and its
+    ``model_bits`` written into the shared sections (candidates, uniform evaluation levels, LSQ baselines, search
+    levels and start): how ``replicates.run_replicate`` trains an other model and ``seed_study`` any model."""
+    if model not in params["models"]:
+        raise ValueError(f"model {model!r} is not in the models section {list(params['models'])}")
+    own = model_bits(params.get("model_bits"), model)
+    cfg = own.oneshot(from_dict(OneShotConfig, params["oneshot"], "oneshot"))
+    search = own.search(from_dict(SearchConfig, params["search"], "search"))
+    search.check_candidates(cfg.w_bit_choices, cfg.a_bit_choices)
+    out = copy.deepcopy(dict(params))
+    others = [m for m in out["replicates"].get("other_models", []) if m != model]     # the model is now the replicated one
+    out["replicates"] = {**out["replicates"], "model": model} | ({"other_models": others}
+                                                                if "other_models" in out["replicates"] else {})
+    out["oneshot"] |= {"w_bit_choices": list(cfg.w_bit_choices), "a_bit_choices": list(cfg.a_bit_choices)}
+    out["evaluation"] |= {"levels": list(own.evaluation(from_dict(EvalConfig, params["evaluation"], "evaluation")).levels)}
+    out["baselines"] |= {"levels": list(own.baseline_levels(from_dict(BaselineConfig, params["baselines"], "baselines")))}
+    out["search"] |= {"levels": list(search.levels), "start_bits": search.start_bits}
+    return out

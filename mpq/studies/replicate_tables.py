@@ -35,6 +35,8 @@ from mpq.studies.stats import Verdict, mean_sd_half, paired_verdict, unpaired_se
 
 RETRAIN_EXPECTED = 1         # C6: no-retrain minus retrained >= 0 (see the module docstring)
 UNIFORM_EXPECTED = 0         # supernet at uniform bits minus LSQ alone: the paper states no direction
+SAMPLING_EXPECTED = 1        # F5: the paper's greedy search finds better configurations than random or evolutionary
+SAMPLERS = ("random", "evolutionary")
 
 
 def main_run_record(model: str, seed: int, supernet: Mapping, baselines: Mapping, search: Mapping, *,
@@ -47,6 +49,7 @@ def main_run_record(model: str, seed: int, supernet: Mapping, baselines: Mapping
     gaps = {}
     for level, e in search[model]["levels"].items():
         acc[f"greedy {level}"] = e["greedy"]["test_acc"]
+        acc |= {f"{m} {level}": e[m]["test_acc"] for m in SAMPLERS if m in e}
         if "retrained" in e:
             acc[f"retrained {level}"] = e["retrained"]["test_acc"]
             gaps[level] = {k: e["retrained"][k] for k in ("no_retrain_minus_retrained", "paired_se")}
@@ -79,16 +82,35 @@ def load_budget_runs(root: str | Path, budgets: Sequence[int]) -> list[dict]:
     return [_read_run(Path(root) / f"x{b}", f"run `dvc repro budget@{b}` (or the whole pipeline)") for b in budgets]
 
 
-def record_comparisons(record: Mapping) -> list[tuple[str, str, str, int]]:
+def record_comparisons(record: Mapping, sampling: bool = False) -> list[tuple[str, str, str, int]]:
     """``(name, arm, reference, expected)`` of every comparison a record holds: each level's greedy configuration
-    minus the same configuration retrained, then each uniform bit-width's supernet minus LSQ alone."""
+    minus the same configuration retrained (C6), then each uniform bit-width's supernet minus LSQ alone (C1), and
+    with ``sampling`` each level's greedy configuration minus random and minus evolutionary search (F5)."""
     out = [(f"greedy {lv} minus retrained", f"greedy {lv}", f"retrained {lv}", RETRAIN_EXPECTED)
            for lv in record["gaps"]]
     for name in record["test_acc"]:
         lsq = "LSQ" + name[len("supernet"):]
         if name.startswith("supernet W") and lsq in record["test_acc"]:
             out.append((f"{name} minus LSQ alone", name, lsq, UNIFORM_EXPECTED))
+    if sampling:
+        out += [(f"greedy {lv} minus {m}", f"greedy {lv}", f"{m} {lv}", SAMPLING_EXPECTED)
+                for lv in record["gaps"] for m in SAMPLERS if f"{m} {lv}" in record["test_acc"]]
     return out
+
+
+def seed_comparisons(records: Sequence[Mapping]) -> list[dict]:
+    """C1, C6 and F5 over training seeds: every comparison of ``record_comparisons`` (with the samplers) that each
+    record holds, judged over the records (one per seed; ``comparison_verdict``: both noise sources), with the
+    per-seed values."""
+    rows = []
+    for what, arm, ref, expected in record_comparisons(records[0], sampling=True):
+        if not all(arm in r["test_acc"] and ref in r["test_acc"] for r in records):
+            continue
+        v = comparison_verdict(records, arm, ref, expected)
+        rows.append({"comparison": what, "seeds": len(records),
+                     "per seed (seed: points)": " / ".join(f"{r['seed']}: {d:+.2f}" for r, d in zip(records, v.per_seed)),
+                     "pairing": _pairing(records, arm, ref), "verdict": v.as_dict()})
+    return rows
 
 
 def _image_se(record: Mapping, arm: str, ref: str) -> float:

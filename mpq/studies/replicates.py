@@ -1,13 +1,20 @@
 """Replicates of the main results with other training seeds, for the verdicts of T2 (claim C6).
 
 The main stages (notebooks 02-04) train every model once, with ``seed``. A replicate repeats, for one
-model (``replicates.model``, ResNet-20 by default) and one other training seed, everything that model's
-T2 rows need, with exactly the same recipe and data split (the study's ``seed``; the same FP checkpoint):
+model and one other training seed, everything that model's T2 rows need, with exactly the same recipe and data
+split (the study's ``seed``; the same FP checkpoint). The models: ``replicates.model`` (ResNet-20 by default; its
+replicates also feed the search study and F7's budget runs) and each of ``replicates.other_models`` (MobileNetV2
+and EfficientNet-Lite by default), whose comparisons behind C1 (the uniform supernet against LSQ alone) and C6
+(no retraining against retrained, at each searched level) get the same seeds; an other model trains with its own
+bit-widths (``model_bits``, through ``model_bits.model_params``), as its main run does. A replicate holds:
 
 - the one-shot supernet (``oneshot``), evaluated at the uniform levels of ``evaluation.levels``;
 - uniform LSQ models trained alone at ``baselines.levels``;
 - the greedy no-retraining configuration at each of ``search.levels``, searched on the held-out scoring
   images within the scheduler's last decision;
+- random and evolutionary search on the same supernet at each level (``search.random_samples``,
+  ``search.evo_*``; one ``random.Random(seed)`` for both, as the search stage), so that F5's greedy-against-random
+  and evolutionary comparisons have the replicates' seeds too;
 - the same configurations retrained with the baselines' recipe, and per level the paired difference
   no-retrain minus retrained on the same test images.
 
@@ -27,6 +34,7 @@ main run.
 Command line (one DVC matrix stage per seed, and per budget)::
 
     python -m mpq.studies.replicates --seed 1 --out checkpoints/replicates/seed-1
+    python -m mpq.studies.replicates --model mobilenetv2_28 --seed 1 --out checkpoints/model_replicates/mobilenetv2_28/seed-1
     python -m mpq.studies.replicates --budget 2 --out checkpoints/budget/x2
 
 The folder appears whole or not at all (written beside its place and renamed); trainings resume.
@@ -36,6 +44,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import shutil
 import sys
 import time
@@ -56,7 +65,9 @@ from mpq.training.recipe import OneShotConfig
 from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, training_subset
 from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
+from mpq.search.sampling import evolutionary_search, random_search
 from mpq.studies.health import COLLAPSE_MARGIN, training_health
+from mpq.studies.model_bits import model_params
 from mpq.training.fp import evaluate, load_fp_model, pick_device
 
 log = logging.getLogger(__name__)
@@ -64,20 +75,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReplicateConfig:
-    """``replicates`` in params.yaml: which model's main results are repeated, with which training seeds,
+    """``replicates`` in params.yaml: which models' main results are repeated, with which training seeds,
     and at which multiples of the training budget (F7).
 
-    The main run's seed (``seed``) is not listed: it comes from the main stages and is pooled with these.
-    ``budgets``: factors (ints >= 2) on every training's epochs; each runs once, at the main run's seed.
+    The main run's seed (``seed``) is not listed: it comes from the main stages and is pooled with these, so
+    ``seeds`` of two give each model three. ``model`` is the one whose replicates also feed the search study and
+    the budget runs; ``other_models`` get the same seeds for their C1 and C6 comparisons (one DVC stage per model
+    and seed, ``model_replicate``). ``budgets``: factors (ints >= 2) on every training's epochs; each runs once, at
+    the main run's seed, for ``model``.
     """
 
     model: str = "resnet20"
     seeds: tuple[int, ...] = (1, 2)
     budgets: tuple[int, ...] = (2,)
+    other_models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "budgets", tuple(self.budgets))
+        object.__setattr__(self, "other_models", tuple(self.other_models))
+        if len(set(self.other_models)) != len(self.other_models) or self.model in self.other_models:
+            raise ValueError(f"replicates.other_models must be distinct models other than replicates.model "
+                             f"{self.model!r}, got {list(self.other_models)}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"replicates.seeds must be distinct, got {list(self.seeds)}")
         if len(set(self.budgets)) != len(self.budgets) or any(
@@ -86,10 +105,19 @@ class ReplicateConfig:
                              f"got {list(self.budgets)}")
 
 
-def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) -> dict:
-    """Train, search and retrain one seed of ``replicates.model`` with ``budget`` x every training's epochs;
+def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1, model: str | None = None) -> dict:
+    """Train, search and retrain one seed of ``model`` (None: ``replicates.model``; otherwise one of
+    ``replicates.other_models``, trained with its own ``model_bits``) with ``budget`` x every training's epochs;
     write ``out/`` (result.json, predictions.npz) and return the result."""
     rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
+    if model is not None and model != rep.model:
+        if model not in rep.other_models:
+            raise ValueError(f"model {model!r} is neither replicates.model {rep.model!r} nor one of "
+                             f"replicates.other_models {list(rep.other_models)}")
+        if budget != 1:
+            raise ValueError(f"budget runs train replicates.model {rep.model!r} only, not {model!r}")
+        params = model_params(params, model)       # its own candidates, levels and start; replicates.model = model
+        rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
     data_cfg = from_dict(DataConfig, params["data"], "data")
     eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
     base_cfg = from_dict(BaselineConfig, params["baselines"], "baselines")
@@ -134,9 +162,9 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
     predict("supernet lowest", ema, ema.min_config(run.candidates()))     # its own space: the decision applied
     score_set = splits.score.subset(torch.arange(min(search_cfg.score_size, len(splits.score))))
     targets = [level_bitops(table, level) for level in search_cfg.levels]
+    space, scorer = search_space(ema, run.candidates()), make_scorer(ema, score_set, metric=search_cfg.metric)
     start = time.perf_counter()
-    front = greedy_front(search_space(ema, run.candidates()), make_scorer(ema, score_set, metric=search_cfg.metric),
-                         lambda c: bitops(table, c), targets,
+    front = greedy_front(space, scorer, lambda c: bitops(table, c), targets,
                          [phase1_budget(table, t, a_bits=search_cfg.start_bits) for t in targets],
                          start_bits=search_cfg.start_bits, alpha=search_cfg.alpha)
     seconds["search"] = round(time.perf_counter() - start, 1)
@@ -145,6 +173,20 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
         predict(f"greedy {level}", ema, res.bit_cfg)
         searched[str(level)] = {"level": bitops_level(table, res.cost), "gbitops": res.cost / 1e9,
                                 "evaluations": res.evaluations, "bit_cfg": cfg_to_json(res.bit_cfg)}
+    # F5's baselines on this seed's supernet: one generator over the levels, in order, as the search stage
+    rng, start = random.Random(seed), time.perf_counter()
+    sampled = {}
+    for level, target in zip(search_cfg.levels, targets):
+        rnd = random_search(space, scorer, lambda c: bitops(table, c), target, num_samples=search_cfg.random_samples,
+                            rng=rng)
+        evo = evolutionary_search(space, scorer, lambda c: bitops(table, c), target,
+                                  population=search_cfg.evo_population, generations=search_cfg.evo_generations,
+                                  mutation_prob=search_cfg.evo_mutation_prob, rng=rng)
+        for method, res in (("random", rnd), ("evolutionary", evo)):
+            predict(f"{method} {level}", ema, res.bit_cfg)
+            sampled[f"{method} {level}"] = {"level": bitops_level(table, res.cost), "gbitops": res.cost / 1e9,
+                                            "evaluations": res.evaluations, "bit_cfg": cfg_to_json(res.bit_cfg)}
+    seconds["sampling"] = round(time.perf_counter() - start, 1)
     for bits in base_cfg.levels:
         lsq = fit(f"lsq_w{bits}a{bits}", cfg.baseline(bits))
         predict(f"LSQ W{bits}A{bits}", lsq.ema, lsq.ema.uniform_config(bits))
@@ -164,7 +206,7 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1) 
               "train_images": len(train), "test_images": len(labels), "device": str(device),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "seconds": seconds,
               "test_acc": {k: float((p == labels).float().mean()) for k, p in preds.items()},
-              "searched": searched, "gaps": gaps, "frozen_at_end": run.frozen, "health": health}
+              "searched": searched, "sampled": sampled, "gaps": gaps, "frozen_at_end": run.frozen, "health": health}
     np.savez(work / "predictions.npz", labels=labels.numpy().astype(np.int16),
              **{k: p.cpu().numpy().astype(np.int16) for k, p in preds.items()})
     write_json(result, work / "result.json")
@@ -179,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed of this replicate (default with --budget: the main run's `seed`)")
     parser.add_argument("--budget", type=int, default=1, help="factor on every training's epochs (F7; default 1)")
+    parser.add_argument("--model", default=None,
+                        help="one of replicates.other_models (default: replicates.model)")
     parser.add_argument("--out", required=True, help="output folder (replaced when the run completes)")
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
@@ -192,6 +236,13 @@ def _run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
     check_output(args.out, folder=True, inputs=[args.params, "checkpoints/fp"])
+    if args.model is not None and args.model != rep.model and args.model not in rep.other_models:
+        print(f"error: model {args.model!r} is neither replicates.model {rep.model!r} nor in replicates.other_models "
+              f"{list(rep.other_models)} of {args.params}", file=sys.stderr)
+        return 2
+    if args.budget != 1 and args.model not in (None, rep.model):
+        print(f"error: a budget run trains replicates.model {rep.model!r}; leave out --model", file=sys.stderr)
+        return 2
     if args.budget == 1:
         if args.seed not in rep.seeds:
             print(f"error: seed {args.seed} is not in replicates.seeds {list(rep.seeds)} of {args.params}",
@@ -207,8 +258,9 @@ def _run(args: argparse.Namespace) -> int:
                   "leave out --seed", file=sys.stderr)
             return 2
         args.seed = params["seed"]
-    result = run_replicate(params, args.seed, args.out, budget=args.budget)
-    log.info("seed %d, budget x%d: %s", args.seed, args.budget, {k: round(100 * v, 2) for k, v in result["test_acc"].items()})
+    result = run_replicate(params, args.seed, args.out, budget=args.budget, model=args.model)
+    log.info("%s seed %d, budget x%d: %s", result["model"], args.seed, args.budget,
+             {k: round(100 * v, 2) for k, v in result["test_acc"].items()})
     return 0
 
 

@@ -1,8 +1,8 @@
 """How much of a greedy level's accuracy in the ablation is the search's own noise (docs/method.md, section 5,
 "The greedy levels' search noise").
 
-The ablation's greedy configurations are searched on ``search.score_size`` scoring images (128 in the default
-profile). A different 128 images can lead the walk to another configuration, and that spread joins every seed's
+The ablation's greedy configurations are searched on ``ablation.score_size`` scoring images (128 when this study
+was run). A different 128 images can lead the walk to another configuration, and that spread joins every seed's
 difference between two cells. This study measures it: each plain supernet (trained here with the ablation's own
 settings, ``mpq.studies.ablation.run_cell``, or taken from a finished ablation block) is searched again on
 disjoint slices of the held-out scoring images at several sizes, and every configuration found is evaluated on
@@ -89,7 +89,7 @@ def research_run(params: Mapping, run_dir: str | Path, designs: Sequence[tuple[i
     evaluated = evaluation_images(params, splits, ab.extra_eval_images)
     record = {"cell": own["cell"], "seed": own["seed"], "device": own["device"],
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "eval_images": len(evaluated),
-              "own_search": {"score_size": search_cfg.score_size, "test_acc": own["test_acc"],
+              "own_search": {"score_size": ab.score_size, "test_acc": own["test_acc"],
                              "seconds": own["search_seconds"]},
               "searches": []}
     for size, k in designs:

@@ -21,14 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mpq.studies.replicate_tables import (RETRAIN_EXPECTED, budget_points, budget_rows, load_budget_runs,
-                                          load_replicates, main_run_record, pool_gaps, seed_rows)
+from mpq.studies.replicate_tables import (RETRAIN_EXPECTED, SAMPLING_EXPECTED, budget_points, budget_rows,
+                                          load_budget_runs, load_replicates, main_run_record, pool_gaps,
+                                          seed_comparisons, seed_rows)
 from mpq.studies.search_runs import METHODS
 from mpq.studies.search_study import EQUAL_COMPUTE
 from mpq.studies.stats import json_ready, paired_verdict, rows_note, verdict
 from mpq.training.checkpoint import write_json
-
-SAMPLING_EXPECTED = 1        # F5: the paper's greedy search finds better configurations than random or evolutionary
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,11 +191,35 @@ def load_seed_records(model: str, seed: int, seeds: Sequence[int], sn_metrics: M
     the test images, ``labels``) in a replicate's shape, then each replicate of ``seeds`` (``root/seed-<s>``, with
     its predictions), so the gaps pair over images exactly."""
     levels = {str(lv): e for lv, e in results[model]["levels"].items()}
-    correct = {f"{arm} {lv}": (e[arm]["preds"] == labels).numpy()
-               for lv, e in levels.items() for arm in ("greedy", "retrained") if "preds" in e.get(arm, {})}
+    correct = {f"{arm} {lv}": (e[arm]["preds"] == labels).numpy() for lv, e in levels.items()
+               for arm in ("greedy", "retrained", *METHODS[1:]) if "preds" in e.get(arm, {})}
     main = main_run_record(model, seed, sn_metrics, base_metrics, {model: {"levels": levels}},
                            test_images=len(labels), correct=correct)
     return [main, *load_replicates(root, seeds)]
+
+
+def load_model_seed_records(models: Sequence[str], seed: int, seeds: Sequence[int], sn_metrics: Mapping,
+                            base_metrics: Mapping, results: Mapping[str, Mapping], labels: torch.Tensor,
+                            root: str | Path = "checkpoints/model_replicates") -> dict[str, list[dict]]:
+    """``load_seed_records`` of each model of ``replicates.other_models``: its main run and its replicates
+    (``root/<model>/seed-<s>``, the ``model_replicate`` stages); model -> records."""
+    return {m: load_seed_records(m, seed, seeds, sn_metrics, base_metrics, results, labels, Path(root) / m)
+            for m in models}
+
+
+def model_seeds_summary(records: Mapping[str, Sequence[Mapping]]) -> dict:
+    """search.json's "model_seeds" section: per model of ``replicates.other_models`` (``records``:
+    ``load_model_seed_records``) the seeds, every row's spread over them and the C1, C6 and F5 comparisons judged
+    over them (``seed_comparisons``); then every model's comparisons in one table (``rows``, with the model), its
+    note, and each replicate's seconds ("<model>-<seed>", for the entry page's timing table)."""
+    models, flat = {}, []
+    for model, recs in records.items():
+        rows = seed_comparisons(recs)
+        models[model] = {"seeds": [r["seed"] for r in recs], "rows": seed_rows(recs), "comparisons": rows}
+        flat += [{"model": model, **r} for r in rows]
+    seconds = {f"{model}-{r['seed']}": r["seconds"] for model, recs in records.items() for r in recs[1:]}
+    return json_ready({"models": models, "rows": flat, "note": rows_note(flat) if flat else
+                       "no model of replicates.other_models in this profile", "replicate_seconds": seconds})
 
 
 def seed_tables(records: Sequence[Mapping]) -> tuple[pd.DataFrame, list[dict]]:
@@ -208,8 +231,10 @@ def seed_tables(records: Sequence[Mapping]) -> tuple[pd.DataFrame, list[dict]]:
 def seeds_summary(model: str, records: Sequence[Mapping], table: pd.DataFrame, pooled: Sequence[Mapping]) -> dict:
     """search.json's "seeds" section: the seeds, T2 over seeds, the pooled gaps with their note and the
     replicates' seconds."""
+    comparisons = seed_comparisons(records)
     return json_ready({"model": model, "seeds": [r["seed"] for r in records],
                        "rows": table.to_dict(orient="records"), "gaps": list(pooled), "note": rows_note(pooled),
+                       "comparisons": comparisons, "comparisons_note": rows_note(comparisons) if comparisons else "",
                        "replicate_seconds": {str(r["seed"]): r["seconds"] for r in records[1:]}})
 
 

@@ -105,6 +105,9 @@ def validate_sections(data: Mapping, models: Mapping, bits_section: Mapping | No
     for name, c in model_cfg.items():
         model_search[name].check_candidates(c.w_bit_choices, c.a_bit_choices)
     check_shared(bits_section, [rep_cfg.model], "replicates.model (the replicate, budget and search_study stages)")
+    unknown = sorted(set(rep_cfg.other_models) - {s.name for s in specs})
+    if unknown:
+        raise ValueError(f"replicates.other_models {unknown} are not in the models section {[s.name for s in specs]}")
     return Sections(data_cfg, cfg, eval_cfg, search_cfg, rep_cfg, specs, model_cfg, model_search)
 
 

@@ -4,7 +4,7 @@ The ``replicate`` stages repeat ResNet-20's T2 rows with other seeds inside ``dv
 same for any model of the ``models`` section, outside the pipeline (it is too long for the 2-core budget of
 every run), and honours ``model_bits``: MobileNetV2's replicates train candidates {3..6} and search its levels
 4 and 3.5, as its main run does. Each seed runs ``mpq.studies.replicates.run_replicate`` on the study's params with the
-model's settings written into the shared sections (``model_params``), so the recipe, split and FP checkpoint
+model's settings written into the shared sections (``model_bits.model_params``), so the recipe, split and FP checkpoint
 are the main run's and only the training seed differs. The main run's numbers are read from
 ``reports/metrics`` (run ``dvc repro search`` first) and pooled with the new seeds: per row the mean and SD
 over seeds, per level no-retrain minus retrained judged with both noise sources
@@ -20,44 +20,24 @@ The result is written atomically; the machine is recorded with it.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import torch
 
 from mpq.training.checkpoint import check_output, run_command, write_json
-from mpq.config import BaselineConfig, EvalConfig, SearchConfig, from_dict, load_params
-from mpq.studies.model_bits import model_bits
-from mpq.training.recipe import OneShotConfig
+from mpq.config import load_params
+from mpq.studies.model_bits import model_params
 from mpq.studies.replicate_tables import main_run_record, pool_gaps, seed_rows
 from mpq.studies.replicates import run_replicate
 from mpq.studies.stats import json_ready, rows_note
 
 log = logging.getLogger(__name__)
-
-
-def model_params(params: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """``params`` with ``model`` as the replicated model and its ``model_bits`` written into the shared sections
-    (candidates, uniform evaluation levels, LSQ baselines, search levels and start)."""
-    if model not in params["models"]:
-        raise ValueError(f"model {model!r} is not in the models section {list(params['models'])}")
-    own = model_bits(params.get("model_bits"), model)
-    cfg = own.oneshot(from_dict(OneShotConfig, params["oneshot"], "oneshot"))
-    search = own.search(from_dict(SearchConfig, params["search"], "search"))
-    search.check_candidates(cfg.w_bit_choices, cfg.a_bit_choices)
-    out = copy.deepcopy(dict(params))
-    out["replicates"] = {**out["replicates"], "model": model}
-    out["oneshot"] |= {"w_bit_choices": list(cfg.w_bit_choices), "a_bit_choices": list(cfg.a_bit_choices)}
-    out["evaluation"] |= {"levels": list(own.evaluation(from_dict(EvalConfig, params["evaluation"], "evaluation")).levels)}
-    out["baselines"] |= {"levels": list(own.baseline_levels(from_dict(BaselineConfig, params["baselines"], "baselines")))}
-    out["search"] |= {"levels": list(search.levels), "start_bits": search.start_bits}
-    return out
 
 
 def main_record(metrics: str | Path, model: str) -> dict:

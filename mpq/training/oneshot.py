@@ -42,7 +42,7 @@ from mpq.training.hardware import place
 from mpq.method.losses import (capture_bn_outputs, distillation_loss, idm_loss, lowest_bit_layers, qe_weight_at,
                                quantization_error)
 from mpq.method.scheduler import (Choices, SchedulerConfig, SchedulerLog, apply_decision, call_steps, decide_frozen,
-                                  freeze_ratio, layer_scores)
+                                  decision_scores, freeze_ratio, score_layers, turbulence_table)
 from mpq.method.supernet import Supernet, SupernetSpec
 from mpq.training.steps import clip_gradients, correct_2bit_decay, decay_weights, step_stats
 from mpq.training.graphed import GraphedStep
@@ -160,15 +160,18 @@ class EmaUpdate:
 
 def schedule(supernet: Supernet, candidates: Mapping[str, Choices], progress: float, cfg: SchedulerConfig,
              sched_log: SchedulerLog | None = None, step: int = 0) -> list[str]:
-    """One scheduler call: measure turbulence over the current candidates, decide which layers to freeze.
+    """One scheduler call: measure turbulence, score each layer over its current candidates (or, with
+    ``cfg.score_candidates`` "full", over its full list), decide which layers to freeze.
 
     With ``sched_log``, the call is recorded (``step``, the ratio, the decision, the scores it used, and every layer's
-    score over its full candidate list, which the decision does not use)."""
-    scores = layer_scores(supernet, candidates, cfg.band)
+    score over its full candidate list)."""
+    table = turbulence_table(supernet, cfg.band)
+    full_scores = score_layers(table, supernet.choices)
+    scores = decision_scores(table, supernet.choices, candidates, cfg.score_candidates)
     ratio = freeze_ratio(progress, cfg.ratio_start, cfg.ratio_end)
     frozen = decide_frozen(scores, ratio, cfg.count_rounding)
     if sched_log is not None:
-        sched_log.record(step, ratio, frozen, scores, layer_scores(supernet, None, cfg.band),
+        sched_log.record(step, ratio, frozen, scores, full_scores,
                          apply_decision(supernet.choices, frozen, activations=cfg.freeze_activations))
     return frozen
 
@@ -550,7 +553,8 @@ def load_supernet(path: str | Path, which: str = "ema", *, model: str | None = N
 # the keys a checkpoint written before them lacks, and what its training did instead (before issue 45): such a file
 # still loads, and its search space is the one it was trained in
 EARLIER_RECIPE = {"cancel_2bit_decay_rule": "per_step_layer", "depthwise_floor_activations": False,
-                  "sched_count_rounding": "round", "sched_freeze_activations": False}
+                  "sched_count_rounding": "round", "sched_freeze_activations": False,
+                  "sched_score_candidates": "current"}
 
 
 def stored_recipe(state: Mapping, path: str | Path = "(in memory)", fix: str = SUPERNET_FIX) -> OneShotConfig:

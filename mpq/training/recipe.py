@@ -60,6 +60,9 @@ class OneShotConfig:
     sched_ratio_end: float = 0.2
     sched_band: float = 0.125
     sched_count_rounding: str = "floor"  # layers frozen of n at ratio r: "floor" (official int(n * r)) or "round"
+    # layer scores over each layer's "current" weight candidates (the paper's) or its "full" list (this package's
+    # variant, not the paper's: a frozen layer keeps its score, so a decision can persist; the ablation's sched_full)
+    sched_score_candidates: str = "current"
     # a frozen layer loses its lowest activation candidate too (the official ResNet config shares one list between
     # weights and activations) or not (MobileNetV2 config); None: the model family's (``for_model``, mpq.models)
     sched_freeze_activations: bool | None = None
@@ -111,6 +114,7 @@ class OneShotConfig:
                                every_late=self.sched_every_late, min_steps=self.sched_min_steps, ratio_start=self.sched_ratio_start,
                                ratio_end=self.sched_ratio_end, band=self.sched_band,
                                count_rounding=self.sched_count_rounding,
+                               score_candidates=self.sched_score_candidates,
                                freeze_activations=self.sched_freeze_activations)
 
     def supernet_spec(self) -> SupernetSpec:
