@@ -395,17 +395,22 @@ def holm_words(verdicts: Sequence[Verdict], alpha: float = ALPHA) -> list[str]:
 
 
 def word_counts(words: Sequence[str], expected: Sequence[int]) -> str:
-    """"2 hold, 1 reversed here, 3 inconclusive" for a family's words; "higher"/"lower" where some comparison has no
-    stated direction, "on par" and the not-judged ones only where present."""
+    """"2 hold, 1 reversed here, 3 inconclusive" for a family's words; "higher"/"lower" where some judged comparison
+    has no stated direction, "on par" and the not-judged ones only where present.
+
+    >>> word_counts(["holds", "one run, not judged"], [1, 0]), word_counts(["2 runs, not judged"], [1])
+    ('1 hold, 0 reversed here, 0 inconclusive, 1 not judged (fewer than 3 seeds)', '1 not judged (fewer than 3 seeds)')
+    """
     parts = []
-    if any(expected):
-        parts += [f"{words.count('holds')} hold", f"{words.count('reversed here')} reversed here"]
-    if not all(expected):
-        parts += [f"{words.count('higher')} higher", f"{words.count('lower')} lower"]
-    if "on par" in words:
-        parts.append(f"{words.count('on par')} on par")
-    parts.append(f"{words.count('inconclusive')} inconclusive")
     unjudged = sum(w.endswith("not judged") for w in words)
+    if unjudged < len(words):                          # some judged: every word they could say, 0 included
+        if any(e for e, w in zip(expected, words) if not w.endswith("not judged")):
+            parts += [f"{words.count('holds')} hold", f"{words.count('reversed here')} reversed here"]
+        if not all(e for e, w in zip(expected, words) if not w.endswith("not judged")):
+            parts += [f"{words.count('higher')} higher", f"{words.count('lower')} lower"]
+        if "on par" in words:
+            parts.append(f"{words.count('on par')} on par")
+        parts.append(f"{words.count('inconclusive')} inconclusive")
     if unjudged:
         parts.append(f"{unjudged} not judged (fewer than {MIN_SEEDS} seeds)")
     return ", ".join(parts)
