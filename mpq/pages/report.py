@@ -349,6 +349,8 @@ def t6_table(m: dict) -> VerdictTable | None:
     ab = m.get("ablation", {})
     rows, dropped = drop_duplicates(_stored(ab.get("t6"), lambda r: f"{CELL_NAMES.get(r['cell'], r['cell'])} minus plain",
                                             lambda r: r["metric"]))
+    dropped += [f"{CELL_NAMES.get(r['cell'], r['cell'])} minus plain {name} = {r['metric']}"
+                for r in verdict_rows(ab.get("t6")) for name in filter(None, r.get("same as", "").split(", "))]
     same = f"; shown once, as the same comparison: {', '.join(dropped)}" if dropped else ""
     return VerdictTable(f"T6: each cell minus the plain supernet, top-1 points, ResNet-20, {len(ab.get('seeds', []))} "
                         f"seeds ({PAPER_T6_TEXT}{same})", rows, _table_note(rows)) if rows else None
