@@ -429,9 +429,6 @@ def t5_table(m: dict) -> VerdictTable | None:
                         _table_note(rows))
 
 
-CLEAR_WORDS = ("holds", "reversed here", "higher", "lower")      # the words of an interval clear of zero
-
-
 def word_counts(verdicts: Sequence[Mapping]) -> str:
     """How many verdicts say each of DESIGN.md section 5's words, e.g. "0 hold, 1 reversed here, 8 inconclusive of 9";
     comparisons where the paper states no direction count "higher" and "lower" instead, and those on fewer than 3
@@ -493,6 +490,8 @@ def unjudged_span(verdicts: Sequence[Mapping]) -> str:
 def _clear(rows: Sequence[Judged], most: int = 3) -> str:
     """" (<name> <word> <interval>; ...)" of the judged comparisons clear of zero (with the word after Holm where it
     differs), "" for none or more than ``most`` (the counts say how many; the entry page's figures name each)."""
+    from mpq.studies.stats import CLEAR_WORDS
+
     clear = [f"{r.name} {r.verdict['word']} {_interval(r.verdict)}{_after_holm(r.verdict)}" for r in rows
              if r.verdict["word"] in CLEAR_WORDS]
     return f" ({'; '.join(clear)})" if 0 < len(clear) <= most else ""

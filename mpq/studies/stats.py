@@ -458,6 +458,42 @@ def rows_note(rows: Sequence[Mapping]) -> str:
     return table_note([Verdict.from_dict(r["verdict"]) for r in rows if isinstance(r.get("verdict"), Mapping)])
 
 
+CLEAR_WORDS = ("holds", "reversed here", "higher", "lower")      # the words of an interval clear of zero
+RECORDED = ("seed_var", "image_var", "within_var", "df", "basis", "images")
+
+
+def audit_verdicts(obj, where: str = "") -> tuple[int, list[str]]:
+    """Every stored verdict (a dict with ``per_seed``, ``word`` and ``se``) found anywhere in ``obj`` (metrics JSON),
+    checked against DESIGN.md section 5's rules: no direction word ("holds", "reversed here", "higher", "lower") and
+    no "on par" on fewer than ``MIN_SEEDS`` seeds, in its word or its text; its variance components, degrees of
+    freedom and basis recorded. Returns how many verdicts were found and one line per problem ("" for none).
+
+    >>> audit_verdicts({"rows": [{"verdict": verdict([1.0], [0.1]).as_dict()}]})
+    (1, [])
+    """
+    found, problems = 0, []
+    if isinstance(obj, Mapping):
+        if {"per_seed", "word", "se"} <= set(obj):
+            n, word, text = len(obj["per_seed"]), str(obj["word"]), str(obj.get("text", ""))
+            said = [w for w in (*CLEAR_WORDS, "on par") if word == w or text.startswith(f"{w}:") or
+                    text.startswith(f"{w} (")]
+            if n < MIN_SEEDS and said:
+                problems.append(f"{where or 'a verdict'}: '{said[0]}' on {n} seed{'s' if n != 1 else ''}")
+            missing = [k for k in RECORDED if k not in obj]
+            if missing:
+                problems.append(f"{where or 'a verdict'}: no {', '.join(missing)} recorded")
+            return 1, problems
+        items = ((str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return 0, []
+    for key, value in items:
+        k, p = audit_verdicts(value, f"{where}{key}" if key.startswith("[") else f"{where}.{key}" if where else key)
+        found, problems = found + k, problems + p
+    return found, problems
+
+
 def unpaired_se(acc_a: float, acc_b: float, images: int) -> float:
     """SE (points) of ``acc_a - acc_b`` measured on the same ``images`` test images, ignoring the pairing.
 
