@@ -296,7 +296,7 @@ def test_verdict_tables_flatten_the_stored_verdicts_and_caption_the_note():
     rows = [{"cell": "plain", "top-1": 88.0}, {"cell": "idm", "top-1": 89.1, "verdict": v.as_dict()}]
     frame = verdict_frame(rows)
     assert list(frame.columns) == ["cell", "top-1", "difference", "95% low", "95% high", "per seed", "SE",
-                                   "SE over images", "smallest detectable", "p", "verdict"]
+                                   "SE over images", "df", "smallest detectable", "p", "verdict"]
     assert frame.loc[1, "per seed"] == "+1.00 / +1.20" and frame.loc[1, "verdict"] == v.word
     assert frame.loc[1, "95% low"] == pytest.approx(v.low) and pd.isna(frame.loc[0, "verdict"])
     html = show_verdicts(rows, "NOTE", caption="T9").to_html()

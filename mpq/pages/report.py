@@ -852,6 +852,8 @@ def column_decimals(name: str) -> int | None:
         return None
     if name == "p":
         return 3
+    if name == "df":
+        return 1
     if "G-BitOPs" in name or "MiB" in name:
         return 4
     if re.search(r"\bs\b", name) or "seconds" in name:
@@ -926,8 +928,8 @@ def table_html(df: pd.DataFrame) -> str:
 
 
 # the columns ``mpq.pages.verdicts.verdict_columns`` adds to a table of verdicts: the entry page draws them instead
-VERDICT_COLUMNS = ("difference", "95% low", "95% high", "per seed", "SE", "SE over images", "smallest detectable", "p",
-                   "verdict")
+VERDICT_COLUMNS = ("difference", "95% low", "95% high", "per seed", "SE", "SE over images", "df", "smallest detectable",
+                   "p", "verdict")
 
 
 def without_verdict_columns(df: pd.DataFrame) -> pd.DataFrame:
