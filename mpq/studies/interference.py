@@ -633,7 +633,7 @@ def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortio
         lines.append(scheduler_line(scheduler))
     if flips:
         clear = [f"{r['comparison']}, {r['w bits']}-bit: {r['verdict']['word']}" for r in flips
-                 if Verdict.from_dict(r["verdict"]).clear]
+                 if Verdict.from_dict(r["verdict"]).clear and Verdict.from_dict(r["verdict"]).judged]
         lines.append("F2/T1 late flip rate with 2-bit candidates minus without (no2bit), per cell and weight "
                      f"bit-width (the paper: higher with 2-bit; the spread over seeds is the only noise): {_words(flips)}"
                      + (f" ({'; '.join(clear)})" if clear else "") + f"; {rows_note(flips)}.")
