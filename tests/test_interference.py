@@ -82,15 +82,14 @@ def test_toy_table_and_verdicts_on_constructed_rows():
     assert first["gradient variance, 2nd half (mean ± SD)"] == "0.2000 ± 0.1414"
     lines = toy_verdicts(_toy_rows(), [0.05, 0.01])
     assert len(lines) == 6 and lines[3].startswith("4-bit threshold crossings (second half) at lr 0.01")
-    # paired by seed, no image noise: +9 and +9 crossings hold (the paper: more with 2-bit), -4 and -4 reverse it
+    # paired by seed, no image noise; two seeds are shown with their interval and not judged (fewer than 3)
     assert lines[0] == ("4-bit threshold crossings (second half) at lr 0.05: {4,6} 2 vs {2,4,6} 11, with 2-bit minus without "
-                        "holds: +9.0 [+9.0, +9.0], 2 seeds")
+                        "2 runs, not judged: +9.0 [+9.0, +9.0], 2 seeds")
     assert lines[1] == ("6-bit threshold crossings (second half) at lr 0.05: {4,6} 5 vs {2,4,6} 1, with 2-bit minus without "
-                        "reversed here: -4.0 [-4.0, -4.0], 2 seeds")
-    # +0.1 and -0.1: SE 0.1 over two seeds, MDE (t(1, .975) + t(1, .8)) * 0.1
+                        "2 runs, not judged: -4.0 [-4.0, -4.0], 2 seeds")
+    # +0.1 and -0.1: SE 0.1 over two seeds, t(1, .975) * 0.1 either side
     assert lines[2] == ("gradient variance (second half) at lr 0.05: {4,6} 0.2 vs {2,4,6} 0.2, with 2-bit minus without "
-                        "inconclusive (smallest detectable effect 1.4083 variance units): +0.0000 [-1.2706, +1.2706], "
-                        "2 seeds")
+                        "2 runs, not judged: +0.0000 [-1.2706, +1.2706], 2 seeds")
 
 # --- reading the ablation runs ---------------------------------------------------------------------------
 
@@ -127,15 +126,25 @@ def test_ablation_tables_on_constructed_runs(tmp_path):
         _write_run(tmp_path, "plain", seed, np.arange(n) < 80, [0.1, 0.1, 0.1])
         _write_run(tmp_path, "idm", seed, np.arange(n) < 82 + seed, [0.1, 0.05, 0.05])
     runs = load_runs(tmp_path, ["plain", "idm"], [0, 1, 2])
-    rows = {r["cell"]: r for r in ablation_rows(runs, ["plain", "idm"], [0, 1, 2], ["W2A2"])}
+    for run in runs.values():           # "lowest" evaluates the same configuration as W2A2 (a cell without scheduler)
+        run["preds"]["lowest"] = run["preds"]["W2A2"].copy()
+    listed = ablation_rows(runs, ["plain", "idm"], [0, 1, 2], ["W2A2", "lowest"])
+    assert [(r["cell"], r["metric"], r["same as"]) for r in listed] == [("plain", "W2A2", "lowest"),
+                                                                        ("idm", "W2A2", "lowest")]
+    rows = {r["cell"]: r for r in listed}
     assert rows["plain"]["top-1 mean"] == pytest.approx(80.0) and "verdict" not in rows["plain"]
     v = rows["idm"]["verdict"]
     assert v["diff"] == pytest.approx(3.0) and v["per_seed"] == pytest.approx([2.0, 3.0, 4.0])
     assert v["sd_seeds"] == pytest.approx(1.0) and v["expected"] == 1
-    # every image's difference averaged over the seeds: 1, 1, 2/3, 1/3 on images 80-83, 0 elsewhere
-    per_image = np.r_[np.zeros(80), 1, 1, 2 / 3, 1 / 3, np.zeros(16)]
-    assert v["se_images"] == pytest.approx(100 * per_image.std(ddof=1) / 10)
-    assert v["se"] == pytest.approx(np.sqrt(1 / 3 + v["se_images"] ** 2))
+    # two-way analysis of the (3 seeds, 100 images) differences: images 80-83 differ (1, 1, 2/3, 1/3 averaged over
+    # the seeds), the rest not; SE^2 = Var(seed means) / 3 + image part / 100, each part once
+    d = 100 * np.array([(np.arange(n) >= 80) & (np.arange(n) < 82 + s) for s in (0, 1, 2)], dtype=float)
+    residual = d - d.mean(1, keepdims=True) - d.mean(0, keepdims=True) + d.mean()
+    within = (residual ** 2).sum() / (2 * 99)
+    image_var = max(3 * d.mean(0).var(ddof=1) - within, 0) / 3
+    assert v["within_var"] == pytest.approx(within) and v["image_var"] == pytest.approx(image_var)
+    assert v["se_images"] == pytest.approx(np.sqrt(image_var / 100))
+    assert v["se"] == pytest.approx(np.sqrt(1 / 3 + image_var / 100)) and v["basis"] == "images"
     # the seeds agree (+2, +3, +4) but 100 test images carry 1.6 points of noise: inconclusive, not "higher"
     assert v["word"] == "inconclusive" and v["low"] < 0 < v["high"]
     assert rows["idm"]["paired SE per seed"] == " / ".join(
@@ -197,7 +206,7 @@ def test_ablation_verdicts_and_findings_on_constructed_runs(tmp_path):
     assert lines[1] == ("T6: 1 comparison (about 0.1 clear of zero by chance at 5%): 0 clear of zero, 0 after Holm.")
     assert lines[2].startswith("F2/T1 late flip rate with 2-bit candidates minus without (no2bit), per cell and "
                                "weight bit-width (the paper: higher with 2-bit; the spread over seeds is the only "
-                               "noise): 1 hold, 0 inconclusive, 0 reversed here of 1 (plain minus no2bit, 4-bit: "
+                               "noise): 1 hold, 0 reversed here, 0 inconclusive of 1 (plain minus no2bit, 4-bit: "
                                "holds); 1 comparison")
     assert lines[3] == ("F3/F4 BN-output distortion (% of the feature variance), idm minus plain (the paper: lower "
                         "with IDM): holds: -10.00 [-10.00, -10.00], 3 seeds (per seed -10.00 / -10.00 / -10.00)")

@@ -106,7 +106,9 @@ def test_paired_and_cost_rows():
     paired = paired_rows(results)
     assert [(r["model"], r["BitOPs level"]) for r in paired] == [("a", "3"), ("b", "4")]   # level 2.5 not retrained
     assert paired[0]["retrained (%)"] == 100 * 0.80 and paired[0]["no retraining (%)"] == 100 * 0.75
-    assert paired[0]["verdict"]["word"] == "reversed here" and paired[1]["verdict"]["word"] == "inconclusive"
+    # one run each: the interval is shown, no word (fewer than 3 seeds); the first is clear of zero, the second not
+    assert paired[0]["verdict"]["word"] == paired[1]["verdict"]["word"] == "one run, not judged"
+    assert paired[0]["verdict"]["high"] < 0 < paired[1]["verdict"]["high"] and paired[1]["verdict"]["low"] < 0
     cost = cost_rows(results, {"a": {"train_seconds": 100.0}, "b": {"train_seconds": 50.0}})
     assert cost == [{"model": "a", "greedy walk: forward evaluations": 90, "greedy walk (s)": 12.3,
                      "one supernet training (s)": 100.0, "retraining every level (s)": 10.0},
@@ -134,8 +136,9 @@ def test_greedy_against_the_sampling_searches_pairs_the_test_images():
         ("b", "4", "greedy minus random"), ("b", "4", "greedy minus evolutionary")]
     a25 = rows[2]["verdict"]        # 60 vs 50 images right, the 50 among the 60: ten +1 differences in 100
     assert a25["diff"] == pytest.approx(10.0) and a25["n"] == 1
-    assert a25["se_images"] == pytest.approx(100 * math.sqrt(9 / 99) / 10) and a25["word"] == "holds"
-    assert rows[1]["verdict"]["word"] == "inconclusive" and rows[1]["verdict"]["diff"] == pytest.approx(-1.0)
+    assert a25["se_images"] == pytest.approx(100 * math.sqrt(9 / 99) / 10) and a25["word"] == "one run, not judged"
+    assert a25["low"] > 0 and a25["df"] == 99 and a25["basis"] == "one run"
+    assert rows[1]["verdict"]["low"] < 0 < rows[1]["verdict"]["high"] and rows[1]["verdict"]["diff"] == pytest.approx(-1.0)
     assert rows[0]["evaluations (greedy / other)"] == "12 / 40"
 
 
@@ -152,8 +155,7 @@ def test_search_summary_is_strict_json_without_predictions_and_bits(tmp_path):
     assert a["retrain_seconds"] == 10.0 and list(a["levels"]) == ["3", "2.5"]
     assert list(a["levels"]["3"]) == ["greedy", "random", "evolutionary", "retrained"]
     assert "preds" not in a["levels"]["3"]["greedy"] and "bit_cfg" not in a["levels"]["3"]["greedy"]
-    assert summary["retrained"]["note"] == ("2 comparisons (about 0.1 clear of zero by chance at 5%): 1 clear of zero, "
-                                            "1 after Holm")
+    assert summary["retrained"]["note"] == "2 comparisons, 2 on fewer than 3 seeds and not judged"
     assert len(summary["f5"]["rows"]) == 6 and summary["f5"]["note"].startswith("6 comparisons")
     json.dumps(summary, allow_nan=False)                         # plain, strict data
     paths = write_configs(results, tmp_path)
@@ -236,10 +238,13 @@ def test_study_rows_judge_each_alternative_over_seeds():
     alt, rnd = rows[0], rows[1]
     assert alt["verdict"]["per_seed"] == pytest.approx([1.0, 1.2]) and alt["verdict"]["expected"] == 0
     assert alt["verdict"]["se"] == pytest.approx(math.sqrt(0.02 / 2 + 0.2 ** 2))   # SD 0.141 over two seeds, SE 0.2
-    assert alt["verdict"]["word"] == "inconclusive"                               # t(1) is wide
+    # Satterthwaite: the seed term (1 df) is 0.01 of SE^2 = 0.05, the image term counts as known: 25 df
+    assert alt["verdict"]["df"] == pytest.approx(0.05 ** 2 / 0.01 ** 2)
+    assert alt["verdict"]["word"] == "2 runs, not judged" and alt["verdict"]["low"] > 0   # clear, but two runs
     assert alt["search time x default"] == pytest.approx((2.0 + 2.5) / 2) and alt["evaluations x default"] == 1.0
     assert rnd["verdict"]["expected"] == -1 and rnd["verdict"]["n"] == 1
-    assert rnd["verdict"]["word"] == "holds" and rnd["verdict"]["text"].endswith("one run, test-image noise only")
+    assert rnd["verdict"]["word"] == "one run, not judged" and rnd["verdict"]["high"] < 0
+    assert rnd["verdict"]["text"].endswith("test-image noise only")
     assert math.isnan(rnd["search time x default"])
 
 
@@ -249,7 +254,7 @@ def test_seed_budget_and_study_sections_are_strict_json():
     assert seeds["seeds"] == [0, 1, 2] and seeds["replicate_seconds"] == {"1": {"supernet": 1.0},
                                                                           "2": {"supernet": 1.0}}
     assert seeds["gaps"][0]["pairing"] == "per image" and seeds["note"].startswith("1 comparison")
-    assert summary["budget"]["budgets"] == [1, 2] and summary["budget"]["note"].startswith("4 comparisons")
+    assert summary["budget"]["budgets"] == [1, 2] and summary["budget"]["note"].startswith("2 comparisons judged, 2 on fewer than 3 seeds")
     assert summary["search_study"]["seeds"] == [0, 1] and summary["search_study"]["note"].startswith("2 comparisons")
     assert summary["search_study"]["rows"][1]["search time x default"] is None        # nan as null
     json.dumps(summary, allow_nan=False)
@@ -309,16 +314,16 @@ def test_budget_tables_pair_the_main_run_with_each_budget_run(tmp_path):
 
 def test_search_lines_give_each_verdict_and_the_counts():
     lines = search_lines(_summary_fixture())
-    assert lines[0] == ("a: level 3: 75.00% with no retraining, minus the same configuration retrained reversed here: "
-                        "-5.00 [-6.96, -3.04], one run, test-image noise only; level 2.5: 60.00% with no retraining")
+    assert lines[0] == ("a: level 3: 75.00% with no retraining, minus the same configuration retrained one run, not "
+                        "judged: -5.00 [-6.96, -3.04], test-image noise only; level 2.5: 60.00% with no retraining")
     assert lines[1].startswith("b: level 4: 71.00% with no retraining, minus the same configuration retrained "
-                               "inconclusive (smallest detectable effect 2.80 points): +1.00 [")
+                               "one run, not judged: +1.00 [")
     assert lines[2].startswith("C6, no retraining minus retrained, one run per model-level (the paper: at least on "
-                               "par; \"holds\" means no retraining is ahead): holds at 0, inconclusive at 1, "
-                               "reversed at 1 of 2; 2 comparisons")
+                               "par; one run is not judged): 2 not judged (fewer than 3 seeds) of 2 (the same "
+                               "unadjusted); 2 comparisons, 2 on fewer than 3 seeds")
     assert lines[3].startswith("F5, greedy search minus random and evolutionary search at equal BitOPs, one run each "
-                               "(the paper: greedy ahead): greedy minus random: holds at 1, inconclusive at 2, "
-                               "reversed at 0 of 3; greedy minus evolutionary: ")
+                               "(the paper: greedy ahead): greedy minus random: 3 not judged (fewer than 3 seeds) of 3 "
+                               "(the same unadjusted); greedy minus evolutionary: ")
 
 
 def test_seed_and_budget_lines():
@@ -331,7 +336,7 @@ def test_seed_and_budget_lines():
     lines = budget_lines(summary["budget"])
     assert lines[0].startswith("F7, greedy 3 minus retrained: at 3 epochs ") and "(per seed 0: -2.00 / 1: -3.00 / " \
         "2: -4.00); at 6 epochs " in lines[0] and lines[0].endswith("(per seed 0: -2.00)")
-    assert lines[-1].startswith("F7: 4 comparisons")
+    assert lines[-1].startswith("F7: 2 comparisons judged, 2 on fewer than 3 seeds")
     points = pd.DataFrame([{"budget (x)": 1, "seed": 0, "comparison": "greedy 3 minus retrained", "points": -1.5},
                            {"budget (x)": 1, "seed": 1, "comparison": "greedy 3 minus retrained", "points": -0.5},
                            {"budget (x)": 2, "seed": 0, "comparison": "greedy 3 minus retrained", "points": 0.25},
@@ -347,10 +352,11 @@ def _study_section(*words: str) -> dict:
     """An S1 section with the equal-compute random row and one alternative per word."""
     rows = [{"setting": "random search, equal evaluations", "BitOPs level": "3", "search time x default": None,
              "verdict": verdict([-0.5], [0.4], -1).as_dict()}]
-    diff = {"higher": [3.0, 3.0], "lower": [-3.0, -3.0], "inconclusive": [1.0, -1.0]}
+    diff = {"higher": [3.0, 3.0, 3.0], "lower": [-3.0, -3.0, -3.0], "inconclusive": [1.0, -1.0, 0.0],
+            "2 runs, not judged": [3.0, 3.0]}
     rows += [{"setting": f"score {i}", "BitOPs level": "3", "search time x default": 2.0,
-              "verdict": verdict(diff[w], [0.1, 0.1]).as_dict()} for i, w in enumerate(words)]
-    return {"model": "resnet20", "seeds": [0, 1], "rows": rows, "note": "NOTE"}
+              "verdict": verdict(diff[w], [0.1] * len(diff[w])).as_dict()} for i, w in enumerate(words)]
+    return {"model": "resnet20", "seeds": [0, 1, 2], "rows": rows, "note": "NOTE"}
 
 
 @pytest.mark.parametrize("words, start", [
@@ -360,17 +366,17 @@ def _study_section(*words: str) -> dict:
                  "level 3)"),
     (("higher",), "Better configurations clear of zero with score 0 at level 3, worse nowhere"),
     (("higher", "lower"), "Mixed: better configurations clear of zero with score 0 at level 3, worse with score 1 at "
-                          "level 3")])
+                          "level 3"),
+    (("2 runs, not judged",), "The alternative search settings rest on fewer than 3 seeds each: not judged")])
 def test_settings_lines_verdict_over_the_alternatives(words, start):
     study = _study_section(*words)
     assert [r["verdict"]["word"] for r in study["rows"][1:]] == list(words)
     lines = settings_lines(study, seed=0, profile="tiny")
     assert lines[0] == ("F5 at equal search compute (resnet20, seed 0): random search, equal evaluations minus greedy "
-                        "(the paper: lower): level 3 inconclusive (smallest detectable effect 1.12 points): -0.50 "
-                        "[-1.28, +0.28], one run, test-image noise only")
+                        "(the paper: lower): level 3 one run, not judged: -0.50 [-1.28, +0.28], test-image noise only")
     assert len(lines) == 3 + len(words) and lines[-2].startswith(start) and lines[-1] == "S1: NOTE."
     if words:
-        assert lines[1].startswith("Search setting 'score 0' (resnet20, seeds [0, 1]) minus the default: level 3 ")
+        assert lines[1].startswith("Search setting 'score 0' (resnet20, seeds [0, 1, 2]) minus the default: level 3 ")
         assert lines[1].endswith("; search time x2.0")
 
 
@@ -560,7 +566,7 @@ def test_the_page_judges_the_retrained_levels_as_the_search_used_to():
     assert e["retrained"]["verdict"] == want.as_dict()
     assert "verdict" not in run.results["a"]["levels"][3]["retrained"]               # the input is left as it was
     assert judged["a"]["levels"][2.5] is run.results["a"]["levels"][2.5]
-    assert paired_rows(judged)[0]["verdict"]["word"] == "reversed here"       # 75 against 80 of 100 images right
+    assert paired_rows(judged)[0]["verdict"]["high"] < 0       # 75 against 80 of 100 images right, one run: no word
 
 
 @pytest.mark.timeout(240)

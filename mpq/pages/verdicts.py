@@ -14,11 +14,12 @@ from mpq.pages.display import show_table
 
 
 def verdict_columns(v: Mapping) -> dict:
-    """The display columns of one stored verdict: difference, 95% interval, every seed's value, both noise
-    sources, the smallest detectable effect, p and the word."""
+    """The display columns of one stored verdict: difference, 95% interval, every seed's value, its SE and the
+    images' own part of it, the interval's degrees of freedom, the smallest detectable effect, p and the word."""
     return {"difference": v["diff"], "95% low": v["low"], "95% high": v["high"],
             "per seed": " / ".join(f"{d:+.2f}" for d in v["per_seed"]), "SE": v["se"],
-            "SE over images": v["se_images"], "smallest detectable": v["mde"], "p": v["p"], "verdict": v["word"]}
+            "SE over images": v["se_images"], "df": v.get("df"), "smallest detectable": v["mde"], "p": v["p"],
+            "verdict": v["word"]}
 
 
 def verdict_frame(rows: Sequence[Mapping]) -> pd.DataFrame:

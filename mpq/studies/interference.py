@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from mpq.method.quantizer import int_range
-from mpq.studies.stats import json_ready, paired_verdict, rows_note, verdict
+from mpq.studies.stats import Verdict, family_counts, json_ready, paired_verdict, rows_note, verdict
 
 # The paper's direction of each comparison (``expected`` of mpq.studies.stats): C2, the 2-bit candidate makes the
 # other bit-widths' quantized weights oscillate (more crossings, more gradient variance, a higher flip rate, in
@@ -286,18 +286,27 @@ def ablation_rows(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], se
 
     Per seed the difference is taken on the same test images (both runs share the seed and the data); the
     verdict pairs every image over the seeds (``paired_verdict``: the seed spread and the test images' noise),
-    in the paper's direction ``T6_EXPECTED`` (0 for a cell it makes no claim about).
+    in the paper's direction ``T6_EXPECTED`` (0 for a cell it makes no claim about). A metric whose predictions
+    repeat an earlier metric's in this cell and in the reference, seed by seed (the same configurations: a cell
+    without a scheduler has "lowest" = its uniform W2A2), is not a comparison of its own: it is left out and the
+    kept row names it (``"same as"``), so no table counts one comparison twice.
     """
     rows = []
     for cell in cells:
+        kept: list[tuple[dict, np.ndarray, np.ndarray]] = []
         for metric in metrics:
             correct = np.stack([correct_of(runs[(cell, s)]["preds"], metric) for s in seeds])   # (seeds, images)
+            ref = np.stack([correct_of(runs[(reference, s)]["preds"], metric) for s in seeds])
+            twin = next((row for row, c, r in kept if np.array_equal(c, correct) and np.array_equal(r, ref)), None)
+            if twin is not None:
+                twin["same as"] = ", ".join(filter(None, [twin.get("same as"), metric]))
+                continue
             accs = 100 * correct.mean(1)
             row = {"cell": cell, "metric": metric, "seeds": len(accs), "top-1 mean": float(np.mean(accs)),
                    "top-1 SD": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
                    "top-1 per seed": " / ".join(f"{a:.2f}" for a in accs)}
+            kept.append((row, correct, ref))
             if cell != reference:
-                ref = np.stack([correct_of(runs[(reference, s)]["preds"], metric) for s in seeds])
                 d = correct.astype(float) - ref                                  # (seeds, images)
                 row |= {"reference": reference,
                         "paired SE per seed": " / ".join(f"{100 * x.std(ddof=1) / math.sqrt(len(x)):.2f}" for x in d),
@@ -621,9 +630,8 @@ def _scheduler_sentence(rows: Sequence[Mapping]) -> str:
 
 
 def _words(rows: Sequence[Mapping]) -> str:
-    words = [r["verdict"]["word"] for r in rows]
-    return (f"{words.count('holds')} hold, {words.count('inconclusive')} inconclusive, {words.count('reversed here')} "
-            f"reversed here of {len(words)}")
+    """The rows' words after Holm over the rows (one claim's family), the unadjusted count beside them."""
+    return family_counts([Verdict.from_dict(r["verdict"]) for r in rows])
 
 
 def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortions: Sequence[Mapping],
@@ -648,7 +656,7 @@ def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortio
         lines.append(scheduler_line(scheduler))
     if flips:
         clear = [f"{r['comparison']}, {r['w bits']}-bit: {r['verdict']['word']}" for r in flips
-                 if r["verdict"]["word"] != "inconclusive"]
+                 if Verdict.from_dict(r["verdict"]).clear and Verdict.from_dict(r["verdict"]).judged]
         lines.append("F2/T1 late flip rate with 2-bit candidates minus without (no2bit), per cell and weight "
                      f"bit-width (the paper: higher with 2-bit; the spread over seeds is the only noise): {_words(flips)}"
                      + (f" ({'; '.join(clear)})" if clear else "") + f"; {rows_note(flips)}.")

@@ -17,9 +17,9 @@ Directions (``expected``, the paper's claim):
 
 - no retraining minus retrained, per level: +1. The paper (C6) says the retraining-free configuration matches or
   beats the same configuration retrained; a difference clear of zero upwards "holds" (it beats it), clear of zero
-  downwards is "reversed here" (retraining helps: the claim fails at this scale), and an interval around zero is
-  "inconclusive", which is what "on par" looks like; its smallest detectable effect says how closely par is
-  pinned down.
+  downwards is "reversed here" (retraining helps: the claim fails at this scale), an interval around zero is "on
+  par" where the equivalence test passes (``stats.EQUIVALENCE_MARGIN``) and "inconclusive" otherwise, its
+  smallest detectable effect saying what the design could have found. Fewer than 3 seeds: not judged.
 - the supernet at uniform bits minus LSQ trained alone for those bits: 0. The paper compares searched
   configurations with retrained baselines, not its uniform rows; it states no direction here ("higher"/"lower").
 """

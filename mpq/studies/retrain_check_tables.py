@@ -2,8 +2,8 @@
 holds, over training seeds (``mpq.studies.retrain_check`` trains both arms in the search stage).
 
 The paired verdict "configuration minus uniform" has both noise sources (``mpq.studies.stats``): "holds" if the
-configuration is higher, "reversed here" if it is lower beyond the noise, otherwise inconclusive with the smallest
-effect the seeds could have shown.
+configuration is higher, "reversed here" if it is lower beyond the noise, "on par" where the equivalence test
+passes, otherwise inconclusive with the smallest effect the seeds could have shown; fewer than 3 seeds: not judged.
 """
 from __future__ import annotations
 

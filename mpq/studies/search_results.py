@@ -26,7 +26,7 @@ from mpq.studies.replicate_tables import (RETRAIN_EXPECTED, SAMPLING_EXPECTED, b
                                           seed_comparisons, seed_rows)
 from mpq.studies.search_runs import METHODS
 from mpq.studies.search_study import EQUAL_COMPUTE
-from mpq.studies.stats import json_ready, paired_verdict, rows_note, verdict
+from mpq.studies.stats import MIN_SEEDS, Verdict, family_counts, json_ready, paired_verdict, rows_note, verdict
 from mpq.training.checkpoint import write_json
 
 
@@ -321,9 +321,8 @@ def _span(lo_hi: Sequence[int]) -> str:
 
 
 def _counts(rows: Sequence[Mapping]) -> str:
-    words = [r["verdict"]["word"] for r in rows]
-    return (f"holds at {words.count('holds')}, inconclusive at {words.count('inconclusive')}, reversed at "
-            f"{words.count('reversed here')} of {len(words)}")
+    """The rows' words after Holm over the rows, the unadjusted count beside them (``stats.family_counts``)."""
+    return family_counts([Verdict.from_dict(r["verdict"]) for r in rows])
 
 
 def search_lines(summary: Mapping) -> list[str]:
@@ -341,7 +340,7 @@ def search_lines(summary: Mapping) -> list[str]:
         lines.append(f"{name}: " + "; ".join(parts))
     if summary["retrained"]["rows"]:
         lines.append("C6, no retraining minus retrained, one run per model-level (the paper: at least on par; "
-                     f"\"holds\" means no retraining is ahead): {_counts(summary['retrained']['rows'])}; "
+                     f"one run is not judged): {_counts(summary['retrained']['rows'])}; "
                      f"{summary['retrained']['note']}.")
     f5, ev = summary["f5"], summary["evaluations"]
     parts = [f"{what}: {_counts([r for r in f5['rows'] if r['comparison'] == what])}"
@@ -395,11 +394,14 @@ def settings_lines(study: Mapping, seed: int, profile: str) -> list[str]:
             lines.append(f"Search setting '{name}' ({study['model']}, seeds {study['seeds']}) minus the default: "
                          f"{levels}; search time x{np.mean([r['search time x default'] for r in got]):.1f}")
     alternatives = [r for r in rows if r["setting"] not in EQUAL_COMPUTE]
-    better = [r for r in alternatives if r["verdict"]["word"] == "higher"]
-    worse = [r for r in alternatives if r["verdict"]["word"] == "lower"]
+    judged = [r for r in alternatives if Verdict.from_dict(r["verdict"]).judged]
+    better = [r for r in judged if r["verdict"]["word"] == "higher"]
+    worse = [r for r in judged if r["verdict"]["word"] == "lower"]
     if not alternatives:
         lines.append(f"S1: no alternative search setting in the {profile} profile (search_study.score_sizes and "
                      "start_bits are empty); profiles/large.yaml compares its settings with the default profile's.")
+    elif not judged:
+        lines.append(f"The alternative search settings rest on fewer than {MIN_SEEDS} seeds each: not judged.")
     elif not better:
         lines.append("No alternative search setting found better configurations clear of zero"
                      + (f" (worse: {_where(worse)})" if worse else "") + ": the cheaper defaults stand.")
