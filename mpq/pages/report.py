@@ -441,11 +441,11 @@ def word_counts(verdicts: Sequence[Mapping]) -> str:
     comparisons where the paper states no direction count "higher" and "lower" instead, and those on fewer than 3
     seeds are counted as not judged. Where the verdicts carry their family's words after Holm (``family``), those
     come first and the unadjusted count beside them where it differs."""
-    from mpq.studies.stats import word_counts as counts
+    from mpq.studies import stats
 
     expected = [v["expected"] for v in verdicts]
-    before = counts([v["word"] for v in verdicts], expected)
-    after = counts([v.get("holm_word", v["word"]) for v in verdicts], expected)
+    before = stats.word_counts([v["word"] for v in verdicts], expected)
+    after = stats.word_counts([v.get("holm_word", v["word"]) for v in verdicts], expected)
     if after == before:
         return f"{before} of {len(verdicts)}"
     return f"{after} after Holm within the claim ({before} unadjusted) of {len(verdicts)}"
