@@ -331,6 +331,15 @@ def test_verdict_figure_is_a_png_as_wide_as_the_page():
     assert width == round(100 * report.FIGURE_WIDTH_IN) and 100 < height < 300
 
 
+def test_verdict_figure_wraps_a_label_too_long_for_the_room_beside_the_plot():
+    long = "level 2.9 minus supernet from the FP model (no one-shot pre-training) and more words still"
+    png = verdict_figure(VerdictTable("T", [Judged("animal_mnist", long, _v([0.65, -5.0]))], "N"))  # 2 runs: words
+    width, height = struct.unpack(">II", png[16:24])
+    assert width == round(100 * report.FIGURE_WIDTH_IN)
+    short = verdict_figure(VerdictTable("T", [Judged("animal_mnist", "level 3", _v([0.65, -5.0]))], "N"))
+    assert height > struct.unpack(">II", short[16:24])[1]            # taller: the label runs over two lines or more
+
+
 # ------------------------------------------------------------------------------------------------ tables
 
 def test_column_decimals_by_what_a_column_holds():

@@ -25,6 +25,7 @@ import json
 import math
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -955,6 +956,7 @@ def without_verdict_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 WORD_COLOURS = {"holds": "#1b7f3b", "reversed here": "#c0392b", "higher": "#1f5fa8", "lower": "#b8620b",
                 "on par": "#6a3d9a", "inconclusive": "#707070"}     # a comparison not judged: #333333
+PLOT_MIN_IN = 2.5               # the narrowest the plot itself gets, beside the labels and the words
 FIGURE_WIDTH_IN = 10.6          # at 100 dpi the page (1100 px wide) shows it at its own size: 11 pt text stays 11 pt
 
 
@@ -989,10 +991,15 @@ def verdict_figure(table: VerdictTable) -> bytes:
     right = ["" if r is None else f"{r.verdict['word']}  {_interval(r.verdict)}"
              + (f"  MDE {r.verdict['mde']:.2f}" if r.verdict["word"] == "inconclusive" else "") for _, r in entries]
     n, width = len(entries), FIGURE_WIDTH_IN
-    height = 0.8 + 0.27 * n
-    # margins from the longest labels (about 0.085 in per character at 11 pt, bold wider), so no layout pass is needed
-    left = 0.25 + max(len(label) * (0.085 if r else 0.095) for label, r in entries)
     right_in = 0.25 + 0.078 * max(len(t) for t in right)
+    # a label longer than the room left beside the plot (at least PLOT_MIN_IN wide) and the right-hand text wraps;
+    # every row then gets the height of the tallest label
+    chars = max(20, int((width - right_in - PLOT_MIN_IN - 0.25) / 0.095))
+    entries = [(textwrap.fill(label, chars), r) for label, r in entries]
+    lines = max(label.count("\n") + 1 for label, _ in entries)
+    height = 0.8 + 0.27 * n * (1 + 0.7 * (lines - 1))
+    # margins from the longest labels (about 0.085 in per character at 11 pt, bold wider), so no layout pass is needed
+    left = 0.25 + max(len(line) * (0.085 if r else 0.095) for label, r in entries for line in label.split("\n"))
     fig = Figure(figsize=(width, height), dpi=100)
     ax = fig.add_axes((left / width, 0.55 / height, 1 - (left + right_in) / width, 1 - 0.65 / height))
     lim = _x_limit(table.rows)

@@ -67,7 +67,7 @@ from mpq.search.space import cfg_to_json
 from mpq.search.greedy import greedy_front
 from mpq.search.sampling import evolutionary_search, random_search
 from mpq.studies.health import COLLAPSE_MARGIN, training_health
-from mpq.studies.model_bits import model_params
+from mpq.studies.model_bits import model_bits, model_params
 from mpq.training.fp import evaluate, load_fp_model, pick_device
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,15 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1, 
                              f"replicates.other_models {list(rep.other_models)}")
         if budget != 1:
             raise ValueError(f"budget runs train replicates.model {rep.model!r} only, not {model!r}")
+        # the LSQ baselines at or above the model's floor, possibly none (a floor above every baselines.levels)
+        base_levels = model_bits(params.get("model_bits"), model).baseline_levels(
+            from_dict(BaselineConfig, params["baselines"], "baselines"))
         params = model_params(params, model)       # its own candidates, levels and start; replicates.model = model
         rep = from_dict(ReplicateConfig, params["replicates"], "replicates")
+    else:
+        base_levels = from_dict(BaselineConfig, params["baselines"], "baselines").levels
     data_cfg = from_dict(DataConfig, params["data"], "data")
     eval_cfg = from_dict(EvalConfig, params["evaluation"], "evaluation")
-    base_cfg = from_dict(BaselineConfig, params["baselines"], "baselines")
     search_cfg = from_dict(SearchConfig, params["search"], "search")
     spec = next((s for s in model_specs(params["models"]) if s.name == rep.model), None)
     if spec is None:
@@ -187,7 +191,7 @@ def run_replicate(params: Mapping, seed: int, out: str | Path, budget: int = 1, 
             sampled[f"{method} {level}"] = {"level": bitops_level(table, res.cost), "gbitops": res.cost / 1e9,
                                             "evaluations": res.evaluations, "bit_cfg": cfg_to_json(res.bit_cfg)}
     seconds["sampling"] = round(time.perf_counter() - start, 1)
-    for bits in base_cfg.levels:
+    for bits in base_levels:
         lsq = fit(f"lsq_w{bits}a{bits}", cfg.baseline(bits))
         predict(f"LSQ W{bits}A{bits}", lsq.ema, lsq.ema.uniform_config(bits))
     fixed = cfg.fixed_config()
