@@ -69,3 +69,13 @@ def test_table_and_findings_in_percent():
     assert table.loc[0, "test top-1 (%)"] == 87.5 and table.loc[0, "model"] == "resnet20"
     assert fp_findings(METRICS) == ["resnet20 (width 0.5, 12,345 parameters): 87.50% top-1 after 5 epochs, 61 s of "
                                     "training (81 images/s)"]
+
+
+def test_a_missing_or_damaged_result_is_one_line_naming_the_file(tmp_path):
+    from mpq.training.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"run.json is missing: fetch the stage's results with `dvc pull`"):
+        load_fp_run(tmp_path, tmp_path)
+    (tmp_path / "run.json").write_text('{"models": ')
+    with pytest.raises(CheckpointError, match=r"run.json is damaged .*`dvc repro fp_train`"):
+        load_fp_run(tmp_path, tmp_path)

@@ -22,7 +22,7 @@ import torch
 from mpq.config import DataConfig, FPConfig, ModelSpec, from_dict, load_params, model_specs
 from mpq.data.datasets import Splits, make_splits
 from mpq.models import create_model
-from mpq.training.checkpoint import (CheckpointError, atomic_folder, check_output, merge_timings, read_stage_record,
+from mpq.training.checkpoint import (atomic_folder, check_output, merge_timings, read_stage_record, read_stage_result,
                                      run_command, save_checkpoint, split_timings, write_json, write_stage_record)
 from mpq.training.fp import pick_device, train_fp
 
@@ -80,16 +80,7 @@ def save_fp_run(run: dict, folder: str | Path) -> dict:
 
 def load_fp_run(folder: str | Path = "checkpoints/fp", stages: str | Path = "reports/stages") -> dict:
     """The FP stage's results as ``train_fp_models`` returned them, wall times from the stage record."""
-    path = Path(folder) / RUN_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: fetch the stage's results with `dvc pull`, or run it with "
-                              f"`dvc repro {STAGE}`")
-    import json
-
-    try:
-        run = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is damaged ({exc}); run `dvc pull` again or `dvc repro {STAGE}`") from None
+    run = read_stage_result(Path(folder) / RUN_FILE, STAGE)
     return merge_timings(run, read_stage_record(STAGE, stages).get("timings", {}))
 
 

@@ -15,7 +15,6 @@ in ``mpq.studies.supernet_tables``, so editing those trains nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -33,7 +32,7 @@ from mpq.models import model_entry
 from mpq.search.evaluation import recalibrated_accuracy
 from mpq.studies.health import training_health
 from mpq.studies.model_bits import model_bits
-from mpq.training.checkpoint import (CheckpointError, atomic_folder, check_output, merge_timings, read_stage_record,
+from mpq.training.checkpoint import (atomic_folder, check_output, merge_timings, read_stage_record, read_stage_result,
                                      run_command, split_timings, write_json, write_stage_record)
 from mpq.training.fp import evaluate, load_fp_model, pick_device
 from mpq.training.oneshot import build_supernet, run_meta, train_oneshot, training_subset
@@ -197,14 +196,7 @@ def save_run(run: Mapping[str, Any], folder: str | Path) -> dict:
 
 
 def _read_run(folder: str | Path, stage: str, stages: str | Path) -> dict:
-    path = Path(folder) / RUN_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: fetch the stage's results with `dvc pull`, or run it with "
-                              f"`dvc repro {stage}`")
-    try:
-        run = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is damaged ({exc}); run `dvc pull` again or `dvc repro {stage}`") from None
+    run = read_stage_result(Path(folder) / RUN_FILE, stage)
     return merge_timings(run, read_stage_record(stage, stages).get("timings", {}))
 
 

@@ -379,6 +379,18 @@ def merge_timings(record: Any, timings: Any) -> Any:
     return out
 
 
+def read_stage_result(path: str | Path, stage: str) -> Any:
+    """A compute stage's stored result (JSON), refused in one line naming the file and the stage to pull or run."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: fetch the stage's results with `dvc pull`, or run it with "
+                              f"`dvc repro {stage}`")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is damaged ({exc}); run `dvc pull` again or `dvc repro {stage}`") from None
+
+
 def read_stage_record(stage: str, root: str | Path = "reports/stages") -> dict:
     """The record ``write_stage_record`` wrote; an empty dict (no timings) where the stage has none yet."""
     path = Path(root) / f"{stage}.json"
