@@ -117,25 +117,26 @@ def main() -> None:
     fp_opt = torch.optim.SGD(float_model.parameters(), lr=1e-3, momentum=0.9)
     sn_opt = torch.optim.SGD(supernet.parameters(), lr=1e-3, momentum=0.9)
 
-    def fp_step():
-        fp_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(float_model(x), y).backward()
-        fp_opt.step()
+    def fp_step_on(images: torch.Tensor, labels: torch.Tensor):
+        def step():
+            fp_opt.zero_grad(set_to_none=True)
+            F.cross_entropy(float_model(images), labels).backward()
+            fp_opt.step()
+        return step
+
+    def oneshot_step_on(images: torch.Tensor, labels: torch.Tensor, config: OneShotConfig = cfg):
+        def step():
+            sn_opt.zero_grad(set_to_none=True)
+            train_step(supernet, images, labels, config, gen, qe_weight=0.0)
+            sn_opt.step()
+        return step
+
+    fp_step, oneshot_step, oneshot_idm_step = fp_step_on(x, y), oneshot_step_on(x, y), oneshot_step_on(x, y, cfg_idm)
 
     def fq_path():
         supernet.set_config(supernet.sample_config(gen))
         sn_opt.zero_grad(set_to_none=True)
         F.cross_entropy(supernet(x), y).backward()
-        sn_opt.step()
-
-    def oneshot_idm_step():
-        sn_opt.zero_grad(set_to_none=True)
-        train_step(supernet, x, y, cfg_idm, gen, qe_weight=0.0)
-        sn_opt.step()
-
-    def oneshot_step():
-        sn_opt.zero_grad(set_to_none=True)
-        train_step(supernet, x, y, cfg, gen, qe_weight=0.0)
         sn_opt.step()
 
     @torch.no_grad()
@@ -161,18 +162,8 @@ def main() -> None:
         times["fp_infer"].append(_time(fp_infer, args.reps, device))
         times["fq_infer"].append(_time(fq_infer, args.reps, device))
     # the overhead-bound batch: FP step and plain one-shot step on the first ``small_batch`` images, interleaved
-    xs, ys = x[:args.small_batch], y[:args.small_batch]
-
-    def fp_step_small():
-        fp_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(float_model(xs), ys).backward()
-        fp_opt.step()
-
-    def oneshot_step_small():
-        sn_opt.zero_grad(set_to_none=True)
-        train_step(supernet, xs, ys, cfg, gen, qe_weight=0.0)
-        sn_opt.step()
-
+    fp_step_small = fp_step_on(x[:args.small_batch], y[:args.small_batch])
+    oneshot_step_small = oneshot_step_on(x[:args.small_batch], y[:args.small_batch])
     float_model.train(), supernet.train()
     fp_step_small(), oneshot_step_small()            # warm-up
     times["fp_train_small_batch"], times["oneshot_step_small_batch"] = [], []
