@@ -87,6 +87,12 @@ def test_dvc_repro_smoke_profile(root, tmp_path):
     assert search["search_study"]["seeds"] == [0]          # S1 without alternatives: the equal-compute rows
     assert {r["setting"] for r in search["search_study"]["rows"]} == {"random search, equal evaluations",
                                                                        "evolutionary search, equal evaluations"}
+    # C1 and S1 pair per test image: the supernet, baselines and search_study stages keep their predictions
+    assert {r["pairing"] for r in search["search_study"]["rows"] + search["c1"]["rows"]} == {"per image"}
+    # baselines.levels [2]: MobileNetV2 (floor 3) has no LSQ model; ResNet-20 over the main seed and its replicate,
+    # EfficientNet-Lite (no replicates in this profile) one run
+    assert {(r["model"], r["bits"], len(r["seeds"])) for r in search["c1"]["rows"]} == {
+        ("resnet20", "W2A2", 2), ("efficientnet_lite_28", "W2A2", 1)}
     index = (work / "reports/index.html").read_text()
     for item in ("F1", "F2-T1", "F3-F4", "T2-T4", "T5", "T6", "F5", "F6", "F7", "S1", "A1"):
         assert f"id='{item}'" in index, item

@@ -9,7 +9,7 @@ import torch
 
 from mpq.data.datasets import ImageSet
 from mpq.studies.search_noise import parse_designs, projected_mde, scoring_slice, summarize
-from mpq.studies.stats import t_quantile
+from mpq.studies.stats import NoiseComponents, mde, mde_factor, t_quantile
 
 
 def test_parse_designs_reads_size_slice_items_and_refuses_the_rest():
@@ -45,8 +45,12 @@ def test_summarize_splits_the_spread_into_search_and_training_parts():
 
 def test_projected_mde_adds_both_cells_search_and_training_parts():
     n = 9
-    expected = (t_quantile(0.975, n - 1) + t_quantile(0.8, n - 1)) * math.sqrt(2 * (0.01 + 0.1) / n)
-    assert projected_mde(0.01, 0.1, n) == pytest.approx(expected)
+    se = math.sqrt(2 * (0.01 + 0.1) / n)
+    assert projected_mde(0.01, 0.1, n) == pytest.approx(mde_factor(n - 1) * se)       # the noncentral t, n - 1 df
+    assert projected_mde(0.01, 0.1, n) > (t_quantile(0.975, n - 1) + t_quantile(0.8, n - 1)) * se
+    # the images' parts: the design's Satterthwaite df, as a verdict would state it
+    with_images = NoiseComponents(0.22, 500.0, 2 * 900.0, 0.0, n, 10000)
+    assert projected_mde(0.01, 0.1, n, 500.0, 900.0, 10000) == pytest.approx(mde(with_images, n, 10000))
     assert projected_mde(0.01, 0.02, n) < projected_mde(0.01, 0.1, n)      # less search noise, smaller MDE
     with pytest.raises(ValueError, match="2 or more seeds"):
         projected_mde(0.01, 0.1, 1)

@@ -22,14 +22,16 @@ from mpq.pages.report import held_lines
 from mpq.search.evaluation import make_scorer, search_space
 from mpq.search.sampling import random_search
 from mpq.search.space import cfg_to_json
-from mpq.studies.search_results import (budget_lines, budget_summary, budget_tables, cost_rows, findings_lines,
-                                        judge_retrained, load_seed_records, main_table_rows, main_tables, paired_rows,
-                                        per_variant, sampling_verdicts, search_evaluations, search_lines,
+from mpq.studies.search_results import (budget_lines, budget_summary, budget_tables, c1_records, c1_summary,
+                                        cost_rows, findings_lines, judge_retrained, load_seed_records,
+                                        main_table_rows, main_tables, paired_rows, per_variant, sampling_verdicts, search_evaluations, search_lines,
                                         search_summary, seed_lines, seeds_summary, settings_lines, study_rows,
                                         study_summary, write_configs)
 from mpq.studies.search_runs import (METHODS, SearchRun, load_search, retrain_greedy, save_search,
                                      search_supernet, validate_sections)
+from mpq.studies.search_study import pred_key
 from mpq.studies.stats import paired_verdict, verdict
+from mpq.studies.supernets import save_predictions
 from mpq.training.checkpoint import CheckpointError, read_stage_record, write_json, write_stage_record
 from mpq.training.oneshot import build_supernet
 from mpq.training.recipe import OneShotConfig
@@ -292,6 +294,72 @@ def test_seed_records_pair_the_main_run_and_the_replicates_image_by_image(tmp_pa
     assert uniform["pairing"] == "per-seed SEs (an upper bound)" and uniform["verdict"]["expected"] == 0
     with pytest.raises(FileNotFoundError, match="replicate@3"):
         load_seed_records("m", 0, [3], metrics["supernet"], metrics["baselines"], results, LABELS, tmp_path)
+
+
+def test_c1_pairs_every_model_per_image_over_its_seeds(tmp_path):
+    """The supernet and baselines stages' predictions give the main run's uniform rows per image, so C1 pairs the
+    main run with the replicates image by image (a two-way analysis), in C1's direction (+1 at W3A3, none at
+    W2A2); a model without replicates is one run, its paired interval not judged."""
+    sn_dir, base_dir, rep = tmp_path / "supernet", tmp_path / "baselines", tmp_path / "replicates"
+    for name, right in (("m", {"supernet W3A3": 80, "supernet W2A2": 60, "LSQ W3A3": 78, "LSQ W2A2": 65}),
+                        ("n", {"supernet W3A3": 70, "LSQ W3A3": 71})):
+        save_predictions(sn_dir, name, LABELS, {k: preds_for(v / IMAGES) for k, v in right.items()
+                                                 if k.startswith("supernet")})
+        save_predictions(base_dir, name, LABELS, {k: preds_for(v / IMAGES) for k, v in right.items()
+                                                   if k.startswith("LSQ")})
+    for seed, shift in ((1, 1), (2, -1)):
+        right = {"supernet W3A3": 80 + shift, "supernet W2A2": 60, "LSQ W3A3": 78, "LSQ W2A2": 65 + shift}
+        write_json({"seed": seed, "test_acc": {k: v / IMAGES for k, v in right.items()}, "gaps": {},
+                    "test_images": IMAGES, "seconds": {}}, rep / f"seed-{seed}" / "result.json")
+        np.savez(rep / f"seed-{seed}" / "predictions.npz", labels=np.zeros(IMAGES, dtype=np.int16),
+                 **{k: preds_for(v / IMAGES).numpy().astype(np.int16) for k, v in right.items()})
+    sn = {"m": {"uniform": {"3": {"test_acc": 0.80}, "2": {"test_acc": 0.60}}},
+          "n": {"uniform": {"3": {"test_acc": 0.70}}}}
+    base = {"m": {"3": {"test_acc": 0.78}, "2": {"test_acc": 0.65}}, "n": {"3": {"test_acc": 0.71}}}
+    results = {"m": {"levels": {}}, "n": {"levels": {}}}
+    folders = (sn_dir, base_dir)
+    seeded = {"m": load_seed_records("m", 0, [1, 2], sn, base, results, LABELS, rep, folders)}
+    c1 = c1_summary(c1_records(results, seeded, 0, sn, base, LABELS, folders))
+    rows = {(r["model"], r["bits"]): r for r in c1["rows"]}
+    assert list(rows) == [("m", "W3A3"), ("m", "W2A2"), ("n", "W3A3")]
+    assert all(r["pairing"] == "per image" for r in rows.values())
+    m3 = rows[("m", "W3A3")]
+    assert m3["seeds"] == [0, 1, 2] and m3["verdict"]["expected"] == 1
+    want = paired_verdict(np.stack([np.arange(IMAGES) < k for k in (80, 81, 79)]),
+                          np.stack([np.arange(IMAGES) < 78] * 3), 1)
+    assert m3["verdict"] == want.as_dict() and m3["verdict"]["basis"] != "one run"
+    assert rows[("m", "W2A2")]["verdict"]["expected"] == 0
+    n3 = rows[("n", "W3A3")]["verdict"]
+    assert rows[("n", "W3A3")]["seeds"] == [0] and n3["word"] == "one run, not judged"
+    assert n3 == paired_verdict(np.arange(IMAGES) < 70, np.arange(IMAGES) < 71, 1).as_dict()
+    assert c1["note"].startswith("2 comparisons judged, 1 on fewer than 3 seeds and not judged")
+    # the entry page reads these rows as they are
+    from mpq.pages.report import c1_table
+    table = c1_table({"search": {"c1": c1}})
+    assert [(r.group, r.label) for r in table.rows] == [("m", "W3A3"), ("m", "W2A2"), ("n", "W3A3")]
+    assert "m over training seeds 0, 1, 2; n one run (seed 0)" in table.title and "per test image" in table.title
+    assert table.rows[0].verdict == m3["verdict"]
+    # predictions scored on other test images are refused, not paired
+    with pytest.raises(ValueError, match="other test images"):
+        load_seed_records("n", 0, [], sn, base, results, torch.ones(IMAGES, dtype=torch.long), rep, folders)
+
+
+def test_study_rows_pair_each_setting_per_image_where_the_stage_kept_predictions():
+    """With the search_study stage's predictions, S1's verdict is the two-way analysis of the seed-by-image matrix,
+    not the per-seed SEs added to the seeds' spread."""
+    study = study_fixture()
+    right = {(0, "default"): 80, (1, "default"): 80, (0, "256 scoring images"): 81, (1, "256 scoring images"): 81,
+             (0, "random search, equal evaluations"): 78}
+    correct = {pred_key(s, v, "3"): np.arange(IMAGES) < k for (s, v), k in right.items()}
+    rows = {r["setting"]: r for r in study_rows(study, correct)}
+    alt = rows["256 scoring images"]
+    assert alt["pairing"] == "per image"
+    assert alt["verdict"] == paired_verdict(np.stack([np.arange(IMAGES) < 81] * 2),
+                                            np.stack([np.arange(IMAGES) < 80] * 2), 0).as_dict()
+    assert rows["random search, equal evaluations"]["verdict"]["expected"] == -1
+    del correct[pred_key(1, "default", "3")]          # one search without predictions: the per-seed SEs, said so
+    assert study_rows(study, correct)[0]["pairing"] == "per-seed SEs (an upper bound)"
+    assert study_rows(study)[0]["verdict"] == study_rows(study, correct)[0]["verdict"]
 
 
 def test_budget_tables_pair_the_main_run_with_each_budget_run(tmp_path):
@@ -657,7 +725,7 @@ def test_an_other_models_seeds_judge_c1_c6_and_f5_over_seeds(tmp_path):
     assert f5["model"] == "mbv2" and f5["seeds"] == 3 and f5["pairing"] == "per image"
     assert f5["verdict"]["per_seed"] == pytest.approx([4.0, 4.0, 4.0]) and f5["verdict"]["expected"] == 1
     assert rows["greedy 3.5 minus retrained"]["verdict"]["per_seed"] == pytest.approx([-1.0, -2.0, -2.0])
-    assert rows["supernet W3A3 minus LSQ alone"]["verdict"]["expected"] == 0
+    assert rows["supernet W3A3 minus LSQ alone"]["verdict"]["expected"] == 1     # C1: on par or above at W3A3
     assert out["note"].startswith("4 comparisons") and out["replicate_seconds"] == {"mbv2-1": {}, "mbv2-2": {}}
     assert model_seeds_summary({})["rows"] == []
     with pytest.raises(FileNotFoundError, match="seed-3"):

@@ -17,6 +17,7 @@ from mpq.method.supernet import Supernet
 from mpq.models import create_model
 from mpq.pages.plotting import baselines_vs_supernet
 from mpq.search.evaluation import recalibrated_accuracy
+from mpq.studies.replicate_tables import read_correct
 from mpq.studies.supernet_tables import (baseline_comparison, baseline_findings, cost_summary, read_supernet_models,
                                          supernet_findings, supernet_table)
 from mpq.studies.supernets import (load_baselines, load_supernets, model_settings, save_run, train_baselines,
@@ -83,6 +84,10 @@ def test_train_supernets_results_match_their_checkpoint(small, fp_folder, tmp_pa
     ema = load_supernet(tmp_path / "resnet20.pt")             # the EMA written at the end of the epoch
     place(ema, CPU)                                           # channels_last, as trained: the same float sums
     assert r["uniform"][4]["test_acc"] == recalibrated_accuracy(ema, ema.uniform_config(4), small.calib, small.test)
+    # the per-image predictions C1 pairs on: each uniform row's, scoring exactly its accuracy
+    correct = read_correct(tmp_path / "resnet20_predictions.npz", small.test.labels.numpy())
+    assert sorted(correct) == ["supernet W2A2", "supernet W4A4"]
+    assert all(correct[f"supernet W{b}A{b}"].mean() == r["uniform"][b]["test_acc"] for b in (2, 4))
     cost = out["cost"]
     assert list(cost.columns)[-1] == "model" and set(cost.model) == {"resnet20"}
     assert set(cost[cost.fixed].w_bits) == {8} and set(cost[~cost.fixed].w_bits) == {4}
@@ -109,7 +114,11 @@ def test_baselines_keep_the_model_floor(small, fp_folder, tmp_path):
     r = results["resnet20"][3]
     assert list(r) == ["test_acc", "train_seconds", "epochs", "gbitops", "size_mib", "health"] and r["epochs"] == 1
     assert r["health"]["finite"] and r["health"]["heldout_images"] > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet20_w3a3.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet20_predictions.npz", "resnet20_w3a3.pt"]
+    correct = read_correct(tmp_path / "resnet20_predictions.npz", small.test.labels.numpy())
+    assert list(correct) == ["LSQ W3A3"] and correct["LSQ W3A3"].mean() == r["test_acc"]
+    with pytest.raises(ValueError, match="other test images"):
+        read_correct(tmp_path / "resnet20_predictions.npz", small.test.labels.numpy()[::-1])
     lsq = load_supernet(tmp_path / "resnet20_w3a3.pt")
     place(lsq, CPU)
     assert lsq.choices[lsq.searchable[0]] == ((3,), (3,))

@@ -235,11 +235,18 @@ def c1_table(m: dict) -> VerdictTable | None:
     direction where it states one (``C1_EXPECTED``: "on par or above" at W4A4 and W3A3, none at W2A2); "on par" only
     where the equivalence test passes (``stats.EQUIVALENCE_MARGIN``).
 
-    The replicated model (search.json's "seeds") is judged over its training seeds, the others on their one run.
-    No per-image predictions of these models were kept, so each run's noise over test images is the unpaired SE of
-    its two accuracies (``stats.unpaired_se``, an upper bound of the paired one)."""
+    Where search.json holds the "c1" section (``search_results.c1_summary``), its verdicts: each model over its
+    training seeds, paired per image (a two-way analysis of the seed-by-image matrix). A run whose stages kept no
+    per-image predictions (metrics written before they did) is judged from its accuracies instead: the replicated
+    model (search.json's "seeds") over its training seeds, the others on their one run, each run's noise over test
+    images the unpaired SE of its two accuracies (``stats.unpaired_se``, an upper bound of the paired one)."""
     from mpq.studies.stats import unpaired_se, verdict
 
+    stored = m.get("search", {}).get("c1", {}).get("rows")
+    if stored:
+        rows = [Judged(_model(r["model"]), r["bits"], r["verdict"]) for r in stored]
+        return VerdictTable(f"C1: the supernet at uniform bits minus LSQ trained alone, top-1 points ({_c1_scope(m)}; "
+                            f"{_c1_noise(m)}; the paper: on par or above at W4A4 and W3A3, no direction at W2A2)", rows, _table_note(rows))
     sn, base = m.get("supernet", {}).get("models", {}), m.get("baselines", {}).get("models", {})
     if not sn or not base:
         return None
@@ -271,6 +278,11 @@ def c1_table(m: dict) -> VerdictTable | None:
 
 
 def _c1_scope(m: dict) -> str:
+    stored = m.get("search", {}).get("c1", {}).get("rows")
+    if stored:
+        by_model = {r["model"]: r["seeds"] for r in stored}
+        return "; ".join(f"{_model(name)} over training seeds {_seeds_text(seeds)}" if len(seeds) > 1 else
+                         f"{_model(name)} one run (seed {seeds[0]})" for name, seeds in by_model.items())
     seeds = m.get("search", {}).get("seeds", {})
     if seeds.get("model") in m.get("supernet", {}).get("models", {}) and seeds.get("rows"):
         return (f"{_model(seeds['model'])} over training seeds {_seeds_text(seeds['seeds'])}, the other models one run "
@@ -541,8 +553,15 @@ def _c1_line(m: dict) -> str | None:
             f"{verdict_summary(low)}"] if low else [])
     return (f"**{TITLES['C1']}** (the supernet at uniform bits minus LSQ trained alone at those bits, top-1 "
             "points; \"holds\" means the supernet is ahead, \"on par\" that the equivalence test passed within "
-            f"+-{EQUIVALENCE_MARGIN:g} points; {_c1_scope(m)}; test-image noise from the two accuracies, an upper "
-            "bound; words after Holm over the claim's comparisons): " + ". ".join(parts) + ".")
+            f"+-{EQUIVALENCE_MARGIN:g} points; {_c1_scope(m)}; {_c1_noise(m)}; words after Holm over the claim's "
+            "comparisons): " + ". ".join(parts) + ".")
+
+
+def _c1_noise(m: dict) -> str:
+    rows = m.get("search", {}).get("c1", {}).get("rows") or []
+    if rows and all(r["pairing"] == "per image" for r in rows):
+        return "paired per test image, seed and image noise counted once each"
+    return "test-image noise from the two accuracies, an upper bound"
 
 
 def _c2_line(m: dict) -> str | None:

@@ -35,7 +35,7 @@ from mpq.config import AblationConfig, DataConfig, EvalConfig, SearchConfig, fro
 from mpq.data.datasets import ImageSet, make_splits
 from mpq.search.evaluation import test_predictions
 from mpq.studies.ablation import evaluation_images, greedy_configs, run_cell
-from mpq.studies.stats import t_quantile
+from mpq.studies.stats import NoiseComponents, mde
 from mpq.studies.tuning import run_jobs
 from mpq.training.checkpoint import check_output, run_command, write_json
 from mpq.training.fp import pick_device
@@ -144,12 +144,13 @@ def projected_mde(training_var: float, search_var: float, seeds: int, image_var:
                   within_var: float = 0.0, images: int = 1, power: float = 0.8, alpha: float = 0.05) -> float:
     """Minimal detectable effect (points) of a contrast between two cells, each searched once per seed: the
     seed part of the difference is ``2 (training_var + search_var)`` (two independent supernets and searches),
-    and the images add ``image_var / images + 2 within_var / (seeds images)`` (``stats.predicted_se``)."""
+    and the images add ``image_var / images + 2 within_var / (seeds images)`` (``stats.predicted_se``). It is
+    ``stats.mde`` of those components: the noncentral t at the design's Satterthwaite df, as a verdict states it."""
     if seeds < 2:
         raise ValueError("a design for a verdict needs 2 or more seeds")
-    se2 = 2 * (training_var + search_var) / seeds + image_var / images + 2 * within_var / (seeds * images)
-    df = seeds - 1
-    return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * float(np.sqrt(se2))
+    parts = NoiseComponents(seed_var=2 * (training_var + search_var), image_var=image_var, within_var=2 * within_var,
+                            diff=0.0, seeds=seeds, images=images)
+    return mde(parts, seeds, images, power=power, alpha=alpha)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

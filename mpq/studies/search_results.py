@@ -22,11 +22,13 @@ import pandas as pd
 import torch
 
 from mpq.studies.replicate_tables import (RETRAIN_EXPECTED, SAMPLING_EXPECTED, budget_points, budget_rows,
-                                          load_budget_runs, load_replicates, main_run_record, pool_gaps,
-                                          seed_comparisons, seed_rows)
+                                          comparison_verdict, load_budget_runs, load_replicates, main_run_record,
+                                          pairing, pool_gaps, read_correct, record_comparisons, seed_comparisons,
+                                          seed_rows)
 from mpq.studies.search_runs import METHODS
-from mpq.studies.search_study import EQUAL_COMPUTE
+from mpq.studies.search_study import EQUAL_COMPUTE, pred_key
 from mpq.studies.stats import MIN_SEEDS, Verdict, family_counts, json_ready, paired_verdict, rows_note, verdict
+from mpq.studies.supernets import PREDICTIONS
 from mpq.training.checkpoint import write_json
 
 
@@ -42,6 +44,13 @@ def stage_metrics(root: str | Path = "reports/metrics") -> tuple[dict, dict, dic
 def load_study(path: str | Path = "checkpoints/search_study/result.json") -> dict:
     """The search_study stage's result (``mpq.studies.search_study``)."""
     return json.loads(Path(path).read_text())
+
+
+def load_study_correct(folder: str | Path, labels: torch.Tensor) -> dict[str, np.ndarray]:
+    """The search_study stage's per-image correctness (``folder/predictions.npz``; keys ``search_study.pred_key``),
+    checked against the test ``labels``; empty where the stage kept no predictions."""
+    path = Path(folder) / "predictions.npz"
+    return read_correct(path, labels.numpy()) if path.is_file() else {}
 
 
 def judge_retrained(results: Mapping[str, Mapping], labels: torch.Tensor) -> dict[str, dict]:
@@ -184,15 +193,34 @@ def search_summary(results: Mapping[str, Mapping], sn_metrics: Mapping, *, profi
 # ---------------------------------------------------------------------------------------------------
 # T2 with seeds, F7 (training budget) and S1 (search settings)
 
+MAIN_PREDICTIONS = ("checkpoints/supernet", "checkpoints/baselines")   # the supernet and baselines stages' folders
+
+
+def main_correct(model: str, labels: torch.Tensor, folders: Sequence[str | Path] = MAIN_PREDICTIONS
+                 ) -> dict[str, np.ndarray]:
+    """The main run's per-image correctness of ``model``'s uniform supernet rows and LSQ models, from the
+    predictions the supernet and baselines stages keep in ``folders`` (``supernets.save_predictions``); a folder
+    without the file adds nothing (that row's comparisons then say how they were paired)."""
+    correct = {}
+    for folder in folders:
+        path = Path(folder) / PREDICTIONS.format(model=model)
+        if path.is_file():
+            correct |= read_correct(path, labels.numpy())
+    return correct
+
+
 def load_seed_records(model: str, seed: int, seeds: Sequence[int], sn_metrics: Mapping, base_metrics: Mapping,
                       results: Mapping[str, Mapping], labels: torch.Tensor,
-                      root: str | Path = "checkpoints/replicates") -> list[dict]:
+                      root: str | Path = "checkpoints/replicates",
+                      predictions: Sequence[str | Path] = MAIN_PREDICTIONS) -> list[dict]:
     """T2 of ``model`` over training seeds: the main run (``results``, with its greedy and retrained predictions on
-    the test images, ``labels``) in a replicate's shape, then each replicate of ``seeds`` (``root/seed-<s>``, with
-    its predictions), so the gaps pair over images exactly."""
+    the test images, ``labels``, and its uniform supernet and LSQ predictions from ``predictions``, ``main_correct``)
+    in a replicate's shape, then each replicate of ``seeds`` (``root/seed-<s>``, with its predictions), so the
+    comparisons pair over images exactly."""
     levels = {str(lv): e for lv, e in results[model]["levels"].items()}
     correct = {f"{arm} {lv}": (e[arm]["preds"] == labels).numpy() for lv, e in levels.items()
                for arm in ("greedy", "retrained", *METHODS[1:]) if "preds" in e.get(arm, {})}
+    correct |= main_correct(model, labels, predictions)
     main = main_run_record(model, seed, sn_metrics, base_metrics, {model: {"levels": levels}},
                            test_images=len(labels), correct=correct)
     return [main, *load_replicates(root, seeds)]
@@ -200,11 +228,40 @@ def load_seed_records(model: str, seed: int, seeds: Sequence[int], sn_metrics: M
 
 def load_model_seed_records(models: Sequence[str], seed: int, seeds: Sequence[int], sn_metrics: Mapping,
                             base_metrics: Mapping, results: Mapping[str, Mapping], labels: torch.Tensor,
-                            root: str | Path = "checkpoints/model_replicates") -> dict[str, list[dict]]:
+                            root: str | Path = "checkpoints/model_replicates",
+                            predictions: Sequence[str | Path] = MAIN_PREDICTIONS) -> dict[str, list[dict]]:
     """``load_seed_records`` of each model of ``replicates.other_models``: its main run and its replicates
     (``root/<model>/seed-<s>``, the ``model_replicate`` stages); model -> records."""
-    return {m: load_seed_records(m, seed, seeds, sn_metrics, base_metrics, results, labels, Path(root) / m)
-            for m in models}
+    return {m: load_seed_records(m, seed, seeds, sn_metrics, base_metrics, results, labels, Path(root) / m,
+                                 predictions) for m in models}
+
+
+def c1_records(results: Mapping[str, Mapping], seeded: Mapping[str, Sequence[Mapping]], seed: int,
+               sn_metrics: Mapping, base_metrics: Mapping, labels: torch.Tensor,
+               predictions: Sequence[str | Path] = MAIN_PREDICTIONS) -> dict[str, list[dict]]:
+    """C1's records per model of ``results``, in its order: the model's records over training seeds where
+    ``seeded`` holds them (``load_seed_records``, ``load_model_seed_records``), else its main run alone."""
+    return {m: list(seeded[m]) if m in seeded else
+            load_seed_records(m, seed, [], sn_metrics, base_metrics, results, labels, predictions=predictions)
+            for m in results if m in sn_metrics and m in base_metrics}
+
+
+def c1_summary(records: Mapping[str, Sequence[Mapping]]) -> dict:
+    """search.json's "c1" section (claim C1): per model (``records``: ``c1_records``) and uniform bit-width, the
+    supernet minus LSQ trained alone, judged over the model's seeds (``comparison_verdict``: per image where every
+    record keeps both rows' predictions, a two-way analysis of the seed-by-image matrix; one run: its paired
+    interval, not judged) in C1's direction (``replicate_tables.uniform_expected``), with the table's note."""
+    rows = []
+    for model, recs in records.items():
+        for what, arm, ref, expected in record_comparisons(recs[0]):
+            if not arm.startswith("supernet W") or not all(arm in r["test_acc"] and ref in r["test_acc"]
+                                                           for r in recs):
+                continue
+            v = comparison_verdict(recs, arm, ref, expected)
+            rows.append({"model": model, "bits": arm[len("supernet "):], "seeds": [r["seed"] for r in recs],
+                         "pairing": pairing(recs, arm, ref), "verdict": v.as_dict()})
+    return json_ready({"rows": rows, "note": rows_note(rows) if rows else "no model with both a supernet and an "
+                       "LSQ baseline at one uniform bit-width"})
 
 
 def model_seeds_summary(records: Mapping[str, Sequence[Mapping]]) -> dict:
@@ -254,10 +311,12 @@ def budget_summary(model: str, budgets: Sequence[int], epochs: int, seed: int, r
                        "seconds": {f"x{r['budget']}": r["seconds"] for r in runs}})
 
 
-def study_rows(result: Mapping) -> list[dict]:
+def study_rows(result: Mapping, correct: Mapping[str, np.ndarray] | None = None) -> list[dict]:
     """S1 judged: per (alternative, level) of the search_study result, the test accuracy minus the default's
-    (points) over the seeds searched, from the per-seed paired SEs (``verdict``), and the search time and
-    evaluations relative to the default's (mean over seeds of the per-seed ratios).
+    (points) over the seeds searched, and the search time and evaluations relative to the default's (mean over
+    seeds of the per-seed ratios). With the stage's per-image correctness (``correct``: ``load_study_correct``) the
+    verdict is the two-way analysis of the seed-by-image matrix (``paired_verdict``: each noise part once);
+    without it, from the per-seed paired SEs (``verdict``, an upper bound), as the "pairing" column says.
 
     Directions: random and evolutionary search given the greedy walk's evaluations, minus greedy: -1 (the
     paper's greedy search is the better one, F5); another scoring-set size or start: 0 (the paper fixes its
@@ -271,11 +330,20 @@ def study_rows(result: Mapping) -> list[dict]:
             group = [r for r in runs if r["variant"] == name and r["level"] == level]
             if not group:
                 continue
-            v = verdict([100 * r["minus_default"] for r in group], [100 * r["paired_se"] for r in group],
-                        expected=-SAMPLING_EXPECTED if name in EQUAL_COMPUTE else 0)
+            expected = -SAMPLING_EXPECTED if name in EQUAL_COMPUTE else 0
+            arms = [pred_key(r["seed"], name, level) for r in group]
+            refs = [pred_key(r["seed"], "default", level) for r in group]
+            exact = correct is not None and all(k in correct for k in arms + refs)
+            if exact:
+                v = paired_verdict(np.stack([correct[k] for k in arms]), np.stack([correct[k] for k in refs]),
+                                   expected)
+            else:
+                v = verdict([100 * r["minus_default"] for r in group], [100 * r["paired_se"] for r in group],
+                            expected=expected)
             base = [default[(r["seed"], level)] for r in group]
             rows.append({"setting": name, "BitOPs level": level, "seeds": len(group),
                          "paired SE per seed": " / ".join(f"{100 * r['paired_se']:.2f}" for r in group),
+                         "pairing": "per image" if exact else "per-seed SEs (an upper bound)",
                          # the greedy rows time the whole walk (every level); the equal-compute ones one level
                          "search time x default": math.nan if name in EQUAL_COMPUTE else float(np.mean(
                              [r["search_seconds"] / b["search_seconds"] for r, b in zip(group, base)])),
@@ -286,10 +354,10 @@ def study_rows(result: Mapping) -> list[dict]:
     return rows
 
 
-def study_tables(study: Mapping) -> tuple[list[dict], pd.DataFrame]:
+def study_tables(study: Mapping, correct: Mapping[str, np.ndarray] | None = None) -> tuple[list[dict], pd.DataFrame]:
     """S1's tables from the search_study result: each alternative minus the default per level, judged over seeds
-    (``study_rows``), and each setting's means (``per_variant``)."""
-    return study_rows(study), per_variant(study["runs"])
+    (``study_rows``, per image with ``correct``), and each setting's means (``per_variant``)."""
+    return study_rows(study, correct), per_variant(study["runs"])
 
 
 def per_variant(runs: Sequence[Mapping]) -> pd.DataFrame:

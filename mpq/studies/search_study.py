@@ -23,6 +23,8 @@ Command line (the DVC stage ``search_study``)::
 
     python -m mpq.studies.search_study --out checkpoints/search_study
 
+It writes ``result.json`` (the runs) and ``predictions.npz`` (the test labels and every search's predicted class
+per test image, keyed by ``pred_key``), so that the notebook pairs the settings over seeds and images at once.
 The folder appears whole or not at all (written beside its place and renamed).
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from mpq.training.checkpoint import check_output, run_command, write_json
@@ -120,7 +123,7 @@ def run_study(params: Mapping, out: str | Path) -> dict:
     splits = make_splits(data_cfg.dataset, seed=params["seed"], train_size=data_cfg.train_size,
                          score_size=data_cfg.score_size, calib_size=data_cfg.calib_size, test_size=data_cfg.test_size)
     labels = splits.test.labels
-    runs = []
+    runs, kept = [], {}
     stage_start = time.perf_counter()
     for seed, path in studied_supernets(params, search_cfg, study):
         ema = load_supernet(path, model=spec.name, width_mult=spec.width_mult, spec=cfg.supernet_spec(),
@@ -158,12 +161,15 @@ def run_study(params: Mapping, out: str | Path) -> dict:
                      " / ".join(f"{100 * r['test_acc']:.2f}" for r in runs[-len(front):]))
             if name == "default" and study.equal_compute and seed == params["seed"]:
                 runs += _equal_compute(ema, space, scorer, table, front, search_cfg, splits, eval_cfg, seed, preds)
+        kept |= {pred_key(seed, name, level): p for name, per_level in preds.items() for level, p in per_level.items()}
     result = {"model": spec.name, "width_mult": spec.width_mult, "levels": [str(lv) for lv in search_cfg.levels],
               "variants": [list(v) for v in variants(search_cfg, study)]
               + ([[name, search_cfg.score_size, search_cfg.start_bits] for name in EQUAL_COMPUTE]
                  if study.equal_compute else []), "device": str(device),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
               "test_images": len(labels), "stage_seconds": round(time.perf_counter() - stage_start, 1), "runs": runs}
+    np.savez(work / "predictions.npz", labels=labels.numpy().astype(np.int16),
+             **{k: p.cpu().numpy().astype(np.int16) for k, p in kept.items()})
     write_json(result, work / "result.json")
     if out.exists():
         shutil.rmtree(out)
@@ -172,6 +178,12 @@ def run_study(params: Mapping, out: str | Path) -> dict:
 
 
 EQUAL_COMPUTE = ("random search, equal evaluations", "evolutionary search, equal evaluations")
+
+
+def pred_key(seed: int, variant: str, level) -> str:
+    """The key of one search's test predictions in the stage's ``predictions.npz``: training seed, search setting
+    and BitOPs level."""
+    return f"seed {seed} | {variant} | level {level}"
 
 
 def _equal_compute(ema, space, scorer, table, front, search_cfg: SearchConfig, splits, eval_cfg: EvalConfig,

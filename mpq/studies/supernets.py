@@ -21,15 +21,17 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
 from mpq.config import BaselineConfig, DataConfig, EvalConfig, ModelSpec, from_dict, load_params, model_specs
 from mpq.data.datasets import ImageSet, Splits, make_splits
 from mpq.method.cost import bitops, cost_rows, model_size_mib
 from mpq.method.supernet import Supernet
 from mpq.models import model_entry
-from mpq.search.evaluation import recalibrated_accuracy
+from mpq.search.evaluation import recalibrated_accuracy, test_predictions
 from mpq.studies.health import training_health
 from mpq.studies.model_bits import model_bits
 from mpq.training.checkpoint import (atomic_folder, check_output, merge_timings, read_stage_record, read_stage_result,
@@ -55,17 +57,42 @@ def model_settings(bits_section: Mapping[str, Any] | None, specs: Sequence[Model
     return model_cfg, model_eval
 
 
+def scored_predictions(supernet: Supernet, bit_cfg: Mapping[str, Sequence[int]], calib: ImageSet, test: ImageSet, *,
+                       batch_size: int) -> tuple[float, Tensor]:
+    """Test top-1 of ``supernet`` at ``bit_cfg`` (BN recalibrated on ``calib``) and its predicted class per test
+    image; the accuracy is the one ``recalibrated_accuracy`` gives (correct images over all, the same batches)."""
+    preds = test_predictions(supernet, bit_cfg, calib, test, batch_size=batch_size)
+    return int((preds == test.labels).sum()) / len(test), preds
+
+
 def uniform_accuracies(supernet: Supernet, levels: Sequence[int], calib: ImageSet, test: ImageSet, *,
-                       batch_size: int) -> dict[int, dict[str, float]]:
+                       batch_size: int, preds: dict[str, Tensor] | None = None) -> dict[int, dict[str, float]]:
     """Test top-1 (BN recalibrated on ``calib``), G-BitOPs and size (MiB) of ``supernet`` at each uniform WkAk of
-    ``levels``, in that order (the uniform rows of Tables 2-4)."""
+    ``levels``, in that order (the uniform rows of Tables 2-4); with ``preds``, each row's predicted classes are
+    added to it as ``"supernet WkAk"`` (C1 pairs them with LSQ's per image)."""
     table = supernet.cost_table
     uniform = {}
     for bits in levels:
         bit_cfg = supernet.uniform_config(bits)
-        uniform[bits] = {"test_acc": recalibrated_accuracy(supernet, bit_cfg, calib, test, batch_size=batch_size),
-                         "gbitops": bitops(table, bit_cfg) / 1e9, "size_mib": model_size_mib(table, bit_cfg)}
+        acc, predicted = scored_predictions(supernet, bit_cfg, calib, test, batch_size=batch_size)
+        if preds is not None:
+            preds[f"supernet W{bits}A{bits}"] = predicted
+        uniform[bits] = {"test_acc": acc, "gbitops": bitops(table, bit_cfg) / 1e9,
+                         "size_mib": model_size_mib(table, bit_cfg)}
     return uniform
+
+
+PREDICTIONS = "{model}_predictions.npz"     # per model, beside its checkpoints: the test labels and each row's classes
+
+
+def save_predictions(folder: str | Path, model: str, labels: Tensor, preds: Mapping[str, Tensor]) -> Path:
+    """``folder/<model>_predictions.npz``: the test labels and the predicted class per test image of each row of
+    ``preds`` (int16, plain arrays: read back with ``replicate_tables.read_correct``)."""
+    path = Path(folder) / PREDICTIONS.format(model=model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, labels=labels.cpu().numpy().astype(np.int16),
+             **{k: p.cpu().numpy().astype(np.int16) for k, p in preds.items()})
+    return path
 
 
 def lowest_point(supernet: Supernet, candidates: Mapping[str, tuple[Sequence[int], Sequence[int]]], calib: ImageSet,
@@ -111,8 +138,10 @@ def train_supernets(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
                             meta=run_meta(spec.name, spec.width_mult, splits, train))
         eval_start = time.perf_counter()
         health = training_health(run.history.loss, run.ema, splits.calib, splits.score, fp_heldout)
+        preds: dict[str, Tensor] = {}
         uniform = uniform_accuracies(run.ema, model_eval[spec.name].levels, splits.calib, splits.test,
-                                     batch_size=eval_batch_size)
+                                     batch_size=eval_batch_size, preds=preds)
+        save_predictions(folder, spec.name, splits.test.labels, preds)
         lowest = lowest_point(run.ema, run.candidates(), splits.calib, splits.test, batch_size=eval_batch_size)
         results[spec.name] = {
             "fp_test_acc": fp_acc, "uniform": uniform, "train_images": len(train), "epochs": mcfg.epochs,
@@ -147,11 +176,13 @@ def train_baselines(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
     Each starts from ``fp_folder/<model>.pt`` with the global torch seed ``seed`` and trains ``cfg.baseline(k)``
     (the supernet's recipe and budget, max path only) on ``train``; checkpoint ``folder/<model>_w<k>a<k>.pt``.
     Returns model -> k -> {test top-1 (BN recalibrated on the calibration images), training seconds, epochs,
-    G-BitOPs, size in MiB, the run's health (``health.training_health``)}.
+    G-BitOPs, size in MiB, the run's health (``health.training_health``)}; each model's predicted classes per test
+    image (rows ``"LSQ WkAk"``) go to ``folder/<model>_predictions.npz`` (``save_predictions``).
     """
     results = {}
     for spec in specs:
         results[spec.name] = {}
+        preds: dict[str, Tensor] = {}
         for bits in model_bits(bits_section, spec.name).baseline_levels(base_cfg):
             base = cfg.baseline(bits)
             float_model = load_fp_model(f"{fp_folder}/{spec.name}.pt", spec.name, spec.width_mult,
@@ -165,12 +196,15 @@ def train_baselines(specs: Sequence[ModelSpec], splits: Splits, train: ImageSet,
                                 meta=run_meta(spec.name, spec.width_mult, splits, train))
             health = training_health(run.history.loss, run.ema, splits.calib, splits.score, fp_heldout, margin=None)
             bit_cfg = run.ema.uniform_config(bits)
-            acc = recalibrated_accuracy(run.ema, bit_cfg, splits.calib, splits.test, batch_size=eval_batch_size)
+            acc, preds[f"LSQ W{bits}A{bits}"] = scored_predictions(run.ema, bit_cfg, splits.calib, splits.test,
+                                                                  batch_size=eval_batch_size)
             results[spec.name][bits] = {"test_acc": acc, "train_seconds": round(run.seconds, 1),
                                         "epochs": base.epochs,
                                         "gbitops": bitops(run.ema.cost_table, bit_cfg) / 1e9,
                                         "size_mib": model_size_mib(run.ema.cost_table, bit_cfg), "health": health}
             print(spec.name, f"W{bits}A{bits}", f"{100 * acc:.2f}%", f"{run.seconds:.0f}s")
+        if preds:
+            save_predictions(folder, spec.name, splits.test.labels, preds)
     return results
 
 
