@@ -12,10 +12,13 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from mpq.pages import report
-from mpq.pages.report import (Judged, VerdictTable, build_index, c1_table, column_decimals, format_column, held_lines,
-                              load_metrics, mde_span, reading_frame, table_html, toy_table, verdict_figure,
-                              verdict_summary, without_verdict_columns, word_counts)
+from mpq.pages import claims, forest, held, sections, tables
+from mpq.pages.claims import Judged, VerdictTable, c1_table, toy_table
+from mpq.pages.entry import build_index
+from mpq.pages.forest import verdict_figure
+from mpq.pages.held import held_lines, mde_span, verdict_summary, word_counts
+from mpq.pages.metrics import load_metrics
+from mpq.pages.tables import column_decimals, format_column, reading_frame, table_html, without_verdict_columns
 from mpq.studies.stats import unpaired_se, verdict
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,7 +102,7 @@ class _Sections(HTMLParser):
 
 def _page(reports, monkeypatch) -> str:
     """The entry page with a one-pixel stand-in for each verdict figure (the figures are tested on their own)."""
-    monkeypatch.setattr(report, "verdict_figure", lambda table: b"\x89PNG-stand-in")
+    monkeypatch.setattr(forest, "verdict_figure", lambda table: b"\x89PNG-stand-in")
     return build_index(reports)
 
 
@@ -119,7 +122,7 @@ def test_entry_page_states_a_verdict_for_every_claim_and_has_contents(root, monk
     parsed.feed(page)
     _claims_have_words(parsed.held)
     assert {"#held", "#environment"} <= set(parsed.contents)
-    assert {f"#{item.id}" for item in report.ITEMS} <= set(parsed.contents)
+    assert {f"#{item.id}" for item in sections.ITEMS} <= set(parsed.contents)
     assert "&lt;NA&gt;" not in page and "<NA>" not in page and ">nan<" not in page.lower()
 
 
@@ -242,7 +245,7 @@ def test_stale_metrics_keep_their_pending_lines(root):
 
 def test_held_lines_are_one_per_claim_in_order(new_reports):
     lines = held_lines(load_metrics(new_reports))
-    assert [x.split("**")[1] for x in lines] == [title for _, title, _ in report.CLAIMS]
+    assert [x.split("**")[1] for x in lines] == [title for _, title, _ in held.CLAIMS]
 
 
 # ---------------------------------------------------------------------------------------------- C1 and F1
@@ -317,7 +320,7 @@ def test_verdict_summary_names_the_comparisons_clear_of_zero():
     # within a claim's family the headline gives the words after Holm, the unadjusted count beside them
     near = [Judged("", f"row {i}", _v([0.615, 1.0, 1.385], 0.0)) for i in range(2)]   # t 4.5 on 2 df: p 0.046
     assert [r.verdict["word"] for r in near] == ["holds", "holds"]
-    assert verdict_summary(report.family(near)).startswith(
+    assert verdict_summary(claims.family(near)).startswith(
         "0 hold, 0 reversed here, 2 inconclusive after Holm within the claim (2 hold, 0 reversed here, 0 inconclusive "
         "unadjusted) of 2 (row 0 holds +1.00 [")
 
@@ -328,14 +331,14 @@ def test_verdict_figure_is_a_png_as_wide_as_the_page():
     png = verdict_figure(VerdictTable("T", rows, "N"))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    assert width == round(100 * report.FIGURE_WIDTH_IN) and 100 < height < 300
+    assert width == round(100 * forest.FIGURE_WIDTH_IN) and 100 < height < 300
 
 
 def test_verdict_figure_wraps_a_label_too_long_for_the_room_beside_the_plot():
     long = "level 2.9 minus supernet from the FP model (no one-shot pre-training) and more words still"
     png = verdict_figure(VerdictTable("T", [Judged("animal_mnist", long, _v([0.65, -5.0]))], "N"))  # 2 runs: words
     width, height = struct.unpack(">II", png[16:24])
-    assert width == round(100 * report.FIGURE_WIDTH_IN)
+    assert width == round(100 * forest.FIGURE_WIDTH_IN)
     short = verdict_figure(VerdictTable("T", [Judged("animal_mnist", "level 3", _v([0.65, -5.0]))], "N"))
     assert height > struct.unpack(">II", short[16:24])[1]            # taller: the label runs over two lines or more
 
@@ -373,7 +376,7 @@ def test_verdict_columns_left_out_are_the_ones_verdict_frame_adds():
     mpq.pages.verdicts adds (two code paths, one list)."""
     from mpq.pages.verdicts import verdict_columns, verdict_frame
 
-    assert tuple(verdict_columns(_v([1.0, 2.0]))) == report.VERDICT_COLUMNS
+    assert tuple(verdict_columns(_v([1.0, 2.0]))) == tables.VERDICT_COLUMNS
     frame = verdict_frame([{"cell": "plain", "top-1": 88.0}, {"cell": "idm", "top-1": 89.1, "verdict": _v([1.0, 1.2])}])
     assert list(without_verdict_columns(frame).columns) == ["cell", "top-1"]
     t5 = pd.DataFrame({"method": ["FP"], "per seed": ["89.75 / 89.80"]})          # not a table of verdicts: kept whole
@@ -382,20 +385,20 @@ def test_verdict_columns_left_out_are_the_ones_verdict_frame_adds():
 
 def test_flip_seeds_counts_the_seeds_with_a_no2bit_run():
     row = {"comparison": "plain minus no2bit", "w bits": 4, "verdict": _v([1.0, 2.0, -0.5], 0.0)}
-    assert report.flip_seeds({"seeds": [0, 1, 2, 3], "flip_verdicts": {"rows": [row], "note": ""}}) == \
+    assert claims.flip_seeds({"seeds": [0, 1, 2, 3], "flip_verdicts": {"rows": [row], "note": ""}}) == \
         "3 seeds with a no2bit run"
-    assert report.flip_seeds({"seeds": [0, 1, 2], "flip_verdicts": {"rows": [row], "note": ""}}) == "3 seeds"
-    assert report.flip_seeds({"seeds": [0, 1]}) == "2 seeds"
+    assert claims.flip_seeds({"seeds": [0, 1, 2], "flip_verdicts": {"rows": [row], "note": ""}}) == "3 seeds"
+    assert claims.flip_seeds({"seeds": [0, 1]}) == "2 seeds"
 
 
 def test_excluded_sizes_name_the_intervals_that_end_under_the_papers_effect():
     def judged(cell, metric, high):
-        return Judged(f"{report.CELL_NAMES[cell]} minus plain", metric, {"high": high})
+        return Judged(f"{claims.CELL_NAMES[cell]} minus plain", metric, {"high": high})
     rows = [judged("sched", "W3A3", 0.18), judged("idm", "W3A3", 0.5), judged("both", "W3A3", 0.15),
             judged("both", "greedy 3", 1.27), judged("sched", "greedy 2.5", 0.79)]
-    assert report.excluded_sizes(rows) == ("W3A3: scheduler +0.18 < +0.8, scheduler and IDM +0.15 < +1.2; "
+    assert claims.excluded_sizes(rows) == ("W3A3: scheduler +0.18 < +0.8, scheduler and IDM +0.15 < +1.2; "
                                            "greedy 2.5: scheduler +0.79 < +0.8")
-    assert report.excluded_sizes(rows[1:2]) == ""
+    assert claims.excluded_sizes(rows[1:2]) == ""
 
 
 def test_long_lists_of_numbers_wrap_and_short_ones_stay_on_one_line():

@@ -97,7 +97,8 @@ def _empty_headings(cells) -> list[str]:
 def test_reader_pages_have_no_scaffolding_or_empty_headings(root):
     """What a reader's page shows (``reader_notebook``: markdown and kept outputs) of each committed executed
     notebook: no sentence about how the page is made, and every heading has something under it."""
-    from mpq.pages.report import NOTEBOOKS, reader_notebook
+    from mpq.pages.metrics import NOTEBOOKS
+    from mpq.pages.notebook_page import reader_notebook
 
     for stem in NOTEBOOKS:
         source = nbformat.read(str(root / "notebooks" / f"{stem}.ipynb"), as_version=4)
@@ -116,7 +117,7 @@ def test_empty_heading_check_sees_a_heading_before_a_heading_and_at_the_end():
 
 def test_reader_page_is_the_same_each_time(root):
     """The cells the reader's page adds carry fixed ids, so re-rendering an unchanged notebook changes no byte."""
-    from mpq.pages.report import reader_notebook
+    from mpq.pages.notebook_page import reader_notebook
 
     nb = nbformat.read(str(root / "reports" / "01_fp_train.ipynb"), as_version=4)
     first, again = reader_notebook(nb), reader_notebook(nb)

@@ -11,8 +11,13 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from mpq.pages.display import show_table, tidy
-from mpq.pages.report import (ITEMS, amortisation_rows, break_even, build_index, held_lines, load_metrics,
-                              readme_block, notebook_environments, readme_summary, reader_notebook, render_notebook)
+from mpq.pages.entry import build_index
+from mpq.pages.held import held_lines
+from mpq.pages.metrics import load_metrics, notebook_environments
+from mpq.pages.notebook_page import reader_notebook, render_notebook
+from mpq.pages.readme import readme_block, readme_summary
+from mpq.pages.sections import ITEMS
+from mpq.pages.timing import amortisation_rows, break_even
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -117,9 +122,9 @@ def test_committed_entry_page_shows_every_item_and_no_missing_image(root):
 
 
 def test_entry_page_regenerates_from_the_committed_metrics(root, monkeypatch):
-    from mpq.pages import report
+    from mpq.pages import forest
 
-    monkeypatch.setattr(report, "verdict_figure", lambda table: b"\x89PNG-stand-in")    # drawn: test_front_door
+    monkeypatch.setattr(forest, "verdict_figure", lambda table: b"\x89PNG-stand-in")    # drawn: test_front_door
     page = _parse(build_index(root / "reports"))
     assert {item.id for item in ITEMS} <= page.ids
 
@@ -218,7 +223,7 @@ def _f7_rows():
 def test_f7_draws_each_budget_with_its_seeds():
     """F7's table of verdicts: one row per comparison and budget, labelled with its epochs and seeds (one seed
     beyond the default budget: its paired interval alone), and no line of its own among the claims."""
-    from mpq.pages.report import f7_table
+    from mpq.pages.claims import f7_table
 
     rows = _f7_rows()
     m = {"search": {"budget": {"model": "resnet20", "seed": 0, "budgets": [1, 2], "rows": rows, "note": "NOTE"}}}
@@ -237,9 +242,9 @@ def test_entry_page_shows_the_default_budget_when_f7_has_no_curve(root, tmp_path
     """Built from the committed metrics with F7 cut to the default budget and its verdicts in the current form, the
     entry page shows the default budget's seeds as a figure of verdicts (not the notebook's figure of the curve) and
     says which parameter and profile produce the curve."""
-    from mpq.pages import report
+    from mpq.pages import forest
 
-    monkeypatch.setattr(report, "verdict_figure", lambda table: b"\x89PNG-stand-in")
+    monkeypatch.setattr(forest, "verdict_figure", lambda table: b"\x89PNG-stand-in")
     reports = tmp_path / "reports"
     shutil.copytree(root / "reports" / "metrics", reports / "metrics")
     shutil.copytree(root / "reports" / "tables", reports / "tables")
@@ -257,7 +262,7 @@ def test_held_lines_and_entry_figures_read_the_stored_verdicts():
     """C2 (F2/T1) and C3/C4 (T6) on the entry page and in the README: counts of the stored verdicts' words per cell,
     the ones clear of zero named with their intervals, the span of the smallest detectable effects; a row without a
     verdict (the reference cell) is no comparison."""
-    from mpq.pages.report import flip_table, t6_table
+    from mpq.pages.claims import flip_table, t6_table
     from mpq.studies.stats import rows_note, verdict
 
     flips = [{"comparison": "plain minus no2bit", "w bits": b, "verdict": verdict(d, [0.0] * 3, 1).as_dict()}
@@ -304,7 +309,7 @@ def test_verdict_tables_flatten_the_stored_verdicts_and_caption_the_note():
 
 
 def test_the_c34_line_gives_the_fixed_space_effect_and_the_scheduler_record():
-    from mpq.pages.report import _c34_line
+    from mpq.pages.held import _c34_line
     from mpq.studies.stats import verdict
 
     v = verdict([0.1, 0.3, 0.2], [0.1] * 3, 1).as_dict()

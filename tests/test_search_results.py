@@ -18,7 +18,7 @@ from mpq.config import ModelSpec, SearchConfig, load_params
 from mpq.method.cost import bitops, bitops_level, level_bitops
 from mpq.models import create_model
 from mpq.pages.plotting import budget_figure
-from mpq.pages.report import held_lines
+from mpq.pages.held import held_lines
 from mpq.search.evaluation import make_scorer, search_space
 from mpq.search.sampling import random_search
 from mpq.search.space import cfg_to_json
@@ -334,7 +334,7 @@ def test_c1_pairs_every_model_per_image_over_its_seeds(tmp_path):
     assert n3 == paired_verdict(np.arange(IMAGES) < 70, np.arange(IMAGES) < 71, 1).as_dict()
     assert c1["note"].startswith("2 comparisons judged, 1 on fewer than 3 seeds and not judged")
     # the entry page reads these rows as they are
-    from mpq.pages.report import c1_table
+    from mpq.pages.claims import c1_table
     table = c1_table({"search": {"c1": c1}})
     assert [(r.group, r.label) for r in table.rows] == [("m", "W3A3"), ("m", "W2A2"), ("n", "W3A3")]
     assert "m over training seeds 0, 1, 2; n one run (seed 0)" in table.title and "per test image" in table.title

@@ -11,8 +11,10 @@ import re
 import numpy as np
 import pytest
 
-from mpq.pages import report
-from mpq.pages.report import Judged, c1_table, held_lines, load_metrics, t6_table, toy_table
+from mpq.pages import claims
+from mpq.pages.claims import Judged, c1_table, t6_table, toy_table
+from mpq.pages.held import held_lines
+from mpq.pages.metrics import load_metrics
 from mpq.studies.interference import ablation_rows
 from mpq.studies.stats import CLEAR_WORDS, audit_verdicts, holm_words, paired_verdict, verdict
 
@@ -108,9 +110,9 @@ def test_committed_metrics_read_under_the_rules(root):
     """The committed run's verdicts, read by the entry page: no table row on fewer than 3 seeds has a word, and no
     line of "What held" or the README's block says one of a one- or two-run interval."""
     m = load_metrics(root / "reports")
-    builders = [report.c1_table, report.toy_table, report.flip_table, report.t6_table, report.space_table,
-                report.distortion_table, report.seeds_gap_table, report.retrained_table, report.f5_table,
-                report.s1_table, report.f7_table, report.t5_table]
+    builders = [claims.c1_table, claims.toy_table, claims.flip_table, claims.t6_table, claims.space_table,
+                claims.distortion_table, claims.seeds_gap_table, claims.retrained_table, claims.f5_table,
+                claims.s1_table, claims.f7_table, claims.t5_table]
     tables = [t for t in (b(m) for b in builders) if t is not None]
     rows = [r for t in tables for r in t.rows]
     assert len(rows) > 50 and any(r.verdict["n"] < 3 for r in rows)
@@ -127,5 +129,5 @@ def test_committed_metrics_read_under_the_rules(root):
 def test_family_words_after_holm_by_hand():
     rows = [Judged("", f"r{i}", verdict([d - 0.385, d, d + 0.385], [0.0] * 3, 1).as_dict()) for i, d in
             enumerate((1.0, 1.0, 5.0))]                     # p 0.046, 0.046 and far below: Holm keeps the last
-    words = [r.verdict["holm_word"] for r in report.family(rows)]
+    words = [r.verdict["holm_word"] for r in claims.family(rows)]
     assert [r.verdict["word"] for r in rows] == ["holds"] * 3 and words == ["inconclusive", "inconclusive", "holds"]

@@ -12,7 +12,7 @@ import pandas as pd
 
 from mpq.training.checkpoint import save_figure
 
-FINDINGS_TAG = "findings"   # the cell tag that mpq.pages.report moves to the top of a rendered page
+FINDINGS_TAG = "findings"   # the cell tag that mpq.pages.notebook_page moves to the top of a rendered page
 
 
 def tidy(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,105 @@
+"""A table of verdicts drawn for the entry page: per comparison each seed's difference, the mean and its 95%
+interval against zero, coloured by the verdict's word, the numbers beside it (a forest plot, embedded PNG)."""
+from __future__ import annotations
+
+import base64
+import html
+import textwrap
+from typing import Sequence
+
+from mpq.pages.claims import Judged, VerdictTable, by_group, interval_text
+
+
+WORD_COLOURS = {"holds": "#1b7f3b", "reversed here": "#c0392b", "higher": "#1f5fa8", "lower": "#b8620b",
+                "on par": "#6a3d9a", "inconclusive": "#707070"}     # a comparison not judged: #333333
+PLOT_MIN_IN = 2.5               # the narrowest the plot itself gets, beside the labels and the words
+FIGURE_WIDTH_IN = 10.6          # at 100 dpi the page (1100 px wide) shows it at its own size: 11 pt text stays 11 pt
+
+
+def _x_limit(rows: Sequence[Judged]) -> float:
+    """Half the width of the x axis: room for every mean, and for the interval and seeds of every row of typical
+    width; a row whose interval is more than three times the median half-width runs off the edge (arrows, its
+    seeds at the edge), its numbers stay beside it."""
+    halves = sorted(r.verdict["high"] - r.verdict["diff"] for r in rows)
+    typical = 3 * halves[len(halves) // 2]
+    ends = [abs(r.verdict["diff"]) for r in rows]
+    ends += [abs(x) for r in rows if r.verdict["high"] - r.verdict["diff"] <= typical
+             for x in (r.verdict["low"], r.verdict["high"], *r.verdict["per_seed"])]
+    return 1.08 * max(max(ends), 1e-3)
+
+
+def verdict_figure(table: VerdictTable) -> bytes:
+    """A PNG of a table of verdicts: one row per comparison (under a bold header per group), each seed's difference
+    as an open dot, the mean as a diamond and its 95% interval as a bar, coloured by the verdict's word, against a
+    line at zero; on the right the word, the difference, the interval and, where inconclusive, the smallest
+    detectable effect (MDE). 11-point text at 100 dpi, as wide as the entry page shows it."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    groups = by_group(table.rows)
+    entries: list[tuple[str, Judged | None]] = []
+    if all(len(rows) == 1 for rows in groups.values()):          # no header for groups of one
+        entries = [(", ".join(x for x in (r.group, r.label) if x), r) for r in table.rows]
+    else:
+        for group, rows in groups.items():
+            entries += ([(group, None)] if group else []) + [(r.label, r) for r in rows]
+    right = ["" if r is None else f"{r.verdict['word']}  {interval_text(r.verdict)}"
+             + (f"  MDE {r.verdict['mde']:.2f}" if r.verdict["word"] == "inconclusive" else "") for _, r in entries]
+    n, width = len(entries), FIGURE_WIDTH_IN
+    right_in = 0.25 + 0.078 * max(len(t) for t in right)
+    # a label longer than the room left beside the plot (at least PLOT_MIN_IN wide) and the right-hand text wraps;
+    # every row then gets the height of the tallest label
+    chars = max(20, int((width - right_in - PLOT_MIN_IN - 0.25) / 0.095))
+    entries = [(textwrap.fill(label, chars), r) for label, r in entries]
+    lines = max(label.count("\n") + 1 for label, _ in entries)
+    height = 0.8 + 0.27 * n * (1 + 0.7 * (lines - 1))
+    # margins from the longest labels (about 0.085 in per character at 11 pt, bold wider), so no layout pass is needed
+    left = 0.25 + max(len(line) * (0.085 if r else 0.095) for label, r in entries for line in label.split("\n"))
+    fig = Figure(figsize=(width, height), dpi=100)
+    ax = fig.add_axes((left / width, 0.55 / height, 1 - (left + right_in) / width, 1 - 0.65 / height))
+    lim = _x_limit(table.rows)
+    ys = list(range(n - 1, -1, -1))
+    for y, (_, r) in zip(ys, entries):
+        if r is None:
+            continue
+        v = r.verdict
+        colour = WORD_COLOURS.get(v["word"], "#333333")
+        ax.plot([max(v["low"], -lim), min(v["high"], lim)], [y, y], color=colour, lw=3, solid_capstyle="butt")
+        if v["low"] < -lim:
+            ax.plot(-lim, y, "<", color=colour, ms=8)
+        if v["high"] > lim:
+            ax.plot(lim, y, ">", color=colour, ms=8)
+        seeds = [min(max(d, -lim), lim) for d in v["per_seed"]]
+        ax.scatter(seeds, [y + 0.25] * len(seeds), s=30, facecolors="white", edgecolors=colour, linewidths=1.3,
+                   zorder=3)
+        ax.plot(min(max(v["diff"], -lim), lim), y, "D", color=colour, ms=7, zorder=4)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_yticks(ys, [label for label, _ in entries], fontsize=11)
+    ax.tick_params(axis="x", labelsize=11)
+    ax.tick_params(axis="y", length=0)
+    ax.set_xlabel(table.rows[0].verdict.get("unit", "points"), fontsize=11, labelpad=2)
+    ax.grid(axis="x", alpha=0.3)
+    for y, tick, (_, r), text in zip(ys, ax.get_yticklabels(), entries, right):
+        if r is None:
+            tick.set_fontweight("bold")
+        else:
+            ax.annotate(text, (1, y), xycoords=("axes fraction", "data"), xytext=(8, 0), textcoords="offset points",
+                        va="center", fontsize=10.5, color=WORD_COLOURS.get(r.verdict["word"], "#333333"))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _png_img(png: bytes, alt: str) -> str:
+    return f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' alt='{html.escape(alt)}'>"
+
+
+def verdict_block(table: VerdictTable) -> str:
+    """A table of verdicts on the entry page: its figure, captioned with what it compares and its note."""
+    return (f"<figure>{_png_img(verdict_figure(table), table.title)}<figcaption>{html.escape(table.title)}; "
+            f"{html.escape(table.note)}. Open dots: each seed (or the one run); diamond and bar: the mean and its 95% "
+            "interval with both noise sources; MDE: the smallest effect the design detects (80% power, 5% two-sided)."
+            "</figcaption></figure>")
