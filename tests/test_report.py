@@ -309,7 +309,7 @@ def test_verdict_tables_flatten_the_stored_verdicts_and_caption_the_note():
 
 
 def test_the_c34_line_gives_the_fixed_space_effect_and_the_scheduler_record():
-    from mpq.pages.held import _c34_line
+    from mpq.pages.held import TITLES
     from mpq.studies.stats import verdict
 
     v = verdict([0.1, 0.3, 0.2], [0.1] * 3, 1).as_dict()
@@ -321,6 +321,6 @@ def test_the_c34_line_gives_the_fixed_space_effect_and_the_scheduler_record():
                                          {"comparison": "plain in sched's space minus plain in its own",
                                           "metric": "greedy 3", "verdict": v}]},
                       "scheduler": {"summary": "Scheduler, 3 runs: it rotated."}}}
-    line = _c34_line(m)
+    line = next(x for x in held_lines(m) if x.startswith(f"**{TITLES['C3/C4']}**"))
     assert "The training effect at a fixed search space" in line and "sched minus plain at greedy 3" in line
     assert "plain in sched's space" not in line and line.endswith("Scheduler, 3 runs: it rotated.")

@@ -319,6 +319,46 @@ def t5_table(m: dict) -> VerdictTable | None:
                         _table_note(rows))
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claim's comparisons judged as one family (Holm within it, ``family``), in the parts its line names: e.g.
+    C5's F5 at equal BitOPs and S1 at equal evaluations. The held/not-held lines and the entry page's verdict table
+    both read these, so a word after Holm is computed once."""
+
+    parts: dict[str, list[Judged]]
+
+    @property
+    def rows(self) -> list[Judged]:
+        return [r for rows in self.parts.values() for r in rows]
+
+
+def _judged_together(parts: dict[str, Sequence[Judged]]) -> Claim:
+    words = iter(family([r for rows in parts.values() for r in rows]))
+    return Claim({name: [next(words) for _ in rows] for name, rows in parts.items() if rows})
+
+
+def claim_families(m: dict) -> dict[str, Claim]:
+    """Each claim measured in ``m`` by its key in ``held.CLAIMS`` (a claim with no verdicts is absent): C1 from
+    ``c1_table``; C2 from the ablation's flip rates (``flip_table``; F1's toy only illustrates it); C3/C4 from T6
+    (this package's scheduler variant ``sched_full`` included, as T6 judges it); C5 from F5 and S1's
+    equal-evaluation searches; C6 from T2 over seeds with the one-run rows of the other models, and from T5."""
+    out = {}
+    for key, table in (("C1", c1_table(m)), ("C2", flip_table(m)), ("C3/C4", t6_table(m)), ("C6 transfer", t5_table(m))):
+        if table is not None:
+            out[key] = _judged_together({key: table.rows})
+    f5, s1 = f5_table(m), s1_table(m)
+    equal = [r for r in (s1.rows if s1 else []) if "equal evaluations" in r.group]
+    if f5 is not None or equal:
+        out["C5"] = _judged_together({"F5": f5.rows if f5 else [], "S1": equal})
+    seeds, one = seeds_gap_table(m), retrained_table(m)
+    if seeds is not None or one is not None:
+        pooled = m["search"].get("seeds", {})
+        others = [r for r in (one.rows if one else []) if not (seeds and r.group == model_name(pooled["model"]))]
+        out["C6 retrained"] = _judged_together({"seeds": seeds.rows if seeds else [], "one run": others})
+    order = ("C1", "C2", "C3/C4", "C5", "C6 retrained", "C6 transfer")
+    return {key: out[key] for key in order if key in out}
+
+
 def interval_text(v: Mapping) -> str:
     return f"{v['diff']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
 

@@ -1,5 +1,6 @@
-"""The entry page, ``reports/index.html``: a table of contents, what held and what did not, every section of
-the study (``mpq.pages.sections``), the supporting figures, the environment and each stage's wall time."""
+"""The entry page, ``reports/index.html``: the verdict table under the title (``mpq.pages.verdict_table``), a
+table of contents, what held and what did not, every section of the study (``mpq.pages.sections``), the
+supporting figures, the environment and each stage's wall time."""
 from __future__ import annotations
 
 import html
@@ -9,6 +10,7 @@ from mpq.pages.held import CLAIMS, held_lines
 from mpq.pages.metrics import NOTEBOOKS, load_metrics, notebook_environments
 from mpq.pages.sections import ITEMS, SUPPORTING, item_html
 from mpq.pages.timing import environment_html
+from mpq.pages.verdict_table import verdict_table_html
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}
@@ -18,7 +20,8 @@ th{background:#f4f4f4}td{white-space:nowrap}td.t{white-space:normal}td.t,td:firs
 img{max-width:100%;border:1px solid #eee}
 figure{margin:.8em 0}figcaption{font-size:.85em;color:#444}
 nav ol{columns:3;column-gap:2.5em;font-size:.9em;margin:.4em 0}.held li{margin:.4em 0}
-.meta{color:#555;font-size:.9em}.pending{background:#fff6e0;padding:.6em;border-left:4px solid #e0a000}"""
+.meta{color:#555;font-size:.9em}table.verdicts{width:100%}table.verdicts th{text-align:left}
+table.verdicts td{vertical-align:top}.pending{background:#fff6e0;padding:.6em;border-left:4px solid #e0a000}"""
 
 
 def _contents(m: dict) -> str:
@@ -55,6 +58,7 @@ def build_index(reports: str | Path) -> str:
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>mpq-study: the study at a glance</title>",
              f"<style>{CSS}</style></head><body>",
              "<h1>Retraining-free mixed-precision quantization, reproduced small</h1>",
+             verdict_table_html(m),
              "<p>A re-implementation, at laptop-CPU scale, of Tang et al., <i>Retraining-free Model Quantization via "
              "One-Shot Weight-Coupling Learning</i> (CVPR 2024). Every number and figure on this page comes from the "
              "committed run of <code>dvc repro</code>; the method and the claims C1-C6 are described in "

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from mpq.pages.claims import (PAPER_T6_TEXT, Judged, by_group, c1_noise, c1_scope, c1_table, distortion_table,
-                              excluded_sizes, f5_table, family, flip_seeds, flip_table, interval_text, retrained_table,
-                              s1_table, seeds_gap_table, t5_table, t6_table, toy_table)
+from mpq.pages.claims import (PAPER_T6_TEXT, Claim, Judged, by_group, c1_noise, c1_scope, claim_families,
+                              distortion_table, excluded_sizes, family, flip_seeds, interval_text, toy_table)
 from mpq.pages.metrics import count_span, model_name, seed_note, seeds_text
 
 
@@ -89,13 +88,12 @@ CLAIMS = (("C1", "C1 weight coupling", "C1"), ("C2", "C2 bit-width interference"
 TITLES = {key: title for key, title, _ in CLAIMS}
 
 
-def _c1_line(m: dict) -> str | None:
+def _c1_line(m: dict, claim: Claim | None) -> str | None:
     from mpq.studies.stats import EQUIVALENCE_MARGIN
 
-    table = c1_table(m)
-    if table is None:
+    if claim is None:
         return None
-    rows = family(table.rows)
+    rows = claim.rows
     main = [r for r in rows if r.label != "W2A2"]
     low = [r for r in rows if r.label == "W2A2"]
     parts = ([f"at W4A4 and W3A3 (the paper: on par or above): {verdict_summary(main)}"] if main else []) \
@@ -107,8 +105,8 @@ def _c1_line(m: dict) -> str | None:
             "comparisons): " + ". ".join(parts) + ".")
 
 
-def _c2_line(m: dict) -> str | None:
-    flips, toy = flip_table(m), toy_table(m)
+def _c2_line(m: dict, flips: Claim | None) -> str | None:
+    toy = toy_table(m)
     if flips is None and (toy is None or m.get("ablation")):
         return None                       # the ablation's verdicts are the claim's; the toy only illustrates it
     sentences = []
@@ -116,7 +114,7 @@ def _c2_line(m: dict) -> str | None:
         sentences.append(f"On ResNet-20 ({flip_seeds(m['ablation'])}), the late-training flip rate of "
                          "4/5/6-bit weights with 2-bit candidates minus without them, per cell, points of flip rate "
                          f"(the paper: higher; words after Holm over these comparisons): "
-                         f"{verdict_summary(family(flips.rows))}")
+                         f"{verdict_summary(flips.rows)}")
     if toy:
         rows = family(toy.rows)
         sentences.append(f"In the toy of F1 ({m['interference'].get('seeds')} seeds per learning rate, a simulation), "
@@ -126,14 +124,13 @@ def _c2_line(m: dict) -> str | None:
     return f"**{TITLES['C2']}**: " + ". ".join(sentences) + "."
 
 
-def _c34_line(m: dict) -> str | None:
-    t6 = t6_table(m)
+def _c34_line(m: dict, t6: Claim | None) -> str | None:
     if t6 is None:
         return None
     metrics = ", ".join(dict.fromkeys(r.label for r in t6.rows))
     line = (f"**{TITLES['C3/C4']}** (T6, ResNet-20, {len(m['ablation']['seeds'])} seeds: each cell minus the plain "
             f"supernet at {metrics}, top-1 points; {PAPER_T6_TEXT}; words after Holm over T6's comparisons): "
-            f"{_counts_by_group(family(t6.rows))}")
+            f"{_counts_by_group(t6.rows)}")
     excluded = excluded_sizes(t6.rows)
     if excluded:
         line += (". Upper ends of the 95% intervals under the paper's effect, so an effect that large is excluded "
@@ -153,16 +150,13 @@ def _c34_line(m: dict) -> str | None:
     return line + "."
 
 
-def _c5_line(m: dict) -> str | None:
+def _c5_line(m: dict, claim: Claim | None) -> str | None:
     search = m.get("search", {})
-    f5, s1 = f5_table(m), s1_table(m)
-    equal = [r for r in (s1.rows if s1 else []) if "equal evaluations" in r.group]
-    if f5 is None and not equal:
+    if claim is None:
         return None
     parts = []
-    judged = family([*(f5.rows if f5 else []), *equal])
-    f5_rows, equal = judged[:len(judged) - len(equal)], judged[len(judged) - len(equal):]
-    if f5:
+    f5_rows, equal = claim.parts.get("F5", []), claim.parts.get("S1", [])
+    if f5_rows:
         by_method = [Judged(f"greedy {r.label.split(', ')[0]}", f"{r.group} {r.label.split(', ')[1]}", r.verdict)
                      for r in f5_rows]
         parts.append(f"F5, greedy minus random and evolutionary search at equal BitOPs, one run per model-level "
@@ -182,16 +176,13 @@ def _c5_line(m: dict) -> str | None:
     return f"**{TITLES['C5']}**: " + ". ".join(parts) + "."
 
 
-def _c6_retrained_line(m: dict) -> str | None:
-    seeds, one = seeds_gap_table(m), retrained_table(m)
-    if seeds is None and one is None:
+def _c6_retrained_line(m: dict, claim: Claim | None) -> str | None:
+    if claim is None:
         return None
     pooled = m["search"].get("seeds", {})
     parts = []
-    others = [r for r in (one.rows if one else []) if not (seeds and r.group == model_name(pooled["model"]))]
-    rows = family([*(seeds.rows if seeds else []), *others])
-    pooled_rows, others = rows[:len(rows) - len(others)], rows[len(rows) - len(others):]
-    if seeds:
+    pooled_rows, others = claim.parts.get("seeds", []), claim.parts.get("one run", [])
+    if pooled_rows:
         parts.append(f"{model_name(pooled['model'])} over training seeds {seeds_text(pooled['seeds'])} (both noise "
                      f"sources): {verdict_summary(pooled_rows)}")
     if others:
@@ -206,12 +197,11 @@ def _c6_retrained_line(m: dict) -> str | None:
             + "; ".join(parts) + ".")
 
 
-def _c6_transfer_line(m: dict) -> str | None:
-    t5 = t5_table(m)
-    if t5 is None:
+def _c6_transfer_line(m: dict, claim: Claim | None) -> str | None:
+    if claim is None:
         return None
     tr = m["transfer"]
-    rows = family(t5.rows)
+    rows = claim.rows
     lsq = [r for r in rows if "LSQ" in r.label]
     other = [r for r in rows if "LSQ" not in r.label]
     parts = ([f"minus LSQ fine-tuned on the target (the paper: above): {verdict_summary(lsq)}"] if lsq else []) + \
@@ -230,9 +220,10 @@ def held_lines(m: dict) -> list[str]:
     whose metrics predate the verdicts says so (``pending_line``)."""
     builders = {"C1": _c1_line, "C2": _c2_line, "C3/C4": _c34_line, "C5": _c5_line,
                 "C6 retrained": _c6_retrained_line, "C6 transfer": _c6_transfer_line}
+    claims = claim_families(m)
     lines = []
     for key, _, _ in CLAIMS:
-        line = builders[key](m) or pending_line(m, key)
+        line = builders[key](m, claims.get(key)) or pending_line(m, key)
         if line:
             lines.append(line)
     return lines
