@@ -224,7 +224,7 @@ def test_entry_page_draws_every_table_of_verdicts_and_repeats_none_in_bullets(ne
         note = rows_note(rows)
         assert page.count(html.escape(note, quote=True)) >= 1, note
     f7 = page[page.index("id='F7'"):page.index("id='S1'")]
-    assert "Only the default budget" in f7 and "replicates.budgets" in f7 and "figures/budget_curve.png" not in f7
+    assert "Only the default budget" in f7 and "<code>budget</code> stages" in f7 and "figures/budget_curve.png" not in f7
     assert "data:image/png" in f7 and "Not produced" not in f7
     assert "Retraining check: MobileNetV2-28&#x27;s level-3.5 configuration" in page
     assert "&lt;NA&gt;" not in page and ">nan<" not in page.lower()

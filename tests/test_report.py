@@ -253,7 +253,7 @@ def test_entry_page_shows_the_default_budget_when_f7_has_no_curve(root, tmp_path
     (reports / "metrics" / "search.json").write_text(json.dumps(search))
     page = build_index(reports)
     section = page[page.index("id='F7'"):page.index("id='S1'")]
-    assert "replicates.budgets" in section and "profiles/large.yaml" in section and "Only the default budget" in section
+    assert "<code>budget</code> stages" in section and "profiles/large.yaml" in section and "Only the default budget" in section
     assert "data:image/png" in section and "figures/budget_curve.png" not in section
     assert "1 comparison (about 0.1 clear of zero by chance at 5%)" in section
 

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from mpq.pages.metrics import MODEL_NAMES, model_name, seed_note, seeds_text
+from mpq.pages.metrics import MODEL_NAMES, display_name, seed_note, seeds_text
 
 
 def current(verdict: Mapping) -> dict:
@@ -107,7 +107,7 @@ def c1_table(m: dict) -> VerdictTable | None:
 
     stored = m.get("search", {}).get("c1", {}).get("rows")
     if stored:
-        rows = [Judged(model_name(r["model"]), r["bits"], r["verdict"]) for r in stored]
+        rows = [Judged(display_name(r["model"]), r["bits"], r["verdict"]) for r in stored]
         return VerdictTable(f"C1: the supernet at uniform bits minus LSQ trained alone, top-1 points ({c1_scope(m)}; "
                             f"{c1_noise(m)}; the paper: on par or above at W4A4 and W3A3, no direction at W2A2)", rows, _table_note(rows))
     sn, base = m.get("supernet", {}).get("models", {}), m.get("baselines", {}).get("models", {})
@@ -131,7 +131,7 @@ def c1_table(m: dict) -> VerdictTable | None:
                 a, b = [sn[name]["uniform"][bits]["test_acc"]], [base[name][bits]["test_acc"]]
             v = verdict([100 * (x - y) for x, y in zip(a, b)], [unpaired_se(x, y, images) for x, y in zip(a, b)],
                         C1_EXPECTED[bits], images=images)
-            rows.append(Judged(model_name(name), f"W{bits}A{bits}", v.as_dict()))
+            rows.append(Judged(display_name(name), f"W{bits}A{bits}", v.as_dict()))
     if not rows:
         return None
     return VerdictTable(f"C1: the supernet at uniform bits minus LSQ trained alone, top-1 points ({c1_scope(m)}; "
@@ -144,11 +144,11 @@ def c1_scope(m: dict) -> str:
     stored = m.get("search", {}).get("c1", {}).get("rows")
     if stored:
         by_model = {r["model"]: r["seeds"] for r in stored}
-        return "; ".join(f"{model_name(name)} over training seeds {seeds_text(seeds)}" if len(seeds) > 1 else
-                         f"{model_name(name)} one run (seed {seeds[0]})" for name, seeds in by_model.items())
+        return "; ".join(f"{display_name(name)} over training seeds {seeds_text(seeds)}" if len(seeds) > 1 else
+                         f"{display_name(name)} one run (seed {seeds[0]})" for name, seeds in by_model.items())
     seeds = m.get("search", {}).get("seeds", {})
     if seeds.get("model") in m.get("supernet", {}).get("models", {}) and seeds.get("rows"):
-        return (f"{model_name(seeds['model'])} over training seeds {seeds_text(seeds['seeds'])}, the other models one run "
+        return (f"{display_name(seeds['model'])} over training seeds {seeds_text(seeds['seeds'])}, the other models one run "
                 "each")
     return seed_note(m)
 
@@ -264,7 +264,7 @@ def distortion_table(m: dict) -> VerdictTable | None:
 
 def seeds_gap_table(m: dict) -> VerdictTable | None:
     pooled = m.get("search", {}).get("seeds", {})
-    rows = [Judged(f"{model_name(pooled['model'])}, seeds {seeds_text(pooled['seeds'])}", f"level {g['BitOPs level']}",
+    rows = [Judged(f"{display_name(pooled['model'])}, seeds {seeds_text(pooled['seeds'])}", f"level {g['BitOPs level']}",
                    current(g["verdict"])) for g in pooled.get("gaps", []) if isinstance(g.get("verdict"), dict)]
     return VerdictTable("T2 over training seeds: no retraining minus the same configuration retrained, top-1 points "
                         "(both noise sources; the paper: at least on par)", rows, _table_note(rows)) if rows else None
@@ -272,7 +272,7 @@ def seeds_gap_table(m: dict) -> VerdictTable | None:
 
 def retrained_table(m: dict) -> VerdictTable | None:
     search = m.get("search", {})
-    rows = _stored(search.get("retrained"), lambda r: model_name(r["model"]), lambda r: f"level {r['BitOPs level']}")
+    rows = _stored(search.get("retrained"), lambda r: display_name(r["model"]), lambda r: f"level {r['BitOPs level']}")
     return VerdictTable(f"T2-T4, one run per model-level ({seed_note(m)}; test-image noise only): no retraining "
                         "minus the same configuration retrained, top-1 points (the paper: at least on par)", rows,
                         _table_note(rows)) if rows else None
@@ -280,7 +280,7 @@ def retrained_table(m: dict) -> VerdictTable | None:
 
 def f5_table(m: dict) -> VerdictTable | None:
     search = m.get("search", {})
-    rows = _stored(search.get("f5"), lambda r: model_name(r["model"]),
+    rows = _stored(search.get("f5"), lambda r: display_name(r["model"]),
                    lambda r: f"{r['comparison'].replace('greedy ', '')}, level {r['BitOPs level']}")
     return VerdictTable(f"F5: greedy minus random and evolutionary search at equal BitOPs, top-1 points, one run per "
                         f"model-level ({seed_note(m)}; test-image noise only; the paper: greedy ahead)", rows,
@@ -291,7 +291,7 @@ def s1_table(m: dict) -> VerdictTable | None:
     study = m.get("search", {}).get("search_study", {})
     rows = _stored(study, lambda r: r["setting"], lambda r: f"level {r['BitOPs level']}")
     return VerdictTable(f"S1: each search setting minus the default greedy search, top-1 points, "
-                        f"{model_name(study.get('model'))}, seeds {seeds_text(study.get('seeds', []))} (equal-evaluation "
+                        f"{display_name(study.get('model'))}, seeds {seeds_text(study.get('seeds', []))} (equal-evaluation "
                         "random and evolutionary search: the paper, lower; other settings: no direction)", rows,
                         _table_note(rows)) if rows else None
 
@@ -300,7 +300,7 @@ def f7_table(m: dict) -> VerdictTable | None:
     budget = m.get("search", {}).get("budget", {})
     rows = _stored(budget, lambda r: r["comparison"],
                    lambda r: f"{r['epochs']} epochs, {r['seeds']} seed{'s' if r['seeds'] > 1 else ''}")
-    return VerdictTable(f"F7: each comparison per training budget, top-1 points, {model_name(budget.get('model'))} "
+    return VerdictTable(f"F7: each comparison per training budget, top-1 points, {display_name(budget.get('model'))} "
                         "(no retraining minus retrained: the paper, at least on par; supernet minus LSQ alone: no "
                         "direction)", rows, _table_note(rows)) if rows else None
 
@@ -310,8 +310,8 @@ def t5_table(m: dict) -> VerdictTable | None:
     comparisons = tr.get("comparisons") or []
     if not comparisons or not all(isinstance(c.get("verdict"), dict) for c in comparisons):
         return None
-    rows = [Judged(c["target"], f"level {c['level']} minus {c['this method minus']}", current(c["verdict"]))
-            for c in comparisons]
+    rows = [Judged(display_name(c["target"]), f"level {c['level']} minus {c['this method minus']}",
+                   current(c["verdict"])) for c in comparisons]
     seeds = tr.get("transfer", {}).get("seeds", [])
     return VerdictTable(f"T5: this method (no retraining) minus each other arm on the target, top-1 points, "
                         f"{len(seeds)} fine-tuning seeds, equal passes per arm (minus LSQ fine-tuned: the paper, "
@@ -343,7 +343,8 @@ def claim_families(m: dict) -> dict[str, Claim]:
     (this package's scheduler variant ``sched_full`` included, as T6 judges it); C5 from F5 and S1's
     equal-evaluation searches; C6 from T2 over seeds with the one-run rows of the other models, and from T5."""
     out = {}
-    for key, table in (("C1", c1_table(m)), ("C2", flip_table(m)), ("C3/C4", t6_table(m)), ("C6 transfer", t5_table(m))):
+    tables = {"C1": c1_table(m), "C2": flip_table(m), "C3/C4": t6_table(m), "C6 transfer": t5_table(m)}
+    for key, table in tables.items():
         if table is not None:
             out[key] = _judged_together({key: table.rows})
     f5, s1 = f5_table(m), s1_table(m)
@@ -353,7 +354,7 @@ def claim_families(m: dict) -> dict[str, Claim]:
     seeds, one = seeds_gap_table(m), retrained_table(m)
     if seeds is not None or one is not None:
         pooled = m["search"].get("seeds", {})
-        others = [r for r in (one.rows if one else []) if not (seeds and r.group == model_name(pooled["model"]))]
+        others = [r for r in (one.rows if one else []) if not (seeds and r.group == display_name(pooled["model"]))]
         out["C6 retrained"] = _judged_together({"seeds": seeds.rows if seeds else [], "one run": others})
     order = ("C1", "C2", "C3/C4", "C5", "C6 retrained", "C6 transfer")
     return {key: out[key] for key in order if key in out}

@@ -70,7 +70,8 @@ def build_index(reports: str | Path) -> str:
         parts += item_html(item, m, reports)
     parts.append("<h2 id='supporting'>Supporting figures</h2>")
     for fig, nb, what in SUPPORTING:
-        parts.append(f"<p>{html.escape(what)} (<a href='{nb}.html'>{nb}</a>)</p><img src='figures/{fig}' alt='{fig}'>")
+        parts.append(f"<p>{html.escape(what)} (<a href='{nb}.html'>{nb}</a>)</p>"
+                     f"<img src='figures/{fig}' alt='{html.escape(what)}'>")
     parts.append("<h2 id='environment'>Environment and wall times</h2>" + environment_html(m, envs))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 
 from mpq.pages.claims import (PAPER_T6_TEXT, Claim, Judged, by_group, c1_noise, c1_scope, claim_families,
                               distortion_table, excluded_sizes, family, flip_seeds, interval_text, toy_table)
-from mpq.pages.metrics import count_span, model_name, seed_note, seeds_text
+from mpq.pages.metrics import count_span, display_name, seed_note, seeds_text
 
 
 def word_counts(verdicts: Sequence[Mapping]) -> str:
@@ -170,7 +170,7 @@ def _c5_line(m: dict, claim: Claim | None) -> str | None:
                          f"{count_span(ev['random'])}, evolutionary {count_span(ev['evolutionary'])}")
     if equal:
         study = search["search_study"]
-        parts.append(f"Given as many evaluations as the greedy walk (S1, {model_name(study['model'])}, seeds "
+        parts.append(f"Given as many evaluations as the greedy walk (S1, {display_name(study['model'])}, seeds "
                      f"{seeds_text(study['seeds'])}), minus greedy (the paper: lower): "
                      + _counts_by_group([Judged(r.group.split(" search")[0], r.label, r.verdict) for r in equal]))
     return f"**{TITLES['C5']}**: " + ". ".join(parts) + "."
@@ -183,7 +183,7 @@ def _c6_retrained_line(m: dict, claim: Claim | None) -> str | None:
     parts = []
     pooled_rows, others = claim.parts.get("seeds", []), claim.parts.get("one run", [])
     if pooled_rows:
-        parts.append(f"{model_name(pooled['model'])} over training seeds {seeds_text(pooled['seeds'])} (both noise "
+        parts.append(f"{display_name(pooled['model'])} over training seeds {seeds_text(pooled['seeds'])} (both noise "
                      f"sources): {verdict_summary(pooled_rows)}")
     if others:
         models = list(dict.fromkeys(r.group for r in others))

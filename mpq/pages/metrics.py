@@ -8,6 +8,7 @@ from typing import Sequence
 
 NOTEBOOKS = ("01_fp_train", "02_supernet", "03_baselines", "04_search", "05_bit_interference", "06_transfer")
 MODEL_NAMES = {"resnet20": "ResNet-20", "mobilenetv2_28": "MobileNetV2-28", "efficientnet_lite_28": "EfficientNet-Lite-28"}
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "animal_mnist": "Animal-MNIST", "mnist5k": "MNIST-5k"}
 
 
 def load_metrics(reports: str | Path) -> dict:
@@ -41,8 +42,13 @@ def seed_note(m: dict) -> str:
     return f"one training seed, {seed}" if seed is not None else "one training seed"
 
 
-def model_name(name: str) -> str:
-    return MODEL_NAMES.get(name, name)
+def display_name(name: str) -> str:
+    """A model's or an image set's name as the pages write it (the registry key where none is known).
+
+    >>> display_name("resnet20"), display_name("animal_mnist"), display_name("tinynet")
+    ('ResNet-20', 'Animal-MNIST', 'tinynet')
+    """
+    return MODEL_NAMES.get(name, DATASET_NAMES.get(name, name))
 
 
 def seeds_text(seeds: Sequence) -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 from mpq.pages.claims import (VerdictTable, c1_table, distortion_table, f5_table, f7_table, flip_table, retrained_table,
                               s1_table, seeds_gap_table, space_table, t5_table, t6_table, toy_table)
 from mpq.pages.forest import verdict_block
-from mpq.pages.metrics import MODEL_NAMES, count_span, model_name, ordered_levels
+from mpq.pages.metrics import MODEL_NAMES, count_span, display_name, ordered_levels
 from mpq.pages.tables import table_html, without_verdict_columns
 from mpq.pages.timing import amortisation_html
 
@@ -71,7 +71,7 @@ def _f3_frames(m):
 
 def _f6_frames(m):
     models = m.get("search", {}).get("models", {})
-    rows = [{"model": model_name(name), "target level": float(lv),
+    rows = [{"model": display_name(name), "target level": float(lv),
              "found level": models[name]["levels"][lv]["greedy"]["level"],
              "G-BitOPs": models[name]["levels"][lv]["greedy"]["gbitops"]}
             for name in [n for n in MODEL_NAMES if n in models] + [n for n in models if n not in MODEL_NAMES]
@@ -84,7 +84,7 @@ def _t2_notes(m):
     if not isinstance(check, dict) or not isinstance(check.get("verdict"), dict):
         return []
     k = check["uniform_bits"]
-    return [f"Retraining check: {model_name(check['model'])}'s level-{check['level']} configuration, which holds uniform "
+    return [f"Retraining check: {display_name(check['model'])}'s level-{check['level']} configuration, which holds uniform "
             f"W{k}A{k} layer by layer, retrained minus uniform W{k}A{k} LSQ trained alone, {len(check['seeds'])} seeds "
             f"each (the expectation: at least as good): {check['verdict']['text']}."]
 
@@ -180,23 +180,29 @@ def _csv_tables(path: Path, drawn: bool = False) -> list[tuple[str, str, bool]]:
     groups = [(TABLE_CAPTIONS.get(path.name, path.name), shown)]
     if "model" in df.columns and path.name == "main_results.csv":
         ids = dict(zip(MODEL_NAMES, ("T2", "T3", "T4")))
-        groups = [(f"{ids.get(n, '')} {model_name(n)}".strip(), g.drop(columns="model"))
+        groups = [(f"{ids.get(n, '')} {display_name(n)}".strip(), g.drop(columns="model"))
                   for n, g in shown.groupby("model", sort=False)]
     elif path.name == "main_seeds.csv":
         groups = [("T2 over training seeds (ResNet-20's rows, pooled with the replicates)", shown)]
-    return [(caption, table_html(g), cut) for caption, g in groups]
+    return [(caption, table_html(_display_names(g)), cut) for caption, g in groups]
+
+
+def _display_names(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the registry keys of its model and target columns as the pages write them (``display_name``)."""
+    return df.assign(**{c: [display_name(x) if isinstance(x, str) else x for x in df[c]]
+                        for c in ("model", "target") if c in df.columns})
 
 
 def _f7_pending(m: dict) -> str:
     """F7 when the run trained at the default budget only: what it has, and how to get the curve."""
     if m.get("search", {}).get("budget", {}).get("rows"):
         return ("<p class='pending'>Only the default budget in this run: below, its seeds' comparisons (the points F7 "
-                "starts from, also in T2 over training seeds). The curve over budgets comes from the "
-                "<code>budget</code> stages (<code>replicates.budgets</code>), which this profile does not list (one "
-                "seed per factor cannot carry a verdict, and twice the budget costs about 12 minutes on two cores); "
-                "<code>profiles/large.yaml</code> runs them.</p>")
+                "starts from, also in T2 over training seeds). The curve over larger training budgets comes from the "
+                "<code>budget</code> stages, which this profile does not run (one seed per budget cannot carry a "
+                "verdict, and twice the budget costs about 12 minutes on two cores); <code>profiles/large.yaml</code> "
+                "runs them.</p>")
     return ("<p class='pending'>Not produced by this run: the training-budget curve comes from the <code>budget</code> "
-            "stages (<code>replicates.budgets</code>); <code>profiles/large.yaml</code> runs them.</p>")
+            "stages, which this profile does not run; <code>profiles/large.yaml</code> runs them.</p>")
 
 
 def item_html(item: Item, m: dict, reports: Path) -> list[str]:
@@ -217,7 +223,7 @@ def item_html(item: Item, m: dict, reports: Path) -> list[str]:
         key, stage = item.source
         parts.append(f"<p class='pending'>No verdicts yet: reports/metrics/{key}.json was written before the verdicts "
                      f"counted the test images' noise; <code>dvc repro {stage}</code> writes it anew.</p>")
-    parts += [f"<img src='figures/{fig}' alt='{item.id}: {fig}'>" for fig in figures]
+    parts += [f"<img src='figures/{fig}' alt='{item.id}: {html.escape(item.here)}'>" for fig in figures]
     for caption, frame in (item.frames(m) if item.frames else []):
         parts.append(f"<p><b>{html.escape(caption)}</b></p>{table_html(frame)}")
     for table in item.tables:

@@ -37,7 +37,8 @@ _PAPER = {"C1": "on par with or above LSQ trained alone at W4A4 and W3A3",
           "C6 transfer": "after fine-tuning, above LSQ fine-tuned on the target"}
 ROWS = [ClaimRow(key, TITLES[key], _PAPER[key], "flip-rate points" if key == "C2" else "top-1 points",
                  _SECTIONS[key]) for key, _, _ in CLAIMS]
-ROWS.insert(3, ClaimRow(VARIANT, "T6 scheduler variant", f"not in the paper: {CELL_NAMES[VARIANT]}", "top-1 points", "T6"))
+ROWS.insert(3, ClaimRow(VARIANT, "T6 scheduler variant", f"not in the paper: {CELL_NAMES[VARIANT]}", "top-1 points",
+                        "T6"))
 
 WORD_ORDER = ("holds", "reversed here", "higher", "lower", "on par", "inconclusive", "not judged")
 
