@@ -6,9 +6,10 @@ writes, atomically:
 
 - ``reports/<notebook>.html`` for each executed notebook (``mpq.pages.notebook_page``): no input cells, no logs or
   progress bars (stream outputs), the cell tagged ``findings`` first, tables and figures inline;
-- ``reports/index.html`` (``mpq.pages.entry``): a table of contents; what held and what did not, one line per claim
-  in the verdict words of DESIGN.md section 5 (``mpq.pages.held``, written from the claims' tables of verdicts in
-  ``mpq.pages.claims``); every figure and table of the study beside the paper's counterpart and claim
+- ``reports/index.html`` (``mpq.pages.entry``): under the title a verdict table, one row per claim
+  (``mpq.pages.verdict_table``); a table of contents; what held and what did not, one line per claim in the verdict
+  words of DESIGN.md section 5 (``mpq.pages.held``); both read the claims' tables of verdicts and their families in
+  ``mpq.pages.claims``; every figure and table of the study beside the paper's counterpart and claim
   (``mpq.pages.sections``), its tables formatted for reading (``mpq.pages.tables``) and each table of verdicts
   drawn as per-seed dots with the interval against zero (``mpq.pages.forest``); the amortisation table A1, the
   environment and each stage's wall time (``mpq.pages.timing``).
