@@ -324,3 +324,16 @@ def test_the_c34_line_gives_the_fixed_space_effect_and_the_scheduler_record():
     line = next(x for x in held_lines(m) if x.startswith(f"**{TITLES['C3/C4']}**"))
     assert "The training effect at a fixed search space" in line and "sched minus plain at greedy 3" in line
     assert "plain in sched's space" not in line and line.endswith("Scheduler, 3 runs: it rotated.")
+
+
+def test_stage_table_names_each_stages_cpu_kind():
+    """A run landed in parts may span both CPU kinds: each stage's row names the kind its record gives, the page
+    notebooks' together and the ablation's runs together."""
+    from mpq.pages.timing import stage_kinds
+
+    envs = {"fp_train": {"stage_seconds": 590.0, "cpu_capability": "AVX512"},
+            "01_fp_train": {"stage_seconds": 6.0, "cpu_capability": "AVX512"},
+            "02_supernet": {"stage_seconds": 3000.0, "cpu_capability": "AVX2"}}
+    m = {"ablation": {"runs": {"plain-0": {"cpu_capability": "AVX2"}, "sched-0": {"cpu_capability": "AVX512"}}}}
+    assert stage_kinds(m, envs) == {"fp_train": "AVX512", "supernet": "AVX2", "<stage>_page": "AVX512",
+                                    "ablation@<seed>": "AVX2/AVX512"}

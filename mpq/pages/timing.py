@@ -89,6 +89,24 @@ def stage_times(m: dict, envs: dict) -> dict:
     return out
 
 
+def stage_kinds(m: dict, envs: dict) -> dict:
+    """The CPU kind (``torch.backends.cpu.get_cpu_capability()``) each stage of ``stage_times`` ran on, where its
+    record names one: a compute stage's or its notebook's record, the page notebooks' records together, the
+    ablation's runs together ("AVX2/AVX512" where a stage's parts ran on both)."""
+    out = {}
+    for stage, nb, _ in STAGES:
+        env = envs.get(stage) or (envs.get(nb) if nb else None)
+        if env and env.get("cpu_capability"):
+            out[stage] = env["cpu_capability"]
+    pages = {envs[nb].get("cpu_capability") for stage, nb, _ in STAGES if nb and nb in envs and stage in envs}
+    if pages - {None}:
+        out["<stage>_page"] = "/".join(sorted(pages - {None}))
+    runs = {r.get("cpu_capability") for r in m.get("ablation", {}).get("runs", {}).values()} - {None}
+    if runs:
+        out["ablation@<seed>"] = "/".join(sorted(runs))
+    return out
+
+
 def amortisation_html(m: dict) -> str:
     rows = amortisation_rows(m)
     if not rows:
