@@ -465,6 +465,7 @@ class AblationConfig:
     space_cells: tuple[str, ...] = ()  # scheduler cells whose final space plain's supernet is searched in too
     no2bit_seeds: tuple[int, ...] | None = None   # the seeds the no2bit cell runs with (null: every seed)
     jobs: int = 1                      # runs of one seed trained at a time, each with its share of the threads
+    keep_supernets: bool = True        # keep each run's supernet once its block is done (false: its results only)
     pilot: PilotConfig | None = None   # the pilot that designs the full run (null: none)
 
     def __post_init__(self) -> None:

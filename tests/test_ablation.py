@@ -244,6 +244,7 @@ def test_a_block_refuses_a_seed_not_in_params_and_restarts_a_partial_from_other_
     def fake_run(params, cell, seed, out):          # records what the block trains, writes a finished run
         trained.append(cell)
         Path(out).mkdir(parents=True)
+        (Path(out) / "supernet.pt").write_bytes(b"weights")
         (Path(out) / "result.json").write_text(json.dumps({"cell": cell, "seed": seed, "test_acc": {},
                                                            "train_seconds": 0, "search_seconds": 0,
                                                            "eval_seconds": 0}))
@@ -262,6 +263,13 @@ def test_a_block_refuses_a_seed_not_in_params_and_restarts_a_partial_from_other_
         [f"{c}-0" for c in params["ablation"]["cells"]] + ["plain-0-in-sched-0", "plain-0-in-both-0", "block.json"])
     block = json.loads((tmp_path / "seed-0" / "block.json").read_text())
     assert block["seed"] == 0 and block["jobs"] == 1 and block["resumed"] is False and block["seconds"] >= 0
+    assert (tmp_path / "seed-0" / "plain-0" / "supernet.pt").is_file()         # the tiny profile keeps them
+    # keep_supernets false (the default profile: the store's budget): the results stay, the weights go
+    params["ablation"] = {**params["ablation"], "keep_supernets": False}
+    trained.clear()
+    run_block(params, 0, tmp_path / "seed-0", jobs=1)
+    assert trained == list(params["ablation"]["cells"]) and not list((tmp_path / "seed-0").glob("*/supernet.pt"))
+    assert (tmp_path / "seed-0" / "plain-0" / "result.json").is_file()
 
 
 @pytest.mark.timeout(10)

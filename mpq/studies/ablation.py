@@ -371,8 +371,8 @@ def run_block(params: Mapping, seed: int, out: str | Path, *, jobs: int | None =
     """One seed's block of the ablation (a DVC stage, ``ablation@<seed>``): every cell of ``block_cells`` trained
     with this seed (``run_cell``, ``jobs`` at a time, each in its own process with its share of the threads; None:
     ``ablation.jobs``), then plain's supernet searched in each cell of ``ablation.space_cells``' final space
-    (``search_in_space``). Writes ``out/<cell>-<seed>/`` and ``out/plain-<seed>-in-<cell>-<seed>/``; ``out``
-    appears whole or not at all (written beside it as ``.<name>.partial`` and renamed at the end). An
+    (``search_in_space``). Writes ``out/<cell>-<seed>/`` and ``out/plain-<seed>-in-<cell>-<seed>/``, each run's
+    supernet dropped at the end unless ``ablation.keep_supernets``; ``out`` appears whole or not at all (written beside it as ``.<name>.partial`` and renamed at the end). An
     interrupted block resumes with the runs it finished, unless the parameters changed since (then it
     starts over). Returns the runs' results."""
     ab = from_dict(AblationConfig, params["ablation"], "ablation")
@@ -404,6 +404,9 @@ def run_block(params: Mapping, seed: int, out: str | Path, *, jobs: int | None =
     for r in run_jobs(_space_run, spaces, ab.jobs if jobs is None else jobs):
         log.info("plain-%d searched in the space of %s-%d: %s", r["seed"], r["space_of"]["cell"], seed,
                  {k: round(100 * v, 2) for k, v in r["test_acc"].items()})
+    if not ab.keep_supernets:          # every search of the block is done: the store keeps the results only
+        for weights in work.glob("*/supernet.pt"):
+            weights.unlink()
     stamp.unlink()
     jobs_used = ab.jobs if jobs is None else jobs
     write_json({"seed": seed, "cells": block_cells(ab, seed), "space_cells": list(ab.space_cells), "jobs": jobs_used,
