@@ -1,6 +1,8 @@
-"""The entry page as a reader gets it (issue 44), built from the committed metrics: no configuration keys, registry
-keys or Python booleans in what it shows, nothing fetched from another site, and every image described in words. Page heights
-need a headless browser, which these tests do not use."""
+"""The pages as a reader gets them (issue 44). The entry page, built from the committed metrics: no configuration keys,
+registry keys or Python booleans in what it shows, nothing fetched from another site, and every image described in
+words. The notebook pages, rendered from the committed executed notebooks: nothing fetched from another site, every image
+described, and nothing else changed by leaving nbconvert's CDN scripts out. Page heights need a headless browser, which
+these tests do not use."""
 from __future__ import annotations
 
 import re
@@ -19,6 +21,8 @@ pytestmark = pytest.mark.timeout(30)
 FILE_ENDINGS = ("json", "csv", "png", "html", "ipynb", "md", "yaml", "py", "pt")
 IMAGE_FILE = re.compile(r"\.(png|jpe?g|svg|gif)$", re.IGNORECASE)
 BACKTICKED_KEY = re.compile(r"`[A-Za-z_]\w*(\.\w+)+`")
+URL_IN_SCRIPT = re.compile(r"""["'`]((?:https?:)?//[^"'`\s]+)""", re.IGNORECASE)
+NOTEBOOK_PAGES = ("01_fp_train", "02_supernet", "03_baselines", "04_search", "05_bit_interference", "06_transfer")
 
 
 def config_key(sections) -> re.Pattern:
@@ -30,17 +34,19 @@ def config_key(sections) -> re.Pattern:
 
 class _Rendered(HTMLParser):
     """What a reader sees (text outside <style> and <script>), the text of each table cell, the external URLs of
-    scripts and stylesheets, and each <img>'s alt text (None where there is none)."""
+    scripts and stylesheets (also those a script's own code would fetch), and each <img>'s alt text (None where
+    there is none)."""
 
     def __init__(self):
         super().__init__()
         self.text, self.cells, self.external, self.alts = [], [], [], []
-        self._hidden = self._cell = 0
+        self._hidden = self._cell = self._script = 0
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag in ("style", "script"):
             self._hidden += 1
+        self._script += tag == "script"
         if tag in ("td", "th"):
             self._cell += 1
             self.cells.append("")
@@ -53,10 +59,13 @@ class _Rendered(HTMLParser):
     def handle_endtag(self, tag):
         if tag in ("style", "script"):
             self._hidden -= 1
+        self._script -= tag == "script"
         if tag in ("td", "th"):
             self._cell -= 1
 
     def handle_data(self, data):
+        if self._script:
+            self.external += [f"<script> code {url}" for url in URL_IN_SCRIPT.findall(data)]
         if not self._hidden:
             self.text.append(data)
             if self._cell:
@@ -95,7 +104,8 @@ def found(root, sections):
 
 def test_the_checks_see_what_they_look_for(sections):
     bad = ("<html><head><script src='https://cdn.example.org/x.js'></script>"
-           "<link rel='stylesheet' href='//cdn.example.org/x.css'><style>a{}</style></head><body>"
+           "<link rel='stylesheet' href='//cdn.example.org/x.css'><style>a{}</style>"
+           "<script>import('https://cdn.example.org/m.mjs')</script></head><body>"
            "<p>from uniform W`search.start_bits`A4, set oneshot.epochs to 3; see mpq.search.greedy and "
            "reports/metrics/search.json; resnet20 on animal_mnist (figures/resnet20-curve.png)</p><table><tr><td>True</td><td>Truest</td><td>8</td></tr></table>"
            "<img src='a.png'><img src='b.png' alt=' '><img src='c.png' alt='fp_curves.png'>"
@@ -104,9 +114,11 @@ def test_the_checks_see_what_they_look_for(sections):
     assert got["config keys"] == ["`search.start_bits`", "oneshot.epochs", "search.start_bits"]
     assert got["registry keys"] == ["animal_mnist", "resnet20"]
     assert got["booleans"] == ["True"]
-    assert got["external"] == ["<script> https://cdn.example.org/x.js", "<link> //cdn.example.org/x.css"]
+    assert got["external"] == ["<script> https://cdn.example.org/x.js", "<link> //cdn.example.org/x.css",
+                               "<script> code https://cdn.example.org/m.mjs"]
     assert got["alt"] == ["None", "' '", "'fp_curves.png'"]
-    clean = "<html><body><p>ResNet-20, 3 epochs</p><script src='local.js'></script><img alt='a chart'></body></html>"
+    clean = ("<html><body><p>ResNet-20, 3 epochs, see https://example.org</p><script src='local.js'>var a = 1;</script>"
+             "<img alt='a chart'></body></html>")
     assert not any(problems(clean, sections).values())
 
 
@@ -130,10 +142,39 @@ def test_entry_page_images_say_what_they_show(found):
     assert not found["alt"], found["alt"]
 
 
-@pytest.mark.xfail(strict=True, reason="left to do (issue 44, offline): nbconvert's lab template loads require.js and "
-                                      "MathJax from cdnjs in every notebook page")
-def test_notebook_pages_load_nothing_from_another_site(root, sections):
+@pytest.fixture(scope="module")
+def notebook_pages(root):
+    """Each committed executed notebook's reader's page, rendered here (the committed pages stay as they are)."""
     from mpq.pages.notebook_page import render_notebook
 
-    found = problems(render_notebook(root / "reports" / "01_fp_train.ipynb"), sections)
+    return {name: render_notebook(root / "reports" / f"{name}.ipynb") for name in NOTEBOOK_PAGES}
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_PAGES)
+def test_notebook_pages_load_nothing_from_another_site(notebook_pages, sections, name):
+    found = problems(notebook_pages[name], sections)
     assert not found["external"], found["external"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_PAGES)
+def test_notebook_pages_images_have_alt_text(notebook_pages, sections, name):
+    found = problems(notebook_pages[name], sections)
+    assert not found["alt"], found["alt"]
+
+
+def test_notebook_page_differs_from_nbconvert_lab_page_only_by_the_cdn_scripts(root):
+    """Leaving the CDN blocks out changes nothing else: the lab template's page with its MathJax, require.js and
+    Mermaid blocks cut out is, up to whitespace, the page the reader gets."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from mpq.pages.notebook_page import reader_notebook, render_notebook
+
+    path = root / "reports" / "01_fp_train.ipynb"
+    lab, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+                          ).from_notebook_node(reader_notebook(nbformat.read(str(path), as_version=4)))
+    assert "cdnjs" in lab
+    for cut in (r'<script src="[^"]*require[^"]*"></script>', r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->",
+                r'<script type="module">.*?</script>', r"<style>\s*\.jp-Mermaid.*?</style>", r"<!-- End of mermaid configuration -->"):
+        lab = re.sub(cut, "", lab, flags=re.S)
+    assert re.sub(r"\s+", " ", lab) == re.sub(r"\s+", " ", render_notebook(path))

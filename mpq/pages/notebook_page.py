@@ -1,5 +1,7 @@
 """A reader's page of an executed notebook: markdown and kept outputs only (no code, no logs), the findings
-cell first, a link to the entry page on top and the run's machine at the end."""
+cell first, a link to the entry page on top and the run's machine at the end. The page loads nothing from another site:
+no notebook here writes LaTeX or keeps a widget, so nbconvert's MathJax, require.js, Mermaid and widget scripts (all
+fetched from a CDN) are left out of the template."""
 from __future__ import annotations
 
 import copy
@@ -7,6 +9,16 @@ from pathlib import Path
 
 HIDDEN_TAGS = {"parameters", "injected-parameters"}
 LOG_ONLY = ("application/vnd.jupyter.widget-view+json",)
+
+# nbconvert's lab page without the blocks that fetch scripts from a CDN (MathJax for LaTeX, require.js and the widget
+# manager for widgets, Mermaid for diagrams); everything else, its stylesheets inlined, as the lab template has it.
+OFFLINE_TEMPLATE = "mpq-offline.html.j2"
+OFFLINE_TEMPLATE_TEXT = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
 
 
 def _keep_output(output) -> bool:
@@ -50,12 +62,15 @@ def reader_notebook(nb):
 
 
 def render_notebook(path: str | Path) -> str:
-    """HTML of an executed notebook for reading (no code, no logs)."""
+    """HTML of an executed notebook for reading (no code, no logs, no scripts from another site)."""
     import nbformat
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(path), as_version=4)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            extra_loaders=[DictLoader({OFFLINE_TEMPLATE: OFFLINE_TEMPLATE_TEXT})],
+                            template_file=OFFLINE_TEMPLATE)
     body, _ = exporter.from_notebook_node(reader_notebook(nb))
     return body
 
