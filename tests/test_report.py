@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from mpq.pages.display import show_table, tidy
+from mpq.pages.display import findings, reader_text, show_table, tidy
 from mpq.pages.entry import build_index
 from mpq.pages.held import held_lines
-from mpq.pages.metrics import load_metrics, notebook_environments
+from mpq.pages.metrics import load_metrics, notebook_environments, seeds_text
 from mpq.pages.notebook_page import reader_notebook, render_notebook
 from mpq.pages.readme import readme_block, readme_summary
 from mpq.pages.sections import ITEMS
@@ -51,6 +51,35 @@ def test_tidy_makes_whole_floats_integers_and_drops_the_index():
     html = show_table(df).to_html()
     assert "68642" in html and "68642.0" not in html and "nan" not in html.lower()
     assert "90.13" in html and ">5<" not in html          # two decimals, no index
+
+
+def test_tidy_writes_booleans_as_yes_no_and_registry_keys_as_display_names():
+    df = pd.DataFrame({"target": ["animal_mnist", "mnist5k", "folder"], "arm": ["resnet20", "FP", "LSQ"],
+                       "flattened": [True, False, True], "chosen": [True, None, False], "lr": [0.1, 0.05, 0.2]})
+    out = tidy(df)
+    assert list(out["flattened"]) == ["yes", "no", "yes"] and list(out["chosen"])[::2] == ["yes", "no"]
+    assert pd.isna(out["chosen"][1])                      # a missing answer stays blank, not "no"
+    assert list(out["target"]) == ["Animal-MNIST", "MNIST-5k", "folder"] and out["arm"][0] == "ResNet-20"
+    assert list(out["lr"]) == [0.1, 0.05, 0.2]
+    html = show_table(df, caption="each arm on animal_mnist, seeds [0, 1, 2]").to_html()
+    assert "True" not in html and "False" not in html and "animal_mnist" not in html
+    assert "each arm on Animal-MNIST, seeds 0, 1, 2" in html
+
+
+def test_seeds_text_writes_runs_of_four_or_more_as_a_range():
+    assert seeds_text([0, 1, 2]) == "0, 1, 2"
+    assert seeds_text(list(range(9))) == "0-8"
+    assert seeds_text([5, 0, 1, 2, 3, 7]) == "5, 0-3, 7"
+    assert seeds_text([3]) == "3" and seeds_text([]) == ""
+
+
+def test_reader_text_names_models_and_writes_seed_lists_but_leaves_paths_alone():
+    assert reader_text("resnet20, training seeds [0, 1, 2], level 4") == "ResNet-20, training seeds 0, 1, 2, level 4"
+    assert reader_text("seeds [0, 1, 2, 3, 4, 5, 6, 7, 8]; on mnist5k.") == "seeds 0-8; on MNIST-5k."
+    kept = "checkpoints/resnet20.pt, resnet20_x, models/animal_mnist and rates [0.05, 0.1]"
+    assert reader_text(kept) == kept
+    md = findings("T5", "resnet20 x0.5, fine-tuning seeds [0, 1, 2]", ["animal_mnist: reversed here"]).data
+    assert "ResNet-20 x0.5, fine-tuning seeds 0, 1, 2" in md and "- Animal-MNIST: reversed here" in md
 
 
 def _toy_notebook():

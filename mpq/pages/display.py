@@ -2,28 +2,61 @@
 
 The notebooks keep their logs (progress bars, per-epoch lines) in the executed ``.ipynb`` and the
 terminal; the rendered pages (``mpq.pages.report``) show only what these helpers display, markdown and figures.
+The studies return plain data and write models and image sets by their registry keys; these helpers are where
+they become the reader's words: display names (``ResNet-20``) in tables, captions and findings, yes/no for
+booleans, seed lists as ``0-8``.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from mpq.pages.metrics import DATASET_NAMES, MODEL_NAMES, display_name, seeds_text
 from mpq.training.checkpoint import save_figure
 
 FINDINGS_TAG = "findings"   # the cell tag that mpq.pages.notebook_page moves to the top of a rendered page
 
 
+# a registry key as a word of its own: not inside a path, a file name or a longer name (checkpoints/resnet20.pt)
+_REGISTRY_KEY = re.compile(r"(?<![\w./-])(%s)(?![\w/-]|\.\w)" % "|".join(
+    sorted(map(re.escape, {**MODEL_NAMES, **DATASET_NAMES}), key=len, reverse=True)))
+_INT_LIST = re.compile(r"\[(\d+(?:, \d+)*)\]")     # a Python list of whole numbers as repr writes it
+
+
+def reader_text(text: str) -> str:
+    """``text`` (a caption or a finding a study wrote) with the registry keys of models and image sets as display
+    names and Python lists of whole numbers (seeds) written out.
+
+    >>> reader_text("resnet20: seeds [0, 1, 2, 3, 4, 5, 6, 7, 8]; animal_mnist from checkpoints/resnet20.pt")
+    'ResNet-20: seeds 0-8; Animal-MNIST from checkpoints/resnet20.pt'
+    """
+    text = _REGISTRY_KEY.sub(lambda m: display_name(m.group(1)), text)
+    return _INT_LIST.sub(lambda m: seeds_text([int(x) for x in m.group(1).split(", ")]), text)
+
+
+def _is_bool_column(s: pd.Series) -> bool:
+    values = s.dropna()
+    return pd.api.types.is_bool_dtype(s) or (len(values) > 0 and all(isinstance(v, bool) for v in values))
+
+
 def tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy with float columns that hold only whole numbers as (nullable) integers and no index."""
+    """A copy as a reader's table: float columns that hold only whole numbers as (nullable) integers, booleans as
+    "yes"/"no" (every boolean column here answers a question: chosen, flattened, losses finite), registry keys of
+    models and image sets as display names, and no index."""
     out = df.reset_index(drop=True).copy()
     for col in out.columns:
         s = out[col]
-        if pd.api.types.is_float_dtype(s):
+        if _is_bool_column(s):
+            out[col] = s.map(lambda v: v if pd.isna(v) else "yes" if v else "no")
+        elif pd.api.types.is_float_dtype(s):
             values = s.dropna()
             if len(values) and (values == values.round()).all() and values.abs().max() < 2 ** 53:
                 out[col] = s.round().astype("Int64")
+        elif pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
+            out[col] = s.map(lambda v: display_name(v) if isinstance(v, str) else v)
     return out
 
 
@@ -32,7 +65,7 @@ def show_table(df: pd.DataFrame, *, precision: int = 2, caption: str | None = No
     no index. Display it (last expression of a cell) or pass it to ``IPython.display.display``."""
     styler = tidy(df).style.hide(axis="index").format(precision=precision, na_rep="")
     if caption:
-        styler = styler.set_caption(caption)
+        styler = styler.set_caption(reader_text(caption))
     return styler
 
 
@@ -56,8 +89,8 @@ def findings(ids: str, scale: str, lines: Sequence[str]) -> Any:
     one bullet per finding, each written by the caller from its own numbers. Tag the cell ``findings``."""
     from IPython.display import Markdown
 
-    bullets = "\n".join(f"- {line}" for line in lines)
-    return Markdown(f"### Findings ({ids})\n\n*{scale}*\n\n{bullets}")
+    bullets = "\n".join(f"- {reader_text(line)}" for line in lines)
+    return Markdown(f"### Findings ({ids})\n\n*{reader_text(scale)}*\n\n{bullets}")
 
 
 def points(x: float, digits: int = 2, signed: bool = False) -> str:

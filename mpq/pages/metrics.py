@@ -52,7 +52,20 @@ def display_name(name: str) -> str:
 
 
 def seeds_text(seeds: Sequence) -> str:
-    return ", ".join(str(s) for s in seeds)
+    """Seeds as a reader writes them: a run of four or more consecutive seeds as a range.
+
+    >>> seeds_text([0, 1, 2]), seeds_text(range(9)), seeds_text([0, 3, 4, 5, 6, 9])
+    ('0, 1, 2', '0-8', '0, 3-6, 9')
+    """
+    seeds, parts, i = list(seeds), [], 0
+    while i < len(seeds):
+        j = i
+        while (j + 1 < len(seeds) and isinstance(seeds[j], int) and isinstance(seeds[j + 1], int)
+               and seeds[j + 1] == seeds[j] + 1):
+            j += 1
+        parts += [f"{seeds[i]}-{seeds[j]}"] if j - i >= 3 else [str(s) for s in seeds[i:j + 1]]
+        i = j + 1
+    return ", ".join(parts)
 
 
 def count_span(lo_hi: list[int]) -> str:
