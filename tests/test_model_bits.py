@@ -106,3 +106,6 @@ def test_allocation_figure_gives_each_model_its_own_levels():
     heights = [p.get_height() for p in axes[1].patches]
     assert heights == [3, 2, 3, 4]          # weights then activations, layer order
     plt.close(fig)
+    fig = allocation_figure(results, "t", names={"a": "Model A"})      # a display name where one is given
+    assert [ax.get_title() for ax in fig.axes if ax.axison] == ["Model A, level 4", "Model A, level 3", "b, level 3.5"]
+    plt.close(fig)

@@ -82,6 +82,16 @@ def test_reader_text_names_models_and_writes_seed_lists_but_leaves_paths_alone()
     assert "ResNet-20 x0.5, fine-tuning seeds 0, 1, 2" in md and "- Animal-MNIST: reversed here" in md
 
 
+def test_figures_title_panels_and_legends_with_display_names():
+    from mpq.pages.plotting import supernet_curves, uniform_accuracy
+
+    results = {"resnet20": {"fp_test_acc": 0.9, "uniform": {"2": {"test_acc": 0.8}, "4": {"test_acc": 0.88}}}}
+    fig = uniform_accuracy(results, "title")
+    assert fig.axes[0].get_title() == "ResNet-20"
+    fig = supernet_curves({"mobilenetv2_28": {"epoch": [1, 2], "loss": [2.0, 1.5]}}, "title")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["MobileNetV2-28"]
+
+
 def _toy_notebook():
     nb = new_notebook()
     params = new_code_cell("x = 1")

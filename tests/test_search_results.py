@@ -414,6 +414,8 @@ def test_seed_and_budget_lines():
     fig = budget_figure(points[points["budget (x)"] == 1], budgets=(), epochs=3, seed=0, model="resnet20",
                         profile="tiny", seeds=[0, 1])
     assert "no larger budget" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text().startswith("F7 (ResNet-20, tiny profile)") and "dots: seeds 0, 1;" in \
+        fig._suptitle.get_text()
 
 
 def _study_section(*words: str) -> dict:
@@ -428,7 +430,7 @@ def _study_section(*words: str) -> dict:
 
 
 @pytest.mark.parametrize("words, start", [
-    ((), "S1: no alternative search setting in the tiny profile"),
+    ((), "S1: the tiny profile lists no alternative search setting (no other number of scoring images"),
     (("inconclusive",), "No alternative search setting found better configurations clear of zero: the"),
     (("lower",), "No alternative search setting found better configurations clear of zero (worse: score 0 at "
                  "level 3)"),
@@ -452,7 +454,7 @@ def test_findings_lines_add_f7_only_with_larger_budgets():
     kw = dict(seed=0, profile="tiny", epochs=3)
     without = findings_lines(_summary_fixture(), budgets=(), **kw)
     with_budgets = findings_lines(_summary_fixture(budgets=(2,)), budgets=(2,), **kw)
-    assert without[:4] == search_lines(_summary_fixture()) and without[-1].startswith("F7: no training budget")
+    assert without[:4] == search_lines(_summary_fixture()) and without[-1].startswith("F7: the tiny profile runs no training budget")
     assert len(with_budgets) == len(without) + 3                 # two F7 comparisons, their note, the caveat
     assert with_budgets[6].startswith("F7, greedy 3 minus retrained: at 3 epochs")
     assert with_budgets[-1].startswith("F7 has one seed per larger budget")

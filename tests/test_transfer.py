@@ -534,6 +534,9 @@ def test_transfer_figure_front_with_seed_dots_and_collapses_above_the_fp_curves(
     assert len(curve.lines) == 8 and curve.lines[-1].get_xdata()[0] == 8      # 4 FP curves, 3 arms, the budget
     assert curve.get_legend().get_texts()[4].get_text() == "LSQ W3A3: 1x and 2x, seed 0"
     plt.close(fig)
+    fig = transfer_figure(result.records, curves, result.budgets, ["t"], "title", names={"t": "Target-T"})
+    assert [ax.get_title() for ax in fig.axes] == ["Target-T", "Target-T: convergence"]
+    plt.close(fig)
 
 
 # --- the transfer stage's folder: plain data, no wall times, read back exactly ----------------------------------

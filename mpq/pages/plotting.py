@@ -1,9 +1,11 @@
-"""Figures shared by the notebooks (matplotlib, Agg-safe)."""
+"""Figures shared by the notebooks (matplotlib, Agg-safe); models are named as the pages write them (ResNet-20)."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import matplotlib
+
+from mpq.pages.metrics import display_name, seeds_text
 
 matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
@@ -13,8 +15,8 @@ def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], titl
     """Loss and test accuracy per epoch, one line per model (``histories``: name -> History.as_dict())."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, h in histories.items():
-        ax_loss.plot(h["epoch"], h["loss"], marker="o", label=name)
-        ax_acc.plot(h["epoch"], [100 * a for a in h["test_acc"]], marker="o", label=name)
+        ax_loss.plot(h["epoch"], h["loss"], marker="o", label=display_name(name))
+        ax_acc.plot(h["epoch"], [100 * a for a in h["test_acc"]], marker="o", label=display_name(name))
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="test top-1 (%)", title="test accuracy")
     for ax in (ax_loss, ax_acc):
@@ -29,7 +31,7 @@ def supernet_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], titl
     """Max-path training loss per epoch of each supernet."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, h in histories.items():
-        ax.plot(h["epoch"], h["loss"], marker="o", label=name)
+        ax.plot(h["epoch"], h["loss"], marker="o", label=display_name(name))
     ax.set(xlabel="epoch", ylabel="max-path loss (W6A6)", title="one-shot training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -54,7 +56,7 @@ def uniform_accuracy(results: Mapping[str, Mapping], title: str, baselines: Mapp
             bb = sorted(int(b) for b in baselines[name])
             ax.plot(bb, [100 * baselines[name][b if b in baselines[name] else str(b)] for b in bb], "x", ms=9,
                     mew=2, label="uniform LSQ, trained alone")
-        ax.set(xlabel="uniform bits (WkAk)", ylabel="test top-1 (%)", title=name, xticks=bits)
+        ax.set(xlabel="uniform bits (WkAk)", ylabel="test top-1 (%)", title=display_name(name), xticks=bits)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
@@ -80,7 +82,7 @@ def search_front(results: Mapping, supernet: Mapping, baselines: Mapping, fp: Ma
         if lsq:
             ax.plot(*zip(*lsq), "P", color="black", ms=8, label="uniform LSQ, trained alone")
         ax.axhline(100 * fp[name]["test_acc"], ls=":", color="gray", label="full precision")
-        ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=name)
+        ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=display_name(name))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=9)
@@ -166,7 +168,7 @@ def budget_figure(points, *, budgets: Sequence[int], epochs: int, seed: int, mod
         ax.set_title(("no retraining " if kind.endswith("retrained") else "supernet ") + kind)
         ax.legend(fontsize=8)
     larger = (f"lines follow seed {seed} (the only seed at " + ", ".join(str(b * epochs) for b in budgets)
-              + " epochs)" if budgets else "no larger budget in this profile (replicates.budgets)")
-    fig.suptitle(f"F7 ({model}, {profile} profile): {larger}; dots: seeds {seeds}; "
+              + " epochs)" if budgets else "no larger budget in this profile")
+    fig.suptitle(f"F7 ({display_name(model)}, {profile} profile): {larger}; dots: seeds {seeds_text(seeds)}; "
                  f"diamonds: their mean ± SD at {epochs} epochs", fontsize=10)
     return fig

@@ -466,8 +466,8 @@ def settings_lines(study: Mapping, seed: int, profile: str) -> list[str]:
     better = [r for r in judged if r["verdict"]["word"] == "higher"]
     worse = [r for r in judged if r["verdict"]["word"] == "lower"]
     if not alternatives:
-        lines.append(f"S1: no alternative search setting in the {profile} profile (search_study.score_sizes and "
-                     "start_bits are empty); profiles/large.yaml compares its settings with the default profile's.")
+        lines.append(f"S1: the {profile} profile lists no alternative search setting (no other number of scoring "
+                     "images, no other start); profiles/large.yaml compares its settings with the default profile's.")
     elif not judged:
         lines.append(f"The alternative search settings rest on fewer than {MIN_SEEDS} seeds each: not judged.")
     elif not better:
@@ -494,6 +494,6 @@ def findings_lines(summary: Mapping, *, seed: int, profile: str, budgets: Sequen
         lines.append("F7 has one seed per larger budget: its interval there holds the test images' noise only, not "
                      f"the training noise that the seeds at {epochs} epochs show.")
     else:
-        lines.append(f"F7: no training budget beyond the default in the {profile} profile (replicates.budgets is "
-                     "empty); profiles/large.yaml runs it.")
+        lines.append(f"F7: the {profile} profile runs no training budget beyond the default; profiles/large.yaml "
+                     "runs it.")
     return lines

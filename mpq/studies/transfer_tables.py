@@ -251,8 +251,8 @@ def transfer_metrics(*, profile: str, seed: int, spec: ModelSpec, device: torch.
 
 
 def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budgets: Mapping[str, Budget],
-                    targets: Sequence[str], title: str):
-    """T5 as a figure, one column per target. Top: test top-1 against G-BitOPs of each quantized arm (mean over
+                    targets: Sequence[str], title: str, names: Mapping[str, str] | None = None):
+    """T5 as a figure, one column per target (titled by its name in ``names``, its key where absent). Top: test top-1 against G-BitOPs of each quantized arm (mean over
     seeds, every seed as a dot, collapsed runs as red crosses) and FP fine-tuned as a dashed line. Bottom: the
     held-out score against passes of ``curves``: FP fine-tuning's after every epoch (``fp_curves``, every seed at
     the budget and the longer run) and every other arm's at the budget and at twice it (``convergence_curves``,
@@ -280,7 +280,7 @@ def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budge
         fp = sub[sub.arm == "FP"]
         if len(fp):
             ax.axhline(fp.top1.mean(), color="grey", ls="--", lw=1, label="FP fine-tuned")
-        ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=target)
+        ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=(names or {}).get(target, target))
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -294,7 +294,7 @@ def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budge
         if target in budgets:
             ax_curve.axvline(budgets[target].passes, color="grey", ls=":", lw=1, label="the budget")
         ax_curve.set(xlabel="forward/backward passes", ylabel="held-out top-1 (%)\n(supernets: uniform configs' mean)",
-                     title=f"{target}: convergence")
+                     title=f"{(names or {}).get(target, target)}: convergence")
         ax_curve.grid(alpha=0.3)
         ax_curve.legend(fontsize=7)
     fig.suptitle(textwrap.fill(title, 75 * len(targets)), fontsize=9)
