@@ -162,6 +162,26 @@ def test_notebook_pages_images_have_alt_text(notebook_pages, sections, name):
     assert not found["alt"], found["alt"]
 
 
+@pytest.mark.parametrize("name", NOTEBOOK_PAGES)
+def test_notebook_prose_names_no_config_keys(root, sections, name):
+    """The notebooks' markdown (what their pages show beside the outputs, before any run) says in words what a
+    parameter does: no "<section>.<key>" and no params.yaml key in backticks, stage and ablation cell names aside."""
+    import nbformat
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    keys, todo = set(), [params]
+    while todo:
+        for k, v in todo.pop().items():
+            keys.add(k)
+            todo += [v] if isinstance(v, dict) else []
+    keys -= set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"]) | set(params["ablation"]["cells"])
+    nb = nbformat.read(str(root / "notebooks" / f"{name}.ipynb"), as_version=4)
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    found = sorted(set(config_key(sections).findall(prose))        # module and file names in backticks may stay
+                   | {f"`{m}`" for m in re.findall(r"`([^`\n]+)`", prose) if m.split(":")[0].strip() in keys})
+    assert not found, found
+
+
 def test_notebook_page_differs_from_nbconvert_lab_page_only_by_the_cdn_scripts(root):
     """Leaving the CDN blocks out changes nothing else: the lab template's page with its MathJax, require.js and
     Mermaid blocks cut out is, up to whitespace, the page the reader gets."""
