@@ -75,13 +75,32 @@ def show_tables(tables: Mapping[str, pd.DataFrame], **kwargs: Any) -> list[Any]:
     return [show_table(df, caption=caption, **kwargs) for caption, df in tables.items()]
 
 
-def show_figure(fig: Any, path: str | Path, **kwargs: Any) -> Any:
+def figure_alt(fig: Any) -> str:
+    """Alt text for a figure, read from what it draws: each titled panel as "<title>: <y> against <x>", then the
+    figure's title (its scale and the paper's counterpart), whitespace folded.
+
+    e.g. "Figure with 2 panels. ResNet-20: test top-1 (%) against G-BitOPs. MobileNetV2-28: test top-1 (%) against
+    G-BitOPs. default profile, seed 0, Fashion-MNIST; paper: Figure 5".
+    """
+    panels = [ax for ax in fig.axes if ax.axison]
+    parts = [f"Figure with {'one panel' if len(panels) == 1 else f'{len(panels)} panels'}"]
+    for ax in panels:
+        what = " against ".join(t for t in (ax.get_ylabel(), ax.get_xlabel()) if t)
+        if ax.get_title():
+            parts.append(f"{ax.get_title()}: {what}" if what else ax.get_title())
+    if fig.get_suptitle():
+        parts.append(fig.get_suptitle())
+    return " ".join(". ".join(parts).split())
+
+
+def show_figure(fig: Any, path: str | Path, alt: str | None = None, **kwargs: Any) -> Any:
     """Save ``fig`` to ``path`` (PNG, atomically) and return it as an inline image, so the executed
-    notebook and its HTML page show exactly the file that was written."""
+    notebook and its HTML page show exactly the file that was written; ``alt`` (by default ``figure_alt``) is the
+    image's alt text on the page (the output's ``image/png`` metadata, which ``mpq.pages.notebook_page`` writes)."""
     from IPython.display import Image
 
     save_figure(fig, path, **kwargs)
-    return Image(filename=str(path))
+    return Image(filename=str(path), alt=alt or figure_alt(fig))
 
 
 def findings(ids: str, scale: str, lines: Sequence[str]) -> Any:

@@ -11,13 +11,19 @@ HIDDEN_TAGS = {"parameters", "injected-parameters"}
 LOG_ONLY = ("application/vnd.jupyter.widget-view+json",)
 
 # nbconvert's lab page without the blocks that fetch scripts from a CDN (MathJax for LaTeX, require.js and the widget
-# manager for widgets, Mermaid for diagrams); everything else, its stylesheets inlined, as the lab template has it.
+# manager for widgets, Mermaid for diagrams); everything else, its stylesheets inlined, as the lab template has it,
+# except that a PNG output's alt text (its metadata, as mpq.pages.display.show_figure sets it) reaches the <img>.
 OFFLINE_TEMPLATE = "mpq-offline.html.j2"
 OFFLINE_TEMPLATE_TEXT = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block data_png scoped -%}
+{%- set alt = output | get_metadata('alt', 'image/png') -%}
+{%- if alt -%}{{ super() | replace('<img src=', '<img alt="' ~ (alt | escape_html) ~ '" src=', 1) }}
+{%- else -%}{{ super() }}{%- endif -%}
+{%- endblock data_png -%}
 """
 
 
