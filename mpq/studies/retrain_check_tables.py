@@ -45,7 +45,7 @@ def retrain_check_finding(check: Mapping[str, Any] | None) -> str:
     """One line for notebook 04's findings: the verdict on "the retrained configuration scores at least as well
     as the uniform model it holds"."""
     if check is None:
-        return "No retraining check was run (retrain_check.model is null)."
+        return "This profile runs no retraining check."
     k = check["uniform_bits"]
     return (f"{check['model']}: the level-{check['level']} configuration retrained ({check['gbitops']['configuration']:.4f} "
             f"G-BitOPs) against uniform W{k}A{k} LSQ ({check['gbitops']['uniform']:.4f} G-BitOPs), "

@@ -276,7 +276,7 @@ def model_seeds_summary(records: Mapping[str, Sequence[Mapping]]) -> dict:
         flat += [{"model": model, **r} for r in rows]
     seconds = {f"{model}-{r['seed']}": r["seconds"] for model, recs in records.items() for r in recs[1:]}
     return json_ready({"models": models, "rows": flat, "note": rows_note(flat) if flat else
-                       "no model of replicates.other_models in this profile", "replicate_seconds": seconds})
+                       "this profile repeats no other model over seeds", "replicate_seconds": seconds})
 
 
 def seed_tables(records: Sequence[Mapping]) -> tuple[pd.DataFrame, list[dict]]:
