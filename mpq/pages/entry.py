@@ -1,6 +1,8 @@
 """The entry page, ``reports/index.html``: the verdict table under the title (``mpq.pages.verdict_table``), a
 table of contents, what held and what did not, every section of the study (``mpq.pages.sections``), the
-supporting figures, the environment and each stage's wall time."""
+supporting figures, the environment and each stage's wall time. Headings, the verdict table and each section's
+headline verdicts stay in view; the long parts fold into ``<details>`` (``mpq.pages.tables.folded``), so that the page
+stays under 8,000 px at 1280 px wide with every fold closed."""
 from __future__ import annotations
 
 import html
@@ -9,19 +11,21 @@ from pathlib import Path
 from mpq.pages.held import CLAIMS, held_lines
 from mpq.pages.metrics import NOTEBOOKS, load_metrics, notebook_environments
 from mpq.pages.sections import ITEMS, SUPPORTING, item_html
+from mpq.pages.tables import folded
 from mpq.pages.timing import environment_html
 from mpq.pages.verdict_table import verdict_table_html
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}td,th{border:1px solid #ddd;padding:.2em .5em;text-align:right}
 th{background:#f4f4f4}td{white-space:nowrap}td.t{white-space:normal}td.t,td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee}
 figure{margin:.8em 0}figcaption{font-size:.85em;color:#444}
 nav ol{columns:3;column-gap:2.5em;font-size:.9em;margin:.4em 0}.held li{margin:.4em 0}
 .meta{color:#555;font-size:.9em}table.verdicts{width:100%}table.verdicts th{text-align:left}
-table.verdicts td{vertical-align:top}.pending{background:#fff6e0;padding:.6em;border-left:4px solid #e0a000}"""
+table.verdicts td{vertical-align:top}.pending{background:#fff6e0;padding:.6em;border-left:4px solid #e0a000}
+details{margin:.5em 0}summary{cursor:pointer;color:#1f5fa8}details[open]>summary{margin-bottom:.4em}"""
 
 
 def _contents(m: dict) -> str:
@@ -48,7 +52,8 @@ def _held_html(m: dict) -> str:
             "interval shown, no word). Each claim's counts are after Holm's correction over its comparisons, the "
             "unadjusted count beside them. Every interval holds the test images' noise, and the training seeds' "
             "spread where there are seeds.</p>"
-            f"<ul class='held'>{''.join(items)}</ul>")
+            + folded("One line per claim: its words counted after Holm, the comparisons clear of zero with their "
+                     "intervals, the smallest detectable effects", f"<ul class='held'>{''.join(items)}</ul>"))
 
 
 def build_index(reports: str | Path) -> str:
@@ -70,8 +75,8 @@ def build_index(reports: str | Path) -> str:
         parts += item_html(item, m, reports)
     parts.append("<h2 id='supporting'>Supporting figures</h2>")
     for fig, nb, what in SUPPORTING:
-        parts.append(f"<p>{html.escape(what)} (<a href='{nb}.html'>{nb}</a>)</p>"
-                     f"<img src='figures/{fig}' alt='{html.escape(what)}'>")
+        parts.append(f"<p>{html.escape(what)[:1].upper() + html.escape(what)[1:]}, from <a href='{nb}.html'>{nb}</a>:</p>"
+                     + folded(f"Figure: {what}", f"<img src='figures/{fig}' alt='{html.escape(what)}'>"))
     parts.append("<h2 id='environment'>Environment and wall times</h2>" + environment_html(m, envs))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -12,7 +12,9 @@ writes, atomically:
   words of DESIGN.md section 5 (``mpq.pages.held``); both read the claims' tables of verdicts and their families in
   ``mpq.pages.claims``; every figure and table of the study beside the paper's counterpart and claim
   (``mpq.pages.sections``), its tables formatted for reading (``mpq.pages.tables``) and each table of verdicts
-  drawn as per-seed dots with the interval against zero (``mpq.pages.forest``); the amortisation table A1, the
+  drawn as per-seed dots with the interval against zero (``mpq.pages.forest``); the headings, the verdict table and
+  each section's headline verdicts in view, the long parts (tables, the notebooks' figures, further verdicts, the
+  lines per claim) in ``<details>`` folds; the amortisation table A1, the
   environment and each stage's wall time (``mpq.pages.timing``).
 
 ``python -m mpq.pages.report --readme`` rewrites the generated summary block of ``README.md`` from the metrics

@@ -14,7 +14,7 @@ from mpq.pages.claims import (VerdictTable, c1_table, distortion_table, f5_table
                               s1_table, seeds_gap_table, space_table, t5_table, t6_table, toy_table)
 from mpq.pages.forest import verdict_block
 from mpq.pages.metrics import MODEL_NAMES, count_span, display_name, ordered_levels
-from mpq.pages.tables import table_html, without_verdict_columns
+from mpq.pages.tables import folded, table_html, without_verdict_columns
 from mpq.pages.timing import amortisation_html
 
 
@@ -196,18 +196,19 @@ def _display_names(df: pd.DataFrame) -> pd.DataFrame:
 def _f7_pending(m: dict) -> str:
     """F7 when the run trained at the default budget only: what it has, and how to get the curve."""
     if m.get("search", {}).get("budget", {}).get("rows"):
-        return ("<p class='pending'>Only the default budget in this run: below, its seeds' comparisons (the points F7 "
-                "starts from, also in T2 over training seeds). The curve over larger training budgets comes from the "
-                "<code>budget</code> stages, which this profile does not run (one seed per budget cannot carry a "
-                "verdict, and twice the budget costs about 12 minutes on two cores); <code>profiles/large.yaml</code> "
-                "runs them.</p>")
+        return ("<p class='pending'>Only the default budget in this run: its seeds' comparisons (the points F7 starts "
+                "from, also in T2 over training seeds and C1) are in the fold below. The curve over larger training "
+                "budgets comes from the <code>budget</code> stages, which this profile does not run (one seed per "
+                "budget cannot carry a verdict, and twice the budget costs about 12 minutes on two cores); "
+                "<code>profiles/large.yaml</code> runs them.</p>")
     return ("<p class='pending'>Not produced by this run: the training-budget curve comes from the <code>budget</code> "
             "stages, which this profile does not run; <code>profiles/large.yaml</code> runs them.</p>")
 
 
 def item_html(item: Item, m: dict, reports: Path) -> list[str]:
-    """An item's section: heading and sources, the notebook's figures, its tables, then its tables of verdicts drawn
-    (``verdict_block``) where a list of the same numbers used to follow, and its notes."""
+    """An item's section: heading and sources, its first table of verdicts drawn (``verdict_block``) that judges a
+    comparison (the section's headline) and its notes in view; the notebook's figures, its tables and its other tables
+    of verdicts each in a fold (``folded``) whose summary says what it holds, so the page stays short."""
     parts = [f"<h2 id='{item.id}'>{item.id}: {html.escape(item.here)}</h2>",
              f"<p class='meta'>Paper: {html.escape(item.paper)} · claims {item.claims} · notebook "
              f"<a href='{item.notebook}.html'>{item.notebook}</a></p>"]
@@ -223,16 +224,30 @@ def item_html(item: Item, m: dict, reports: Path) -> list[str]:
         key, stage = item.source
         parts.append(f"<p class='pending'>No verdicts yet: reports/metrics/{key}.json was written before the verdicts "
                      f"counted the test images' noise; <code>dvc repro {stage}</code> writes it anew.</p>")
-    parts += [f"<img src='figures/{fig}' alt='{item.id}: {html.escape(item.here)}'>" for fig in figures]
+    # the headline: the first table of verdicts with a judged comparison; tables of single runs only carry no word
+    # (F7 at the default budget only has no curve: its points repeat T2's and C1's seeds, so they fold too)
+    head = next((t for t in drawn if any(r.verdict.get("judged") for r in t.rows)), None) \
+        if item.id != "F7" or _has_f7(m) else None
+    parts += [verdict_block(head)] if head else []
+    if figures:
+        parts.append(folded(f"The notebook's {'figure' if len(figures) == 1 else 'figures'}: {item.short or item.here}",
+                            "".join(f"<img src='figures/{fig}' alt='{item.id}: {html.escape(item.here)}'>"
+                                    for fig in figures)))
+    captions, tables = [], []
     for caption, frame in (item.frames(m) if item.frames else []):
-        parts.append(f"<p><b>{html.escape(caption)}</b></p>{table_html(frame)}")
+        captions.append(caption)
+        tables.append(f"<p><b>{html.escape(caption)}</b></p>{table_html(frame)}")
     for table in item.tables:
         if not (reports / "tables" / table).is_file():
             parts.append(f"<p class='pending'>{table} is missing: run its stage (<code>dvc repro</code>).</p>")
             continue
         for caption, body, cut in _csv_tables(reports / "tables" / table, drawn=bool(drawn)):
-            parts.append(f"<p><b>{html.escape(caption)}</b> (<a href='tables/{table}'>{table}</a>"
-                         + ("; its verdicts are drawn below" if cut else "") + f")</p>{body}")
-    parts += [verdict_block(t) for t in drawn]
+            captions.append(caption)
+            tables.append(f"<p><b>{html.escape(caption)}</b> (<a href='tables/{table}'>{table}</a>"
+                          + ("; its verdicts are drawn in this section" if cut else "") + f")</p>{body}")
+    if tables:
+        parts.append(folded(f"{'Table' if len(tables) == 1 else f'{len(tables)} tables'}: " + "; ".join(captions),
+                            "".join(tables)))
+    parts += [folded(f"Verdicts drawn: {t.title}", verdict_block(t)) for t in drawn if t is not head]
     parts += [f"<p>{html.escape(n)}</p>" for n in (item.notes(m) if item.notes else [])]
     return parts

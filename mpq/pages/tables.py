@@ -1,4 +1,5 @@
-"""Tables for reading: each column with its decimals, missing values empty, words left and numbers right."""
+"""Tables for reading: each column with its decimals, missing values empty, words left and numbers right; and the fold
+(``folded``) that keeps a long part of a page closed until the reader opens it."""
 from __future__ import annotations
 
 import html
@@ -109,3 +110,13 @@ def without_verdict_columns(df: pd.DataFrame) -> pd.DataFrame:
     if not {"smallest detectable", "verdict"} <= set(df.columns):
         return df
     return df.drop(columns=[c for c in VERDICT_COLUMNS if c in df.columns])
+
+
+def folded(summary: str, body: str) -> str:
+    """``body`` in a closed ``<details>`` block whose ``<summary>`` (plain text, escaped here) says what is inside: the
+    page stays short and the reader opens what they want to read.
+
+    >>> folded("T1 <flip rates>", "<table></table>")
+    '<details><summary>T1 &lt;flip rates&gt;</summary><table></table></details>'
+    """
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from mpq.pages.metrics import MODEL_NAMES, ordered_levels
-from mpq.pages.tables import table_html
+from mpq.pages.tables import folded, table_html
 
 
 def amortisation_rows(m: dict, ks: range = range(1, 11)) -> list[dict]:
@@ -137,7 +137,7 @@ def amortisation_html(m: dict) -> str:
             "Accuracies of the two routes are in T2-T4 above. Here one-shot training runs 4 paths per step for as "
             "many epochs as one retraining, so it costs several retrainings; the paper trains its supernet 150 "
             "epochs against 90 per retraining, which counted in epochs alone breaks even at K = 2.</p>"
-            + table_html(wide))
+            + folded("Table: one-shot over retraining time for K = 1 to 10 budgets, per model", table_html(wide)))
 
 
 def environment_html(m: dict, envs: dict) -> str:
@@ -158,7 +158,8 @@ def environment_html(m: dict, envs: dict) -> str:
         rows.append(f"<tr><td>throughput benchmark</td><td></td><td>cpu</td><td>{th.get('cpu_capability')}</td>"
                     f"<td>{th.get('threads', '')}</td><td></td></tr>")
     total = sum(stage_times(m, envs).values())
-    return ("<table><tr><th>stage</th><th>wall time (s)</th><th>device</th><th>CPU kind</th><th>threads</th>"
-            "<th>torch</th></tr>" + "".join(rows) + "</table>"
-            f"<p class='meta'>All stages together: {total / 60:.0f} minutes. The AVX2-only CPU kind takes about "
-            "twice as long as AVX-512 for the same stages.</p>")
+    return (f"<p class='meta'>All stages together: {total / 60:.0f} minutes. The AVX2-only CPU kind takes about "
+            "twice as long as AVX-512 for the same stages.</p>"
+            + folded("Table: each stage's wall time, device, CPU kind, threads and torch version",
+                     "<table><tr><th>stage</th><th>wall time (s)</th><th>device</th><th>CPU kind</th><th>threads</th>"
+                     "<th>torch</th></tr>" + "".join(rows) + "</table>"))
