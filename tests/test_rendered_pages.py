@@ -5,6 +5,8 @@ described, and nothing else changed by leaving nbconvert's CDN scripts out. Page
 these tests do not use."""
 from __future__ import annotations
 
+import copy
+import html
 import re
 from html.parser import HTMLParser
 
@@ -230,6 +232,39 @@ def test_notebook_page_differs_from_nbconvert_lab_page_only_by_the_cdn_scripts(r
     for cut in (r'<script src="[^"]*require[^"]*"></script>', r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->",
                 r'<script type="module">.*?</script>', r"<style>\s*\.jp-Mermaid.*?</style>", r"<!-- End of mermaid configuration -->"):
         lab = re.sub(cut, "", lab, flags=re.S)
-    # the template's one other change: an image's alt text from its figure (show_figure), not nbconvert's stand-in
+    # the template's other changes: an image's alt text from its figure (show_figure), not nbconvert's stand-in, and
+    # the style of the folds (page 01 has no output long enough to fold)
     same = lambda page: re.sub(r"\s+", " ", re.sub(r'<img alt="[^"]*"', "<img alt=", page))
-    assert same(lab) == same(render_notebook(path))
+    reader = render_notebook(path)
+    assert "<details" not in reader
+    assert same(lab) == same(re.sub(r"<style>details\.mpq-fold.*?</style>", "", reader))
+
+
+def test_long_outputs_fold_and_the_findings_stay_in_view(tmp_path):
+    """On a notebook's page a table of more than FOLD_ROWS rows and a section's second figure sit in closed <details>
+    whose summary says what they hold; the findings, a short table and a section's first figure stay in view."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    from mpq.pages.notebook_page import FOLD_ROWS, render_notebook
+
+    def table(n, caption):
+        rows = "".join(f"<tr><td>{i}</td></tr>" for i in range(n))
+        return new_output("display_data", data={"text/html": f"<table><caption>{caption}</caption><thead><tr><th>x</th>"
+                                                              f"</tr></thead><tbody>{rows}</tbody></table>"})
+    png = new_output("display_data", data={"image/png": "iVBORw0KGgo="})
+    found = new_code_cell("findings(...)", outputs=[new_output("display_data", data={
+        "text/markdown": "### Findings (T9)\n\n" + "\n".join(f"- FINDING-{i}" for i in range(20))})])
+    found.metadata["tags"] = ["findings"]
+    nb = new_notebook(cells=[new_markdown_cell("# Title"), found, new_markdown_cell("## Section A"),
+                             new_code_cell("t", outputs=[table(FOLD_ROWS + 1, "LONG-T"), table(FOLD_ROWS, "SHORT-T")]),
+                             new_code_cell("f", outputs=[png, copy.deepcopy(png)]),
+                             new_markdown_cell("## Section B"), new_code_cell("f", outputs=[copy.deepcopy(png)])])
+    nbformat.write(nb, str(tmp_path / "09_toy.ipynb"))
+    page = render_notebook(tmp_path / "09_toy.ipynb")
+    folds = re.findall(r"<details[^>]*><summary>(.*?)</summary>(.*?)</details>", page, re.S)
+    assert [html.unescape(summary) for summary, _ in folds] == [f"Table, {FOLD_ROWS + 1} rows: LONG-T",
+                                                               'Figure 2 of the section "Section A"']
+    assert "LONG-T" in folds[0][1] and "<img" in folds[1][1]
+    outside = re.sub(r"<details.*?</details>", "", page, flags=re.S)
+    assert "FINDING-19" in outside and "SHORT-T" in outside and outside.count("<img") == 2

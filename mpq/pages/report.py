@@ -5,7 +5,8 @@
 writes, atomically:
 
 - ``reports/<notebook>.html`` for each executed notebook (``mpq.pages.notebook_page``): no input cells, no logs or
-  progress bars (stream outputs), the cell tagged ``findings`` first, tables and figures inline, no script fetched
+  progress bars (stream outputs), the cell tagged ``findings`` first, tables and figures inline (long tables and a
+  section's later figures folded), no script fetched
   from another site (the pages need neither MathJax nor require.js);
 - ``reports/index.html`` (``mpq.pages.entry``): under the title a verdict table, one row per claim
   (``mpq.pages.verdict_table``); a table of contents; what held and what did not, one line per claim in the verdict
