@@ -1,8 +1,8 @@
 """The pages as a reader gets them (issue 44). The entry page, built from the committed metrics: no configuration keys,
 registry keys or Python booleans in what it shows, nothing fetched from another site, and every image described in
 words. The notebook pages, rendered from the committed executed notebooks: nothing fetched from another site, every image
-described, and nothing else changed by leaving nbconvert's CDN scripts out. Page heights need a headless browser, which
-these tests do not use."""
+described, and nothing else changed by leaving nbconvert's CDN scripts out, long outputs folded. Every page within its
+height budget at 1280 px (scripts/page_heights.py), measured by headless Chromium where one is installed."""
 from __future__ import annotations
 
 import copy
@@ -268,3 +268,38 @@ def test_long_outputs_fold_and_the_findings_stay_in_view(tmp_path):
     assert "LONG-T" in folds[0][1] and "<img" in folds[1][1]
     outside = re.sub(r"<details.*?</details>", "", page, flags=re.S)
     assert "FINDING-19" in outside and "SHORT-T" in outside and outside.count("<img") == 2
+
+
+def _page_heights(root):
+    """scripts/page_heights.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("page_heights", root / "scripts" / "page_heights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(120)
+def test_pages_fit_their_height_budgets(root, request, tmp_path):
+    """The entry page built from the committed metrics (every fold closed) and the six notebook pages rendered from the
+    committed executed notebooks, each laid out 1280 px wide by headless Chromium: none taller than its budget (8,000
+    px the entry page, 6,000 px a notebook page). Two made-up pages check the measure itself: a 6,500-px page is over,
+    and the same page with its tall part in a closed fold fits in the 800-px frame."""
+    heights = _page_heights(root)
+    binary = heights.browser()
+    if binary is None:
+        pytest.skip(f"no headless browser to measure page heights with ({', '.join(heights.BROWSERS)} not on PATH)")
+    (tmp_path / "index.html").write_text(build_index(root / "reports"))
+    (tmp_path / "figures").symlink_to(root / "reports" / "figures")
+    for name, page in request.getfixturevalue("notebook_pages").items():      # rendered once for this module
+        (tmp_path / f"{name}.html").write_text(page)
+    tall = "<div style='height:6500px'>tall</div>"
+    (tmp_path / "tall.html").write_text(f"<html><body>{tall}</body></html>")
+    (tmp_path / "folded.html").write_text(f"<html><body><details><summary>s</summary>{tall}</details></body></html>")
+    pages = ["index.html", *(f"{name}.html" for name in NOTEBOOK_PAGES)]
+    got = heights.measure(tmp_path, [*pages, "tall.html", "folded.html"], binary)
+    assert got["tall.html"] >= 6500 and heights.over_budget({"tall.html": got["tall.html"]})
+    assert got["folded.html"] == 800            # no taller than the frame (800 px): a page shorter reads as the frame
+    over = heights.over_budget({p: got[p] for p in pages})
+    assert not over, f"pages over their height budget at 1280 px, page: (height, budget): {over}"
