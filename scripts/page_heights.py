@@ -65,10 +65,10 @@ def measure(folder: Path, pages: Sequence[str], binary: str, timeout: float = 60
     probe.write_text(PROBE_PAGE % (json.dumps(list(pages)), WIDTH))
     try:
         with tempfile.TemporaryDirectory() as profile:          # a fresh profile: nothing read from or left in $HOME
-            run = subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                                  f"--user-data-dir={profile}", "--virtual-time-budget=20000",
-                                  f"--window-size={WIDTH + 120},900", "--dump-dom", probe.as_uri()],
-                                 capture_output=True, text=True, timeout=timeout)
+            command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                       f"--user-data-dir={profile}", "--virtual-time-budget=20000", f"--window-size={WIDTH + 120},900",
+                       "--dump-dom", probe.as_uri()]
+            run = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     finally:
         probe.unlink()
     found = re.search(r'<div id="out">(\{.*?\})</div>', run.stdout, re.S)

@@ -237,7 +237,7 @@ def test_notebook_page_differs_from_nbconvert_lab_page_only_by_the_cdn_scripts(r
     same = lambda page: re.sub(r"\s+", " ", re.sub(r'<img alt="[^"]*"', "<img alt=", page))
     reader = render_notebook(path)
     assert "<details" not in reader
-    assert same(lab) == same(re.sub(r"<style>details\.mpq-fold.*?</style>", "", reader))
+    assert same(lab) == same(re.sub(r"<style>details\.mpq-fold.*?</style>", "", reader, flags=re.S))
 
 
 def test_long_outputs_fold_and_the_findings_stay_in_view(tmp_path):

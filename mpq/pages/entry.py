@@ -75,7 +75,7 @@ def build_index(reports: str | Path) -> str:
         parts += item_html(item, m, reports)
     parts.append("<h2 id='supporting'>Supporting figures</h2>")
     for fig, nb, what in SUPPORTING:
-        parts.append(f"<p>{html.escape(what)[:1].upper() + html.escape(what)[1:]}, from <a href='{nb}.html'>{nb}</a>:</p>"
+        parts.append(f"<p>{html.escape(what[:1].upper() + what[1:])}, from <a href='{nb}.html'>{nb}</a>:</p>"
                      + folded(f"Figure: {what}", f"<img src='figures/{fig}' alt='{html.escape(what)}'>"))
     parts.append("<h2 id='environment'>Environment and wall times</h2>" + environment_html(m, envs))
     parts.append("</body></html>")

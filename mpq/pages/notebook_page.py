@@ -25,7 +25,8 @@ OFFLINE_TEMPLATE_TEXT = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block extra_css -%}
-<style>details.mpq-fold>summary{cursor:pointer;margin:.5em 0 .5em 4px;color:var(--jp-content-link-color);font-family:var(--jp-content-font-family);font-size:var(--jp-content-font-size1)}</style>
+<style>details.mpq-fold>summary{cursor:pointer;margin:.5em 0 .5em 4px;color:var(--jp-content-link-color);
+font-family:var(--jp-content-font-family);font-size:var(--jp-content-font-size1)}</style>
 {%- endblock extra_css -%}
 {%- block output scoped -%}
 {%- set fold = (output.get('metadata') or {}).get('mpq_fold') -%}
