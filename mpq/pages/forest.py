@@ -13,6 +13,7 @@ from mpq.pages.claims import Judged, VerdictTable, by_group, interval_text
 WORD_COLOURS = {"holds": "#1b7f3b", "reversed here": "#c0392b", "higher": "#1f5fa8", "lower": "#b8620b",
                 "on par": "#6a3d9a", "inconclusive": "#707070"}     # a comparison not judged: #333333
 PLOT_MIN_IN = 2.5               # the narrowest the plot itself gets, beside the labels and the words
+MARKER_IN = 5 / 72              # the largest marker's radius (the arrows, 8 pt wide) and a point to spare
 FIGURE_WIDTH_IN = 10.6          # at 100 dpi the page (1100 px wide) shows it at its own size: 11 pt text stays 11 pt
 
 
@@ -29,12 +30,19 @@ def _x_limit(rows: Sequence[Judged]) -> float:
 
 
 def verdict_figure(table: VerdictTable) -> bytes:
-    """A PNG of a table of verdicts: one row per comparison (under a bold header per group), each seed's difference
+    """``verdict_plot`` of ``table`` as a PNG at 100 dpi."""
+    import io
+
+    buf = io.BytesIO()
+    verdict_plot(table).savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def verdict_plot(table: VerdictTable):
+    """A table of verdicts drawn (a matplotlib Figure): one row per comparison (under a bold header per group), each seed's difference
     as an open dot, the mean as a diamond and its 95% interval as a bar, coloured by the verdict's word, against a
     line at zero; on the right the word, the difference, the interval and, where inconclusive, the smallest
     detectable effect (MDE). 11-point text at 100 dpi, as wide as the entry page shows it."""
-    import io
-
     from matplotlib.figure import Figure
 
     groups = by_group(table.rows)
@@ -75,7 +83,8 @@ def verdict_figure(table: VerdictTable) -> bytes:
                    zorder=3)
         ax.plot(min(max(v["diff"], -lim), lim), y, "D", color=colour, ms=7, zorder=4)
     ax.axvline(0, color="black", lw=1)
-    ax.set_xlim(-lim, lim)
+    half_in = (width - left - right_in) / 2            # the plot's half-width: the markers clamped at +-lim fit inside
+    ax.set_xlim(-lim * half_in / (half_in - MARKER_IN), lim * half_in / (half_in - MARKER_IN))
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_yticks(ys, [label for label, _ in entries], fontsize=11)
     ax.tick_params(axis="x", labelsize=11)
@@ -88,9 +97,7 @@ def verdict_figure(table: VerdictTable) -> bytes:
         else:
             ax.annotate(text, (1, y), xycoords=("axes fraction", "data"), xytext=(8, 0), textcoords="offset points",
                         va="center", fontsize=10.5, color=WORD_COLOURS.get(r.verdict["word"], "#333333"))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+    return fig
 
 
 def _png_img(png: bytes, alt: str) -> str:

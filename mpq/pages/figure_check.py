@@ -1,0 +1,123 @@
+"""Whether a figure can be read where a page shows it: text large enough on screen, nothing clipped at the figure's
+edges, no text over another, every data point inside its axes.
+
+A page shows a PNG at its own size, or narrower where the page is narrower (``img{max-width:100%}``): the entry page
+is 1100 px wide less its padding, ``PAGE_WIDTH_PX`` across, and the notebook pages (1280 px with the prompts) give
+a figure about as much. Text of ``s`` points in a figure ``w`` inches wide saved at ``dpi`` is then
+``s / 72 * min(dpi, width_px / w)`` screen pixels tall."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+
+PAGE_WIDTH_PX = 1068            # the entry page's column: 1100 px less 1em of padding each side
+MIN_TEXT_PX = 10.0              # the smallest text a reader of the pages is asked to read
+_TOLERANCE_PX = 1.0             # rounding of extents: a text touching an edge or a neighbour is not a problem
+
+
+def min_points(width_in: float, width_px: float = PAGE_WIDTH_PX, dpi: float = 120, px: float = MIN_TEXT_PX + 0.5
+               ) -> float:
+    """The smallest font size (points) that shows ``px`` screen pixels tall in a figure ``width_in`` inches wide,
+    saved at ``dpi`` and shown at most ``width_px`` wide."""
+    return px * 72 / min(dpi, width_px / width_in)
+
+
+@contextmanager
+def _drawn_texts() -> Iterator[list]:
+    """Every Text that draws itself while the block runs (tick labels outside the view are never drawn)."""
+    from matplotlib.text import Text
+
+    drawn: list = []
+    original = Text.draw
+
+    def draw(self, renderer):
+        if self.get_visible() and self.get_text().strip():
+            drawn.append(self)
+        return original(self, renderer)
+
+    Text.draw = draw
+    try:
+        yield drawn
+    finally:
+        Text.draw = original
+
+
+def _short(text: Any) -> str:
+    s = " ".join(text.get_text().split())
+    return repr(s if len(s) <= 40 else s[:37] + "...")
+
+
+def _outside(points: np.ndarray, box: Any, pad: float = 0.0) -> int:
+    """How many finite display points lie outside ``box`` (a Bbox) less ``pad`` pixels (a marker's radius) on every
+    side, by more than the tolerance."""
+    points = points[np.isfinite(points).all(axis=1)] if len(points) else points
+    if not len(points):
+        return 0
+    t = _TOLERANCE_PX - pad
+    return int(((points[:, 0] < box.x0 - t) | (points[:, 0] > box.x1 + t)
+                | (points[:, 1] < box.y0 - t) | (points[:, 1] > box.y1 + t)).sum())
+
+
+def _data_problems(ax: Any) -> list[str]:
+    """Lines, markers (whole, their radius in) and bars of ``ax`` that reach past its edges."""
+    from matplotlib.collections import PathCollection
+
+    box, out = ax.bbox, []
+    name = ax.get_title() or "an untitled axes"
+    for line in ax.lines:
+        if line.get_visible():
+            marked = line.get_marker() not in (None, "", " ", "None", "none")
+            pad = line.get_markersize() / 2 * ax.figure.dpi / 72 if marked else 0.0
+            n = _outside(line.get_transform().transform(np.asarray(line.get_xydata(), float)), box, pad)
+            if n:
+                out.append(f"{name!r}: {n} point(s) of line {line.get_label()!r} outside the axes")
+    for coll in ax.collections:
+        if not coll.get_visible():
+            continue
+        if isinstance(coll, PathCollection):                # scatter: one marker per offset, in data
+            sizes = coll.get_sizes()
+            pad = float(np.sqrt(sizes.max())) / 2 * ax.figure.dpi / 72 if len(sizes) else 0.0
+            n = _outside(coll.get_offset_transform().transform(np.asarray(coll.get_offsets(), float)), box, pad)
+        else:                                               # bars, fills: their paths' vertices, in data
+            n = sum(_outside(coll.get_transform().transform(p.vertices), box) for p in coll.get_paths())
+        if n:
+            out.append(f"{name!r}: {n} point(s) of {type(coll).__name__} {coll.get_label()!r} outside the axes")
+    return out
+
+
+def figure_problems(fig: Any, width_px: float = PAGE_WIDTH_PX, dpi: float | None = None) -> list[str]:
+    """What keeps ``fig`` from being read when saved at ``dpi`` (by default its own) and shown at most ``width_px``
+    screen pixels wide; one plain sentence per problem, none for a readable figure.
+
+    Checks, after drawing it: every drawn text at least ``MIN_TEXT_PX`` tall on screen; no text past the figure's
+    edges; no two texts overlapping (a title over a label, a suptitle over a title); every point of every line,
+    marker and bar inside its axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    dpi = dpi or fig.dpi
+    scale_px_per_pt = min(dpi, width_px / fig.get_figwidth()) / 72
+    with _drawn_texts() as texts:
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    problems: list[str] = []
+    unique = list({id(t): t for t in texts}.values())
+    boxes = [t.get_window_extent(renderer) for t in unique]
+    for text, box in zip(unique, boxes):
+        px = text.get_fontsize() * scale_px_per_pt
+        if px < MIN_TEXT_PX - 0.05:
+            problems.append(f"text {_short(text)} is {px:.1f} px tall on screen (at least {MIN_TEXT_PX:g})")
+        if _outside(np.array([[box.x0, box.y0], [box.x1, box.y1]]), fig.bbox):
+            problems.append(f"text {_short(text)} runs past the figure's edge")
+    t = _TOLERANCE_PX
+    for i, (a, box_a) in enumerate(zip(unique, boxes)):
+        for b, box_b in zip(unique[i + 1:], boxes[i + 1:]):
+            if (min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0) > t
+                    and min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0) > t):
+                problems.append(f"text {_short(a)} overlaps text {_short(b)}")
+    for ax in fig.axes:
+        problems += _data_problems(ax)
+    return problems

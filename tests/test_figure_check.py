@@ -1,0 +1,77 @@
+"""Figures that can be read at the pages' width (mpq.pages.figure_check): the check finds each kind of problem, and
+each figure the pages show passes it when drawn from a small constructed input."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from mpq.pages.figure_check import PAGE_WIDTH_PX, figure_problems, min_points  # noqa: E402
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _clean(width_in=6.0):
+    fig, ax = plt.subplots(figsize=(width_in, 3.5), dpi=120)
+    ax.plot([0, 1, 2], [0, 1, 4], marker="o", label="line")
+    ax.set(xlabel="x", ylabel="y", title="a title")
+    ax.legend()
+    fig.tight_layout()
+    return fig, ax
+
+
+def test_a_plain_figure_passes():
+    fig, _ = _clean()
+    assert figure_problems(fig, PAGE_WIDTH_PX) == []
+
+
+def test_text_too_small_once_the_page_shrinks_the_figure():
+    fig, _ = _clean(width_in=16.0)          # 1920 px at 120 dpi shown 1068 px wide: 10 pt is 9.3 px
+    problems = figure_problems(fig, PAGE_WIDTH_PX)
+    assert problems and all("px tall on screen" in p for p in problems)
+    assert "text 'x' is 9.3 px tall on screen (at least 10)" in problems      # the 12-point title passes: 11.1 px
+    assert not any("'a title'" in p for p in problems)
+    assert min_points(16.0) > 10 > min_points(6.0)
+
+
+def test_a_suptitle_past_the_edges_and_over_a_title():
+    fig, ax = _clean()
+    fig.suptitle("a suptitle far too long for the figure's width " * 3, y=0.96)    # down onto the title
+    problems = figure_problems(fig, PAGE_WIDTH_PX)
+    assert any("runs past the figure's edge" in p for p in problems)
+    assert any("overlaps" in p and "'a title'" in p and "a suptitle" in p for p in problems)
+
+
+def test_data_past_the_axes_and_markers_on_the_edge():
+    fig, ax = _clean()
+    ax.set_xlim(0, 1.5)                                     # the line's last point lies outside
+    ax.scatter([0.0], [2.0], s=100)                         # a dot centred on the left edge: half of it outside
+    problems = figure_problems(fig, PAGE_WIDTH_PX)
+    assert any("line 'line' outside the axes" in p for p in problems)
+    assert any("PathCollection" in p for p in problems)
+    ax.set_xlim(-0.2, 2.2)
+    assert figure_problems(fig, PAGE_WIDTH_PX) == []
+
+
+# ------------------------------------------------------------------------------------------- the figures themselves
+
+def test_verdict_plot_keeps_seeds_and_intervals_inside_its_axes():
+    from test_front_door import _v
+
+    from mpq.pages.claims import Judged, VerdictTable
+    from mpq.pages.forest import verdict_plot
+
+    rows = [Judged("plain minus no2bit", f"{b}-bit weights", _v([1.0, 2.0, -0.5], 0.0)) for b in (4, 5, 6)]
+    rows.append(Judged("", "far off", _v([30.0, -20.0, 5.0], 0.0)))        # runs off the axis: arrows at the edge
+    assert figure_problems(verdict_plot(VerdictTable("T", rows, "N")), PAGE_WIDTH_PX, dpi=100) == []
+    long = "level 2.9 minus supernet from the FP model (no one-shot pre-training) and more words still"
+    fig = verdict_plot(VerdictTable("T", [Judged("Animal-MNIST", long, _v([0.65, -5.0]))], "N"))
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=100) == []
