@@ -8,7 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from mpq.pages.figure_check import PAGE_WIDTH_PX, figure_problems, min_points  # noqa: E402
+from mpq.pages.figure_check import PAGE_WIDTH_PX, figure_problems  # noqa: E402
+from mpq.studies.figure_text import min_points  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -75,3 +76,50 @@ def test_verdict_plot_keeps_seeds_and_intervals_inside_its_axes():
     long = "level 2.9 minus supernet from the FP model (no one-shot pre-training) and more words still"
     fig = verdict_plot(VerdictTable("T", [Judged("Animal-MNIST", long, _v([0.65, -5.0]))], "N"))
     assert figure_problems(fig, PAGE_WIDTH_PX, dpi=100) == []
+
+
+def test_a_legend_over_the_line():
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot([0, 1], [0.95, 0.95], label="near the top")             # runs under the upper-left legend
+    ax.plot([0, 1], [0, 0.1], label="low")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    assert any("the legend covers line 'near the top'" in p for p in figure_problems(fig, PAGE_WIDTH_PX))
+    ax.legend(loc="center right")
+    assert figure_problems(fig, PAGE_WIDTH_PX) == []
+
+
+# the ablation's scale as ablation_setup writes it for the default profile: the longest suptitle of F2-F4
+SETUP = ("default profile, ResNet-20 x0.25, 8 one-shot epochs over 10000 images, seeds 0-8, 2000 test images "
+         "(W2A2, W3A3: also 5000 held-out training images), CPU kind AVX512")
+CELLS = ["plain", "idm", "sched", "no2bit"]
+
+
+def _ablation_runs():
+    import numpy as np
+    from test_interference import _window
+
+    def run(rate, rng):
+        rec = {"progress": [0.25, 0.5, 0.75, 1.0], "flip_rate": {b: [None, rate, 1.1 * rate, 0.9 * rate] for b in "2346"}}
+        dense = {"window_steps": 10, "starts": [5], "windows": {b: [_window(rate, 1, 0)] for b in "2346"}}
+        return {"result": {"oscillation": rec, "oscillation_windows": dense, "distortion_sample_layer": "layer3.2.bn2",
+                           "bn_distortion": {"layer3.2.bn2": 0.44, "layer1.0.bn1": 0.3}},
+                "features": {"low": rng.normal(0, 1, 300), "high": rng.normal(0.2, 1.2, 300)}}
+
+    rng = np.random.default_rng(0)
+    return {(c, s): run(0.01 * (s + 1) * (k + 1), rng) for k, c in enumerate(CELLS) for s in range(9)}
+
+
+def test_f2_oscillation_figure_reads_at_the_pages_width():
+    from mpq.studies.interference import oscillation_figure
+
+    fig = oscillation_figure(_ablation_runs(), CELLS, list(range(9)), f"{SETUP};\npaper: Figure 2")
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=110) == []           # the notebook saves it at 110 dpi
+
+
+def test_f3_f4_density_figure_reads_at_the_pages_width():
+    from mpq.studies.interference import density_figure
+
+    fig = density_figure(_ablation_runs(), ["plain", "idm"], 0, f"{SETUP};\nseed 0; paper: Figures 3-4")
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []

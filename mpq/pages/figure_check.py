@@ -3,8 +3,7 @@ edges, no text over another, every data point inside its axes.
 
 A page shows a PNG at its own size, or narrower where the page is narrower (``img{max-width:100%}``): the entry page
 is 1100 px wide less its padding, ``PAGE_WIDTH_PX`` across, and the notebook pages (1280 px with the prompts) give
-a figure about as much. Text of ``s`` points in a figure ``w`` inches wide saved at ``dpi`` is then
-``s / 72 * min(dpi, width_px / w)`` screen pixels tall."""
+a figure about as much (``mpq.studies.figure_text`` sizes the text for it)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -12,16 +11,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-PAGE_WIDTH_PX = 1068            # the entry page's column: 1100 px less 1em of padding each side
-MIN_TEXT_PX = 10.0              # the smallest text a reader of the pages is asked to read
+from mpq.studies.figure_text import MIN_TEXT_PX, PAGE_WIDTH_PX
+
 _TOLERANCE_PX = 1.0             # rounding of extents: a text touching an edge or a neighbour is not a problem
-
-
-def min_points(width_in: float, width_px: float = PAGE_WIDTH_PX, dpi: float = 120, px: float = MIN_TEXT_PX + 0.5
-               ) -> float:
-    """The smallest font size (points) that shows ``px`` screen pixels tall in a figure ``width_in`` inches wide,
-    saved at ``dpi`` and shown at most ``width_px`` wide."""
-    return px * 72 / min(dpi, width_px / width_in)
 
 
 @contextmanager
@@ -87,13 +79,53 @@ def _data_problems(ax: Any) -> list[str]:
     return out
 
 
+def _inside(points: np.ndarray, box: Any) -> int:
+    """How many finite display points lie inside ``box``, by more than the tolerance."""
+    points = points[np.isfinite(points).all(axis=1)] if len(points) else points
+    t = _TOLERANCE_PX
+    return int(((points[:, 0] > box.x0 + t) & (points[:, 0] < box.x1 - t)
+                & (points[:, 1] > box.y0 + t) & (points[:, 1] < box.y1 - t)).sum()) if len(points) else 0
+
+
+def _along(points: np.ndarray, step: float = 2.0) -> np.ndarray:
+    """Display points every ``step`` pixels along a polyline through ``points`` (a line crosses a box between its
+    vertices too)."""
+    points = points[np.isfinite(points).all(axis=1)]
+    out = [points[:1]]
+    for a, b in zip(points[:-1], points[1:]):
+        n = max(1, int(np.hypot(*(b - a)) / step))
+        out.append(a + (b - a) * (np.arange(1, n + 1)[:, None] / n))
+    return np.concatenate(out) if len(points) else points
+
+
+def _legend_problems(ax: Any, renderer: Any) -> list[str]:
+    """A legend of ``ax`` over its lines or dots (reference lines drawn across the whole axes aside)."""
+    from matplotlib.collections import PathCollection
+
+    legend = ax.get_legend()
+    if legend is None or not legend.get_visible():
+        return []
+    box, under = legend.get_window_extent(renderer), []
+    for line in ax.lines:
+        xy = line.get_transform().transform(np.asarray(line.get_xydata(), float))
+        across = len(xy) == 2 and (np.ptp(xy[:, 0]) >= ax.bbox.width - 1 or np.ptp(xy[:, 1]) >= ax.bbox.height - 1)
+        if line.get_visible() and not across and _inside(_along(xy) if line.get_linestyle() not in ("None", "")
+                                                         else xy, box):
+            under.append(f"line {line.get_label()!r}")
+    for coll in ax.collections:
+        if isinstance(coll, PathCollection) and coll.get_visible() and _inside(
+                coll.get_offset_transform().transform(np.asarray(coll.get_offsets(), float)), box):
+            under.append(f"dots {coll.get_label()!r}")
+    return [f"{ax.get_title() or 'an untitled axes'!r}: the legend covers {', '.join(under)}"] if under else []
+
+
 def figure_problems(fig: Any, width_px: float = PAGE_WIDTH_PX, dpi: float | None = None) -> list[str]:
     """What keeps ``fig`` from being read when saved at ``dpi`` (by default its own) and shown at most ``width_px``
     screen pixels wide; one plain sentence per problem, none for a readable figure.
 
     Checks, after drawing it: every drawn text at least ``MIN_TEXT_PX`` tall on screen; no text past the figure's
     edges; no two texts overlapping (a title over a label, a suptitle over a title); every point of every line,
-    marker and bar inside its axes."""
+    marker and bar inside its axes; no legend over the lines or dots of its axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     if not isinstance(fig.canvas, FigureCanvasAgg):
@@ -119,5 +151,5 @@ def figure_problems(fig: Any, width_px: float = PAGE_WIDTH_PX, dpi: float | None
                     and min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0) > t):
                 problems.append(f"text {_short(a)} overlaps text {_short(b)}")
     for ax in fig.axes:
-        problems += _data_problems(ax)
+        problems += _data_problems(ax) + _legend_problems(ax, renderer)
     return problems

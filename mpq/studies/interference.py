@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from mpq.method.quantizer import int_range
+from mpq.studies.figure_text import suptitle, wrap
 from mpq.studies.stats import Verdict, family_counts, json_ready, paired_verdict, rows_note, verdict
 
 # The paper's direction of each comparison (``expected`` of mpq.studies.stats): C2, the 2-bit candidate makes the
@@ -696,7 +697,7 @@ def oscillation_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str
     if dense:
         panels.append(("reversals per weight and step, dense windows (%)", _window_reversal))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
     width = 0.8 / len(cells)
     for ax, (label, value) in zip(axes[0], panels):
         for k, cell in enumerate(cells):
@@ -709,12 +710,12 @@ def oscillation_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str
                            label=cell if i == 0 else None)
                 ax.hlines(np.mean(vals), x - width * 0.4, x + width * 0.4, color=colors[k % len(colors)], lw=2)
         ax.set_xticks(range(len(bit_list)), [f"{b}-bit weights" for b in bit_list], fontsize=10)
-        ax.set_ylabel(label, fontsize=10)
+        ax.set_ylabel(wrap(label, 2.6, 10), fontsize=10)       # two lines within the axes' height
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3, axis="y")
-    axes[0][0].legend(fontsize=9, title="cell (dots: seeds, bar: mean)", title_fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    axes[0][0].legend(fontsize=10, title="cell (dots: seeds, bar: mean)", title_fontsize=10, ncol=len(cells),
+                      loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False)       # above the dots, not on them
+    suptitle(fig, title, 10, dpi=110)
     return fig
 
 
@@ -726,7 +727,7 @@ def density_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], s
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, len(cells), figsize=(4.6 * len(cells), 3.6), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.6 * len(cells), 4.4), sharex=True, sharey=True, squeeze=False)
     for ax, cell in zip(axes[0], cells):
         run = runs[(cell, seed)]
         layer = run["result"]["distortion_sample_layer"]
@@ -737,7 +738,6 @@ def density_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], s
         ax.set_title(f"{cell}, seed {seed}, layer {layer}: relative MSE {distortion:.3f}\n"
                      f"(mean over layers: {np.mean(list(run['result']['bn_distortion'].values())):.3f})", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        ax.legend(fontsize=10)
+    suptitle(fig, title, 10)
     return fig

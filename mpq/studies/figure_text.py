@@ -1,0 +1,54 @@
+"""Text of the figures sized for the pages that show them: a page shows a PNG at its own size, or narrower where the
+page is narrower (``img{max-width:100%}``), so a figure ``w`` inches wide saved at ``dpi`` shows ``s``-point text
+``s / 72 * min(dpi, PAGE_WIDTH_PX / w)`` screen pixels tall. ``mpq.pages.figure_check`` checks the result."""
+from __future__ import annotations
+
+from typing import Any
+
+PAGE_WIDTH_PX = 1068            # the entry page's column (1100 px less 1em of padding each side); notebook pages: more
+MIN_TEXT_PX = 10.0              # the smallest text a reader of the pages is asked to read
+
+
+def min_points(width_in: float, dpi: float = 120, width_px: float = PAGE_WIDTH_PX, px: float = MIN_TEXT_PX + 0.5
+               ) -> float:
+    """The smallest font size (points) that shows ``px`` screen pixels tall in a figure ``width_in`` inches wide,
+    saved at ``dpi`` and shown at most ``width_px`` wide (half a pixel to spare by default)."""
+    return px * 72 / min(dpi, width_px / width_in)
+
+
+def readable(fontsize: float, fig: Any, dpi: float = 120) -> float:
+    """``fontsize``, or larger where ``fig`` is shown scaled down so far that it would be under ``MIN_TEXT_PX``."""
+    return round(max(fontsize, min_points(fig.get_figwidth(), dpi)), 1)
+
+
+def wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` with each of its lines broken between words so that none is wider than ``width_in`` inches at
+    ``fontsize`` points (widths measured in the default font)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    prop, measure = FontProperties(size=fontsize), TextToPath()
+
+    def width(s: str) -> float:
+        return measure.get_text_width_height_descent(s, prop, ismath=False)[0] / 72
+
+    out = []
+    for line in text.split("\n"):
+        current = ""
+        for word in line.split(" "):
+            trial = f"{current} {word}" if current else word
+            if current and width(trial) > width_in:
+                out.append(current)
+                current = word
+            else:
+                current = trial
+        out.append(current)
+    return "\n".join(out)
+
+
+def suptitle(fig: Any, text: str, fontsize: float = 10, dpi: float = 120) -> None:
+    """``text`` as ``fig``'s title, wrapped to its width less a margin and at least ``MIN_TEXT_PX`` tall on the page,
+    then the axes laid out below it (``tight_layout`` leaves room for the title)."""
+    size = readable(fontsize, fig, dpi)
+    fig.suptitle(wrap(text, fig.get_figwidth() - 0.3, size), fontsize=size)
+    fig.tight_layout()
