@@ -123,3 +123,54 @@ def test_f3_f4_density_figure_reads_at_the_pages_width():
 
     fig = density_figure(_ablation_runs(), ["plain", "idm"], 0, f"{SETUP};\nseed 0; paper: Figures 3-4")
     assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
+
+
+def test_f1_toy_figure_shows_both_paths_whole():
+    from mpq.pages.plotting import interference_toy
+    from mpq.studies.interference import toy_example, toy_step_size
+
+    traces, variances = toy_example([(4, 6), (2, 4, 6)], steps=300, lr=0.05, window=50, seed=0)
+    fig = interference_toy(traces, variances, 50, toy_step_size(4),
+                           "default profile, toy with two shared weights, lr 0.05, 3000 steps, seed 0; paper: Figure 1")
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
+
+
+MODELS = ["resnet20", "mobilenetv2_28", "efficientnet_lite_28"]       # the default profile's three models
+
+
+def _supernet():
+    return {m: {"fp_test_acc": 0.9, "uniform": {str(b): {"test_acc": 0.5 + 0.07 * b, "gbitops": 0.1 * b * b}
+                                                for b in range(2, 7)}} for m in MODELS}
+
+
+def test_c1_uniform_accuracy_legends_read_at_the_pages_width():
+    from mpq.pages.plotting import baselines_vs_supernet
+
+    fig = baselines_vs_supernet(_supernet(), {m: {b: {"test_acc": 0.6 + 0.05 * b} for b in (2, 3, 4)} for m in MODELS},
+                                "default profile, seed 0: one supernet vs one LSQ model per bit-width (paper: Tables 2-4)")
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
+
+
+def test_f5_search_front_legend_below_the_panels_reads_at_the_pages_width():
+    from mpq.pages.plotting import search_front
+
+    def point(g, a):
+        return {"gbitops": g, "test_acc": a}
+
+    results = {m: {"levels": {str(lv): {"greedy": point(0.1 * lv * lv, 0.6 + 0.05 * lv),
+                                        "random": point(0.098 * lv * lv, 0.55 + 0.05 * lv),
+                                        "evolutionary": point(0.101 * lv * lv, 0.58 + 0.05 * lv),
+                                        "retrained": point(0, 0.62 + 0.05 * lv)} for lv in (4, 3, 2.5)}} for m in MODELS}
+    baselines = {m: {str(b): point(0.1 * b * b, 0.6 + 0.05 * b) for b in (2, 3, 4)} for m in MODELS}
+    fig = search_front(results, _supernet(), baselines, {m: {"test_acc": 0.9} for m in MODELS},
+                       "default profile, seed 0, Fashion-MNIST; paper: Figure 5")
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
+
+
+def test_f6_allocation_figure_reads_at_the_pages_width():
+    from mpq.studies.allocation import allocation_figure
+
+    results = {m: {"levels": {lv: {"greedy": {"bit_cfg": {f"l{i}": (2 + i % 5, 3 + i % 4) for i in range(20)}}}
+                              for lv in (4, 3, 2.5)}} for m in MODELS}
+    fig = allocation_figure(results, "default profile, seed 0, Fashion-MNIST; paper: Figure 6")
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []

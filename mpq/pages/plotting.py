@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import matplotlib
+import numpy as np
 
 from mpq.pages.metrics import display_name, seeds_text
+from mpq.studies.figure_text import readable, suptitle
 
 matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,16 +60,15 @@ def uniform_accuracy(results: Mapping[str, Mapping], title: str, baselines: Mapp
                     mew=2, label="uniform LSQ, trained alone")
         ax.set(xlabel="uniform bits (WkAk)", ylabel="test top-1 (%)", title=display_name(name), xticks=bits)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        ax.legend(fontsize=readable(7, fig), loc="best")
+    suptitle(fig, title, 9)
     return fig
 
 
 def search_front(results: Mapping, supernet: Mapping, baselines: Mapping, fp: Mapping, title: str):
     """Accuracy vs G-BitOPs per model: greedy / random / evolutionary (no retraining), retrained greedy,
     the supernet at uniform WkAk, uniform LSQ models trained alone, and full precision."""
-    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 3.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.6), squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
         levels = list(r["levels"].values())
         for method, style in (("greedy", "o-"), ("random", "x"), ("evolutionary", "^")):
@@ -84,9 +85,9 @@ def search_front(results: Mapping, supernet: Mapping, baselines: Mapping, fp: Ma
         ax.axhline(100 * fp[name]["test_acc"], ls=":", color="gray", label="full precision")
         ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=display_name(name))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=readable(7, fig), loc="lower center", ncol=4,
+               frameon=False)                                # below the panels, off every point
+    suptitle(fig, title, 9, bottom=0.65 / fig.get_figheight())
     return fig
 
 
@@ -99,9 +100,14 @@ def interference_toy(traces: Mapping[str, object], variances: Mapping[str, objec
     (label -> the shared gradient's rolling variance over ``window`` steps).
     """
     fig, (ax_path, ax_cross, ax_var) = plt.subplots(1, 3, figsize=(11, 3.9))      # 1320 px at 120 dpi
-    for k in range(-8, 8):
-        ax_path.axvline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
-        ax_path.axhline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
+    every = np.concatenate([t.weights.numpy() for t in traces.values()])      # the view: every step of both paths
+    pad = 0.05 * max(np.ptp(every[:, 0]), np.ptp(every[:, 1]), s4)
+    xlim, ylim = ((every[:, i].min() - pad, every[:, i].max() + pad) for i in (0, 1))
+    for k in range(-8, 8):                                  # the thresholds within the view
+        if xlim[0] < (k + 0.5) * s4 < xlim[1]:
+            ax_path.axvline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
+        if ylim[0] < (k + 0.5) * s4 < ylim[1]:
+            ax_path.axhline((k + 0.5) * s4, color="grey", lw=0.5, ls=":")
     for (label, trace), color in zip(traces.items(), ("tab:blue", "tab:red")):
         w = trace.weights.numpy()
         ax_path.plot(w[:, 0], w[:, 1], color=color, lw=0.6, alpha=0.8, label=label)
@@ -109,15 +115,14 @@ def interference_toy(traces: Mapping[str, object], variances: Mapping[str, objec
             ax_cross.plot(trace.crossings[bits].numpy(), color=color, ls=ls, label=f"{label}: {bits}-bit")
         var = variances[label].numpy()
         ax_var.plot(range(window - 1, window - 1 + len(var)), var, color=color, lw=0.8, label=label)
-    ax_path.set(xlabel="w1", ylabel="w2", title="shared weights (4-bit thresholds dotted)", xlim=(0.1, 0.6),
-                ylim=(-0.85, -0.35))
+    ax_path.set(xlabel="w1", ylabel="w2", title="shared weights (4-bit thresholds dotted)", xlim=xlim,
+                ylim=ylim)
     ax_cross.set(xlabel="step", ylabel="cumulative crossings", title="rounding-threshold crossings")
     ax_var.set(xlabel="step", ylabel="variance", yscale="log", title=f"gradient variance ({window}-step window)")
     for ax in (ax_path, ax_cross, ax_var):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8.5)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        ax.legend(fontsize=readable(8.5, fig), loc="best")
+    suptitle(fig, title, 10)
     return fig
 
 

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mpq.studies.figure_text import readable, suptitle  # noqa: E402
+
 
 def allocation_figure(results: Mapping[str, Mapping], title: str, max_bits: int = 6,
                       names: Mapping[str, str] | None = None):
@@ -33,7 +35,6 @@ def allocation_figure(results: Mapping[str, Mapping], title: str, max_bits: int 
             ax.grid(alpha=0.3, axis="y")
         for ax in row[len(r["levels"]):]:
             ax.set_axis_off()
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    axes[0][0].legend(fontsize=readable(7, fig), loc="upper right")
+    suptitle(fig, title, 9)
     return fig

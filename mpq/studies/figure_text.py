@@ -46,9 +46,10 @@ def wrap(text: str, width_in: float, fontsize: float) -> str:
     return "\n".join(out)
 
 
-def suptitle(fig: Any, text: str, fontsize: float = 10, dpi: float = 120) -> None:
+def suptitle(fig: Any, text: str, fontsize: float = 10, dpi: float = 120, bottom: float = 0.0) -> None:
     """``text`` as ``fig``'s title, wrapped to its width less a margin and at least ``MIN_TEXT_PX`` tall on the page,
-    then the axes laid out below it (``tight_layout`` leaves room for the title)."""
+    then the axes laid out below it (``tight_layout`` leaves room for the title) and above ``bottom`` (a fraction of
+    the height kept for a legend of the whole figure)."""
     size = readable(fontsize, fig, dpi)
     fig.suptitle(wrap(text, fig.get_figwidth() - 0.3, size), fontsize=size)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
