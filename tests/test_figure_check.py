@@ -174,3 +174,15 @@ def test_f6_allocation_figure_reads_at_the_pages_width():
                               for lv in (4, 3, 2.5)}} for m in MODELS}
     fig = allocation_figure(results, "default profile, seed 0, Fashion-MNIST; paper: Figure 6")
     assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
+
+
+def test_t5_transfer_figure_legends_below_the_panels():
+    from test_transfer import _result
+
+    from mpq.studies.transfer_tables import convergence_curves, fp_curves, transfer_figure
+
+    result = _result()
+    fig = transfer_figure(result.records, fp_curves(result) + convergence_curves(result), result.budgets, ["t"],
+                          "default profile, ResNet-20 x0.5 from Fashion-MNIST, Animal-MNIST 120000 passes, MNIST-5k "
+                          "80000 passes per arm, seeds 0-2; paper: Table 5", names={"t": "Animal-MNIST"})
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []

@@ -132,6 +132,7 @@ def figure_problems(fig: Any, width_px: float = PAGE_WIDTH_PX, dpi: float | None
         FigureCanvasAgg(fig)
     dpi = dpi or fig.dpi
     scale_px_per_pt = min(dpi, width_px / fig.get_figwidth()) / 72
+    fig.set_dpi(dpi)                # drawn as it is saved: text is hinted per dpi, a line's width moves with it
     with _drawn_texts() as texts:
         fig.canvas.draw()
     renderer = fig.canvas.get_renderer()

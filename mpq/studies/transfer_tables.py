@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from mpq.config import ModelSpec
+from mpq.studies.figure_text import readable, suptitle
 from mpq.studies.stats import json_ready, paired_verdict, table_note
 from mpq.studies.transfer import (FROM_FP, SUPERNET_ARMS, Budget, TransferConfig, TransferResult, accuracy,
                                   arm_family, lsq_arm)
@@ -257,14 +258,12 @@ def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budge
     held-out score against passes of ``curves``: FP fine-tuning's after every epoch (``fp_curves``, every seed at
     the budget and the longer run) and every other arm's at the budget and at twice it (``convergence_curves``,
     dashed), the budget dotted."""
-    import textwrap
-
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     df = pd.DataFrame(records)
     df["top1"] = [100 * accuracy(p, l) for p, l in zip(df.preds, df.labels)]
-    fig, axes = plt.subplots(2, len(targets), figsize=(5.5 * len(targets), 7.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(targets), figsize=(5.5 * len(targets), 11), squeeze=False)
     for col, target in enumerate(targets):
         ax, ax_curve = axes[0][col], axes[1][col]
         sub = df[df.target == target]
@@ -283,7 +282,7 @@ def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budge
         ax.set(xlabel="G-BitOPs", ylabel="test top-1 (%)", title=(names or {}).get(target, target))
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=readable(7, fig), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
         for c in (c for c in curves if c["target"] == target):
             if c.get("arm", "FP") == "FP":
                 ax_curve.plot(c["passes"], c["heldout top-1"], marker=".", lw=1.5 if c["multiple"] > 1 else 0.8,
@@ -296,9 +295,9 @@ def transfer_figure(records: Sequence[Mapping], curves: Sequence[Mapping], budge
         ax_curve.set(xlabel="forward/backward passes", ylabel="held-out top-1 (%)\n(supernets: uniform configs' mean)",
                      title=f"{(names or {}).get(target, target)}: convergence")
         ax_curve.grid(alpha=0.3)
-        ax_curve.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(title, 75 * len(targets)), fontsize=9)
-    fig.tight_layout()
+        ax_curve.legend(fontsize=readable(7, fig), loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                        frameon=False)                      # legends below their panels: the points fill them
+    suptitle(fig, title, 9)
     return fig
 
 
