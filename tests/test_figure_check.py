@@ -186,3 +186,21 @@ def test_t5_transfer_figure_legends_below_the_panels():
                           "default profile, ResNet-20 x0.5 from Fashion-MNIST, Animal-MNIST 120000 passes, MNIST-5k "
                           "80000 passes per arm, seeds 0-2; paper: Table 5", names={"t": "Animal-MNIST"})
     assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
+
+
+def test_every_verdict_plot_of_the_entry_page_reads_at_its_width(root):
+    """The forest plot of each table of verdicts the committed metrics give, F1's large counts among them (its words
+    and numbers ran past the right edge)."""
+    from mpq.pages import sections
+    from mpq.pages.forest import verdict_plot
+    from mpq.pages.metrics import load_metrics
+
+    metrics = load_metrics(root / "reports")
+    drawn = 0
+    for item in (i for i in sections.ITEMS if i.verdicts):
+        for table in (t for t in item.verdicts(metrics) if t is not None and t.rows):
+            fig = verdict_plot(table)
+            assert figure_problems(fig, PAGE_WIDTH_PX, dpi=100) == [], table.title
+            plt.close(fig)
+            drawn += 1
+    assert drawn >= 10

@@ -8,12 +8,14 @@ import textwrap
 from typing import Sequence
 
 from mpq.pages.claims import Judged, VerdictTable, by_group, interval_text
+from mpq.studies.figure_text import text_width
 
 
 WORD_COLOURS = {"holds": "#1b7f3b", "reversed here": "#c0392b", "higher": "#1f5fa8", "lower": "#b8620b",
                 "on par": "#6a3d9a", "inconclusive": "#707070"}     # a comparison not judged: #333333
 PLOT_MIN_IN = 2.5               # the narrowest the plot itself gets, beside the labels and the words
 MARKER_IN = 5 / 72              # the largest marker's radius (the arrows, 8 pt wide) and a point to spare
+RIGHT_PT = 10.5                 # the words and numbers beside the plot
 FIGURE_WIDTH_IN = 10.6          # at 100 dpi the page (1100 px wide) shows it at its own size: 11 pt text stays 11 pt
 
 
@@ -55,7 +57,7 @@ def verdict_plot(table: VerdictTable):
     right = ["" if r is None else f"{r.verdict['word']}  {interval_text(r.verdict)}"
              + (f"  MDE {r.verdict['mde']:.2f}" if r.verdict["word"] == "inconclusive" else "") for _, r in entries]
     n, width = len(entries), FIGURE_WIDTH_IN
-    right_in = 0.25 + 0.078 * max(len(t) for t in right)
+    right_in = 0.3 + max(text_width(t, RIGHT_PT) for t in right)          # measured: digits are wider than letters
     # a label longer than the room left beside the plot (at least PLOT_MIN_IN wide) and the right-hand text wraps;
     # every row then gets the height of the tallest label
     chars = max(20, int((width - right_in - PLOT_MIN_IN - 0.25) / 0.095))
@@ -96,7 +98,7 @@ def verdict_plot(table: VerdictTable):
             tick.set_fontweight("bold")
         else:
             ax.annotate(text, (1, y), xycoords=("axes fraction", "data"), xytext=(8, 0), textcoords="offset points",
-                        va="center", fontsize=10.5, color=WORD_COLOURS.get(r.verdict["word"], "#333333"))
+                        va="center", fontsize=RIGHT_PT, color=WORD_COLOURS.get(r.verdict["word"], "#333333"))
     return fig
 
 

@@ -21,16 +21,22 @@ def readable(fontsize: float, fig: Any, dpi: float = 120) -> float:
     return round(max(fontsize, min_points(fig.get_figwidth(), dpi)), 1)
 
 
+def text_width(text: str, fontsize: float, weight: str = "normal") -> float:
+    """How wide (inches) one line of ``text`` is at ``fontsize`` points in the default font, as the PNG renderer
+    draws it at 100 and at 120 dpi (hinting makes the width depend on the dpi), the wider of the two."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    prop = FontProperties(size=fontsize, weight=weight)
+    return max(RendererAgg(1, 1, dpi).get_text_width_height_descent(text, prop, ismath=False)[0] / dpi
+               for dpi in (100, 120))
+
+
 def wrap(text: str, width_in: float, fontsize: float) -> str:
     """``text`` with each of its lines broken between words so that none is wider than ``width_in`` inches at
     ``fontsize`` points (widths measured in the default font)."""
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextToPath
-
-    prop, measure = FontProperties(size=fontsize), TextToPath()
-
     def width(s: str) -> float:
-        return measure.get_text_width_height_descent(s, prop, ismath=False)[0] / 72
+        return text_width(s, fontsize)
 
     out = []
     for line in text.split("\n"):
