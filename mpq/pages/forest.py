@@ -64,8 +64,9 @@ def verdict_plot(table: VerdictTable):
     entries = [(textwrap.fill(label, chars), r) for label, r in entries]
     lines = max(label.count("\n") + 1 for label, _ in entries)
     height = 0.8 + 0.27 * n * (1 + 0.7 * (lines - 1))
-    # margins from the longest labels (about 0.085 in per character at 11 pt, bold wider), so no layout pass is needed
-    left = 0.25 + max(len(line) * (0.085 if r else 0.095) for label, r in entries for line in label.split("\n"))
+    # margins from the longest labels as drawn (11 pt, group headers bold), so no layout pass is needed
+    left = 0.25 + max(text_width(line, 11, "normal" if r else "bold") for label, r in entries
+                      for line in label.split("\n"))
     fig = Figure(figsize=(width, height), dpi=100)
     ax = fig.add_axes((left / width, 0.55 / height, 1 - (left + right_in) / width, 1 - 0.65 / height))
     lim = _x_limit(table.rows)
