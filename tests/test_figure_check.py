@@ -204,3 +204,24 @@ def test_every_verdict_plot_of_the_entry_page_reads_at_its_width(root):
             plt.close(fig)
             drawn += 1
     assert drawn >= 10
+
+
+def test_f7_budget_figure_and_the_training_curves_read_at_the_pages_width():
+    import pandas as pd
+
+    from mpq.pages.plotting import budget_figure, supernet_curves, training_curves
+
+    comparisons = ("greedy 3 minus retrained", "greedy 2.5 minus retrained", "supernet W2A2 minus LSQ alone",
+                   "supernet W3A3 minus LSQ alone")
+    points = pd.DataFrame([{"budget (x)": b, "seed": s, "comparison": c, "points": (s - 4) * 0.5 + b}
+                           for c in comparisons for s in range(9) for b in (1, 2) if b == 1 or s == 0])
+    fig = budget_figure(points, budgets=(2,), epochs=8, seed=0, model="resnet20", profile="default",
+                        seeds=list(range(9)))
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
+    fig = budget_figure(points[points["budget (x)"] == 1], budgets=(), epochs=8, seed=0, model="resnet20",
+                        profile="default", seeds=list(range(9)))      # the default budget only: one column each
+    assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
+    histories = {m: {"epoch": [1, 2, 3], "loss": [1.0, 0.8, 0.6], "test_acc": [0.5, 0.6, 0.7]} for m in MODELS}
+    for fig in (training_curves(histories, "default profile, seed 0, Fashion-MNIST"),
+                supernet_curves(histories, "default profile, seed 0, Fashion-MNIST; paper: Tables 2-4")):
+        assert figure_problems(fig, PAGE_WIDTH_PX, dpi=120) == []
