@@ -88,6 +88,8 @@ def test_a_legend_over_the_line():
     assert any("the legend covers line 'near the top'" in p for p in figure_problems(fig, PAGE_WIDTH_PX))
     ax.legend(loc="center right")
     assert figure_problems(fig, PAGE_WIDTH_PX) == []
+    ax.bar([0.9], [0.6], width=0.1)                                 # a bar under the centre-right legend
+    assert any("the legend covers 1 bar(s)" in p for p in figure_problems(fig, PAGE_WIDTH_PX))
 
 
 # the ablation's scale as ablation_setup writes it for the default profile: the longest suptitle of F2-F4

@@ -99,7 +99,7 @@ def _along(points: np.ndarray, step: float = 2.0) -> np.ndarray:
 
 
 def _legend_problems(ax: Any, renderer: Any) -> list[str]:
-    """A legend of ``ax`` over its lines or dots (reference lines drawn across the whole axes aside)."""
+    """A legend of ``ax`` over its lines, dots or bars (reference lines drawn across the whole axes aside)."""
     from matplotlib.collections import PathCollection
 
     legend = ax.get_legend()
@@ -116,6 +116,12 @@ def _legend_problems(ax: Any, renderer: Any) -> list[str]:
         if isinstance(coll, PathCollection) and coll.get_visible() and _inside(
                 coll.get_offset_transform().transform(np.asarray(coll.get_offsets(), float)), box):
             under.append(f"dots {coll.get_label()!r}")
+    t = _TOLERANCE_PX
+    bars = [p for p in ax.patches if p.get_visible() and (lambda e: min(e.x1, box.x1) - max(e.x0, box.x0) > t and
+                                                          min(e.y1, box.y1) - max(e.y0, box.y0) > t)(
+        p.get_window_extent(renderer))]
+    if bars:
+        under.append(f"{len(bars)} bar(s)")
     return [f"{ax.get_title() or 'an untitled axes'!r}: the legend covers {', '.join(under)}"] if under else []
 
 

@@ -35,6 +35,7 @@ def allocation_figure(results: Mapping[str, Mapping], title: str, max_bits: int 
             ax.grid(alpha=0.3, axis="y")
         for ax in row[len(r["levels"]):]:
             ax.set_axis_off()
-    axes[0][0].legend(fontsize=readable(7, fig), loc="upper right")
-    suptitle(fig, title, 9)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=readable(7, fig), loc="lower center", ncol=2,
+               frameon=False)                                # below the panels, off the bars
+    suptitle(fig, title, 9, bottom=0.4 / fig.get_figheight())
     return fig
