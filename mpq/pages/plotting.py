@@ -171,9 +171,9 @@ def budget_figure(points, *, budgets: Sequence[int], epochs: int, seed: int, mod
             ax.set_xlabel(f"the default budget: {epochs} epochs for both sides")
         ax.set_ylabel(f"{kind.split()[-1] if kind.endswith('retrained') else 'supernet'} gap (points)")
         ax.set_title(("no retraining " if kind.endswith("retrained") else "supernet ") + kind)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=readable(8, fig), loc="best")
     larger = (f"lines follow seed {seed} (the only seed at " + ", ".join(str(b * epochs) for b in budgets)
               + " epochs)" if budgets else "no larger budget in this profile")
-    fig.suptitle(f"F7 ({display_name(model)}, {profile} profile): {larger}; dots: seeds {seeds_text(seeds)}; "
-                 f"diamonds: their mean ± SD at {epochs} epochs", fontsize=10)
+    suptitle(fig, f"F7 ({display_name(model)}, {profile} profile): {larger}; dots: seeds {seeds_text(seeds)}; "
+                  f"diamonds: their mean ± SD at {epochs} epochs", 10)
     return fig
