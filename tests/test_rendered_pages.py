@@ -36,13 +36,14 @@ def config_key(sections) -> re.Pattern:
 
 class _Rendered(HTMLParser):
     """What a reader sees (text outside <style> and <script>), the text of each table cell, the external URLs of
-    scripts and stylesheets (also those a script's own code would fetch), and each <img>'s alt text (None where
-    there is none)."""
+    scripts and stylesheets (also those a script's own code would fetch), each <img>'s alt text (None where
+    there is none), and each <img> outside a <figure> whose <figcaption> has words (its src, cut short)."""
 
     def __init__(self):
         super().__init__()
-        self.text, self.cells, self.external, self.alts = [], [], [], []
+        self.text, self.cells, self.external, self.alts, self.uncaptioned = [], [], [], [], []
         self._hidden = self._cell = self._script = 0
+        self._figures = []          # per open <figure>: [its images' srcs, its caption's text, inside the caption]
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -57,6 +58,15 @@ class _Rendered(HTMLParser):
             self.external.append(f"<{tag}> {url}")
         if tag == "img":
             self.alts.append(a.get("alt"))
+            src = (a.get("src") or "")[:40]
+            if self._figures:
+                self._figures[-1][0].append(src)
+            else:
+                self.uncaptioned.append(src)
+        if tag == "figure":
+            self._figures.append([[], "", False])
+        if tag == "figcaption" and self._figures:
+            self._figures[-1][2] = True
 
     def handle_endtag(self, tag):
         if tag in ("style", "script"):
@@ -64,12 +74,19 @@ class _Rendered(HTMLParser):
         self._script -= tag == "script"
         if tag in ("td", "th"):
             self._cell -= 1
+        if tag == "figcaption" and self._figures:
+            self._figures[-1][2] = False
+        if tag == "figure" and self._figures:
+            srcs, caption, _ = self._figures.pop()
+            self.uncaptioned += [] if caption.strip() else srcs
 
     def handle_data(self, data):
         if self._script:
             self.external += [f"<script> code {url}" for url in URL_IN_SCRIPT.findall(data)]
         if not self._hidden:
             self.text.append(data)
+            if self._figures and self._figures[-1][2]:
+                self._figures[-1][1] += data
             if self._cell:
                 self.cells[-1] += data
 
@@ -85,7 +102,8 @@ def problems(page: str, sections) -> dict[str, list[str]]:
             "registry keys": sorted(set(re.findall(rf"(?<![\w./-])(?:{keys})(?![\w.-])", text))),
             "booleans": [c for c in parsed.cells if re.search(r"\b(True|False)\b", c)],
             "external": parsed.external,
-            "alt": [repr(a) for a in parsed.alts if not (a or "").strip() or IMAGE_FILE.search(a.strip())]}
+            "alt": [repr(a) for a in parsed.alts if not (a or "").strip() or IMAGE_FILE.search(a.strip())],
+            "uncaptioned": parsed.uncaptioned}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +129,9 @@ def test_the_checks_see_what_they_look_for(sections):
            "<p>from uniform W`search.start_bits`A4, set oneshot.epochs to 3; see mpq.search.greedy and "
            "reports/metrics/search.json; resnet20 on animal_mnist (figures/resnet20-curve.png)</p><table><tr><td>True</td><td>Truest</td><td>8</td></tr></table>"
            "<img src='a.png'><img src='b.png' alt=' '><img src='c.png' alt='fp_curves.png'>"
-           "<img src='d.png' alt='FP training curves: loss per epoch'></body></html>")
+           "<img src='d.png' alt='FP training curves: loss per epoch'>"
+           "<figure><img src='e.png' alt='x'><figcaption> </figcaption></figure>"
+           "<figure><img src='f.png' alt='y'><figcaption>Look at the loss.</figcaption></figure></body></html>")
     got = problems(bad, sections)
     assert got["config keys"] == ["`search.start_bits`", "oneshot.epochs", "search.start_bits"]
     assert got["registry keys"] == ["animal_mnist", "resnet20"]
@@ -119,8 +139,9 @@ def test_the_checks_see_what_they_look_for(sections):
     assert got["external"] == ["<script> https://cdn.example.org/x.js", "<link> //cdn.example.org/x.css",
                                "<script> code https://cdn.example.org/m.mjs"]
     assert got["alt"] == ["None", "' '", "'fp_curves.png'"]
+    assert got["uncaptioned"] == ["a.png", "b.png", "c.png", "d.png", "e.png"]
     clean = ("<html><body><p>ResNet-20, 3 epochs, see https://example.org</p><script src='local.js'>var a = 1;</script>"
-             "<img alt='a chart'></body></html>")
+             "<figure><img alt='a chart'><figcaption>Look at the chart.</figcaption></figure></body></html>")
     assert not any(problems(clean, sections).values())
 
 
@@ -142,6 +163,12 @@ def test_entry_page_loads_nothing_from_another_site(found):
 
 def test_entry_page_images_say_what_they_show(found):
     assert not found["alt"], found["alt"]
+
+
+def test_entry_page_images_sit_in_captioned_figures(found):
+    """Every figure the entry page shows (the notebooks' PNGs and the forest plots) has a caption saying what to
+    look at."""
+    assert not found["uncaptioned"], found["uncaptioned"]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from mpq.pages.captions import figure_html
 from mpq.pages.held import CLAIMS, held_lines
 from mpq.pages.metrics import NOTEBOOKS, load_metrics, notebook_environments
 from mpq.pages.sections import ITEMS, SUPPORTING, item_html
@@ -76,7 +77,7 @@ def build_index(reports: str | Path) -> str:
     parts.append("<h2 id='supporting'>Supporting figures</h2>")
     for fig, nb, what in SUPPORTING:
         parts.append(f"<p>{html.escape(what[:1].upper() + what[1:])}, from <a href='{nb}.html'>{nb}</a>:</p>"
-                     + folded(f"Figure: {what}", f"<img src='figures/{fig}' alt='{html.escape(what)}'>"))
+                     + folded(f"Figure: {what}", figure_html(f"figures/{fig}", fig)))
     parts.append("<h2 id='environment'>Environment and wall times</h2>" + environment_html(m, envs))
     parts.append("</body></html>")
     return "\n".join(parts)

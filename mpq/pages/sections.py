@@ -10,6 +10,7 @@ from typing import Callable
 
 import pandas as pd
 
+from mpq.pages.captions import figure_html
 from mpq.pages.claims import (VerdictTable, c1_table, distortion_table, f5_table, f7_table, flip_table, retrained_table,
                               s1_table, seeds_gap_table, space_table, t5_table, t6_table, toy_table)
 from mpq.pages.forest import verdict_block
@@ -231,8 +232,7 @@ def item_html(item: Item, m: dict, reports: Path) -> list[str]:
     parts += [verdict_block(head)] if head else []
     if figures:
         parts.append(folded(f"The notebook's {'figure' if len(figures) == 1 else 'figures'}: {item.short or item.here}",
-                            "".join(f"<img src='figures/{fig}' alt='{item.id}: {html.escape(item.here)}'>"
-                                    for fig in figures)))
+                            "".join(figure_html(f"figures/{fig}", fig) for fig in figures)))
     captions, tables = [], []
     for caption, frame in (item.frames(m) if item.frames else []):
         captions.append(caption)
