@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mpq.studies.interference
+from mpq.studies.figure_text import DENSITY_CAVEAT
 from mpq.studies.interference import (coupled_toy, rolling_variance, summarize, toy_example, toy_study, toy_table,
                                       toy_verdicts)
 
@@ -211,6 +212,7 @@ def test_ablation_verdicts_and_findings_on_constructed_runs(tmp_path):
     assert lines[3] == ("F3/F4 BN-output distortion (% of the feature variance), idm minus plain (the paper: lower "
                         "with IDM): holds: -10.00 [-10.00, -10.00], 3 seeds (per seed -10.00 / -10.00 / -10.00)")
     assert lines[4].startswith("F3/F4: 1 comparison") and lines[-2] == "F1 toy: a toy line"
+    assert lines[5] == DENSITY_CAVEAT and "recalibration standardises" in lines[5]
     metrics = ablation_metrics("tiny", "setup", cells, seeds, runs, t6, pd.DataFrame(oscillation_rows(runs, cells, seeds)),
                                pd.DataFrame(distortion_rows(runs, cells, seeds)), flips, dist)
     text = json.dumps(metrics, allow_nan=False)                               # strict JSON: no NaN token

@@ -113,13 +113,27 @@ def sections(root):
 
 
 @pytest.fixture(scope="module")
-def found(root, sections):
-    """The checks on the entry page built from reports/ (verdict figures as stand-ins: their alt text is what
-    counts here, and it is the table's title either way)."""
+def entry_page(root):
+    """The entry page built from reports/ (verdict figures as stand-ins: their alt text and caption are what count
+    here)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(forest, "verdict_figure", lambda table: b"\x89PNG-stand-in")
-        page = build_index(root / "reports")
-    return problems(page, sections)
+        return build_index(root / "reports")
+
+
+@pytest.fixture(scope="module")
+def found(entry_page, sections):
+    return problems(entry_page, sections)
+
+
+def test_f3_f4_says_what_its_densities_cannot_show(entry_page):
+    """BN recalibration standardises both densities: the F3-F4 section says so in view (not only in a fold), and
+    names the number that does show the distortion."""
+    from mpq.studies.figure_text import DENSITY_CAVEAT
+
+    section = entry_page[entry_page.index("id='F3-F4'"):entry_page.index("id='T2-T4'")]
+    assert f"<p>{html.escape(DENSITY_CAVEAT)}</p>" in section
+    assert "relative MSE" in DENSITY_CAVEAT and "cannot show" in DENSITY_CAVEAT
 
 
 def test_the_checks_see_what_they_look_for(sections):

@@ -17,6 +17,7 @@ from mpq.pages.forest import verdict_block
 from mpq.pages.metrics import MODEL_NAMES, count_span, display_name, ordered_levels
 from mpq.pages.tables import folded, table_html, without_verdict_columns
 from mpq.pages.timing import amortisation_html
+from mpq.studies.figure_text import DENSITY_CAVEAT
 
 
 @dataclass
@@ -126,7 +127,7 @@ ITEMS = [
     Item("F3-F4", "Figures 3-4 (low-bit BN outputs drift; IDM pulls them back)", "C4",
          "densities of BN outputs at the lowest point vs the max path, without and with IDM; distortion per cell",
          "05_bit_interference", ["bn_density.png"], [], frames=_f3_frames, verdicts=lambda m: [distortion_table(m)],
-         source=("ablation", "bit_interference"), short="BN distortion and IDM"),
+         notes=lambda m: [DENSITY_CAVEAT], source=("ablation", "bit_interference"), short="BN distortion and IDM"),
     Item("T2-T4", "Tables 2-4 (main results per model)", "C1, C5, C6",
          "per model: FP; uniform LSQ trained alone; the supernet's greedy configurations with no retraining; the "
          "same configurations retrained", "04_search", [], ["main_results.csv", "main_seeds.csv"],

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from mpq.method.quantizer import int_range
-from mpq.studies.figure_text import suptitle, wrap
+from mpq.studies.figure_text import DENSITY_CAVEAT, suptitle, wrap
 from mpq.studies.stats import Verdict, family_counts, json_ready, paired_verdict, rows_note, verdict
 
 # The paper's direction of each comparison (``expected`` of mpq.studies.stats): C2, the 2-bit candidate makes the
@@ -639,7 +639,7 @@ def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortio
                       toy_lines: Sequence[str], runs: Mapping[tuple[str, int], dict] | None = None, *,
                       space: Sequence[Mapping] = (), scheduler: Sequence[Mapping] = ()) -> list[str]:
     """Notebook 05's findings (claims C2-C4): T6's verdicts per cell minus plain, the F2/T1 verdicts counted (and
-    those clear of zero named), the F3/F4 verdicts with every seed's value, each table's note, and the toy's
+    those clear of zero named), the F3/F4 verdicts with every seed's value and what its densities cannot show, each table's note, and the toy's
     sentences (F1)."""
     lines = []
     judged = [r for r in t6 if "verdict" in r]
@@ -668,6 +668,7 @@ def ablation_findings(t6: Sequence[Mapping], flips: Sequence[Mapping], distortio
     if distortions:
         lines.append(f"F3/F4: {rows_note(distortions)}; the calibration images' own noise is not counted (the "
                      "same images for every run, not kept per image).")
+        lines.append(DENSITY_CAVEAT)
     lines.append("F1 toy: " + "; ".join(toy_lines))
     if runs is not None:
         lines.append(collapse_line(runs))
