@@ -355,7 +355,7 @@ def test_format_column_gives_one_number_of_decimals_and_empty_cells():
     assert format_column("top-1 (%)", [90.1349, None, 88.0, float("nan"), pd.NA]) == ["90.13", "", "88.00", "", ""]
     assert format_column("seeds", [3.0, 2.0, None]) == ["3", "2", ""]                      # whole numbers
     assert format_column("BitOPs level", [4.0, 3.5, None]) == ["4", "3.5", ""]             # labels as written
-    assert format_column("p", [0.0004, 0.5, 1.0]) == ["<0.001", "0.500", "1.000"]
+    assert format_column("p", [0.0004, 0.5, 1.0]) == ["< 0.001", "0.500", "1.000"]
     assert format_column("difference", [-0.001, 0.5]) == ["0.00", "0.50"]                   # no "-0.00"
     assert format_column("verdict", ["holds", None]) == ["holds", ""]
 

@@ -126,6 +126,13 @@ def found(entry_page, sections):
     return problems(entry_page, sections)
 
 
+def test_entry_page_prints_no_interval_bound_as_zero(entry_page):
+    """No bound of an interval in the committed metrics is exactly zero, so none prints as +0.00 or -0.00: a bound
+    near zero shows its side (mpq.studies.stats.interval_text)."""
+    assert not re.findall(r"[\[,] [+-]0\.00[\],]", entry_page)
+    assert "-0.16 [-0.33, +0.003]" in entry_page          # T6's IDM minus plain at W3A3, once "[-0.33, +0.00]"
+
+
 def test_f3_f4_says_what_its_densities_cannot_show(entry_page):
     """BN recalibration standardises both densities: the F3-F4 section says so in view (not only in a fold), and
     names the number that does show the distortion."""

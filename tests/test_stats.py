@@ -11,7 +11,7 @@ import pytest
 
 import mpq.studies.stats
 from mpq.studies.stats import (EQUIVALENCE_MARGIN, Verdict, crossed_anova, crossed_se, family_counts, holm,
-                               holm_words, json_ready, mde_factor, mean_sd_half, paired_verdict, rows_note,
+                               holm_words, interval_text, json_ready, mde_factor, p_text, mean_sd_half, paired_verdict, rows_note,
                                satterthwaite_df, t_critical, t_quantile, table_note, unpaired_se, verdict)
 
 pytestmark = pytest.mark.timeout(30)
@@ -19,6 +19,18 @@ pytestmark = pytest.mark.timeout(30)
 
 def test_doctests():
     assert doctest.testmod(mpq.studies.stats).failed == 0
+
+
+def test_a_bound_near_zero_shows_its_side_and_p_never_prints_as_zero():
+    """Issue 44: "holds +0.37 [+0.00, +0.74]" beside "inconclusive -0.36 [-0.72, +0.00]" read as if they disagreed;
+    a bound that is not zero shows its side, and the word and the printed interval agree."""
+    assert interval_text(0.3712, 0.0034, 0.7412) == "+0.37 [+0.003, +0.74]"
+    assert interval_text(-0.3612, -0.7234, 0.0021) == "-0.36 [-0.72, +0.002]"
+    assert interval_text(-0.5, -1.0, -0.00004) == "-0.50 [-1.00, -0.00004]"
+    assert interval_text(0.5, 0.0, 1.0) == "+0.50 [+0.00, +1.00]"       # a bound at zero stays as it is
+    v = Verdict(0.3712, (0.3712,), math.nan, 0.1876, 0.1876, None, 1)
+    assert v.low > 0 and "[+0.004, +0.74]" in v.text()
+    assert [p_text(p) for p in (0.0, 0.0004, 0.001, 0.0456, 1.0)] == ["< 0.001", "< 0.001", "0.001", "0.046", "1.000"]
 
 
 def test_three_close_seeds_with_large_test_noise_are_inconclusive():

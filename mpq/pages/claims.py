@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from mpq.pages.metrics import MODEL_NAMES, display_name, seed_note, seeds_text
+from mpq.studies.stats import interval_text as stats_interval_text
 
 
 def current(verdict: Mapping) -> dict:
@@ -361,7 +362,18 @@ def claim_families(m: dict) -> dict[str, Claim]:
 
 
 def interval_text(v: Mapping) -> str:
-    return f"{v['diff']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
+    """A stored verdict's difference and interval, printed as ``mpq.studies.stats.interval_text`` prints them."""
+    return stats_interval_text(v["diff"], v["low"], v["high"])
+
+
+def verdict_text(v: Mapping) -> str:
+    """A stored verdict's line (its word, interval and seeds as the metrics hold them), its interval printed as
+    ``interval_text`` prints it: a bound near zero shows its side.
+
+    >>> verdict_text({"diff": 0.3712, "low": 0.0034, "high": 0.7412, "text": "holds: +0.37 [+0.00, +0.74], 3 seeds"})
+    'holds: +0.37 [+0.003, +0.74], 3 seeds'
+    """
+    return v["text"].replace(f"{v['diff']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]", interval_text(v), 1)
 
 
 def by_group(rows: Sequence[Judged]) -> dict[str, list[Judged]]:

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from mpq.pages.metrics import DATASET_NAMES, MODEL_NAMES, display_name, seeds_text
+from mpq.pages.tables import format_column
 from mpq.training.checkpoint import save_figure
 
 FINDINGS_TAG = "findings"   # the cell tag that mpq.pages.notebook_page moves to the top of a rendered page
@@ -60,10 +61,14 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def show_table(df: pd.DataFrame, *, precision: int = 2, caption: str | None = None) -> Any:
-    """A pandas Styler for ``df``: integers as integers, ``precision`` decimals, blanks for missing values,
-    no index. Display it (last expression of a cell) or pass it to ``IPython.display.display``."""
-    styler = tidy(df).style.hide(axis="index").format(precision=precision, na_rep="")
+def show_table(df: pd.DataFrame, *, precision: int | None = None, caption: str | None = None) -> Any:
+    """A pandas Styler for ``df``: integers as integers, each column with the decimals the entry page gives it
+    (``mpq.pages.tables.format_column``: 2 for points and percentages, p as "< 0.001"; ``precision`` only for
+    tables of small rates that need more), blanks for missing values, no index. Display it (last expression of a
+    cell) or pass it to ``IPython.display.display``."""
+    shown = tidy(df)
+    shown = pd.DataFrame({col: format_column(str(col), shown[col].tolist(), precision) for col in shown.columns})
+    styler = shown.style.hide(axis="index")
     if caption:
         styler = styler.set_caption(reader_text(caption))
     return styler

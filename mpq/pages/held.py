@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from mpq.pages.claims import (PAPER_T6_TEXT, Claim, Judged, by_group, c1_noise, c1_scope, claim_families,
-                              distortion_table, excluded_sizes, family, flip_seeds, interval_text, toy_table)
+                              distortion_table, excluded_sizes, family, flip_seeds, interval_text, toy_table,
+                              verdict_text)
 from mpq.pages.metrics import count_span, display_name, seed_note, seeds_text
 
 
@@ -46,7 +47,7 @@ def verdict_summary(rows: Sequence[Judged]) -> str:
     inconclusive), with its word after Holm where that differs. Several: the counts of each word, the ones clear of
     zero named with their intervals, and the span of the smallest detectable effects."""
     if len(rows) <= 1:
-        return rows[0].verdict["text"] + _after_holm(rows[0].verdict) if rows else "no comparison"
+        return verdict_text(rows[0].verdict) + _after_holm(rows[0].verdict) if rows else "no comparison"
     verdicts = [r.verdict for r in rows]
     return "; ".join([word_counts(verdicts) + _clear(rows)] + ([mde_span(verdicts)] if mde_span(verdicts) else [])
                      + ([unjudged_span(verdicts)] if unjudged_span(verdicts) else []))
@@ -120,7 +121,7 @@ def _c2_line(m: dict, flips: Claim | None) -> str | None:
         sentences.append(f"In the toy of F1 ({m['interference'].get('seeds')} seeds per learning rate, a simulation), "
                          "threshold crossings in the second half with candidates {2,4,6} minus {4,6}, per bit-width "
                          "(words after Holm over the toy's comparisons): "
-                         + "; ".join(f"{r.name} {r.verdict['text']}{_after_holm(r.verdict)}" for r in rows))
+                         + "; ".join(f"{r.name} {verdict_text(r.verdict)}{_after_holm(r.verdict)}" for r in rows))
     return f"**{TITLES['C2']}**: " + ". ".join(sentences) + "."
 
 
@@ -138,12 +139,12 @@ def _c34_line(m: dict, t6: Claim | None) -> str | None:
     space = [r for r in m["ablation"].get("space", {}).get("rows", []) if "both searched in" in r["comparison"]]
     if space:
         line += (". The training effect at a fixed search space (a scheduler cell minus plain searched in that cell's "
-                 "final space): " + "; ".join(f"{r['comparison'].split(',')[0]} at {r['metric']} {r['verdict']['text']}"
+                 "final space): " + "; ".join(f"{r['comparison'].split(',')[0]} at {r['metric']} {verdict_text(r['verdict'])}"
                                                for r in space))
     dist = distortion_table(m)
     if dist:
         line += (". IDM's pull on the BN outputs (F3/F4, distortion in % of the feature variance, the paper: lower): "
-                 + "; ".join(f"{r.label} {r.verdict['text']}" for r in dist.rows))
+                 + "; ".join(f"{r.label} {verdict_text(r.verdict)}" for r in dist.rows))
     scheduler = m["ablation"].get("scheduler", {}).get("summary")
     if scheduler and scheduler != "No run had a scheduler.":
         line += ". " + scheduler.rstrip(".")

@@ -12,7 +12,8 @@ import pandas as pd
 
 from mpq.pages.captions import figure_html
 from mpq.pages.claims import (VerdictTable, c1_table, distortion_table, f5_table, f7_table, flip_table, retrained_table,
-                              s1_table, seeds_gap_table, space_table, t5_table, t6_table, toy_table)
+                              s1_table, seeds_gap_table, space_table, t5_table, t6_table, toy_table,
+                              verdict_text)
 from mpq.pages.forest import verdict_block
 from mpq.pages.metrics import MODEL_NAMES, count_span, display_name, ordered_levels
 from mpq.pages.tables import folded, table_html, without_verdict_columns
@@ -88,7 +89,7 @@ def _t2_notes(m):
     k = check["uniform_bits"]
     return [f"Retraining check: {display_name(check['model'])}'s level-{check['level']} configuration, which holds uniform "
             f"W{k}A{k} layer by layer, retrained minus uniform W{k}A{k} LSQ trained alone, {len(check['seeds'])} seeds "
-            f"each (the expectation: at least as good): {check['verdict']['text']}."]
+            f"each (the expectation: at least as good): {verdict_text(check['verdict'])}."]
 
 
 def _f5_notes(m):

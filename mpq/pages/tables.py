@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mpq.studies.stats import p_text
+
 
 LABEL_COLUMNS = {"BitOPs level", "level", "target level", "W/A level", "w bits", "budget (x)", "lr"}
 
@@ -46,16 +48,17 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
-def format_column(name: str, values: Sequence) -> list[str]:
+def format_column(name: str, values: Sequence, decimals: int | None = None) -> list[str]:
     """A column's cells as text: missing values empty (never NaN or <NA>), numbers with the column's decimals
-    (``column_decimals``; whole numbers only: integers; p under 0.001 as "<0.001"), text as it is.
+    (``column_decimals``, or ``decimals`` where given for a column of numbers; whole numbers only: integers; p as
+    ``mpq.studies.stats.p_text``: "< 0.001"), text as it is.
 
     >>> format_column("top-1 (%)", [90.134, None, 88.0])
     ['90.13', '', '88.00']
     >>> format_column("seeds", [3.0, float("nan")]), format_column("BitOPs level", [3.5, 4.0])
     (['3', ''], ['3.5', '4'])
     """
-    decimals = column_decimals(name)
+    decimals = column_decimals(name) if decimals is None or column_decimals(name) in (None, 3) else decimals
     numbers = [float(v) for v in values if _is_number(v) and not _missing(v)]
     whole = bool(numbers) and all(v.is_integer() for v in numbers) and name != "p"
 
@@ -69,8 +72,8 @@ def format_column(name: str, values: Sequence) -> list[str]:
             return f"{v:g}"
         if whole:
             return f"{v:.0f}"
-        if name == "p" and v < 0.001:
-            return "<0.001"
+        if name == "p":
+            return p_text(v)
         text = f"{v:.{decimals}f}"
         return text[1:] if text.startswith("-") and float(text) == 0 else text
     return [cell(v) for v in values]

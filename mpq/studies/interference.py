@@ -736,8 +736,9 @@ def density_figure(runs: Mapping[tuple[str, int], dict], cells: Sequence[str], s
         sns.kdeplot(x=run["features"]["low"], ax=ax, label="lowest point", fill=True, alpha=0.3)
         distortion = run["result"]["bn_distortion"][layer]
         ax.set_xlabel(f"BN output of {layer}", fontsize=10)
-        ax.set_title(f"{cell}, seed {seed}, layer {layer}: relative MSE {distortion:.3f}\n"
-                     f"(mean over layers: {np.mean(list(run['result']['bn_distortion'].values())):.3f})", fontsize=10)
+        ax.set_title(f"{cell}, seed {seed}, layer {layer}: relative MSE {100 * distortion:.2f}%\n"
+                     f"(mean over layers: {100 * np.mean(list(run['result']['bn_distortion'].values())):.2f}%)",
+                     fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=10)
     suptitle(fig, title, 10)

@@ -272,10 +272,44 @@ def _word(v: Verdict, clear: bool, equivalent: bool) -> str:
     return "on par" if equivalent else "inconclusive"
 
 
+def bound_text(x: float, decimals: int = 2) -> str:
+    """An interval's bound, signed, with ``decimals`` or, where that rounds a bound that is not zero to zero, as
+    many more as show its side (up to 6), so the printed interval never seems to touch zero when it does not.
+
+    >>> bound_text(0.0034), bound_text(-0.00004), bound_text(0.0), bound_text(0.7412)
+    ('+0.003', '-0.00004', '+0.00', '+0.74')
+    """
+    d = decimals
+    while d < 6 and x != 0 and float(f"{x:.{d}f}") == 0:
+        d += 1
+    text = f"{x:+.{d}f}"
+    return "+" + text[1:] if x == 0 and text.startswith("-") else text
+
+
+def interval_text(diff: float, low: float, high: float, decimals: int = 2) -> str:
+    """A difference and its interval as every page prints them: ``decimals`` each, a bound near zero with enough
+    to show its side (``bound_text``).
+
+    >>> interval_text(0.3712, 0.0034, 0.7412)
+    '+0.37 [+0.003, +0.74]'
+    """
+    return f"{diff:+.{decimals}f} [{bound_text(low, decimals)}, {bound_text(high, decimals)}]"
+
+
+def p_text(p: float | None) -> str:
+    """A p value as every page prints it: 3 decimals, under 0.001 as "< 0.001" (never "0.00"), missing empty.
+
+    >>> p_text(0.0004), p_text(0.0123), p_text(None)
+    ('< 0.001', '0.012', '')
+    """
+    if p is None or not math.isfinite(p):
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _text(v: Verdict, word: str, decimals: int = 2) -> str:
-    f = f"{{:+.{decimals}f}}"
     where = f"{v.n} seeds" if v.n > 1 else "test-image noise only"
-    body = f"{f.format(v.diff)} [{f.format(v.low)}, {f.format(v.high)}], {where}"
+    body = f"{interval_text(v.diff, v.low, v.high, decimals)}, {where}"
     if word == "inconclusive":
         return f"inconclusive (smallest detectable effect {v.mde:.{decimals}f} {v.unit}): {body}"
     if word == "on par":
