@@ -1,6 +1,7 @@
 """The reader's side: tables, the rendered pages, the entry page and the README's generated block."""
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from html.parser import HTMLParser
@@ -172,6 +173,28 @@ def test_readme_summary_matches_the_committed_metrics(root):
     """The README's generated block cannot drift from reports/metrics (regenerate: python -m mpq.pages.report --readme)."""
     reports = root / "reports"
     assert readme_block(root / "README.md") == readme_summary(load_metrics(reports), notebook_environments(reports))
+
+
+def test_environment_table_and_readme_stage_table_print_the_same_stages_and_total(root):
+    """One source for stage times (issue 44): the entry page's environment table and the README's stage table list
+    the same stages (search_study included) with the same minutes and the same total, and neither claims a ratio
+    between CPU kinds that no record measured."""
+    import re
+
+    from mpq.pages.timing import environment_html, stage_rows
+
+    reports = root / "reports"
+    m, envs = load_metrics(reports), notebook_environments(reports)
+    page, readme = environment_html(m, envs), readme_summary(m, envs)
+    rows = stage_rows(m, envs)
+    assert "search_study" in [r["stage"] for r in rows]
+    page_rows = re.findall(r"<tr><td>([^<]+)</td><td>([\d.]+)</td>", page)
+    readme_rows = re.findall(r"^\| `([^`]+)` \| [^|]* \| ([\d.]+) \|", readme, re.M)
+    assert [(html.unescape(s), t) for s, t in page_rows] == readme_rows == [
+        (r["stage"], f"{r['seconds'] / 60:.1f}") for r in rows]
+    total = re.search(r"All stages together: (\d+) minutes", page).group(1)
+    assert re.search(rf"^\| all \| \| {total} \| \|$", readme, re.M)
+    assert "twice as long" not in page
 
 
 def test_held_lines_cover_every_claim_measured(root):

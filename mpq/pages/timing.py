@@ -107,6 +107,22 @@ def stage_kinds(m: dict, envs: dict) -> dict:
     return out
 
 
+def stage_rows(m: dict, envs: dict) -> list[dict]:
+    """Each stage's row of the README's stage table and the entry page's environment table, in STAGES' order: the
+    stage, what it regenerates, its wall seconds (``stage_times``) and CPU kind (``stage_kinds``), and the device,
+    threads and torch version its record names (empty where none does). Both tables print these rows and their
+    sum, so they agree."""
+    times, kinds = stage_times(m, envs), stage_kinds(m, envs)
+    rows = []
+    for stage, nb, what in STAGES:
+        if stage in times:
+            env = envs.get(stage) or (envs.get(nb) if nb else None) or {}
+            rows.append({"stage": stage, "what": what, "seconds": times[stage], "kind": kinds.get(stage, ""),
+                         "device": env.get("device", ""), "threads": env.get("threads", ""),
+                         "torch": env.get("torch", "")})
+    return rows
+
+
 def amortisation_html(m: dict) -> str:
     rows = amortisation_rows(m)
     if not rows:
@@ -141,25 +157,26 @@ def amortisation_html(m: dict) -> str:
 
 
 def environment_html(m: dict, envs: dict) -> str:
-    rows = [f"<tr><td>{html.escape(s)}</td><td>{e['stage_seconds']:.0f}</td><td>{html.escape(e['device'])}</td>"
-            f"<td>{e['cpu_capability']}</td><td>{e['threads']}</td><td>{e['torch']}</td></tr>" for s, e in envs.items()]
-    reps = m.get("search", {}).get("seeds", {}).get("replicate_seconds", {})
-    if reps:
-        rows.append(f"<tr><td>replicate ({len(reps)} seeds; training, search, retraining)</td>"
-                    f"<td>{sum(sum(v.values()) for v in reps.values()):.0f}</td><td></td><td></td><td></td><td></td></tr>")
-    ab = m.get("ablation", {}).get("runs", {})
-    if ab:
-        secs = sum(r.get("train_seconds", 0) + r.get("search_seconds", 0) for r in ab.values())
-        kinds = sorted({r.get("cpu_capability", "?") for r in ab.values()})
-        rows.append(f"<tr><td>ablation ({len(ab)} runs; training + search only)</td><td>{secs:.0f}</td><td>cpu</td>"
-                    f"<td>{'/'.join(kinds)}</td><td></td><td></td></tr>")
+    """The entry page's table of stages: the README's stage rows (``stage_rows``) with their device, threads and torch
+    version, the throughput benchmark's machine, and their total."""
+    stages = stage_rows(m, envs)
+    rows = [f"<tr><td>{html.escape(r['stage'])}</td><td>{r['seconds'] / 60:.1f}</td><td>{html.escape(str(r['device']))}"
+            f"</td><td>{html.escape(r['kind'])}</td><td>{r['threads']}</td><td>{html.escape(str(r['torch']))}</td></tr>"
+            for r in stages]
     th = m.get("throughput")
     if th:
         rows.append(f"<tr><td>throughput benchmark</td><td></td><td>cpu</td><td>{th.get('cpu_capability')}</td>"
                     f"<td>{th.get('threads', '')}</td><td></td></tr>")
-    total = sum(stage_times(m, envs).values())
-    return (f"<p class='meta'>All stages together: {total / 60:.0f} minutes. The AVX2-only CPU kind takes about "
-            "twice as long as AVX-512 for the same stages.</p>"
+    kinds = sorted({k for r in stages for k in r["kind"].split("/") if k})
+    mixed = (f" The stages ran on {' and '.join(kinds)} CPUs: compare a stage's minutes only with the same kind's."
+             if len(kinds) > 1 else "")
+    return (f"<p class='meta'>All stages together: {stage_total_minutes(stages)} minutes (the README's stage table, "
+            f"from the same rows).{mixed}</p>"
             + folded("Table: each stage's wall time, device, CPU kind, threads and torch version",
-                     "<table><tr><th>stage</th><th>wall time (s)</th><th>device</th><th>CPU kind</th><th>threads</th>"
+                     "<table><tr><th>stage</th><th>minutes</th><th>device</th><th>CPU kind</th><th>threads</th>"
                      "<th>torch</th></tr>" + "".join(rows) + "</table>"))
+
+
+def stage_total_minutes(rows: list[dict]) -> str:
+    """The total of ``stage_rows`` as both tables print it: whole minutes."""
+    return f"{sum(r['seconds'] for r in rows) / 60:.0f}"
