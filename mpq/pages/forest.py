@@ -113,7 +113,6 @@ def verdict_block(table: VerdictTable) -> str:
     alt = (f"Forest plot, one row per comparison, of {table.title}: the difference in {unit} with its 95% interval "
            "against a line at zero, each seed's value as a dot, and the verdict beside each row.")
     return (f"<figure>{_png_img(verdict_figure(table), alt)}<figcaption>{html.escape(table.title)}; "
-            f"{html.escape(table.note)}. Look at which bars clear the zero line and on which side, and at the word "
-            "beside each row. Open dots: each seed (or the one run); diamond and bar: "
-            "the mean and its 95% interval with both noise sources; MDE: the smallest effect the design detects "
-            "(80% power, 5% two-sided).</figcaption></figure>")
+            f"{html.escape(table.note)}. Look for bars clear of zero: open dots are seeds (or the one run), diamond and "
+            "bar the mean and its 95% interval (both noise sources); MDE: the smallest effect detectable (80% power, "
+            "5% two-sided).</figcaption></figure>")

@@ -168,10 +168,8 @@ def environment_html(m: dict, envs: dict) -> str:
         rows.append(f"<tr><td>throughput benchmark</td><td></td><td>cpu</td><td>{th.get('cpu_capability')}</td>"
                     f"<td>{th.get('threads', '')}</td><td></td></tr>")
     kinds = sorted({k for r in stages for k in r["kind"].split("/") if k})
-    mixed = (f" The stages ran on {' and '.join(kinds)} CPUs: compare a stage's minutes only with the same kind's."
-             if len(kinds) > 1 else "")
-    return (f"<p class='meta'>All stages together: {stage_total_minutes(stages)} minutes (the README's stage table, "
-            f"from the same rows).{mixed}</p>"
+    mixed = (f" ({' and '.join(kinds)} CPUs: compare a stage only with the same kind's)" if len(kinds) > 1 else "")
+    return (f"<p class='meta'>All stages together: {stage_total_minutes(stages)} minutes{mixed}.</p>"
             + folded("Table: each stage's wall time, device, CPU kind, threads and torch version",
                      "<table><tr><th>stage</th><th>minutes</th><th>device</th><th>CPU kind</th><th>threads</th>"
                      "<th>torch</th></tr>" + "".join(rows) + "</table>"))

@@ -9,11 +9,10 @@ PAGE_WIDTH_PX = 1068            # the entry page's column (1100 px less 1em of p
 MIN_TEXT_PX = 10.0              # the smallest text a reader of the pages is asked to read
 
 # What F3/F4's density figure can and cannot show, said once for notebook 05's findings and the entry page
-DENSITY_CAVEAT = ("F3/F4's densities cannot show the drift of the paper's Figures 3-4: BN recalibration standardises "
-                  "each channel at the lowest point and at the max path alike, so both densities are centred and "
-                  "scaled the same by construction. The distortion lies in which value each position takes, which "
-                  "the relative MSE measures (distortion, % of the feature variance, and its verdict idm minus "
-                  "plain); the runs keep no BN-output distortion measured before recalibration.")
+DENSITY_CAVEAT = ("F3/F4's densities cannot show the paper's drift: BN recalibration standardises each channel at the "
+                  "lowest point and the max path alike, so both are centred and scaled the same. The distortion lies "
+                  "in which value each position takes, which the relative MSE (distortion, % of the feature variance) "
+                  "and its verdict measure; no distortion before recalibration was kept.")
 
 
 def min_points(width_in: float, dpi: float = 120, width_px: float = PAGE_WIDTH_PX, px: float = MIN_TEXT_PX + 0.5
