@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from mpq.pages.metrics import MODEL_NAMES, display_name, seed_note, seeds_text
-from mpq.studies.stats import interval_text as stats_interval_text
+from mpq.studies import stats
 
 
 def current(verdict: Mapping) -> dict:
@@ -363,7 +363,7 @@ def claim_families(m: dict) -> dict[str, Claim]:
 
 def interval_text(v: Mapping) -> str:
     """A stored verdict's difference and interval, printed as ``mpq.studies.stats.interval_text`` prints them."""
-    return stats_interval_text(v["diff"], v["low"], v["high"])
+    return stats.interval_text(v["diff"], v["low"], v["high"])
 
 
 def verdict_text(v: Mapping) -> str:
